@@ -1,0 +1,343 @@
+/* mem_backend.c -- the `mem:` backend: everything in process memory.  For
+ * tests and as the reference implementation of the backend table.
+ *
+ * "mem:" is private to one store.  "mem:NAME" shares its locations with
+ * every store opened as "mem:NAME" in this process, for as long as the
+ * process lives, so a test can persist, close, reopen and register. The
+ * spill area is always private to the store (emptied at open, as the real
+ * backends do). */
+#include "fbk_backend.h"
+#include "keymap.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mem_val {
+    size_t len;
+    unsigned char data[];
+} mem_val;
+
+typedef struct mem_loc {
+    char *name;
+    pthread_mutex_t mu;
+    fbk__keymap keys; /* key -> mem_val */
+    struct mem_loc *next;
+} mem_loc;
+
+typedef struct mem_ns {
+    char *name; /* NULL: anonymous */
+    pthread_mutex_t mu;
+    mem_loc *locs;
+    struct mem_ns *next;
+} mem_ns;
+
+typedef struct mem_backend {
+    pthread_mutex_t mu;
+    fbk__keymap spill; /* key -> mem_val */
+    mem_ns *ns;
+} mem_backend;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static mem_ns *registry; /* named namespaces: live until the process ends */
+
+static mem_val *val_copy(const mem_val *v)
+{
+    mem_val *c = malloc(sizeof *c + v->len);
+    if (c) {
+        c->len = v->len;
+        memcpy(c->data, v->data, v->len);
+    }
+    return c;
+}
+
+static void map_free_vals(fbk__keymap *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->used[i])
+            free(m->vals[i]);
+    fbk__keymap_free(m);
+}
+
+static char *key_text(const fbk_key *key, char buf[FBK_KEY_STRLEN + 1])
+{
+    fbk_key_format(key, buf);
+    return buf;
+}
+
+/* Puts v under key in m (replacing and freeing an older value). */
+static int map_put(fbk__keymap *m, const fbk_key *key, mem_val *v)
+{
+    void **slot = fbk__keymap_get(m, key);
+    if (slot) {
+        free(*slot);
+        *slot = v;
+        return FBK_OK;
+    }
+    return fbk__keymap_put(m, key, v);
+}
+
+static int mem_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+{
+    mem_backend *b = self;
+    if (len > SIZE_MAX - sizeof(mem_val))
+        return fbk_error_set(FBK_ENOSPC, 0, "mem: %zu bytes do not fit in memory", len);
+    mem_val *v = malloc(sizeof *v + len);
+    if (!v)
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate %zu bytes", len);
+    v->len = len;
+    int rc = fill(v->data, len, arg);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    pthread_mutex_lock(&b->mu);
+    rc = map_put(&b->spill, key, v);
+    pthread_mutex_unlock(&b->mu);
+    if (rc) {
+        free(v);
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot grow the spill area");
+    }
+    return FBK_OK;
+}
+
+static int mem_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    mem_backend *b = self;
+    pthread_mutex_lock(&b->mu);
+    void **slot = fbk__keymap_get(&b->spill, key);
+    mem_val *v = slot ? *slot : NULL;
+    pthread_mutex_unlock(&b->mu);
+    char t[FBK_KEY_STRLEN + 1];
+    if (!v)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area", key_text(key, t));
+    /* the core never removes a key while it is being loaded: no lock needed */
+    return read(v->data, v->len, arg);
+}
+
+static int mem_remove(void *self, const fbk_key *key)
+{
+    mem_backend *b = self;
+    pthread_mutex_lock(&b->mu);
+    void **slot = fbk__keymap_get(&b->spill, key);
+    mem_val *v = slot ? *slot : NULL;
+    if (v)
+        fbk__keymap_del(&b->spill, key);
+    pthread_mutex_unlock(&b->mu);
+    char t[FBK_KEY_STRLEN + 1];
+    if (!v)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area", key_text(key, t));
+    free(v);
+    return FBK_OK;
+}
+
+static int mem_open_location(void *self, const char *location, void **out)
+{
+    mem_backend *b = self;
+    if (!location)
+        return fbk_error_set(FBK_EINVAL, 0, "mem: location name is NULL");
+    pthread_mutex_lock(&b->ns->mu);
+    mem_loc *l = b->ns->locs;
+    while (l && strcmp(l->name, location) != 0)
+        l = l->next;
+    if (!l) {
+        l = calloc(1, sizeof *l);
+        char *name = strdup(location);
+        if (!l || !name) {
+            free(l);
+            free(name);
+            pthread_mutex_unlock(&b->ns->mu);
+            return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate location \"%s\"", location);
+        }
+        l->name = name;
+        pthread_mutex_init(&l->mu, NULL);
+        fbk__keymap_init(&l->keys);
+        l->next = b->ns->locs;
+        b->ns->locs = l;
+    }
+    pthread_mutex_unlock(&b->ns->mu);
+    *out = l;
+    return FBK_OK;
+}
+
+static void mem_close_location(void *self, void *loc)
+{
+    (void)self;
+    (void)loc; /* locations live as long as their namespace */
+}
+
+static int mem_scan(void *self, void *loc, fbk_key_fn each, void *arg)
+{
+    (void)self;
+    mem_loc *l = loc;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->keys.len, k = 0;
+    fbk_key *keys = malloc((n ? n : 1) * sizeof *keys);
+    if (keys)
+        for (size_t i = 0; i < l->keys.cap; i++)
+            if (l->keys.used[i])
+                keys[k++] = l->keys.keys[i];
+    pthread_mutex_unlock(&l->mu);
+    if (!keys)
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: scan cannot allocate %zu keys", n);
+    int rc = FBK_OK;
+    for (size_t i = 0; i < k && rc == FBK_OK; i++)
+        rc = each(&keys[i], arg);
+    free(keys);
+    return rc < 0 ? rc : 0; /* nothing is ever junk here */
+}
+
+/* Copies key from map `from` (under from_mu) into map `to` (under to_mu). */
+static int copy_between(pthread_mutex_t *from_mu, fbk__keymap *from, pthread_mutex_t *to_mu,
+                        fbk__keymap *to, const fbk_key *key, const char *what)
+{
+    char t[FBK_KEY_STRLEN + 1];
+    pthread_mutex_lock(from_mu);
+    void **slot = fbk__keymap_get(from, key);
+    mem_val *c = slot ? val_copy(*slot) : NULL;
+    pthread_mutex_unlock(from_mu);
+    if (!slot)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s: %s not found", what, key_text(key, t));
+    if (!c)
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: %s: out of memory", what);
+    pthread_mutex_lock(to_mu);
+    int rc = map_put(to, key, c);
+    pthread_mutex_unlock(to_mu);
+    if (rc) {
+        free(c);
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: %s: out of memory", what);
+    }
+    return FBK_OK;
+}
+
+static int mem_persist(void *self, void *loc, const fbk_key *key)
+{
+    mem_backend *b = self;
+    mem_loc *l = loc;
+    return copy_between(&b->mu, &b->spill, &l->mu, &l->keys, key, "persist");
+}
+
+static int mem_register(void *self, void *loc, const fbk_key *key)
+{
+    mem_backend *b = self;
+    mem_loc *l = loc;
+    return copy_between(&l->mu, &l->keys, &b->mu, &b->spill, key, "register");
+}
+
+static int mem_remove_persisted(void *self, void *loc, const fbk_key *key)
+{
+    (void)self;
+    mem_loc *l = loc;
+    pthread_mutex_lock(&l->mu);
+    void **slot = fbk__keymap_get(&l->keys, key);
+    mem_val *v = slot ? *slot : NULL;
+    if (v)
+        fbk__keymap_del(&l->keys, key);
+    pthread_mutex_unlock(&l->mu);
+    char t[FBK_KEY_STRLEN + 1];
+    if (!v)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in location \"%s\"", key_text(key, t),
+                             l->name);
+    free(v);
+    return FBK_OK;
+}
+
+static int mem_sync(void *self, void *loc)
+{
+    (void)self;
+    (void)loc;
+    return FBK_OK; /* memory is as durable as it gets */
+}
+
+static void ns_free(mem_ns *ns)
+{
+    mem_loc *l = ns->locs;
+    while (l) {
+        mem_loc *next = l->next;
+        map_free_vals(&l->keys);
+        pthread_mutex_destroy(&l->mu);
+        free(l->name);
+        free(l);
+        l = next;
+    }
+    pthread_mutex_destroy(&ns->mu);
+    free(ns->name);
+    free(ns);
+}
+
+static void mem_close(void *self)
+{
+    mem_backend *b = self;
+    if (!b)
+        return;
+    map_free_vals(&b->spill);
+    if (!b->ns->name)
+        ns_free(b->ns);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static const fbk_backend_ops mem_ops = {
+    .version = FBK_BACKEND_OPS_VERSION,
+    .name = "mem",
+    .store = mem_store,
+    .load = mem_load,
+    .remove = mem_remove,
+    .open_location = mem_open_location,
+    .close_location = mem_close_location,
+    .scan = mem_scan,
+    .persist = mem_persist,
+    .register_key = mem_register,
+    .remove_persisted = mem_remove_persisted,
+    .sync = mem_sync,
+    .close = mem_close,
+    .persist_many = NULL,
+    .register_many = NULL,
+};
+
+static mem_ns *ns_new(const char *name)
+{
+    mem_ns *ns = calloc(1, sizeof *ns);
+    if (!ns)
+        return NULL;
+    if (name && !(ns->name = strdup(name))) {
+        free(ns);
+        return NULL;
+    }
+    pthread_mutex_init(&ns->mu, NULL);
+    return ns;
+}
+
+int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
+                           const fbk_backend_ops **ops, void **self)
+{
+    (void)opts;
+    if (!ops || !self)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_backend_mem_create: NULL argument");
+    mem_backend *b = calloc(1, sizeof *b);
+    if (!b)
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the backend");
+    if (arg && *arg) {
+        pthread_mutex_lock(&registry_mu);
+        mem_ns *ns = registry;
+        while (ns && strcmp(ns->name, arg) != 0)
+            ns = ns->next;
+        if (!ns && (ns = ns_new(arg))) {
+            ns->next = registry;
+            registry = ns;
+        }
+        pthread_mutex_unlock(&registry_mu);
+        b->ns = ns;
+    } else {
+        b->ns = ns_new(NULL);
+    }
+    if (!b->ns) {
+        free(b);
+        return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the namespace");
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    fbk__keymap_init(&b->spill);
+    *ops = &mem_ops;
+    *self = b;
+    return FBK_OK;
+}

@@ -1,0 +1,301 @@
+/*
+ * fbk.h -- libfbk, a storage engine for collections of large objects.
+ *
+ * A program hands libfbk objects; libfbk keeps the recently used ones in
+ * memory (a segmented LRU of `mem_items` slots per pool) and spills the rest
+ * to a backing store, loading them back on demand.  Objects can be persisted
+ * to durable locations and registered back after a restart.
+ *
+ * Conventions
+ *   - Every function that can fail returns int: 0 (FBK_OK) or a negative
+ *     FBK_E* code; fbk_errmsg() then tells what failed on this thread.
+ *   - Out-parameters come last.  On failure they are left unchanged and the
+ *     objects involved are left exactly as they were.
+ *   - All functions are thread-safe.  "Blocking" functions may do backend I/O
+ *     on the caller's thread; the others never do.
+ *   - close(NULL) / release(NULL) are harmless no-ops.
+ *
+ * Object lifetimes
+ *   fbk_store     refcounted: freed after fbk_store_close() and the release of
+ *                 the last pool, handle, location and task using it.
+ *   fbk_pool      freed after fbk_pool_release() and the last handle release.
+ *   fbk_handle    refcounted reference to one item (fbk_handle_retain).
+ *   fbk_location  freed by fbk_location_close() once no task uses it.
+ *   fbk_task      freed by fbk_task_wait() or fbk_task_release().
+ */
+#ifndef FBK_H
+#define FBK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FBK_VERSION_MAJOR 0
+#define FBK_VERSION_MINOR 1
+#define FBK_VERSION_PATCH 0
+/* "0.1.0" */
+const char *fbk_version(void);
+
+/* ------------------------------------------------------------------ keys */
+
+/* An RFC 4122 version-4 UUID (from libuuid), the name of one stored value. */
+typedef struct fbk_key {
+    unsigned char bytes[16];
+} fbk_key;
+#define FBK_KEY_STRLEN 36
+
+/* Writes the lowercase hyphenated form and a NUL into out. */
+void fbk_key_format(const fbk_key *key, char out[FBK_KEY_STRLEN + 1]);
+/* Parses the hyphenated (36 chars) or plain 32-hex form, either case.
+ * FBK_EINVAL for anything else (including NULL). */
+int fbk_key_parse(const char *text, fbk_key *out);
+/* 1 if equal, 0 otherwise. */
+int fbk_key_equal(const fbk_key *a, const fbk_key *b);
+/* Writes the plain 32-hex lowercase form and a NUL into out. */
+void fbk_key_format_hex(const fbk_key *key, char out[33]);
+/* A fresh random (v4) key.  Not in the v0 contract; used by backends/tests. */
+void fbk_key_generate(fbk_key *out);
+
+/* ---------------------------------------------------------------- errors */
+
+/* The one list of error codes: X(NAME, value, message). */
+#define FBK_ERROR_MAP(X)                                                           \
+    X(EINVAL, -1, "invalid argument or misuse")                                    \
+    X(ENOMEM, -2, "out of memory")                                                 \
+    X(EIO, -3, "I/O error in the backend")                                         \
+    X(ENOSPC, -4, "no space left in the backend")                                  \
+    X(ENOTFOUND, -5, "key not found")                                              \
+    X(ECORRUPT, -6, "stored bytes failed checksum or format validation")           \
+    X(EAGAIN, -7, "the operation would have to block or wait")                     \
+    X(EBUSY, -8, "the item is shared, pinned or in use")                           \
+    X(ECODEC, -9, "a codec callback failed")                                       \
+    X(ECLOSED, -10, "the store is shutting down")
+
+enum {
+    FBK_OK = 0,
+#define FBK__ERR_ENUM(name, value, msg) FBK_##name = (value),
+    FBK_ERROR_MAP(FBK__ERR_ENUM)
+#undef FBK__ERR_ENUM
+};
+
+/* A static description of err; never NULL ("unknown error" for others). */
+const char *fbk_strerror(int err);
+/* The code's name, e.g. "FBK_ENOSPC"; never NULL. */
+const char *fbk_err_name(int err);
+/* The detailed message of the last failure on the calling thread, e.g.
+ * "file: link DIR/spill/ab/ab12...: No space left on device"; "" if none. */
+const char *fbk_errmsg(void);
+/* The OS errno behind the last failure on the calling thread, 0 if none. */
+int fbk_last_os_error(void);
+
+/* ----------------------------------------------------------------- codec */
+
+/* How a user type becomes bytes and back.  dst/src may point straight into
+ * backend memory (an LMDB page, a mapped file): encode and decode must not
+ * keep the pointer.  Callbacks may run on any thread, including the store's
+ * workers (eviction writes).  A non-zero result from encode/decode/clone is
+ * reported as FBK_ECODEC. */
+typedef struct fbk_codec {
+    size_t (*size)(const void *obj, void *ctx);                          /* encoded length */
+    int (*encode)(const void *obj, void *dst, size_t len, void *ctx);    /* fill exactly len bytes */
+    int (*decode)(const void *src, size_t len, void **out, void *ctx);   /* src valid only during call */
+    void (*destroy)(void *obj, void *ctx);                               /* free an in-memory object */
+    int (*clone)(const void *obj, void **out, void *ctx); /* optional (make_mut); NULL = encode+decode */
+    void *ctx;
+} fbk_codec;
+
+/* A ready-made object type: a length-prefixed byte string. */
+typedef struct fbk_blob {
+    size_t len;
+    unsigned char data[];
+} fbk_blob;
+/* A new blob holding a copy of data[0..len) (data may be NULL when len is 0,
+ * or NULL to leave the bytes uninitialised).  NULL on ENOMEM. */
+fbk_blob *fbk_blob_new(const void *data, size_t len);
+void fbk_blob_free(fbk_blob *b);
+/* The codec for fbk_blob * objects. */
+extern const fbk_codec fbk_blob_codec;
+
+/* --------------------------------------------------------- opaque types */
+
+typedef struct fbk_store fbk_store;
+typedef struct fbk_pool fbk_pool;
+typedef struct fbk_handle fbk_handle;
+typedef struct fbk_location fbk_location;
+typedef struct fbk_task fbk_task;
+typedef struct fbk_backend_ops fbk_backend_ops; /* see fbk_backend.h */
+
+/* ----------------------------------------------------------------- store */
+
+/* Called on a worker thread for each failure of background work that has no
+ * caller to return it to (an eviction write, the remove of a released item's
+ * spill copy).  The object involved is kept: a failed eviction leaves the
+ * item in memory and it is written again later. */
+typedef void (*fbk_error_fn)(int err, const char *message, void *arg);
+
+typedef struct fbk_store_options {
+    unsigned threads;       /* background worker threads; 0 = default (2) */
+    fbk_error_fn on_error;  /* background failures; NULL = counted only */
+    void *on_error_arg;
+    size_t map_size;        /* lmdb: initial map size of each environment in
+                               bytes; 0 = default (64 MiB); grows on demand */
+    const char *durable_dir;/* lmdb: directory of the durable environment;
+                               NULL = DIR/durable */
+    /* every field's zero value means its default, so `{0}` is valid */
+} fbk_store_options;
+
+/* Opens a store.  uri: "lmdb:DIR", "file:DIR", "mem:" (or "mem:NAME");
+ * a bare path means "lmdb:PATH".  opts == NULL means defaults.
+ * Blocking (creates and locks DIR, empties the spill area).
+ * FBK_EINVAL for an unknown scheme or bad argument, FBK_EBUSY when another
+ * process holds DIR, FBK_EIO/FBK_ENOSPC/FBK_ENOMEM otherwise. */
+int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts);
+/* Opens a store over a user's backend table; takes ownership of self (also on
+ * failure: ops->close(self) is then called). */
+int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *self,
+                           const fbk_store_options *opts);
+/* Blocks until all background work queued so far (and the work it queues in
+ * turn) is done.  Returns 0, or the first background error since the last
+ * drain (the error was also passed to on_error). */
+int fbk_store_drain(fbk_store *s);
+/* Drops the caller's reference; the store is freed after the last pool,
+ * handle and location using it is released.  Existing pools and handles keep
+ * working. */
+void fbk_store_close(fbk_store *s);
+
+/* Counters since open, for tests, benchmarks and monitoring. */
+typedef struct fbk_store_stats {
+    uint64_t stores;            /* backend store calls that succeeded */
+    uint64_t loads;             /* backend load calls that succeeded */
+    uint64_t removes;           /* spill copies removed */
+    uint64_t evictions;         /* items dropped from memory after a write */
+    uint64_t eviction_failures; /* eviction writes that failed (item kept) */
+    uint64_t background_errors; /* all failures reported to on_error */
+} fbk_store_stats;
+void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out);
+
+/* ------------------------------------------------------------- locations */
+
+/* Opens (creating when missing) a durable location, scans and sanitizes it
+ * and remembers which keys it holds.  Blocking. */
+int fbk_location_open(fbk_store *s, const char *location, fbk_location **out);
+size_t fbk_location_count(const fbk_location *loc);
+/* How many junk entries (non-key names, leftover temporaries) the scan at
+ * open deleted. */
+size_t fbk_location_junk_removed(const fbk_location *loc);
+/* 1 or 0 */
+int fbk_location_contains(const fbk_location *loc, const fbk_key *key);
+/* Copies up to cap keys into out (in no particular order); returns the total. */
+size_t fbk_location_keys(const fbk_location *loc, fbk_key *out, size_t cap);
+/* Makes every persist/remove on loc so far durable.  Blocking.  A failure is
+ * final for this fbk_location: every later sync returns the same error
+ * (pages the kernel failed to write may have been dropped); reopen the
+ * location to find out what it holds. */
+int fbk_location_sync(fbk_location *loc);
+/* Removes key from loc; an absent key returns 0 with no backend call.
+ * Blocking.  Durable after the next sync. */
+int fbk_location_remove(fbk_location *loc, const fbk_key *key);
+/* Frees loc once running tasks that use it have finished. */
+void fbk_location_close(fbk_location *loc);
+
+/* ----------------------------------------------------------------- pools */
+
+/* A pool of objects of one codec, keeping at most mem_items in memory
+ * (front half mem_items/2, back half the rest).  *codec is copied;
+ * codec->ctx must outlive the pool. */
+int fbk_pool_create(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t mem_items);
+/* Live items, in memory or spilled. */
+size_t fbk_pool_size(const fbk_pool *p);
+/* Drops the caller's reference; live handles keep the pool alive. */
+void fbk_pool_release(fbk_pool *p);
+
+/* --------------------------------------------------------------- handles */
+
+/* Puts obj in the pool (in memory only, at the front of the LRU) and returns
+ * a handle.  Takes ownership of obj on success; on failure the caller keeps
+ * it.  No I/O on the caller's thread: the item pushed out of memory is
+ * written by a worker. */
+int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
+/* A handle for key as held by loc, without loading it.  Blocking (copies the
+ * value into the spill area unless that key is already registered there).
+ * FBK_ENOTFOUND if loc does not hold key.  Registering the same key twice
+ * gives two distinct handles sharing one spill copy (one register_key call). */
+int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle **out);
+/* Another reference to the SAME item; returns h. */
+fbk_handle *fbk_handle_retain(fbk_handle *h);
+/* Drops one reference.  The last one takes the item out of the pool; its
+ * spill copy, if any, is removed in the background. */
+void fbk_handle_release(fbk_handle *h);
+/* The item's current key (it changes on fbk_load_mut). */
+void fbk_handle_key(const fbk_handle *h, fbk_key *out);
+fbk_pool *fbk_handle_pool(const fbk_handle *h);
+
+/* Pins the item in memory and gives read access to it until fbk_unload().
+ * Blocking: reads the item back if spilled (FBK_ECORRUPT, FBK_ECODEC,
+ * FBK_EIO... leave it spilled).  Several threads may hold loads at once. */
+int fbk_load(fbk_handle *h, const void **obj);
+/* As fbk_load, but FBK_EAGAIN if the item is not in memory or is being
+ * evicted right now; never blocks on I/O. */
+int fbk_try_load(fbk_handle *h, const void **obj);
+/* Ends one pin taken by fbk_load/fbk_try_load. */
+void fbk_unload(fbk_handle *h);
+/* Exclusive write access.  FBK_EBUSY unless h is the only reference and the
+ * item is not pinned.  Removes the spill copy and gives the item a NEW key.
+ * Blocking (loads the item if spilled). */
+int fbk_load_mut(fbk_handle *h, void **obj);
+/* As fbk_load_mut, FBK_EAGAIN instead of I/O or waiting. */
+int fbk_try_load_mut(fbk_handle *h, void **obj);
+/* Ends the write access of fbk_load_mut/fbk_try_load_mut/fbk_make_mut. */
+void fbk_unload_mut(fbk_handle *h);
+/* Write access whether shared or not: when *h is shared (or pinned), clones
+ * the object into a new item, releases one reference to the old item and
+ * stores the new handle in *h.  Then as fbk_load_mut on *h; end with
+ * fbk_unload_mut(*h).  On failure *h is unchanged. */
+int fbk_make_mut(fbk_handle **h, void **obj);
+
+/* Writes the item to the spill area if it is not there yet.  Blocking. */
+int fbk_write_now(fbk_handle *h);
+/* Writes the item if needed, then copies it into loc; no backend call if loc
+ * already holds the key.  Blocking.  Durable after fbk_location_sync(loc). */
+int fbk_persist(fbk_handle *h, fbk_location *loc);
+
+/* ----------------------------------------------------------------- tasks */
+
+/* Each _async call pins the item's current value before it returns and does
+ * the work on a worker thread.  out == NULL means fire-and-forget (errors go
+ * to on_error).  The task keeps h's item, loc and the store alive. */
+int fbk_write_now_async(fbk_handle *h, fbk_task **out);
+int fbk_persist_async(fbk_handle *h, fbk_location *loc, fbk_task **out);
+/* Loads the item into memory in the background. */
+int fbk_prefetch(fbk_handle *h, fbk_task **out);
+/* Blocks until the task is finished; returns its result and frees t. */
+int fbk_task_wait(fbk_task *t);
+/* 1 if finished (non-blocking), 0 otherwise. */
+int fbk_task_done(const fbk_task *t);
+/* Stop waiting: frees t; the operation still completes. */
+void fbk_task_release(fbk_task *t);
+
+/* ------------------------------------------------------------------ save */
+
+/* Called between the sync and the removal of stale keys; should atomically
+ * switch the user's own reference (e.g. rename a manifest).  0 = committed. */
+typedef int (*fbk_commit_fn)(void *arg);
+/* Persists every handle to loc (skipping keys already there, at most
+ * max_parallel at a time; 0 = the store's thread count), syncs loc, calls
+ * commit(arg) (may be NULL: nothing to call), and, only if that returned 0,
+ * removes from loc the keys that were there before and are not among
+ * handles.  A failure before commit leaves the previous save intact and
+ * returns the error; commit's non-zero result is returned as is.  Blocking. */
+int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,
+             fbk_commit_fn commit, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "fbk_backend.h"
+
+#endif /* FBK_H */

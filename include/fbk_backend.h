@@ -1,0 +1,142 @@
+/*
+ * fbk_backend.h -- the backend table of libfbk: where the bytes live.
+ *
+ * A backend stores opaque byte strings under 16-byte keys in a *spill area*
+ * (the temporary storage the cache evicts into) and copies them to and from
+ * durable *locations*.  The built-in backends (`mem:`, `file:`, `lmdb:`) are
+ * tables of this shape; a user may supply their own to fbk_store_open_backend().
+ *
+ * What a backend may assume (the core guarantees it, as the original
+ * file_backed `BackingStore` wrapper did):
+ *   - it never sees two operations race on ONE key: for a given key,
+ *     `store` happens once (until a `remove`), `remove` only after the last
+ *     user of the key is gone, `load`/`persist` only while the key is present
+ *     in the spill area, `register_key` only for a key not present in the
+ *     spill area;
+ *   - operations on DIFFERENT keys may run concurrently on any threads, so the
+ *     backend's own shared state must be thread-safe;
+ *   - all functions are plain blocking calls; they never call back into the
+ *     store (only into the fill/read/key callbacks they are handed).
+ *
+ * What a backend must do:
+ *   - return 0 or a negative FBK_E* code, never abort; set a message with
+ *     fbk_error_set() / fbk_error_from_errno() so the user learns what failed;
+ *   - leave the previous state intact on failure (a failed `store` leaves no
+ *     readable value under the key; a failed `persist` leaves no half-written
+ *     value under the key in the location).
+ *
+ * The blob framing (magic, version, length, XXH3 checksum) is done by the
+ * core, inside the fill/read callbacks: backends store and return exactly the
+ * bytes they were given and need no integrity checks of their own.
+ */
+#ifndef FBK_BACKEND_H
+#define FBK_BACKEND_H
+
+#include "fbk.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fills dst[0..len) with the framed blob.  Returns 0 or an FBK_E* code
+ * (the backend must then discard the partial value and return that code). */
+typedef int (*fbk_fill_fn)(void *dst, size_t len, void *arg);
+/* Consumes src[0..len); src need only stay valid during the call. */
+typedef int (*fbk_read_fn)(const void *src, size_t len, void *arg);
+/* Called once per key found by scan; a non-zero result stops the scan and is
+ * returned by it. */
+typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
+
+#define FBK_BACKEND_OPS_VERSION 1
+
+/*
+ * The table.  `version` comes first; later versions only append members, so a
+ * table built against version 1 keeps working.  `self` is the backend's own
+ * state, handed to fbk_store_open_backend() and owned by the store from then
+ * on (freed by `close`).  `loc` is the backend's handle for one location, made
+ * by `open_location` and freed by `close_location`.
+ */
+struct fbk_backend_ops {
+    unsigned version; /* FBK_BACKEND_OPS_VERSION */
+    const char *name; /* short name for messages, e.g. "lmdb" */
+
+    /* ---- spill area ---- */
+    /* Store `len` bytes under `key`: obtain a writable buffer of exactly `len`
+     * bytes (ideally the final resting place, e.g. an LMDB MDB_RESERVE page),
+     * call fill(buf, len, arg) exactly once, and make the value readable by
+     * `load`.  Durability is not required: the spill area is disposable. */
+    int (*store)(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg);
+    /* Call read(ptr, len, arg) once with the bytes stored under `key` and
+     * return its result.  FBK_ENOTFOUND if the key is absent. */
+    int (*load)(void *self, const fbk_key *key, fbk_read_fn read, void *arg);
+    /* Delete the spill copy of `key`.  FBK_ENOTFOUND if absent. */
+    int (*remove)(void *self, const fbk_key *key);
+
+    /* ---- durable locations ---- */
+    /* Open (creating when missing) the location named `location` (a
+     * directory for file:, a database name for lmdb:, any name for mem:).
+     * FBK_EINVAL for a name the backend cannot use. */
+    int (*open_location)(void *self, const char *location, void **loc);
+    void (*close_location)(void *self, void *loc);
+    /* Sanitize the location (delete junk: names that are not keys, leftover
+     * temporaries) and call each(key, arg) for every key it holds.  Returns
+     * the number of junk entries it deleted (>= 0), or an FBK_E* code. */
+    int (*scan)(void *self, void *loc, fbk_key_fn each, void *arg);
+    /* Copy the spill copy of `key` into `loc` (atomically: never a
+     * half-written value under the key).  Need not be durable until `sync`. */
+    int (*persist)(void *self, void *loc, const fbk_key *key);
+    /* Copy `key` from `loc` into the spill area.  FBK_ENOTFOUND if absent. */
+    int (*register_key)(void *self, void *loc, const fbk_key *key);
+    /* Delete `key` from `loc`.  FBK_ENOTFOUND if absent. */
+    int (*remove_persisted)(void *self, void *loc, const fbk_key *key);
+    /* Make every persist/remove_persisted on `loc` so far durable.  A failed
+     * sync must be reported, and never turned into success by a later call
+     * that merely retries (the kernel may have dropped the dirty pages). */
+    int (*sync)(void *self, void *loc);
+    /* Free `self`.  Called once, after every location is closed and all
+     * background work has finished. */
+    void (*close)(void *self);
+
+    /* ---- optional batch forms; NULL means the core loops ---- */
+    int (*persist_many)(void *self, void *loc, const fbk_key *keys, size_t n);
+    int (*register_many)(void *self, void *loc, const fbk_key *keys, size_t n);
+};
+
+/*
+ * Error reporting for backends (and the core).  Each thread keeps the message
+ * of its last failure; fbk_errmsg() reads it.
+ *
+ * fbk_error_set: records `code`, `os_errno` (0 if none) and a printf-style
+ * message; returns `code` so a backend can write `return fbk_error_set(...)`.
+ * fbk_error_from_errno: maps an errno value to an FBK_E* code (ENOSPC/EDQUOT ->
+ * FBK_ENOSPC, ENOMEM -> FBK_ENOMEM, ENOENT -> FBK_ENOTFOUND, EINVAL/
+ * ENAMETOOLONG/ENOTDIR -> FBK_EINVAL, anything else -> FBK_EIO), records a
+ * message ending in ": <strerror>", and returns the code.
+ */
+int fbk_error_set(int code, int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int fbk_error_from_errno(int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int fbk_error_vset(int code, int os_errno, const char *fmt, va_list ap);
+
+/*
+ * The built-in backends' constructors, for users who wrap a built-in table
+ * (fault injection, counting, tracing) and pass the wrapper to
+ * fbk_store_open_backend().  `arg` is the part of the URI after the scheme.
+ * On success *ops points at a static table and *self at fresh state owned by
+ * the caller until handed to a store.
+ */
+int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
+                           const fbk_backend_ops **ops, void **self);
+int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
+                            const fbk_backend_ops **ops, void **self);
+int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
+                            const fbk_backend_ops **ops, void **self);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FBK_BACKEND_H */

@@ -1,0 +1,442 @@
+/* entry.c -- fbk_handle: one item (the original Fb/FullEntry) and its state
+ * machine.
+ *
+ *   obj   the value in memory, or NULL        tok   its spill copy, or NULL
+ *   readers  pins (fbk_load, tasks)            excl  LOAD | EVICT | MUT | none
+ *
+ * Always obj || tok.  Pins exclude EVICT and MUT; LOAD (obj == NULL) may run
+ * beside pins, which never touch obj while it is NULL.  A pinned thread that
+ * writes the value out sets `storing` so the write happens once.  Blocking
+ * loads and writes run on the caller's thread; only eviction writes and
+ * tasks run on workers.
+ */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+
+static int bad(const char *fn, const char *what)
+{
+    return fbk_error_set(FBK_EINVAL, 0, "%s: %s", fn, what);
+}
+
+static fbk_handle *entry_new(fbk_pool *p)
+{
+    fbk_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    atomic_init(&h->rc, 1);
+    atomic_init(&h->users, 1);
+    h->pool = p;
+    atomic_init(&h->node.seg, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    return h;
+}
+
+static void entry_retire(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    fbk__pool_unlink(p, h);
+    /* unreachable now: no lock needed */
+    if (h->tok)
+        fbk__token_release(h->tok); /* the spill copy goes in the background */
+    if (h->obj)
+        p->codec.destroy(h->obj, p->codec.ctx);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+    fbk__pool_release_ref(p);
+}
+
+bool fbk__entry_try_ref(fbk_handle *h)
+{
+    long n = atomic_load(&h->rc);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&h->rc, &n, n + 1))
+            return true;
+    return false;
+}
+
+void fbk__entry_ref(fbk_handle *h) { atomic_fetch_add_explicit(&h->rc, 1, memory_order_relaxed); }
+
+void fbk__entry_unref(fbk_handle *h)
+{
+    if (atomic_fetch_sub_explicit(&h->rc, 1, memory_order_acq_rel) == 1)
+        entry_retire(h);
+}
+
+int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out)
+{
+    if (!p || !obj || !out)
+        return bad("fbk_insert", "NULL argument");
+    fbk_handle *h = entry_new(p);
+    if (!h)
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_insert: cannot allocate an item");
+    h->obj = obj;
+    fbk_key_generate(&h->key);
+    fbk__pool_link(p, h, true);
+    *out = h;
+    return FBK_OK;
+}
+
+int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle **out)
+{
+    if (!p || !loc || !key || !out)
+        return bad("fbk_register", "NULL argument");
+    if (loc->store != p->store)
+        return bad("fbk_register", "the location belongs to another store");
+    int rc = fbk__location_register_begin(loc, key);
+    if (rc)
+        return rc;
+    fbk__token *t = NULL;
+    rc = fbk__token_register(p->store, loc->bloc, key, &t);
+    fbk__location_register_end(loc, key);
+    if (rc)
+        return rc;
+    fbk_handle *h = entry_new(p);
+    if (!h) {
+        fbk__token_release(t);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_register: cannot allocate an item");
+    }
+    h->tok = t;
+    h->key = *key;
+    fbk__pool_link(p, h, false);
+    *out = h;
+    return FBK_OK;
+}
+
+fbk_handle *fbk_handle_retain(fbk_handle *h)
+{
+    if (h) {
+        atomic_fetch_add_explicit(&h->users, 1, memory_order_relaxed);
+        fbk__entry_ref(h);
+    }
+    return h;
+}
+
+void fbk_handle_release(fbk_handle *h)
+{
+    if (!h)
+        return;
+    atomic_fetch_sub_explicit(&h->users, 1, memory_order_relaxed);
+    fbk__entry_unref(h);
+}
+
+void fbk_handle_key(const fbk_handle *h, fbk_key *out)
+{
+    if (!h || !out)
+        return;
+    fbk_handle *m = (fbk_handle *)h;
+    pthread_mutex_lock(&m->mu);
+    *out = m->key;
+    pthread_mutex_unlock(&m->mu);
+}
+
+fbk_pool *fbk_handle_pool(const fbk_handle *h) { return h ? h->pool : NULL; }
+
+static bool self_holds_mut(const fbk_handle *h)
+{
+    return h->excl == FBK__EX_MUT && pthread_equal(h->mut_owner, pthread_self());
+}
+
+/* Reads the value back from the spill area.  Called with h->mu held,
+ * excl == NONE and obj == NULL; returns with h->mu held. */
+static int load_locked(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    fbk__token *t = h->tok;
+    h->excl = FBK__EX_LOAD;
+    pthread_mutex_unlock(&h->mu);
+    void *obj = NULL;
+    int rc = t ? fbk__token_load(p->store, t, &p->codec, &obj)
+               : fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
+    pthread_mutex_lock(&h->mu);
+    if (rc == FBK_OK)
+        h->obj = obj;
+    h->excl = FBK__EX_NONE;
+    pthread_cond_broadcast(&h->cv);
+    return rc;
+}
+
+int fbk_load(fbk_handle *h, const void **obj)
+{
+    if (!h || !obj)
+        return bad("fbk_load", "NULL argument");
+    fbk_pool *p = h->pool;
+    fbk__pool_touch(p, h);
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        if (h->excl == FBK__EX_NONE && h->obj) {
+            h->readers++;
+            *obj = h->obj;
+            pthread_mutex_unlock(&h->mu);
+            return FBK_OK;
+        }
+        if (self_holds_mut(h)) {
+            pthread_mutex_unlock(&h->mu);
+            return fbk_error_set(FBK_EBUSY, 0, "fbk_load: this thread holds fbk_load_mut on the item");
+        }
+        if (h->excl != FBK__EX_NONE) {
+            pthread_cond_wait(&h->cv, &h->mu);
+            continue;
+        }
+        int rc = load_locked(h);
+        if (rc) {
+            pthread_mutex_unlock(&h->mu);
+            fbk__pool_unpinned(p, h);
+            return rc;
+        }
+    }
+}
+
+int fbk_try_load(fbk_handle *h, const void **obj)
+{
+    if (!h || !obj)
+        return bad("fbk_try_load", "NULL argument");
+    pthread_mutex_lock(&h->mu);
+    if (h->excl != FBK__EX_NONE || !h->obj) {
+        pthread_mutex_unlock(&h->mu);
+        return fbk_error_set(FBK_EAGAIN, 0, "fbk_try_load: the item is %s",
+                             h->excl == FBK__EX_EVICT ? "being evicted" : "not in memory");
+    }
+    h->readers++;
+    *obj = h->obj;
+    pthread_mutex_unlock(&h->mu);
+    fbk__pool_touch(h->pool, h);
+    return FBK_OK;
+}
+
+void fbk__entry_unpin(fbk_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->readers > 0)
+        h->readers--;
+    pthread_mutex_unlock(&h->mu);
+    fbk__pool_unpinned(h->pool, h);
+}
+
+void fbk_unload(fbk_handle *h)
+{
+    if (h)
+        fbk__entry_unpin(h);
+}
+
+static int load_mut(fbk_handle *h, void **obj, bool try_only)
+{
+    const char *fn = try_only ? "fbk_try_load_mut" : "fbk_load_mut";
+    if (!h || !obj)
+        return bad(fn, "NULL argument");
+    if (atomic_load(&h->users) != 1)
+        return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference", fn);
+    fbk_pool *p = h->pool;
+    if (!try_only)
+        fbk__pool_touch(p, h);
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        if (h->readers > 0 || h->storing || h->excl == FBK__EX_MUT) {
+            pthread_mutex_unlock(&h->mu);
+            return fbk_error_set(FBK_EBUSY, 0, "%s: the item is %s", fn,
+                                 h->excl == FBK__EX_MUT ? "already held by fbk_load_mut" : "pinned");
+        }
+        if (h->excl != FBK__EX_NONE || !h->obj) {
+            if (try_only) {
+                pthread_mutex_unlock(&h->mu);
+                return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
+                                     h->obj ? "being evicted" : "not in memory");
+            }
+            if (h->excl != FBK__EX_NONE) {
+                pthread_cond_wait(&h->cv, &h->mu);
+                continue;
+            }
+            int rc = load_locked(h);
+            if (rc) {
+                pthread_mutex_unlock(&h->mu);
+                return rc;
+            }
+            continue;
+        }
+        break;
+    }
+    h->excl = FBK__EX_MUT;
+    h->mut_owner = pthread_self();
+    fbk__token *old = h->tok;
+    h->tok = NULL;
+    fbk_key_generate(&h->key);
+    *obj = h->obj;
+    pthread_mutex_unlock(&h->mu);
+    if (old)
+        fbk__token_release(old); /* the old value's spill copy goes in the background */
+    if (try_only)
+        fbk__pool_touch(p, h);
+    return FBK_OK;
+}
+
+int fbk_load_mut(fbk_handle *h, void **obj) { return load_mut(h, obj, false); }
+
+int fbk_try_load_mut(fbk_handle *h, void **obj) { return load_mut(h, obj, true); }
+
+void fbk_unload_mut(fbk_handle *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    bool was = h->excl == FBK__EX_MUT;
+    if (was) {
+        h->excl = FBK__EX_NONE;
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (was)
+        fbk__pool_unpinned(h->pool, h);
+}
+
+int fbk_make_mut(fbk_handle **hp, void **obj)
+{
+    if (!hp || !*hp || !obj)
+        return bad("fbk_make_mut", "NULL argument");
+    fbk_handle *h = *hp;
+    int rc = fbk_load_mut(h, obj);
+    if (rc != FBK_EBUSY)
+        return rc;
+    /* shared or pinned: write to a copy in a new item */
+    fbk_pool *p = h->pool;
+    const void *cur;
+    rc = fbk_load(h, &cur);
+    if (rc)
+        return rc;
+    void *copy = NULL;
+    rc = fbk__codec_clone(&p->codec, cur, &copy);
+    fbk_unload(h);
+    if (rc)
+        return rc;
+    fbk_handle *nh;
+    rc = fbk_insert(p, copy, &nh);
+    if (rc) {
+        p->codec.destroy(copy, p->codec.ctx);
+        return rc;
+    }
+    rc = fbk_load_mut(nh, obj);
+    if (rc) {
+        fbk_handle_release(nh);
+        return rc;
+    }
+    fbk_handle_release(h);
+    *hp = nh;
+    return FBK_OK;
+}
+
+int fbk__entry_pin(fbk_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        if (self_holds_mut(h)) {
+            pthread_mutex_unlock(&h->mu);
+            return fbk_error_set(FBK_EBUSY, 0, "this thread holds fbk_load_mut on the item");
+        }
+        if (h->excl == FBK__EX_NONE || h->excl == FBK__EX_LOAD)
+            break;
+        pthread_cond_wait(&h->cv, &h->mu);
+    }
+    h->readers++;
+    pthread_mutex_unlock(&h->mu);
+    return FBK_OK;
+}
+
+int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
+{
+    fbk_pool *p = h->pool;
+    int rc = FBK_OK;
+    pthread_mutex_lock(&h->mu);
+    while (h->storing)
+        pthread_cond_wait(&h->cv, &h->mu);
+    if (!h->tok) {
+        /* pinned, so obj != NULL and cannot change or go away */
+        fbk_key k = h->key;
+        void *obj = h->obj;
+        fbk__token *t = NULL;
+        h->storing = true;
+        pthread_mutex_unlock(&h->mu);
+        rc = fbk__token_store(p->store, &k, &p->codec, obj, &t);
+        pthread_mutex_lock(&h->mu);
+        h->storing = false;
+        if (rc == FBK_OK)
+            h->tok = t;
+        pthread_cond_broadcast(&h->cv);
+    }
+    if (rc == FBK_OK) {
+        if (tok) {
+            fbk__token_retain(h->tok);
+            *tok = h->tok;
+        }
+        if (key)
+            *key = h->key;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+int fbk__entry_fill(fbk_handle *h)
+{
+    int rc = FBK_OK;
+    pthread_mutex_lock(&h->mu);
+    while (!h->obj) {
+        if (h->excl == FBK__EX_LOAD) {
+            pthread_cond_wait(&h->cv, &h->mu);
+            continue;
+        }
+        rc = load_locked(h);
+        if (rc)
+            break;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+int fbk_write_now(fbk_handle *h)
+{
+    if (!h)
+        return bad("fbk_write_now", "NULL argument");
+    int rc = fbk__entry_pin(h);
+    if (rc)
+        return rc;
+    rc = fbk__entry_ensure_stored(h, NULL, NULL);
+    fbk__entry_unpin(h);
+    return rc;
+}
+
+/* With a pin held: true when loc holds the item's current key. */
+static bool loc_has_current(fbk_handle *h, fbk_location *loc)
+{
+    fbk_key key;
+    fbk_handle_key(h, &key);
+    return fbk_location_contains(loc, &key);
+}
+
+int fbk__entry_persist_pinned(fbk_handle *h, fbk_location *loc)
+{
+    if (loc_has_current(h, loc)) {
+        fbk__entry_unpin(h);
+        return FBK_OK;
+    }
+    fbk__token *t = NULL;
+    fbk_key key;
+    int rc = fbk__entry_ensure_stored(h, &t, &key);
+    fbk__entry_unpin(h);
+    if (rc)
+        return rc;
+    rc = fbk__location_persist(loc, &key);
+    fbk__token_release(t);
+    return rc;
+}
+
+int fbk_persist(fbk_handle *h, fbk_location *loc)
+{
+    if (!h || !loc)
+        return bad("fbk_persist", "NULL argument");
+    if (loc->store != h->pool->store)
+        return bad("fbk_persist", "the location belongs to another store");
+    int rc = fbk__entry_pin(h);
+    if (rc)
+        return rc;
+    return fbk__entry_persist_pinned(h, loc);
+}

@@ -1,0 +1,251 @@
+/* fbk_internal.h -- declarations shared by the core's files (not installed).
+ *
+ * Lock order (see docs/design.md): pool->mu  ->  entry->mu  ->  workers->mu.
+ * Every other mutex (store->tok_mu, location->mu, task->mu, stats) is a leaf:
+ * nothing else is locked while it is held.  No mutex is held across a backend
+ * call, a codec call or a condition wait on another object.
+ */
+#ifndef FBK_INTERNAL_H
+#define FBK_INTERNAL_H
+
+#include "fbk.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keymap.h"
+
+/* ------------------------------------------------------------- error.c */
+int fbk__errno_code(int os_errno);
+/* Makes sure fbk_errmsg() describes `code` (keeps a message a callee set). */
+int fbk__error_keep(int code);
+void fbk__error_clear(void);
+
+/* ------------------------------------------------------------- frame.c */
+/* Blob frame: 24-byte header + payload (docs/formats.md). */
+#define FBK__FRAME_MAGIC "FBKB"
+#define FBK__FRAME_VERSION 1
+#define FBK__FRAME_HDR 24
+/* Encodes obj with codec straight into dst (a backend buffer). */
+typedef struct fbk__fill_ctx {
+    const fbk_codec *codec;
+    const void *obj;
+    size_t payload;
+} fbk__fill_ctx;
+int fbk__frame_fill(void *dst, size_t len, void *arg); /* fbk_fill_fn, arg = fbk__fill_ctx */
+/* Checks a frame; on success *payload and *plen describe the codec bytes. */
+int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen);
+typedef struct fbk__read_ctx {
+    const fbk_codec *codec;
+    void *obj; /* out */
+} fbk__read_ctx;
+int fbk__frame_read(const void *src, size_t len, void *arg); /* fbk_read_fn */
+/* A copy of obj through codec->clone, or encode+decode. */
+int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out);
+
+/* ------------------------------------------------------------ worker.c */
+/* An intrusive job: embedded in the object it works on, so queueing never
+ * allocates and cannot fail. */
+typedef struct fbk__job {
+    void (*run)(struct fbk__job *job);
+    struct fbk__job *next;
+} fbk__job;
+
+typedef struct fbk__workers {
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* jobs queued or stop */
+    pthread_cond_t idle_cv; /* pending reached 0 */
+    pthread_cond_t exit_cv; /* a worker exited */
+    fbk__job *head, *tail;
+    size_t pending; /* queued + running */
+    unsigned alive;
+    bool stop;
+    bool free_on_exit; /* last worker out calls finalize(arg) */
+    void (*finalize)(void *arg);
+    void *arg;
+} fbk__workers;
+
+int fbk__workers_start(fbk__workers *w, unsigned n, void (*finalize)(void *), void *arg);
+void fbk__workers_submit(fbk__workers *w, fbk__job *job);
+void fbk__workers_drain(fbk__workers *w);
+/* Stops the workers once the queue is empty.  From a non-worker thread it
+ * waits for them and returns true: the caller finalizes.  From one of w's own
+ * workers it returns false: the last worker to exit calls finalize. */
+bool fbk__workers_shutdown(fbk__workers *w);
+void fbk__workers_destroy(fbk__workers *w);
+
+/* ------------------------------------------------------------- store.c */
+struct fbk_store {
+    atomic_long refs; /* the user's + one per pool, location, token job */
+    const fbk_backend_ops *ops;
+    void *self;
+    unsigned threads;
+    fbk__workers workers;
+    fbk_error_fn on_error;
+    void *on_error_arg;
+
+    /* token.c: key -> fbk__token, the spill area's use counts */
+    pthread_mutex_t tok_mu;
+    pthread_cond_t tok_cv;
+    fbk__keymap tokens;
+
+    pthread_mutex_t err_mu; /* leaf */
+    int drain_err;          /* first background error since the last drain */
+
+    atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors;
+};
+
+void fbk__store_retain(fbk_store *s);
+void fbk__store_release(fbk_store *s);
+/* Reports a background failure: counted, kept for drain, passed to on_error
+ * with fbk_errmsg() of this thread. */
+void fbk__store_report(fbk_store *s, int err);
+
+/* ------------------------------------------------------------- token.c */
+/* One spill copy: the key's use count, so that a key shared by several
+ * items (registered twice) is stored/registered once and removed once. */
+typedef enum { FBK__TOK_BUSY, FBK__TOK_PRESENT, FBK__TOK_REMOVING } fbk__tok_state;
+typedef struct fbk__token {
+    fbk_key key;
+    long uses;
+    fbk__tok_state state;
+    fbk_store *store;
+    fbk__job job; /* the background remove */
+} fbk__token;
+
+/* Writes obj under key (a key unknown to the store); *out has one use. */
+int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
+                     fbk__token **out);
+/* Registers key from a backend location (one register_key however many
+ * callers); *out has one use. */
+int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out);
+int fbk__token_load(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj);
+void fbk__token_retain(fbk__token *t);
+/* Drops one use; the last queues the backend remove on a worker. */
+void fbk__token_release(fbk__token *t);
+
+/* ---------------------------------------------------------- location.c */
+struct fbk_location {
+    atomic_long refs; /* the user's + one per running task */
+    fbk_store *store;
+    void *bloc;
+    pthread_mutex_t mu; /* leaf */
+    pthread_cond_t cv;
+    /* key -> state: >= 1 present (value-1 = registers in progress),
+     * FBK__LOC_PERSISTING, FBK__LOC_REMOVING */
+    fbk__keymap keys;
+    size_t count; /* present keys */
+    size_t junk;
+    int sync_err; /* sticky: a failed sync is final */
+};
+#define FBK__LOC_PERSISTING ((intptr_t)-1)
+#define FBK__LOC_REMOVING ((intptr_t)-2)
+
+void fbk__location_retain(fbk_location *loc);
+void fbk__location_release(fbk_location *loc);
+/* Copies the token's key into loc unless loc holds it already. */
+int fbk__location_persist(fbk_location *loc, const fbk_key *key);
+/* Bracket a register_key from loc: FBK_ENOTFOUND if loc lacks key; while
+ * bracketed, the key cannot be removed from loc. */
+int fbk__location_register_begin(fbk_location *loc, const fbk_key *key);
+void fbk__location_register_end(fbk_location *loc, const fbk_key *key);
+
+/* --------------------------------------------------------------- lru.c */
+/* The segmented LRU: a list cut at mem_items/2 (front half | back half) and
+ * at mem_items (beyond: not kept in memory).  `seg` is written under the
+ * pool's mutex and read without it by the hot path. */
+typedef struct fbk__lru_node {
+    struct fbk__lru_node *prev, *next;
+    _Atomic unsigned char seg; /* 0 front half, 1 back half, 2 beyond */
+} fbk__lru_node;
+
+typedef struct fbk__lru {
+    fbk__lru_node head; /* sentinel of a circular list */
+    size_t cap[2];      /* sizes of segment 0 and 1 */
+    size_t count[3];
+    fbk__lru_node *first[3]; /* first node of each segment, NULL if empty */
+    size_t len;
+} fbk__lru;
+
+void fbk__lru_init(fbk__lru *l, size_t mem_items);
+void fbk__lru_push_front(fbk__lru *l, fbk__lru_node *n);
+void fbk__lru_push_back(fbk__lru *l, fbk__lru_node *n);
+void fbk__lru_remove(fbk__lru *l, fbk__lru_node *n);
+static inline unsigned fbk__lru_seg(const fbk__lru_node *n)
+{
+    return atomic_load_explicit(&n->seg, memory_order_relaxed);
+}
+
+/* -------------------------------------------------------------- pool.c */
+struct fbk_pool {
+    atomic_long refs; /* the user's + one per live item */
+    fbk_store *store;
+    fbk_codec codec;
+    pthread_mutex_t mu; /* guards lru, retry list */
+    fbk__lru lru;
+    atomic_size_t size;
+    fbk_handle *retry; /* items whose eviction write failed (singly linked) */
+};
+
+void fbk__pool_retain(fbk_pool *p);
+void fbk__pool_release_ref(fbk_pool *p);
+/* Moves h to the front if it is not in the front half, and evicts what that
+ * pushes out.  Takes no lock when h is in the front half. */
+void fbk__pool_touch(fbk_pool *p, fbk_handle *h);
+/* Called after a pin ends: evicts h if it sits beyond mem_items. */
+void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
+/* Queues an eviction write of h if possible.  Caller holds p->mu. */
+void fbk__pool_try_evict_locked(fbk_pool *p, fbk_handle *h);
+/* Called by the eviction job when its write failed: retried later. */
+void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
+void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front);
+void fbk__pool_unlink(fbk_pool *p, fbk_handle *h);
+
+/* ------------------------------------------------------------- entry.c */
+typedef enum {
+    FBK__EX_NONE = 0,
+    FBK__EX_LOAD,  /* a thread reads the value back from the spill area */
+    FBK__EX_EVICT, /* a worker writes the value out and drops it */
+    FBK__EX_MUT,   /* fbk_load_mut holds it */
+} fbk__excl;
+
+struct fbk_handle {
+    atomic_long rc;    /* lifetime: user references + internal (jobs, tasks) */
+    atomic_long users; /* fbk_handle_retain references */
+    fbk_pool *pool;
+    fbk__lru_node node; /* guarded by pool->mu */
+    fbk_handle *retry_next; /* guarded by pool->mu */
+    bool in_retry;          /* guarded by pool->mu */
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    void *obj;        /* in memory, or NULL */
+    fbk__token *tok;  /* spill copy, or NULL; obj || tok always */
+    fbk_key key;
+    unsigned readers; /* pins */
+    fbk__excl excl;
+    bool storing; /* a pinned thread writes the value out */
+    pthread_t mut_owner;
+    fbk__job evict_job;
+};
+
+/* Takes one internal reference unless the item is already retiring. */
+bool fbk__entry_try_ref(fbk_handle *h);
+void fbk__entry_ref(fbk_handle *h);
+void fbk__entry_unref(fbk_handle *h);
+/* Pin the value for a task: waits (caller's thread) until no exclusive
+ * holder; FBK_EBUSY if the caller itself holds fbk_load_mut. */
+int fbk__entry_pin(fbk_handle *h);
+void fbk__entry_unpin(fbk_handle *h);
+/* With a pin held: write the value out if it is not in the spill area yet;
+ * *tok gets a use of the spill copy when tok != NULL. */
+int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key);
+/* With a pin held: bring the value into memory. */
+int fbk__entry_fill(fbk_handle *h);
+/* With a pin held: persist to loc; ends the pin. */
+int fbk__entry_persist_pinned(fbk_handle *h, fbk_location *loc);
+
+#endif

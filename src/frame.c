@@ -1,0 +1,120 @@
+/* frame.c -- the blob frame every backend stores, written and checked here
+ * once so that all backends detect corruption the same way.
+ *
+ *   offset  size  field
+ *   0       4     magic "FBKB"
+ *   4       1     format version (1)
+ *   5       3     reserved, zero
+ *   8       8     payload length, little-endian
+ *   16      8     XXH3-64 of the payload (seed 0), little-endian
+ *   24      n     payload: the codec's bytes
+ */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A codec's non-zero result: ENOMEM is passed on, anything else is ECODEC. */
+static int codec_error(int rc, const char *what)
+{
+    if (rc == FBK_ENOMEM)
+        return fbk_error_set(FBK_ENOMEM, 0, "codec %s: out of memory", what);
+    return fbk_error_set(FBK_ECODEC, 0, "codec %s failed (returned %d)", what, rc);
+}
+
+int fbk__frame_fill(void *dst, size_t len, void *arg)
+{
+    const fbk__fill_ctx *c = arg;
+    unsigned char *p = dst;
+    if (len != FBK__FRAME_HDR + c->payload)
+        return fbk_error_set(FBK_EINVAL, 0, "frame: backend gave %zu bytes, %zu wanted", len,
+                             (size_t)FBK__FRAME_HDR + c->payload);
+    int rc = c->codec->encode(c->obj, p + FBK__FRAME_HDR, c->payload, c->codec->ctx);
+    if (rc)
+        return codec_error(rc, "encode");
+    memcpy(p, FBK__FRAME_MAGIC, 4);
+    p[4] = FBK__FRAME_VERSION;
+    p[5] = p[6] = p[7] = 0;
+    put_le64(p + 8, (uint64_t)c->payload);
+    put_le64(p + 16, XXH3_64bits(p + FBK__FRAME_HDR, c->payload));
+    return FBK_OK;
+}
+
+int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen)
+{
+    const unsigned char *p = src;
+    if (!p || len < FBK__FRAME_HDR)
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: %zu bytes, shorter than the %d-byte header",
+                             len, FBK__FRAME_HDR);
+    if (memcmp(p, FBK__FRAME_MAGIC, 4) != 0)
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: bad magic");
+    if (p[4] != FBK__FRAME_VERSION)
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: unknown format version %u", p[4]);
+    if (p[5] | p[6] | p[7])
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: reserved header bytes are not zero");
+    uint64_t n = get_le64(p + 8);
+    if (n != (uint64_t)(len - FBK__FRAME_HDR))
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "frame: header says %llu payload bytes, %zu are stored",
+                             (unsigned long long)n, len - FBK__FRAME_HDR);
+    uint64_t want = get_le64(p + 16);
+    uint64_t got = XXH3_64bits(p + FBK__FRAME_HDR, (size_t)n);
+    if (want != got)
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: checksum mismatch (stored %016llx, computed %016llx)",
+                             (unsigned long long)want, (unsigned long long)got);
+    *payload = p + FBK__FRAME_HDR;
+    *plen = (size_t)n;
+    return FBK_OK;
+}
+
+int fbk__frame_read(const void *src, size_t len, void *arg)
+{
+    fbk__read_ctx *c = arg;
+    const unsigned char *payload;
+    size_t plen;
+    int rc = fbk__frame_check(src, len, &payload, &plen);
+    if (rc)
+        return rc;
+    void *obj = NULL;
+    rc = c->codec->decode(payload, plen, &obj, c->codec->ctx);
+    if (rc)
+        return codec_error(rc, "decode");
+    c->obj = obj;
+    return FBK_OK;
+}
+
+int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out)
+{
+    int rc;
+    if (codec->clone) {
+        rc = codec->clone(obj, out, codec->ctx);
+        return rc ? codec_error(rc, "clone") : FBK_OK;
+    }
+    size_t n = codec->size(obj, codec->ctx);
+    void *buf = malloc(n ? n : 1);
+    if (!buf)
+        return fbk_error_set(FBK_ENOMEM, 0, "clone: cannot allocate %zu bytes", n);
+    rc = codec->encode(obj, buf, n, codec->ctx);
+    if (rc) {
+        free(buf);
+        return codec_error(rc, "encode");
+    }
+    rc = codec->decode(buf, n, out, codec->ctx);
+    free(buf);
+    return rc ? codec_error(rc, "decode") : FBK_OK;
+}

@@ -1,0 +1,62 @@
+/* key.c -- 16-byte keys: RFC 4122 v4 UUIDs from libuuid. */
+#include "fbk_internal.h"
+
+#include <string.h>
+#include <uuid/uuid.h>
+
+void fbk_key_generate(fbk_key *out) { uuid_generate_random(out->bytes); }
+
+void fbk_key_format(const fbk_key *key, char out[FBK_KEY_STRLEN + 1])
+{
+    uuid_unparse_lower(key->bytes, out);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int fbk_key_parse(const char *text, fbk_key *out)
+{
+    if (!text || !out)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_key_parse: NULL argument");
+    size_t n = strnlen(text, FBK_KEY_STRLEN + 1);
+    fbk_key k;
+    if (n == FBK_KEY_STRLEN) {
+        /* libuuid's parser accepts exactly the 8-4-4-4-12 form, either case */
+        if (uuid_parse(text, k.bytes) != 0)
+            return fbk_error_set(FBK_EINVAL, 0, "not a key: \"%.36s\"", text);
+    } else if (n == 32) {
+        for (int i = 0; i < 16; i++) {
+            int hi = hexval(text[2 * i]), lo = hexval(text[2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                return fbk_error_set(FBK_EINVAL, 0, "not a key: \"%.32s\"", text);
+            k.bytes[i] = (unsigned char)(hi << 4 | lo);
+        }
+    } else {
+        return fbk_error_set(FBK_EINVAL, 0, "not a key: length %zu is neither 32 nor 36", n);
+    }
+    *out = k;
+    return FBK_OK;
+}
+
+int fbk_key_equal(const fbk_key *a, const fbk_key *b)
+{
+    return memcmp(a->bytes, b->bytes, sizeof a->bytes) == 0;
+}
+
+void fbk_key_format_hex(const fbk_key *key, char out[33])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[key->bytes[i] >> 4];
+        out[2 * i + 1] = digits[key->bytes[i] & 15];
+    }
+    out[32] = '\0';
+}

@@ -1,0 +1,236 @@
+/* location.c -- fbk_location (the original TrackedPath): a durable place and
+ * the set of keys it holds, so that persisting a key it already holds costs
+ * no backend call, and so that one key never sees two backend operations on
+ * the same location at once. */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+
+static int scan_one(const fbk_key *key, void *arg)
+{
+    fbk_location *loc = arg;
+    void **slot = fbk__keymap_get(&loc->keys, key);
+    if (slot)
+        return FBK_OK; /* a backend listing a key twice */
+    int rc = fbk__keymap_put(&loc->keys, key, (void *)(intptr_t)1);
+    if (rc)
+        return fbk_error_set(rc, 0, "location scan: cannot grow the key set");
+    loc->count++;
+    return FBK_OK;
+}
+
+int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
+{
+    if (!s || !location || !out)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_open: NULL argument");
+    fbk_location *loc = calloc(1, sizeof *loc);
+    if (!loc)
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a location");
+    fbk__keymap_init(&loc->keys);
+    int rc = s->ops->open_location(s->self, location, &loc->bloc);
+    if (rc) {
+        free(loc);
+        return fbk__error_keep(rc);
+    }
+    rc = s->ops->scan(s->self, loc->bloc, scan_one, loc);
+    if (rc < 0) {
+        s->ops->close_location(s->self, loc->bloc);
+        fbk__keymap_free(&loc->keys);
+        free(loc);
+        return fbk__error_keep(rc);
+    }
+    loc->junk = (size_t)rc;
+    atomic_init(&loc->refs, 1);
+    loc->store = s;
+    fbk__store_retain(s);
+    pthread_mutex_init(&loc->mu, NULL);
+    pthread_cond_init(&loc->cv, NULL);
+    *out = loc;
+    return FBK_OK;
+}
+
+size_t fbk_location_count(const fbk_location *loc)
+{
+    if (!loc)
+        return 0;
+    fbk_location *l = (fbk_location *)loc;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->count;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+size_t fbk_location_junk_removed(const fbk_location *loc) { return loc ? loc->junk : 0; }
+
+int fbk_location_contains(const fbk_location *loc, const fbk_key *key)
+{
+    if (!loc || !key)
+        return 0;
+    fbk_location *l = (fbk_location *)loc;
+    pthread_mutex_lock(&l->mu);
+    void **slot = fbk__keymap_get(&l->keys, key);
+    int yes = slot && (intptr_t)*slot >= 1;
+    pthread_mutex_unlock(&l->mu);
+    return yes;
+}
+
+size_t fbk_location_keys(const fbk_location *loc, fbk_key *out, size_t cap)
+{
+    if (!loc)
+        return 0;
+    fbk_location *l = (fbk_location *)loc;
+    pthread_mutex_lock(&l->mu);
+    size_t n = 0;
+    for (size_t i = 0; i < l->keys.cap; i++) {
+        if (!l->keys.used[i] || (intptr_t)l->keys.vals[i] < 1)
+            continue;
+        if (out && n < cap)
+            out[n] = l->keys.keys[i];
+        n++;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+int fbk_location_sync(fbk_location *loc)
+{
+    if (!loc)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_sync: location is NULL");
+    pthread_mutex_lock(&loc->mu);
+    int err = loc->sync_err;
+    pthread_mutex_unlock(&loc->mu);
+    if (err)
+        return fbk_error_set(err, 0, "location sync failed earlier (%s); a failed sync is final: "
+                                     "reopen the location to see what it holds",
+                             fbk_err_name(err));
+    fbk_store *s = loc->store;
+    int rc = s->ops->sync(s->self, loc->bloc);
+    if (rc) {
+        fbk__error_keep(rc);
+        pthread_mutex_lock(&loc->mu);
+        if (!loc->sync_err)
+            loc->sync_err = rc;
+        pthread_mutex_unlock(&loc->mu);
+    }
+    return rc;
+}
+
+/* Waits until no backend operation on key is running in loc (registers from
+ * it excepted when `registers_ok`); returns the key's state then (0 when
+ * absent).  Called and returns with loc->mu held. */
+static intptr_t wait_idle(fbk_location *loc, const fbk_key *key, bool registers_ok)
+{
+    for (;;) {
+        void **slot = fbk__keymap_get(&loc->keys, key);
+        intptr_t st = slot ? (intptr_t)*slot : 0;
+        if (st == 0 || st == 1 || (registers_ok && st > 1))
+            return st;
+        pthread_cond_wait(&loc->cv, &loc->mu);
+    }
+}
+
+int fbk_location_remove(fbk_location *loc, const fbk_key *key)
+{
+    if (!loc || !key)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_remove: NULL argument");
+    pthread_mutex_lock(&loc->mu);
+    if (wait_idle(loc, key, false) == 0) {
+        pthread_mutex_unlock(&loc->mu);
+        return FBK_OK;
+    }
+    *fbk__keymap_get(&loc->keys, key) = (void *)FBK__LOC_REMOVING;
+    loc->count--;
+    pthread_mutex_unlock(&loc->mu);
+    fbk_store *s = loc->store;
+    int rc = s->ops->remove_persisted(s->self, loc->bloc, key);
+    if (rc == FBK_ENOTFOUND)
+        rc = FBK_OK; /* gone already: what the caller wanted */
+    pthread_mutex_lock(&loc->mu);
+    if (rc == FBK_OK) {
+        fbk__keymap_del(&loc->keys, key);
+    } else {
+        fbk__error_keep(rc);
+        *fbk__keymap_get(&loc->keys, key) = (void *)(intptr_t)1;
+        loc->count++;
+    }
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+    return rc;
+}
+
+int fbk__location_persist(fbk_location *loc, const fbk_key *key)
+{
+    pthread_mutex_lock(&loc->mu);
+    if (wait_idle(loc, key, true) >= 1) {
+        pthread_mutex_unlock(&loc->mu);
+        return FBK_OK; /* held already: no backend call */
+    }
+    int rc = fbk__keymap_put(&loc->keys, key, (void *)FBK__LOC_PERSISTING);
+    pthread_mutex_unlock(&loc->mu);
+    if (rc)
+        return fbk_error_set(rc, 0, "persist: cannot grow the location's key set");
+    fbk_store *s = loc->store;
+    rc = s->ops->persist(s->self, loc->bloc, key);
+    pthread_mutex_lock(&loc->mu);
+    if (rc == FBK_OK) {
+        *fbk__keymap_get(&loc->keys, key) = (void *)(intptr_t)1;
+        loc->count++;
+    } else {
+        fbk__error_keep(rc);
+        fbk__keymap_del(&loc->keys, key);
+    }
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+    return rc;
+}
+
+int fbk__location_register_begin(fbk_location *loc, const fbk_key *key)
+{
+    pthread_mutex_lock(&loc->mu);
+    void **slot;
+    for (;;) {
+        slot = fbk__keymap_get(&loc->keys, key);
+        if (!slot || (intptr_t)*slot >= 1)
+            break;
+        pthread_cond_wait(&loc->cv, &loc->mu);
+    }
+    if (!slot) {
+        pthread_mutex_unlock(&loc->mu);
+        char text[FBK_KEY_STRLEN + 1];
+        fbk_key_format(key, text);
+        return fbk_error_set(FBK_ENOTFOUND, 0, "register: the location does not hold %s", text);
+    }
+    *slot = (void *)((intptr_t)*slot + 1);
+    pthread_mutex_unlock(&loc->mu);
+    return FBK_OK;
+}
+
+void fbk__location_register_end(fbk_location *loc, const fbk_key *key)
+{
+    pthread_mutex_lock(&loc->mu);
+    void **slot = fbk__keymap_get(&loc->keys, key);
+    *slot = (void *)((intptr_t)*slot - 1);
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+}
+
+void fbk__location_retain(fbk_location *loc) { atomic_fetch_add(&loc->refs, 1); }
+
+void fbk__location_release(fbk_location *loc)
+{
+    if (atomic_fetch_sub_explicit(&loc->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    fbk_store *s = loc->store;
+    s->ops->close_location(s->self, loc->bloc);
+    fbk__keymap_free(&loc->keys);
+    pthread_mutex_destroy(&loc->mu);
+    pthread_cond_destroy(&loc->cv);
+    free(loc);
+    fbk__store_release(s);
+}
+
+void fbk_location_close(fbk_location *loc)
+{
+    if (loc)
+        fbk__location_release(loc);
+}

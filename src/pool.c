@@ -1,0 +1,191 @@
+/* pool.c -- fbk_pool: one codec, one segmented LRU, and the eviction policy
+ * of the original FBPool: the item pushed past mem_items is written out and
+ * dropped from memory by a worker, unless it is pinned, in which case that
+ * happens when its last pin ends. */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+
+#define node_entry(n) ((fbk_handle *)((char *)(n) - offsetof(fbk_handle, node)))
+
+/* How many items whose eviction write failed are retried per LRU change:
+ * bounded, so a backend that keeps failing costs each insert O(1). */
+#define FBK__RETRY_PER_CHANGE 2
+
+int fbk_pool_create(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t mem_items)
+{
+    if (!out || !s || !codec)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_pool_create: NULL argument");
+    if (!codec->size || !codec->encode || !codec->decode || !codec->destroy)
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "fbk_pool_create: codec needs size, encode, decode and destroy");
+    fbk_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a pool");
+    atomic_init(&p->refs, 1);
+    atomic_init(&p->size, 0);
+    p->store = s;
+    p->codec = *codec;
+    pthread_mutex_init(&p->mu, NULL);
+    fbk__lru_init(&p->lru, mem_items);
+    fbk__store_retain(s);
+    *out = p;
+    return FBK_OK;
+}
+
+size_t fbk_pool_size(const fbk_pool *p) { return p ? atomic_load(&p->size) : 0; }
+
+void fbk__pool_retain(fbk_pool *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
+
+void fbk__pool_release_ref(fbk_pool *p)
+{
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    fbk_store *s = p->store;
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    fbk__store_release(s);
+}
+
+void fbk_pool_release(fbk_pool *p)
+{
+    if (p)
+        fbk__pool_release_ref(p);
+}
+
+static void evict_job(fbk__job *job);
+
+void fbk__pool_try_evict_locked(fbk_pool *p, fbk_handle *h)
+{
+    bool go = false;
+    pthread_mutex_lock(&h->mu);
+    if (h->obj && h->excl == FBK__EX_NONE && h->readers == 0 && !h->storing && fbk__entry_try_ref(h)) {
+        h->excl = FBK__EX_EVICT;
+        go = true;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (go) {
+        h->evict_job.run = evict_job;
+        fbk__workers_submit(&p->store->workers, &h->evict_job);
+    }
+}
+
+/* After an LRU change: evict the node now first beyond mem_items, then give
+ * a few earlier failures another try.  p->mu held. */
+static void after_change_locked(fbk_pool *p, bool evict_first)
+{
+    if (evict_first && p->lru.first[2])
+        fbk__pool_try_evict_locked(p, node_entry(p->lru.first[2]));
+    for (int i = 0; i < FBK__RETRY_PER_CHANGE && p->retry; i++) {
+        fbk_handle *h = p->retry;
+        p->retry = h->retry_next;
+        h->retry_next = NULL;
+        h->in_retry = false;
+        if (fbk__lru_seg(&h->node) == 2)
+            fbk__pool_try_evict_locked(p, h);
+    }
+}
+
+void fbk__pool_touch(fbk_pool *p, fbk_handle *h)
+{
+    if (fbk__lru_seg(&h->node) == 0)
+        return; /* hot path: front half, nothing moves, no lock */
+    pthread_mutex_lock(&p->mu);
+    unsigned s = fbk__lru_seg(&h->node);
+    if (s != 0) {
+        fbk__lru_remove(&p->lru, &h->node);
+        fbk__lru_push_front(&p->lru, &h->node);
+        after_change_locked(p, s == 2);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
+{
+    if (fbk__lru_seg(&h->node) != 2)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (fbk__lru_seg(&h->node) == 2)
+        fbk__pool_try_evict_locked(p, h);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!h->in_retry) {
+        h->in_retry = true;
+        h->retry_next = p->retry;
+        p->retry = h;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front)
+{
+    fbk__pool_retain(p);
+    pthread_mutex_lock(&p->mu);
+    if (front)
+        fbk__lru_push_front(&p->lru, &h->node);
+    else
+        fbk__lru_push_back(&p->lru, &h->node);
+    atomic_fetch_add(&p->size, 1);
+    after_change_locked(p, front);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
+{
+    pthread_mutex_lock(&p->mu);
+    fbk__lru_remove(&p->lru, &h->node);
+    if (h->in_retry) {
+        fbk_handle **pp = &p->retry;
+        while (*pp != h)
+            pp = &(*pp)->retry_next;
+        *pp = h->retry_next;
+        h->in_retry = false;
+    }
+    atomic_fetch_sub(&p->size, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The eviction write, on a worker.  Holds the item exclusively (no pins can
+ * start), writes it unless already stored, then drops it from memory.  A
+ * failed write keeps the object in memory: nothing is lost, and the item is
+ * retried on a later LRU change. */
+static void evict_job(fbk__job *job)
+{
+    fbk_handle *h = (fbk_handle *)((char *)job - offsetof(fbk_handle, evict_job));
+    fbk_pool *p = h->pool;
+    fbk_store *s = p->store;
+    int rc = FBK_OK;
+    pthread_mutex_lock(&h->mu);
+    if (!h->tok) {
+        fbk_key key = h->key;
+        void *obj = h->obj;
+        fbk__token *t = NULL;
+        pthread_mutex_unlock(&h->mu);
+        rc = fbk__token_store(s, &key, &p->codec, obj, &t);
+        pthread_mutex_lock(&h->mu);
+        if (rc == FBK_OK)
+            h->tok = t;
+    }
+    void *drop = NULL;
+    if (rc == FBK_OK) {
+        drop = h->obj;
+        h->obj = NULL;
+    }
+    h->excl = FBK__EX_NONE;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    if (drop) {
+        p->codec.destroy(drop, p->codec.ctx);
+        atomic_fetch_add_explicit(&s->n_evictions, 1, memory_order_relaxed);
+    }
+    if (rc) {
+        atomic_fetch_add_explicit(&s->n_evict_fail, 1, memory_order_relaxed);
+        fbk__store_report(s, rc);
+        fbk__pool_evict_failed(p, h);
+    }
+    fbk__entry_unref(h);
+}

@@ -1,0 +1,96 @@
+/* save.c -- fbk_save (the original blocking_save_with): persist a set of
+ * items, sync, let the user commit, then drop what the new save no longer
+ * references.  Until commit returns 0 the previous save stays intact. */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+
+/* Persists handles to loc, with at most `width` persist tasks in flight
+ * (a FIFO window: the oldest is joined before a new one starts).  Returns the
+ * first failure, after every started task has finished. */
+static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
+{
+    fbk_task **ring = calloc(width, sizeof *ring);
+    if (!ring)
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate the task window");
+    size_t head = 0, used = 0;
+    int err = FBK_OK;
+    for (size_t i = 0; i < n && !err; i++) {
+        fbk_key key;
+        fbk_handle_key(handles[i], &key);
+        if (fbk_location_contains(loc, &key))
+            continue; /* saved before: no backend call */
+        if (used == width) {
+            err = fbk_task_wait(ring[head]);
+            head = (head + 1) % width;
+            used--;
+            if (err)
+                break;
+        }
+        err = fbk_persist_async(handles[i], loc, &ring[(head + used) % width]);
+        if (!err)
+            used++;
+    }
+    for (; used > 0; used--, head = (head + 1) % width) {
+        int rc = fbk_task_wait(ring[head]);
+        if (rc && !err)
+            err = rc;
+    }
+    free(ring);
+    return err;
+}
+
+int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,
+             fbk_commit_fn commit, void *arg)
+{
+    if (!loc || (n > 0 && !handles))
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_save: NULL argument");
+    for (size_t i = 0; i < n; i++)
+        if (!handles[i])
+            return fbk_error_set(FBK_EINVAL, 0, "fbk_save: handles[%zu] is NULL", i);
+    unsigned width = max_parallel ? max_parallel : loc->store->threads;
+
+    /* what the previous save left, to drop after commit */
+    size_t nbefore = fbk_location_keys(loc, NULL, 0);
+    fbk_key *before = malloc((nbefore ? nbefore : 1) * sizeof *before);
+    if (!before)
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate %zu keys", nbefore);
+    nbefore = fbk_location_keys(loc, before, nbefore);
+
+    int rc = persist_all(loc, handles, n, width);
+    if (rc == FBK_OK)
+        rc = fbk_location_sync(loc);
+    if (rc == FBK_OK && commit)
+        rc = commit(arg);
+    if (rc) {
+        free(before);
+        return rc;
+    }
+
+    fbk__keymap keep;
+    fbk__keymap_init(&keep);
+    rc = fbk__keymap_reserve(&keep, n);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+        fbk_key key;
+        fbk_handle_key(handles[i], &key);
+        rc = fbk__keymap_put(&keep, &key, (void *)1);
+    }
+    if (rc) {
+        /* committed, but cannot tell what is stale: keep everything */
+        fbk__keymap_free(&keep);
+        free(before);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: committed, but out of memory while "
+                                            "listing stale keys (none removed)");
+    }
+    int err = FBK_OK;
+    for (size_t i = 0; i < nbefore; i++) {
+        if (fbk__keymap_get(&keep, &before[i]))
+            continue;
+        int r = fbk_location_remove(loc, &before[i]);
+        if (r && !err)
+            err = r; /* a stale key left behind: harmless, reported */
+    }
+    fbk__keymap_free(&keep);
+    free(before);
+    return err;
+}

@@ -1,0 +1,194 @@
+/* store.c -- fbk_store: the backend table, the worker threads and the
+ * store-wide counters.  URI parsing picks the backend at run time. */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FBK__DEFAULT_THREADS 2
+
+const char *fbk_version(void) { return "0.1.0"; }
+
+static void store_finalize(void *arg)
+{
+    fbk_store *s = arg;
+    s->ops->close(s->self);
+    for (size_t i = 0; i < s->tokens.cap; i++)
+        if (s->tokens.used[i])
+            free(s->tokens.vals[i]); /* unreachable: every token is released first */
+    fbk__keymap_free(&s->tokens);
+    pthread_mutex_destroy(&s->tok_mu);
+    pthread_cond_destroy(&s->tok_cv);
+    pthread_mutex_destroy(&s->err_mu);
+    fbk__workers_destroy(&s->workers);
+    free(s);
+}
+
+void fbk__store_retain(fbk_store *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+
+void fbk__store_release(fbk_store *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* No reference left means no job left: every job holds one. */
+    if (fbk__workers_shutdown(&s->workers))
+        store_finalize(s);
+}
+
+static bool ops_complete(const fbk_backend_ops *ops)
+{
+    return ops->store && ops->load && ops->remove && ops->open_location && ops->close_location &&
+           ops->scan && ops->persist && ops->register_key && ops->remove_persisted && ops->sync &&
+           ops->close;
+}
+
+int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *self,
+                           const fbk_store_options *opts)
+{
+    if (!ops)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open_backend: ops is NULL");
+    if (!out || ops->version < 1 || !ops_complete(ops)) {
+        if (ops->close)
+            ops->close(self);
+        return fbk_error_set(FBK_EINVAL, 0,
+                             !out ? "fbk_store_open_backend: out is NULL"
+                                  : "fbk_store_open_backend: backend table version %u or a required "
+                                    "function is missing",
+                             ops->version);
+    }
+    fbk_store *s = calloc(1, sizeof *s);
+    if (!s) {
+        ops->close(self);
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a store");
+    }
+    atomic_init(&s->refs, 1);
+    s->ops = ops;
+    s->self = self;
+    s->threads = (opts && opts->threads) ? opts->threads : FBK__DEFAULT_THREADS;
+    s->on_error = opts ? opts->on_error : NULL;
+    s->on_error_arg = opts ? opts->on_error_arg : NULL;
+    pthread_mutex_init(&s->tok_mu, NULL);
+    pthread_cond_init(&s->tok_cv, NULL);
+    pthread_mutex_init(&s->err_mu, NULL);
+    fbk__keymap_init(&s->tokens);
+    int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
+    if (rc) {
+        /* workers are already destroyed; finalize the rest by hand */
+        ops->close(self);
+        fbk__keymap_free(&s->tokens);
+        pthread_mutex_destroy(&s->tok_mu);
+        pthread_cond_destroy(&s->tok_cv);
+        pthread_mutex_destroy(&s->err_mu);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return FBK_OK;
+}
+
+typedef int (*backend_ctor)(const char *arg, const fbk_store_options *opts,
+                            const fbk_backend_ops **ops, void **self);
+
+static const struct {
+    const char *scheme;
+    backend_ctor create;
+    bool needs_arg;
+} schemes[] = {
+    {"lmdb", fbk_backend_lmdb_create, true},
+    {"file", fbk_backend_file_create, true},
+    {"mem", fbk_backend_mem_create, false},
+};
+
+/* "scheme:rest" when the part before ':' looks like a scheme (letters,
+ * digits, '+', '-', '.'; starting with a letter; no '/'); else a bare path. */
+static size_t scheme_len(const char *uri)
+{
+    const char *c = strchr(uri, ':');
+    if (!c || c == uri)
+        return 0;
+    for (const char *p = uri; p < c; p++) {
+        char ch = *p;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (p > uri && ((ch >= '0' && ch <= '9') || ch == '+' || ch == '-' || ch == '.'));
+        if (!ok)
+            return 0;
+    }
+    return (size_t)(c - uri);
+}
+
+int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts)
+{
+    if (!out || !uri)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: %s is NULL", !out ? "out" : "uri");
+    size_t n = scheme_len(uri);
+    const char *scheme = "lmdb", *arg = uri;
+    char buf[16];
+    if (n > 0) {
+        if (n >= sizeof buf)
+            return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: unknown backend scheme in \"%s\" "
+                                                "(known: lmdb:, file:, mem:)", uri);
+        memcpy(buf, uri, n);
+        buf[n] = '\0';
+        scheme = buf;
+        arg = uri + n + 1;
+    }
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        if (strcmp(schemes[i].scheme, scheme) != 0)
+            continue;
+        if (schemes[i].needs_arg && !*arg)
+            return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
+        const fbk_backend_ops *ops = NULL;
+        void *self = NULL;
+        int rc = schemes[i].create(arg, opts, &ops, &self);
+        if (rc)
+            return fbk__error_keep(rc);
+        return fbk_store_open_backend(out, ops, self, opts);
+    }
+    return fbk_error_set(FBK_EINVAL, 0,
+                         "fbk_store_open: unknown backend scheme \"%s\" in \"%s\" (known: lmdb:, file:, mem:)",
+                         scheme, uri);
+}
+
+int fbk_store_drain(fbk_store *s)
+{
+    if (!s)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_store_drain: store is NULL");
+    fbk__workers_drain(&s->workers);
+    pthread_mutex_lock(&s->err_mu);
+    int rc = s->drain_err;
+    s->drain_err = 0;
+    pthread_mutex_unlock(&s->err_mu);
+    return rc;
+}
+
+void fbk_store_close(fbk_store *s)
+{
+    if (!s)
+        return;
+    fbk__workers_drain(&s->workers);
+    fbk__store_release(s);
+}
+
+void fbk__store_report(fbk_store *s, int err)
+{
+    fbk__error_keep(err);
+    atomic_fetch_add(&s->n_bg_errors, 1);
+    pthread_mutex_lock(&s->err_mu);
+    if (!s->drain_err)
+        s->drain_err = err;
+    pthread_mutex_unlock(&s->err_mu);
+    if (s->on_error)
+        s->on_error(err, fbk_errmsg(), s->on_error_arg);
+}
+
+void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out)
+{
+    if (!s || !out)
+        return;
+    out->stores = atomic_load(&s->n_stores);
+    out->loads = atomic_load(&s->n_loads);
+    out->removes = atomic_load(&s->n_removes);
+    out->evictions = atomic_load(&s->n_evictions);
+    out->eviction_failures = atomic_load(&s->n_evict_fail);
+    out->background_errors = atomic_load(&s->n_bg_errors);
+}

@@ -1,0 +1,160 @@
+/* token.c -- the spill area's per-key use counts (the original
+ * BackingStore's tokens).  They are what lets the backend assume it never
+ * sees a race on one key: a key is stored or registered once, removed once
+ * after its last use, and registered again only after that remove finished.
+ */
+#include "fbk_internal.h"
+
+#include <stdlib.h>
+
+static fbk__token *token_new(fbk_store *s, const fbk_key *key)
+{
+    fbk__token *t = calloc(1, sizeof *t);
+    if (t) {
+        t->key = *key;
+        t->uses = 1;
+        t->state = FBK__TOK_BUSY;
+        t->store = s;
+    }
+    return t;
+}
+
+/* Publishes the outcome of a BUSY token: present, or gone. */
+static void token_settle(fbk_store *s, fbk__token *t, int rc)
+{
+    pthread_mutex_lock(&s->tok_mu);
+    if (rc == FBK_OK) {
+        t->state = FBK__TOK_PRESENT;
+    } else {
+        fbk__keymap_del(&s->tokens, &t->key);
+    }
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+    if (rc)
+        free(t);
+}
+
+int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
+                     fbk__token **out)
+{
+    fbk__token *t = token_new(s, key);
+    if (!t)
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a spill token");
+    pthread_mutex_lock(&s->tok_mu);
+    /* Keys of stored values are fresh random UUIDs; a clash would be a bug
+     * in the caller, so refuse rather than overwrite another item's bytes. */
+    int rc = fbk__keymap_get(&s->tokens, key) ? FBK_EINVAL : fbk__keymap_put(&s->tokens, key, t);
+    pthread_mutex_unlock(&s->tok_mu);
+    if (rc) {
+        free(t);
+        return fbk_error_set(rc, 0, rc == FBK_EINVAL ? "store: key already in the spill area"
+                                                     : "store: cannot grow the token table");
+    }
+    size_t payload = codec->size(obj, codec->ctx);
+    if (payload > SIZE_MAX - FBK__FRAME_HDR) {
+        rc = fbk_error_set(FBK_ECODEC, 0, "codec size %zu too large", payload);
+    } else {
+        fbk__fill_ctx fc = {.codec = codec, .obj = obj, .payload = payload};
+        rc = s->ops->store(s->self, key, FBK__FRAME_HDR + payload, fbk__frame_fill, &fc);
+        if (rc)
+            fbk__error_keep(rc);
+        else
+            atomic_fetch_add_explicit(&s->n_stores, 1, memory_order_relaxed);
+    }
+    token_settle(s, t, rc);
+    if (rc == FBK_OK)
+        *out = t;
+    return rc;
+}
+
+int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out)
+{
+    pthread_mutex_lock(&s->tok_mu);
+    fbk__token *t;
+    for (;;) {
+        void **slot = fbk__keymap_get(&s->tokens, key);
+        if (!slot)
+            break;
+        t = *slot;
+        if (t->state == FBK__TOK_PRESENT) {
+            t->uses++;
+            pthread_mutex_unlock(&s->tok_mu);
+            *out = t;
+            return FBK_OK;
+        }
+        /* being stored, registered or removed by another thread: a
+         * bounded backend call that never waits for us */
+        pthread_cond_wait(&s->tok_cv, &s->tok_mu);
+    }
+    t = token_new(s, key);
+    int rc = t ? fbk__keymap_put(&s->tokens, key, t) : FBK_ENOMEM;
+    pthread_mutex_unlock(&s->tok_mu);
+    if (rc) {
+        free(t);
+        return fbk_error_set(FBK_ENOMEM, 0, "register: cannot allocate a spill token");
+    }
+    rc = s->ops->register_key(s->self, bloc, key);
+    if (rc)
+        fbk__error_keep(rc);
+    token_settle(s, t, rc);
+    if (rc == FBK_OK)
+        *out = t;
+    return rc;
+}
+
+int fbk__token_load(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj)
+{
+    fbk__read_ctx rc_ctx = {.codec = codec, .obj = NULL};
+    int rc = s->ops->load(s->self, &t->key, fbk__frame_read, &rc_ctx);
+    if (rc) {
+        if (rc_ctx.obj) /* the backend failed after a successful decode */
+            codec->destroy(rc_ctx.obj, codec->ctx);
+        return fbk__error_keep(rc);
+    }
+    if (!rc_ctx.obj)
+        return fbk_error_set(FBK_EIO, 0, "backend %s: load returned success without data",
+                             s->ops->name ? s->ops->name : "?");
+    atomic_fetch_add_explicit(&s->n_loads, 1, memory_order_relaxed);
+    *obj = rc_ctx.obj;
+    return FBK_OK;
+}
+
+void fbk__token_retain(fbk__token *t)
+{
+    fbk_store *s = t->store;
+    pthread_mutex_lock(&s->tok_mu);
+    t->uses++;
+    pthread_mutex_unlock(&s->tok_mu);
+}
+
+static void token_remove_job(fbk__job *job)
+{
+    fbk__token *t = (fbk__token *)((char *)job - offsetof(fbk__token, job));
+    fbk_store *s = t->store;
+    int rc = s->ops->remove(s->self, &t->key);
+    if (rc == FBK_OK)
+        atomic_fetch_add_explicit(&s->n_removes, 1, memory_order_relaxed);
+    else if (rc != FBK_ENOTFOUND)
+        fbk__store_report(s, rc); /* a leftover spill copy: emptied at next open */
+    pthread_mutex_lock(&s->tok_mu);
+    fbk__keymap_del(&s->tokens, &t->key);
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+    free(t);
+    fbk__store_release(s);
+}
+
+void fbk__token_release(fbk__token *t)
+{
+    fbk_store *s = t->store;
+    pthread_mutex_lock(&s->tok_mu);
+    bool last = --t->uses == 0;
+    if (last)
+        t->state = FBK__TOK_REMOVING;
+    pthread_mutex_unlock(&s->tok_mu);
+    if (!last)
+        return;
+    fbk__store_retain(s);
+    t->job.run = token_remove_job;
+    fbk__workers_submit(&s->workers, &t->job);
+}

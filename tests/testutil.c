@@ -1,0 +1,95 @@
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int tu_rmtree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return (mkdir(tmp, 0755) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+const char *tu_fresh_dir(const char *name)
+{
+    static char buf[4096];
+    const char *base = getenv("FBK_TEST_DIR");
+    if (base && *base)
+        snprintf(buf, sizeof buf, "%s/%s", base, name);
+    else
+        snprintf(buf, sizeof buf, "/tmp/fbk-test-%ld/%s", (long)getpid(), name);
+    cr_assert_eq(tu_rmtree(buf), 0, "cannot clear %s: %s", buf, strerror(errno));
+    cr_assert_eq(mkdir_p(buf), 0, "cannot create %s: %s", buf, strerror(errno));
+    return buf;
+}
+
+void tu_fill(void *buf, size_t len, uint64_t seed)
+{
+    /* splitmix64 stream */
+    unsigned char *p = buf;
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    while (len > 0) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        size_t k = len < 8 ? len : 8;
+        memcpy(p, &z, k);
+        p += k;
+        len -= k;
+    }
+}
+
+fbk_blob *tu_blob(size_t len, uint64_t seed)
+{
+    fbk_blob *b = fbk_blob_new(NULL, len);
+    cr_assert_not_null(b, "fbk_blob_new(%zu) failed", len);
+    tu_fill(b->data, len, seed);
+    return b;
+}
+
+int tu_blob_check(const fbk_blob *b, size_t len, uint64_t seed)
+{
+    if (!b || b->len != len)
+        return 0;
+    unsigned char *want = malloc(len ? len : 1);
+    if (!want)
+        return 0;
+    tu_fill(want, len, seed);
+    int ok = memcmp(want, b->data, len) == 0;
+    free(want);
+    return ok;
+}

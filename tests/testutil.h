@@ -1,0 +1,22 @@
+/* Shared helpers for the Criterion suites (not part of the library). */
+#ifndef FBK_TESTUTIL_H
+#define FBK_TESTUTIL_H
+
+#include <fbk.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A fresh, empty directory for this test: $FBK_TEST_DIR/<name> (or
+ * /tmp/fbk-test-<pid>/<name>), removed first if it exists.  Returns a static
+ * buffer valid until the next call. */
+const char *tu_fresh_dir(const char *name);
+/* rm -rf path (0 on success). */
+int tu_rmtree(const char *path);
+/* Deterministic bytes: fills buf[0..len) from seed. */
+void tu_fill(void *buf, size_t len, uint64_t seed);
+/* A new fbk_blob of len deterministic bytes from seed (aborts the test on ENOMEM). */
+fbk_blob *tu_blob(size_t len, uint64_t seed);
+/* 1 if blob holds exactly the bytes tu_blob(len, seed) would. */
+int tu_blob_check(const fbk_blob *b, size_t len, uint64_t seed);
+
+#endif
