@@ -24,6 +24,11 @@ int fbk__errno_code(int os_errno);
 int fbk__error_keep(int code);
 void fbk__error_clear(void);
 
+/* --------------------------------------------------------------- uri.c */
+#define FBK__SCHEME_MAX 15
+/* "lmdb:DIR" -> "lmdb", "DIR"; a bare path -> "lmdb", path. */
+int fbk__uri_split(const char *uri, char scheme[FBK__SCHEME_MAX + 1], const char **arg);
+
 /* ------------------------------------------------------------- frame.c */
 /* Blob frame: 24-byte header + payload (docs/formats.md). */
 #define FBK__FRAME_MAGIC "FBKB"

@@ -99,39 +99,15 @@ static const struct {
     {"mem", fbk_backend_mem_create, false},
 };
 
-/* "scheme:rest" when the part before ':' looks like a scheme (letters,
- * digits, '+', '-', '.'; starting with a letter; no '/'); else a bare path. */
-static size_t scheme_len(const char *uri)
-{
-    const char *c = strchr(uri, ':');
-    if (!c || c == uri)
-        return 0;
-    for (const char *p = uri; p < c; p++) {
-        char ch = *p;
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (p > uri && ((ch >= '0' && ch <= '9') || ch == '+' || ch == '-' || ch == '.'));
-        if (!ok)
-            return 0;
-    }
-    return (size_t)(c - uri);
-}
-
 int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts)
 {
-    if (!out || !uri)
-        return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: %s is NULL", !out ? "out" : "uri");
-    size_t n = scheme_len(uri);
-    const char *scheme = "lmdb", *arg = uri;
-    char buf[16];
-    if (n > 0) {
-        if (n >= sizeof buf)
-            return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: unknown backend scheme in \"%s\" "
-                                                "(known: lmdb:, file:, mem:)", uri);
-        memcpy(buf, uri, n);
-        buf[n] = '\0';
-        scheme = buf;
-        arg = uri + n + 1;
-    }
+    if (!out)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: out is NULL");
+    char scheme[FBK__SCHEME_MAX + 1];
+    const char *arg;
+    int rc = fbk__uri_split(uri, scheme, &arg);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
         if (strcmp(schemes[i].scheme, scheme) != 0)
             continue;
@@ -139,13 +115,13 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
             return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
         const fbk_backend_ops *ops = NULL;
         void *self = NULL;
-        int rc = schemes[i].create(arg, opts, &ops, &self);
+        rc = schemes[i].create(arg, opts, &ops, &self);
         if (rc)
             return fbk__error_keep(rc);
         return fbk_store_open_backend(out, ops, self, opts);
     }
     return fbk_error_set(FBK_EINVAL, 0,
-                         "fbk_store_open: unknown backend scheme \"%s\" in \"%s\" (known: lmdb:, file:, mem:)",
+                         "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:)",
                          scheme, uri);
 }
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages libfbk needs to build and test, when missing.
+# Usage: tools/install-deps.sh [extra-package ...]
+set -euo pipefail
+pkgs=(gcc make cmake pkg-config liblmdb-dev lmdb-utils libxxhash-dev uuid-dev libcriterion-dev "$@")
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
