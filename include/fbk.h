@@ -91,6 +91,19 @@ const char *fbk_errmsg(void);
 /* The OS errno behind the last failure on the calling thread, 0 if none. */
 int fbk_last_os_error(void);
 
+/* ------------------------------------------------------------- allocator */
+
+/* Every allocation libfbk itself makes (not LMDB's, not the codec's own)
+ * goes through this table.  Set it before opening any store; NULL restores
+ * the C library's.  FBK_EINVAL if a function is missing. */
+typedef struct fbk_allocator {
+    void *(*malloc)(size_t size, void *ctx);
+    void *(*realloc)(void *ptr, size_t size, void *ctx);
+    void (*free)(void *ptr, void *ctx);
+    void *ctx;
+} fbk_allocator;
+int fbk_set_allocator(const fbk_allocator *a);
+
 /* ----------------------------------------------------------------- codec */
 
 /* How a user type becomes bytes and back.  dst/src may point straight into

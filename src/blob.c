@@ -8,7 +8,7 @@ fbk_blob *fbk_blob_new(const void *data, size_t len)
 {
     if (len > SIZE_MAX - sizeof(fbk_blob))
         return NULL;
-    fbk_blob *b = malloc(sizeof(fbk_blob) + len);
+    fbk_blob *b = fbk__malloc(sizeof(fbk_blob) + len);
     if (!b)
         return NULL;
     b->len = len;
@@ -17,7 +17,7 @@ fbk_blob *fbk_blob_new(const void *data, size_t len)
     return b;
 }
 
-void fbk_blob_free(fbk_blob *b) { free(b); }
+void fbk_blob_free(fbk_blob *b) { fbk__free(b); }
 
 static size_t blob_size(const void *obj, void *ctx)
 {

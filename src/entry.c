@@ -21,7 +21,7 @@ static int bad(const char *fn, const char *what)
 
 static fbk_handle *entry_new(fbk_pool *p)
 {
-    fbk_handle *h = calloc(1, sizeof *h);
+    fbk_handle *h = fbk__calloc(1, sizeof *h);
     if (!h)
         return NULL;
     atomic_init(&h->rc, 1);
@@ -44,7 +44,7 @@ static void entry_retire(fbk_handle *h)
         p->codec.destroy(h->obj, p->codec.ctx);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
-    free(h);
+    fbk__free(h);
     fbk__pool_release_ref(p);
 }
 

@@ -24,6 +24,13 @@ int fbk__errno_code(int os_errno);
 int fbk__error_keep(int code);
 void fbk__error_clear(void);
 
+/* ------------------------------------------------------------- alloc.c */
+void *fbk__malloc(size_t n);
+void *fbk__calloc(size_t count, size_t size);
+void *fbk__realloc(void *p, size_t n);
+void fbk__free(void *p);
+char *fbk__strdup(const char *s);
+
 /* --------------------------------------------------------------- uri.c */
 #define FBK__SCHEME_MAX 15
 /* "lmdb:DIR" -> "lmdb", "DIR"; a bare path -> "lmdb", path. */

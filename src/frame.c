@@ -106,15 +106,15 @@ int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out)
         return rc ? codec_error(rc, "clone") : FBK_OK;
     }
     size_t n = codec->size(obj, codec->ctx);
-    void *buf = malloc(n ? n : 1);
+    void *buf = fbk__malloc(n ? n : 1);
     if (!buf)
         return fbk_error_set(FBK_ENOMEM, 0, "clone: cannot allocate %zu bytes", n);
     rc = codec->encode(obj, buf, n, codec->ctx);
     if (rc) {
-        free(buf);
+        fbk__free(buf);
         return codec_error(rc, "encode");
     }
     rc = codec->decode(buf, n, out, codec->ctx);
-    free(buf);
+    fbk__free(buf);
     return rc ? codec_error(rc, "decode") : FBK_OK;
 }

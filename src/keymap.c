@@ -17,9 +17,9 @@ void fbk__keymap_init(fbk__keymap *m) { memset(m, 0, sizeof *m); }
 
 void fbk__keymap_free(fbk__keymap *m)
 {
-    free(m->keys);
-    free(m->vals);
-    free(m->used);
+    fbk__free(m->keys);
+    fbk__free(m->vals);
+    fbk__free(m->used);
     memset(m, 0, sizeof *m);
 }
 
@@ -49,9 +49,9 @@ void **fbk__keymap_get(const fbk__keymap *m, const fbk_key *key)
 static int resize(fbk__keymap *m, size_t cap)
 {
     fbk__keymap n = {0};
-    n.keys = malloc(cap * sizeof *n.keys);
-    n.vals = malloc(cap * sizeof *n.vals);
-    n.used = calloc(cap, 1);
+    n.keys = fbk__malloc(cap * sizeof *n.keys);
+    n.vals = fbk__malloc(cap * sizeof *n.vals);
+    n.used = fbk__calloc(cap, 1);
     if (!n.keys || !n.vals || !n.used) {
         fbk__keymap_free(&n);
         return FBK_ENOMEM;

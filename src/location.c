@@ -23,20 +23,20 @@ int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
 {
     if (!s || !location || !out)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_location_open: NULL argument");
-    fbk_location *loc = calloc(1, sizeof *loc);
+    fbk_location *loc = fbk__calloc(1, sizeof *loc);
     if (!loc)
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a location");
     fbk__keymap_init(&loc->keys);
     int rc = s->ops->open_location(s->self, location, &loc->bloc);
     if (rc) {
-        free(loc);
+        fbk__free(loc);
         return fbk__error_keep(rc);
     }
     rc = s->ops->scan(s->self, loc->bloc, scan_one, loc);
     if (rc < 0) {
         s->ops->close_location(s->self, loc->bloc);
         fbk__keymap_free(&loc->keys);
-        free(loc);
+        fbk__free(loc);
         return fbk__error_keep(rc);
     }
     loc->junk = (size_t)rc;
@@ -225,7 +225,7 @@ void fbk__location_release(fbk_location *loc)
     fbk__keymap_free(&loc->keys);
     pthread_mutex_destroy(&loc->mu);
     pthread_cond_destroy(&loc->cv);
-    free(loc);
+    fbk__free(loc);
     fbk__store_release(s);
 }
 

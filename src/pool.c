@@ -19,7 +19,7 @@ int fbk_pool_create(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t
     if (!codec->size || !codec->encode || !codec->decode || !codec->destroy)
         return fbk_error_set(FBK_EINVAL, 0,
                              "fbk_pool_create: codec needs size, encode, decode and destroy");
-    fbk_pool *p = calloc(1, sizeof *p);
+    fbk_pool *p = fbk__calloc(1, sizeof *p);
     if (!p)
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a pool");
     atomic_init(&p->refs, 1);
@@ -43,7 +43,7 @@ void fbk__pool_release_ref(fbk_pool *p)
         return;
     fbk_store *s = p->store;
     pthread_mutex_destroy(&p->mu);
-    free(p);
+    fbk__free(p);
     fbk__store_release(s);
 }
 

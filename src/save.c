@@ -10,7 +10,7 @@
  * first failure, after every started task has finished. */
 static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
 {
-    fbk_task **ring = calloc(width, sizeof *ring);
+    fbk_task **ring = fbk__calloc(width, sizeof *ring);
     if (!ring)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate the task window");
     size_t head = 0, used = 0;
@@ -36,7 +36,7 @@ static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, 
         if (rc && !err)
             err = rc;
     }
-    free(ring);
+    fbk__free(ring);
     return err;
 }
 
@@ -52,7 +52,7 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
 
     /* what the previous save left, to drop after commit */
     size_t nbefore = fbk_location_keys(loc, NULL, 0);
-    fbk_key *before = malloc((nbefore ? nbefore : 1) * sizeof *before);
+    fbk_key *before = fbk__malloc((nbefore ? nbefore : 1) * sizeof *before);
     if (!before)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate %zu keys", nbefore);
     nbefore = fbk_location_keys(loc, before, nbefore);
@@ -63,7 +63,7 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
     if (rc == FBK_OK && commit)
         rc = commit(arg);
     if (rc) {
-        free(before);
+        fbk__free(before);
         return rc;
     }
 
@@ -78,7 +78,7 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
     if (rc) {
         /* committed, but cannot tell what is stale: keep everything */
         fbk__keymap_free(&keep);
-        free(before);
+        fbk__free(before);
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: committed, but out of memory while "
                                             "listing stale keys (none removed)");
     }
@@ -91,6 +91,6 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
             err = r; /* a stale key left behind: harmless, reported */
     }
     fbk__keymap_free(&keep);
-    free(before);
+    fbk__free(before);
     return err;
 }

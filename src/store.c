@@ -15,13 +15,13 @@ static void store_finalize(void *arg)
     s->ops->close(s->self);
     for (size_t i = 0; i < s->tokens.cap; i++)
         if (s->tokens.used[i])
-            free(s->tokens.vals[i]); /* unreachable: every token is released first */
+            fbk__free(s->tokens.vals[i]); /* unreachable: every token is released first */
     fbk__keymap_free(&s->tokens);
     pthread_mutex_destroy(&s->tok_mu);
     pthread_cond_destroy(&s->tok_cv);
     pthread_mutex_destroy(&s->err_mu);
     fbk__workers_destroy(&s->workers);
-    free(s);
+    fbk__free(s);
 }
 
 void fbk__store_retain(fbk_store *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
@@ -56,7 +56,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
                                     "function is missing",
                              ops->version);
     }
-    fbk_store *s = calloc(1, sizeof *s);
+    fbk_store *s = fbk__calloc(1, sizeof *s);
     if (!s) {
         ops->close(self);
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a store");
@@ -79,7 +79,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
         pthread_mutex_destroy(&s->tok_mu);
         pthread_cond_destroy(&s->tok_cv);
         pthread_mutex_destroy(&s->err_mu);
-        free(s);
+        fbk__free(s);
         return rc;
     }
     *out = s;

@@ -28,7 +28,7 @@ static void task_unref_locked_and_unlock(fbk_task *t)
     if (last) {
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
-        free(t);
+        fbk__free(t);
     }
 }
 
@@ -74,14 +74,14 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
         return fbk_error_set(FBK_EINVAL, 0, "%s: NULL argument", fn);
     if (loc && loc->store != h->pool->store)
         return fbk_error_set(FBK_EINVAL, 0, "%s: the location belongs to another store", fn);
-    fbk_task *t = calloc(1, sizeof *t);
+    fbk_task *t = fbk__calloc(1, sizeof *t);
     if (!t)
         return fbk_error_set(FBK_ENOMEM, 0, "%s: cannot allocate a task", fn);
     if (kind == TASK_PREFETCH)
         fbk__pool_touch(h->pool, h);
     int rc = fbk__entry_pin(h);
     if (rc) {
-        free(t);
+        fbk__free(t);
         return rc;
     }
     t->kind = kind;

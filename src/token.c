@@ -9,7 +9,7 @@
 
 static fbk__token *token_new(fbk_store *s, const fbk_key *key)
 {
-    fbk__token *t = calloc(1, sizeof *t);
+    fbk__token *t = fbk__calloc(1, sizeof *t);
     if (t) {
         t->key = *key;
         t->uses = 1;
@@ -31,7 +31,7 @@ static void token_settle(fbk_store *s, fbk__token *t, int rc)
     pthread_cond_broadcast(&s->tok_cv);
     pthread_mutex_unlock(&s->tok_mu);
     if (rc)
-        free(t);
+        fbk__free(t);
 }
 
 int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
@@ -46,7 +46,7 @@ int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, c
     int rc = fbk__keymap_get(&s->tokens, key) ? FBK_EINVAL : fbk__keymap_put(&s->tokens, key, t);
     pthread_mutex_unlock(&s->tok_mu);
     if (rc) {
-        free(t);
+        fbk__free(t);
         return fbk_error_set(rc, 0, rc == FBK_EINVAL ? "store: key already in the spill area"
                                                      : "store: cannot grow the token table");
     }
@@ -90,7 +90,7 @@ int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token
     int rc = t ? fbk__keymap_put(&s->tokens, key, t) : FBK_ENOMEM;
     pthread_mutex_unlock(&s->tok_mu);
     if (rc) {
-        free(t);
+        fbk__free(t);
         return fbk_error_set(FBK_ENOMEM, 0, "register: cannot allocate a spill token");
     }
     rc = s->ops->register_key(s->self, bloc, key);
@@ -140,7 +140,7 @@ static void token_remove_job(fbk__job *job)
     fbk__keymap_del(&s->tokens, &t->key);
     pthread_cond_broadcast(&s->tok_cv);
     pthread_mutex_unlock(&s->tok_mu);
-    free(t);
+    fbk__free(t);
     fbk__store_release(s);
 }
 

@@ -43,7 +43,7 @@ static mem_ns *registry; /* named namespaces: live until the process ends */
 
 static mem_val *val_copy(const mem_val *v)
 {
-    mem_val *c = malloc(sizeof *c + v->len);
+    mem_val *c = fbk__malloc(sizeof *c + v->len);
     if (c) {
         c->len = v->len;
         memcpy(c->data, v->data, v->len);
@@ -55,7 +55,7 @@ static void map_free_vals(fbk__keymap *m)
 {
     for (size_t i = 0; i < m->cap; i++)
         if (m->used[i])
-            free(m->vals[i]);
+            fbk__free(m->vals[i]);
     fbk__keymap_free(m);
 }
 
@@ -70,7 +70,7 @@ static int map_put(fbk__keymap *m, const fbk_key *key, mem_val *v)
 {
     void **slot = fbk__keymap_get(m, key);
     if (slot) {
-        free(*slot);
+        fbk__free(*slot);
         *slot = v;
         return FBK_OK;
     }
@@ -82,20 +82,20 @@ static int mem_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fil
     mem_backend *b = self;
     if (len > SIZE_MAX - sizeof(mem_val))
         return fbk_error_set(FBK_ENOSPC, 0, "mem: %zu bytes do not fit in memory", len);
-    mem_val *v = malloc(sizeof *v + len);
+    mem_val *v = fbk__malloc(sizeof *v + len);
     if (!v)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate %zu bytes", len);
     v->len = len;
     int rc = fill(v->data, len, arg);
     if (rc) {
-        free(v);
+        fbk__free(v);
         return rc;
     }
     pthread_mutex_lock(&b->mu);
     rc = map_put(&b->spill, key, v);
     pthread_mutex_unlock(&b->mu);
     if (rc) {
-        free(v);
+        fbk__free(v);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot grow the spill area");
     }
     return FBK_OK;
@@ -127,7 +127,7 @@ static int mem_remove(void *self, const fbk_key *key)
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
         return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area", key_text(key, t));
-    free(v);
+    fbk__free(v);
     return FBK_OK;
 }
 
@@ -141,11 +141,11 @@ static int mem_open_location(void *self, const char *location, void **out)
     while (l && strcmp(l->name, location) != 0)
         l = l->next;
     if (!l) {
-        l = calloc(1, sizeof *l);
-        char *name = strdup(location);
+        l = fbk__calloc(1, sizeof *l);
+        char *name = fbk__strdup(location);
         if (!l || !name) {
-            free(l);
-            free(name);
+            fbk__free(l);
+            fbk__free(name);
             pthread_mutex_unlock(&b->ns->mu);
             return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate location \"%s\"", location);
         }
@@ -172,7 +172,7 @@ static int mem_scan(void *self, void *loc, fbk_key_fn each, void *arg)
     mem_loc *l = loc;
     pthread_mutex_lock(&l->mu);
     size_t n = l->keys.len, k = 0;
-    fbk_key *keys = malloc((n ? n : 1) * sizeof *keys);
+    fbk_key *keys = fbk__malloc((n ? n : 1) * sizeof *keys);
     if (keys)
         for (size_t i = 0; i < l->keys.cap; i++)
             if (l->keys.used[i])
@@ -183,7 +183,7 @@ static int mem_scan(void *self, void *loc, fbk_key_fn each, void *arg)
     int rc = FBK_OK;
     for (size_t i = 0; i < k && rc == FBK_OK; i++)
         rc = each(&keys[i], arg);
-    free(keys);
+    fbk__free(keys);
     return rc < 0 ? rc : 0; /* nothing is ever junk here */
 }
 
@@ -204,7 +204,7 @@ static int copy_between(pthread_mutex_t *from_mu, fbk__keymap *from, pthread_mut
     int rc = map_put(to, key, c);
     pthread_mutex_unlock(to_mu);
     if (rc) {
-        free(c);
+        fbk__free(c);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: %s: out of memory", what);
     }
     return FBK_OK;
@@ -238,7 +238,7 @@ static int mem_remove_persisted(void *self, void *loc, const fbk_key *key)
     if (!v)
         return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in location \"%s\"", key_text(key, t),
                              l->name);
-    free(v);
+    fbk__free(v);
     return FBK_OK;
 }
 
@@ -256,13 +256,13 @@ static void ns_free(mem_ns *ns)
         mem_loc *next = l->next;
         map_free_vals(&l->keys);
         pthread_mutex_destroy(&l->mu);
-        free(l->name);
-        free(l);
+        fbk__free(l->name);
+        fbk__free(l);
         l = next;
     }
     pthread_mutex_destroy(&ns->mu);
-    free(ns->name);
-    free(ns);
+    fbk__free(ns->name);
+    fbk__free(ns);
 }
 
 static void mem_close(void *self)
@@ -274,7 +274,7 @@ static void mem_close(void *self)
     if (!b->ns->name)
         ns_free(b->ns);
     pthread_mutex_destroy(&b->mu);
-    free(b);
+    fbk__free(b);
 }
 
 static const fbk_backend_ops mem_ops = {
@@ -297,11 +297,11 @@ static const fbk_backend_ops mem_ops = {
 
 static mem_ns *ns_new(const char *name)
 {
-    mem_ns *ns = calloc(1, sizeof *ns);
+    mem_ns *ns = fbk__calloc(1, sizeof *ns);
     if (!ns)
         return NULL;
-    if (name && !(ns->name = strdup(name))) {
-        free(ns);
+    if (name && !(ns->name = fbk__strdup(name))) {
+        fbk__free(ns);
         return NULL;
     }
     pthread_mutex_init(&ns->mu, NULL);
@@ -314,7 +314,7 @@ int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
     (void)opts;
     if (!ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_backend_mem_create: NULL argument");
-    mem_backend *b = calloc(1, sizeof *b);
+    mem_backend *b = fbk__calloc(1, sizeof *b);
     if (!b)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the backend");
     if (arg && *arg) {
@@ -332,7 +332,7 @@ int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
         b->ns = ns_new(NULL);
     }
     if (!b->ns) {
-        free(b);
+        fbk__free(b);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the namespace");
     }
     pthread_mutex_init(&b->mu, NULL);

@@ -1,0 +1,1087 @@
+/*
+ * file_backend.c -- the raw-file backend, "file:DIR": one file per value.
+ *
+ *   DIR/LOCK                 flock(LOCK_EX) for the life of the store
+ *   DIR/spill/00..ff/<hex>   the spill area (emptied at open and at close)
+ *   LOC/00..ff/<hex>         a location (absolute, or relative to DIR)
+ *
+ * <hex> is fbk_key_format_hex() of the key; the shard is its first byte.
+ * Persist and register are hard links (a copy to a temporary name + fsync +
+ * rename across file systems).  docs/file-backend.md gives the layout and the
+ * crash-consistency argument; every system call goes through file_io.h.
+ */
+#include "file_io.h"
+
+#include "fbk_backend.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FILE_SHARDS 256
+/* A sync touching at most this many files and shard directories fsyncs each
+ * of them; a bigger one calls syncfs() once (see docs/file-backend.md for the
+ * measurements behind the number). */
+#define FILE_FSYNC_MAX 4
+/* Write buffers kept for reuse, and the biggest one kept. */
+#define FILE_BUF_CACHE 8
+#define FILE_BUF_KEEP_MAX ((size_t)32 << 20)
+/* "ab/" + 32 hex + NUL */
+#define FILE_NAME_LEN 36
+/* "ab/.tmp-" + 32 hex + "-" + 16 hex + NUL */
+#define FILE_TMP_LEN 64
+#define FILE_TMP_PREFIX ".tmp-"
+
+typedef struct file_buf {
+    void *p;
+    size_t cap;
+} file_buf;
+
+typedef struct file_backend {
+    char *dir;   /* as given, for messages */
+    char *spill; /* DIR/spill, for messages */
+    int rootfd;
+    int lockfd;
+    int spillfd;
+    dev_t spill_dev;
+    atomic_uint_fast64_t tmp_seq;
+    atomic_int link_proc; /* 1: AT_EMPTY_PATH refused, link O_TMPFILEs via /proc */
+
+    pthread_mutex_t buf_mu;
+    file_buf bufs[FILE_BUF_CACHE];
+    size_t nbufs;
+
+    /* Writeback errors on the spill area's file system, observed through
+     * syncfs(spillfd) (whose error sample dates from the store's open, so it
+     * sees errors on spill files written before a location was opened).  A
+     * failure is final: spill files hard-linked into a location may have lost
+     * pages, and a retried syncfs would report success. */
+    pthread_mutex_t spill_sync_mu;
+    int spill_err;
+    int spill_errno;
+} file_backend;
+
+typedef struct file_loc {
+    char *path; /* for messages: absolute, or DIR/location */
+    int fd;
+    dev_t dev;
+    atomic_int cross; /* EXDEV seen: copy instead of linking */
+
+    pthread_mutex_t mu; /* guards what is not yet durable */
+    uint64_t dirty_shards[FILE_SHARDS / 64];
+    int root_dirty;
+    size_t nfiles;
+    fbk_key files[FILE_FSYNC_MAX];
+
+    pthread_mutex_t sync_mu; /* one sync at a time; taken before mu */
+    int sticky;
+    int sticky_errno;
+    char sticky_msg[400];
+} file_loc;
+
+static const fbk__file_io *io_(void) { return fbk__file_io_get(); }
+
+/* ------------------------------------------------------------- helpers */
+
+static void key_name(const fbk_key *key, char out[FILE_NAME_LEN])
+{
+    char hex[33];
+    fbk_key_format_hex(key, hex);
+    out[0] = hex[0];
+    out[1] = hex[1];
+    out[2] = '/';
+    memcpy(out + 3, hex, 33);
+}
+
+static int shard_index(const char *name)
+{
+    static const char digits[] = "0123456789abcdef";
+    const char *hi = strchr(digits, name[0]), *lo = strchr(digits, name[1]);
+    if (name[0] == '\0' || name[1] == '\0' || !hi || !lo)
+        return -1;
+    return (int)((hi - digits) << 4 | (lo - digits));
+}
+
+static void tmp_name(file_backend *b, const char *name, char out[FILE_TMP_LEN])
+{
+    uint64_t seq = atomic_fetch_add(&b->tmp_seq, 1);
+    snprintf(out, FILE_TMP_LEN, "%.2s/" FILE_TMP_PREFIX "%s-%016llx", name, name + 3,
+             (unsigned long long)seq);
+}
+
+/* An error with errno e and a message naming a path under base. */
+static int fail(int e, const char *what, const char *base, const char *name)
+{
+    if (name)
+        return fbk_error_from_errno(e, "file: %s %s/%s", what, base, name);
+    return fbk_error_from_errno(e, "file: %s %s", what, base);
+}
+
+static int close_keep_errno(int fd)
+{
+    int e = errno;
+    io_()->close(fd);
+    errno = e;
+    return -1;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        ssize_t n = io_()->write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* mkdirat that is happy when the directory exists. */
+static int mkdir_ok(int at, const char *path)
+{
+    if (io_()->mkdirat(at, path, 0755) == 0 || errno == EEXIST)
+        return 0;
+    return -1;
+}
+
+static int fsync_dir_at(int at, const char *path)
+{
+    int fd = io_()->openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (io_()->fsync(fd) != 0)
+        return close_keep_errno(fd);
+    return io_()->close(fd);
+}
+
+/* mkdir -p path (relative to dirfd unless absolute); every directory it
+ * creates is made durable in its parent at once (this happens only when a
+ * store or location is first created). */
+static int mkdir_p(int at, const char *path, const char *what)
+{
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 1);
+    if (!tmp)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: %s %s: out of memory", what, path);
+    memcpy(tmp, path, n + 1);
+    int rc = FBK_OK;
+    for (size_t i = 1; i <= n && rc == FBK_OK; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        if (tmp[i - 1] == '/')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (io_()->mkdirat(at, tmp, 0755) == 0) {
+            /* durable in its parent */
+            char *slash = strrchr(tmp, '/');
+            int r;
+            if (!slash) {
+                r = at == AT_FDCWD ? fsync_dir_at(AT_FDCWD, ".") : io_()->fsync(at);
+            } else if (slash == tmp) {
+                r = fsync_dir_at(at, "/");
+            } else {
+                *slash = '\0';
+                r = fsync_dir_at(at, tmp);
+                *slash = '/';
+            }
+            if (r != 0)
+                rc = fail(errno, what, tmp, NULL);
+        } else if (errno != EEXIST) {
+            rc = fail(errno, what, tmp, NULL);
+        }
+        tmp[i] = c;
+    }
+    free(tmp);
+    return rc;
+}
+
+/* --------------------------------------------------------- buffer cache */
+
+static void *buf_get(file_backend *b, size_t len, size_t *cap)
+{
+    size_t want = len ? len : 1;
+    void *p = NULL;
+    pthread_mutex_lock(&b->buf_mu);
+    for (size_t i = 0; i < b->nbufs; i++) {
+        if (b->bufs[i].cap >= want) {
+            p = b->bufs[i].p;
+            *cap = b->bufs[i].cap;
+            b->bufs[i] = b->bufs[--b->nbufs];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->buf_mu);
+    if (p)
+        return p;
+    p = malloc(want);
+    *cap = want;
+    return p;
+}
+
+static void buf_put(file_backend *b, void *p, size_t cap)
+{
+    if (!p)
+        return;
+    if (cap <= FILE_BUF_KEEP_MAX) {
+        pthread_mutex_lock(&b->buf_mu);
+        if (b->nbufs < FILE_BUF_CACHE) {
+            b->bufs[b->nbufs].p = p;
+            b->bufs[b->nbufs].cap = cap;
+            b->nbufs++;
+            p = NULL;
+        } else {
+            /* replace the smallest cached buffer if this one is bigger */
+            size_t small = 0;
+            for (size_t i = 1; i < b->nbufs; i++)
+                if (b->bufs[i].cap < b->bufs[small].cap)
+                    small = i;
+            if (b->bufs[small].cap < cap) {
+                void *old = b->bufs[small].p;
+                b->bufs[small].p = p;
+                b->bufs[small].cap = cap;
+                p = old;
+            }
+        }
+        pthread_mutex_unlock(&b->buf_mu);
+    }
+    free(p);
+}
+
+/* ------------------------------------------------------ file primitives */
+
+/* Removes dirfd/name whatever it is (a directory recursively).  0 or -1. */
+static int remove_tree_at(int at, const char *name, int depth)
+{
+    if (io_()->unlinkat(at, name, 0) == 0 || errno == ENOENT)
+        return 0;
+    if (errno != EISDIR && errno != EPERM)
+        return -1;
+    if (depth > 32) {
+        errno = ELOOP;
+        return -1;
+    }
+    int fd = io_()->openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    DIR *d = io_()->fdopendir(fd);
+    if (!d)
+        return close_keep_errno(fd);
+    struct dirent *de;
+    int rc = 0;
+    errno = 0;
+    while ((de = io_()->readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (remove_tree_at(dirfd(d), de->d_name, depth + 1) != 0)
+            rc = -1;
+        errno = 0;
+    }
+    int e = errno;
+    io_()->closedir(d);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    if (rc != 0)
+        return -1;
+    return io_()->unlinkat(at, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* Gives the O_TMPFILE file fd the name at/name.  0 or -1. */
+static int link_tmpfile(file_backend *b, int fd, int at, const char *name)
+{
+    if (!atomic_load_explicit(&b->link_proc, memory_order_relaxed)) {
+        if (io_()->linkat(fd, "", at, name, AT_EMPTY_PATH) == 0)
+            return 0;
+        if (errno != EPERM && errno != ENOENT && errno != EINVAL)
+            return -1;
+        /* without CAP_DAC_READ_SEARCH (before Linux 6.10) AT_EMPTY_PATH is
+         * refused; the /proc link below is the documented alternative */
+        atomic_store_explicit(&b->link_proc, 1, memory_order_relaxed);
+    }
+    char proc[48];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return io_()->linkat(AT_FDCWD, proc, at, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Copies bytes [0, size) of in to out (in-kernel when it can).  0 or -1. */
+static int copy_bytes(file_backend *b, int in, int out, off_t size)
+{
+    off_t done = 0;
+    int kernel = 1;
+    while (done < size && kernel) {
+        off_t ioff = done, ooff = done;
+        size_t want = (size_t)(size - done);
+        if (want > ((size_t)1 << 30))
+            want = (size_t)1 << 30;
+        ssize_t n = io_()->copy_file_range(in, &ioff, out, &ooff, want, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)
+                kernel = 0; /* the plain loop below takes over */
+            else
+                return -1;
+        } else if (n == 0) {
+            return 0; /* the source shrank: the core's checksum will tell */
+        } else {
+            done += n;
+        }
+    }
+    if (done >= size)
+        return 0;
+    size_t cap;
+    size_t chunk = (size_t)1 << 20;
+    void *buf = buf_get(b, chunk, &cap);
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = 0;
+    while (done < size) {
+        size_t want = (size_t)(size - done) < cap ? (size_t)(size - done) : cap;
+        ssize_t n = io_()->pread(in, buf, want, done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -1;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (write_all(out, buf, (size_t)n) != 0) {
+            rc = -1;
+            break;
+        }
+        done += n;
+    }
+    int e = errno;
+    buf_put(b, buf, cap);
+    errno = e;
+    return rc;
+}
+
+/* Creates dst_at/name as a copy of src_at/name: copy to a temporary name in
+ * the same shard, fsync it when durable, rename.  A crash leaves at worst a
+ * temporary, never a partial value under the key's name.  *made_shard is
+ * set when the destination shard directory had to be created. */
+static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_at,
+                     const char *dst_base, const char *name, int durable, int *made_shard)
+{
+    int in = io_()->openat(src_at, name, O_RDONLY | O_CLOEXEC, 0);
+    if (in < 0)
+        return fail(errno, "open", src_base, name);
+    struct stat st;
+    if (io_()->fstat(in, &st) != 0) {
+        int e = errno;
+        io_()->close(in);
+        return fail(e, "stat", src_base, name);
+    }
+    char tmp[FILE_TMP_LEN];
+    tmp_name(b, name, tmp);
+    char shard[3] = {name[0], name[1], '\0'};
+    int out = io_()->openat(dst_at, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0 && errno == ENOENT) {
+        if (io_()->mkdirat(dst_at, shard, 0755) == 0)
+            *made_shard = 1;
+        out = io_()->openat(dst_at, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (out < 0) {
+        int e = errno;
+        io_()->close(in);
+        return fail(e, "create", dst_base, tmp);
+    }
+    const char *what = "copy to";
+    int ok = copy_bytes(b, in, out, st.st_size) == 0;
+    if (ok && durable) {
+        what = "fsync";
+        ok = io_()->fsync(out) == 0;
+    }
+    int e = errno;
+    io_()->close(in);
+    if (io_()->close(out) != 0 && ok) {
+        what = "close";
+        e = errno;
+        ok = 0;
+    }
+    if (ok) {
+        what = "rename into place";
+        ok = io_()->renameat(dst_at, tmp, dst_at, name) == 0;
+        e = errno;
+    }
+    if (!ok) {
+        io_()->unlinkat(dst_at, tmp, 0);
+        return fail(e, what, dst_base, tmp);
+    }
+    return FBK_OK;
+}
+
+/* Creates spill/name holding buf[0..len): O_TMPFILE + linkat, so the name
+ * only ever appears with the whole value behind it; temporary name + rename
+ * where O_TMPFILE is not supported.  No fsync: the spill area is disposable. */
+static int spill_write(file_backend *b, const char *name, const void *buf, size_t len)
+{
+    char shard[3] = {name[0], name[1], '\0'};
+    int fd = io_()->openat(b->spillfd, shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT && mkdir_ok(b->spillfd, shard) == 0)
+        fd = io_()->openat(b->spillfd, shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        /* no O_TMPFILE here: a named temporary, renamed when complete */
+        char tmp[FILE_TMP_LEN];
+        tmp_name(b, name, tmp);
+        fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return fail(errno, "create", b->spill, tmp);
+        const char *what = "write";
+        int ok = write_all(fd, buf, len) == 0;
+        int e = errno;
+        if (io_()->close(fd) != 0 && ok) {
+            what = "close";
+            e = errno;
+            ok = 0;
+        }
+        if (ok) {
+            what = "rename into place";
+            ok = io_()->renameat(b->spillfd, tmp, b->spillfd, name) == 0;
+            e = errno;
+        }
+        if (!ok) {
+            io_()->unlinkat(b->spillfd, tmp, 0);
+            return fail(e, what, b->spill, tmp);
+        }
+        return FBK_OK;
+    }
+    if (fd < 0)
+        return fail(errno, "create a file in", b->spill, shard);
+    if (write_all(fd, buf, len) != 0) {
+        int e = errno;
+        io_()->close(fd);
+        return fail(e, "write", b->spill, name);
+    }
+    int r = link_tmpfile(b, fd, b->spillfd, name);
+    if (r != 0 && errno == EEXIST && io_()->unlinkat(b->spillfd, name, 0) == 0)
+        r = link_tmpfile(b, fd, b->spillfd, name); /* a stale copy: replace it */
+    int e = errno;
+    if (io_()->close(fd) != 0 && r == 0) {
+        e = errno;
+        io_()->unlinkat(b->spillfd, name, 0);
+        return fail(e, "close", b->spill, name);
+    }
+    if (r != 0)
+        return fail(e, "link", b->spill, name);
+    return FBK_OK;
+}
+
+/* ------------------------------------------------------------ spill ops */
+
+static int file_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    size_t cap;
+    void *buf = buf_get(b, len, &cap);
+    if (!buf)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: store %s/%s: cannot allocate %zu bytes",
+                             b->spill, name, len);
+    int rc = fill(buf, len, arg);
+    if (rc == FBK_OK)
+        rc = spill_write(b, name, buf, len);
+    buf_put(b, buf, cap);
+    return rc;
+}
+
+static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    int fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "load", b->spill, name);
+    struct stat st;
+    if (io_()->fstat(fd, &st) != 0) {
+        int e = errno;
+        io_()->close(fd);
+        return fail(e, "stat", b->spill, name);
+    }
+    /* pread into a reused buffer, not mmap: on the machine measured
+     * (docs/file-backend.md) mapping a 1 MiB value cost 3.7x a pread of it,
+     * and a mapping would turn a file truncated under us into SIGBUS */
+    size_t len = (size_t)st.st_size;
+    size_t cap;
+    void *buf = buf_get(b, len, &cap);
+    if (!buf) {
+        io_()->close(fd);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: load %s/%s: cannot allocate %zu bytes",
+                             b->spill, name, len);
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = io_()->pread(fd, (char *)buf + got, len - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            io_()->close(fd);
+            buf_put(b, buf, cap);
+            return fail(e, "read", b->spill, name);
+        }
+        if (n == 0)
+            break; /* shrank since fstat: hand over what is there */
+        got += (size_t)n;
+    }
+    io_()->close(fd);
+    int rc = read(buf, got, arg);
+    buf_put(b, buf, cap);
+    return rc;
+}
+
+static int file_remove(void *self, const fbk_key *key)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    if (io_()->unlinkat(b->spillfd, name, 0) != 0)
+        return fail(errno, "remove", b->spill, name);
+    return FBK_OK;
+}
+
+/* Empties the spill area: every shard's entries, and anything that is not a
+ * shard directory.  Creates the missing shards when create is set. */
+static int spill_empty(file_backend *b, int create)
+{
+    int fd = io_()->openat(b->spillfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "open", b->spill, NULL);
+    DIR *d = io_()->fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        io_()->close(fd);
+        return fail(e, "list", b->spill, NULL);
+    }
+    int rc = FBK_OK;
+    struct dirent *de;
+    errno = 0;
+    while ((de = io_()->readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        int shard = strlen(n) == 2 ? shard_index(n) : -1;
+        if (shard >= 0) {
+            /* keep the shard directory, drop its content */
+            int sfd = io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                                    0);
+            if (sfd >= 0) {
+                DIR *sd = io_()->fdopendir(sfd);
+                if (!sd) {
+                    rc = fail(errno, "list", b->spill, n);
+                    io_()->close(sfd);
+                    break;
+                }
+                struct dirent *se;
+                errno = 0;
+                while ((se = io_()->readdir(sd)) != NULL) {
+                    if (strcmp(se->d_name, ".") == 0 || strcmp(se->d_name, "..") == 0)
+                        continue;
+                    if (remove_tree_at(dirfd(sd), se->d_name, 0) != 0 && rc == FBK_OK)
+                        rc = fail(errno, "empty", b->spill, n);
+                    errno = 0;
+                }
+                if (errno && rc == FBK_OK)
+                    rc = fail(errno, "list", b->spill, n);
+                io_()->closedir(sd);
+                errno = 0;
+                continue;
+            }
+            if (errno != ENOTDIR && errno != ELOOP) {
+                rc = fail(errno, "open", b->spill, n);
+                break;
+            }
+        }
+        if (remove_tree_at(b->spillfd, n, 0) != 0 && rc == FBK_OK)
+            rc = fail(errno, "remove", b->spill, n);
+        errno = 0;
+    }
+    if (errno && rc == FBK_OK)
+        rc = fail(errno, "list", b->spill, NULL);
+    io_()->closedir(d);
+    for (int i = 0; create && rc == FBK_OK && i < FILE_SHARDS; i++) {
+        char shard[3];
+        snprintf(shard, sizeof shard, "%02x", i);
+        if (mkdir_ok(b->spillfd, shard) != 0)
+            rc = fail(errno, "create", b->spill, shard);
+    }
+    return rc;
+}
+
+/* -------------------------------------------------------------- locations */
+
+static void loc_touch(file_loc *l, const char *name, int file, const fbk_key *key, int made_shard)
+{
+    int shard = shard_index(name);
+    pthread_mutex_lock(&l->mu);
+    l->dirty_shards[shard / 64] |= (uint64_t)1 << (shard % 64);
+    if (made_shard)
+        l->root_dirty = 1;
+    if (file) {
+        if (l->nfiles < FILE_FSYNC_MAX)
+            l->files[l->nfiles] = *key;
+        l->nfiles++;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int file_open_location(void *self, const char *location, void **out)
+{
+    file_backend *b = self;
+    if (!location || !*location)
+        return fbk_error_set(FBK_EINVAL, 0, "file: empty location name");
+    file_loc *l = calloc(1, sizeof *l);
+    size_t plen = strlen(b->dir) + strlen(location) + 2;
+    if (l)
+        l->path = malloc(plen);
+    if (!l || !l->path) {
+        free(l);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory",
+                             location);
+    }
+    if (location[0] == '/')
+        snprintf(l->path, plen, "%s", location);
+    else
+        snprintf(l->path, plen, "%s/%s", b->dir, location);
+
+    int rc = FBK_OK;
+    l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (l->fd < 0 && errno == ENOENT) {
+        rc = mkdir_p(b->rootfd, location, "create location");
+        if (rc == FBK_OK)
+            l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    }
+    if (rc == FBK_OK && l->fd < 0) {
+        if (errno == ENOTDIR)
+            rc = fbk_error_set(FBK_EINVAL, ENOTDIR,
+                               "file: location %s is not a directory (or lies under a file)",
+                               l->path);
+        else
+            rc = fail(errno, "open location", l->path, NULL);
+    }
+    struct stat st;
+    if (rc == FBK_OK && io_()->fstat(l->fd, &st) != 0)
+        rc = fail(errno, "stat location", l->path, NULL);
+    if (rc != FBK_OK) {
+        if (l->fd >= 0)
+            io_()->close(l->fd);
+        free(l->path);
+        free(l);
+        return rc;
+    }
+    l->dev = st.st_dev;
+    atomic_init(&l->cross, 0);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->sync_mu, NULL);
+    *out = l;
+    return FBK_OK;
+}
+
+static void file_close_location(void *self, void *loc)
+{
+    (void)self;
+    file_loc *l = loc;
+    if (!l)
+        return;
+    io_()->close(l->fd);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->sync_mu);
+    free(l->path);
+    free(l);
+}
+
+/* 1 if n is "<32 lowercase hex>" beginning with the shard's two digits. */
+static int is_key_name(const char *n, const char *shard, fbk_key *key)
+{
+    if (strlen(n) != 32 || n[0] != shard[0] || n[1] != shard[1])
+        return 0;
+    for (int i = 0; i < 32; i++)
+        if (!((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'f')))
+            return 0;
+    return fbk_key_parse(n, key) == FBK_OK;
+}
+
+static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
+{
+    (void)self;
+    file_loc *l = loc;
+    long junk = 0;
+    for (int i = 0; i < FILE_SHARDS; i++) {
+        char shard[3];
+        snprintf(shard, sizeof shard, "%02x", i);
+        int fd = io_()->openat(l->fd, shard, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                continue; /* shards are made on first use */
+            if (errno == ENOTDIR || errno == ELOOP) {
+                /* our name, not our kind of entry: junk */
+                if (remove_tree_at(l->fd, shard, 0) == 0)
+                    junk++;
+                continue;
+            }
+            return fail(errno, "open", l->path, shard);
+        }
+        DIR *d = io_()->fdopendir(fd);
+        if (!d) {
+            int e = errno;
+            io_()->close(fd);
+            return fail(e, "list", l->path, shard);
+        }
+        struct dirent *de;
+        errno = 0;
+        while ((de = io_()->readdir(d)) != NULL) {
+            const char *n = de->d_name;
+            if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+                continue;
+            fbk_key key;
+            int is_key = is_key_name(n, shard, &key);
+            if (is_key && de->d_type != DT_REG) {
+                struct stat st;
+                is_key = (de->d_type == DT_UNKNOWN &&
+                          io_()->fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          S_ISREG(st.st_mode));
+            }
+            if (is_key) {
+                int rc = each(&key, arg);
+                if (rc != 0) {
+                    io_()->closedir(d);
+                    return rc;
+                }
+            } else if (remove_tree_at(dirfd(d), n, 0) == 0) {
+                /* a temporary left by a crash, or a stranger: junk.  A
+                 * failed removal (read-only location) is not an error: the
+                 * entry is still not a key. */
+                junk++;
+            }
+            errno = 0;
+        }
+        int e = errno;
+        io_()->closedir(d);
+        if (e)
+            return fail(e, "list", l->path, shard);
+    }
+    return junk > INT_MAX ? INT_MAX : (int)junk;
+}
+
+/* Links (or, across file systems, copies) src_at/name to dst_at/name.
+ * dst_is_loc: the destination is the location l (the copy is then fsynced
+ * and the touched directories remembered for sync). */
+static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc)
+{
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    int src = to_loc ? b->spillfd : l->fd, dst = to_loc ? l->fd : b->spillfd;
+    const char *sbase = to_loc ? b->spill : l->path, *dbase = to_loc ? l->path : b->spill;
+    const char *op = to_loc ? "persist" : "register";
+    int made_shard = 0;
+    if (!atomic_load_explicit(&l->cross, memory_order_relaxed)) {
+        for (int attempt = 0;; attempt++) {
+            if (io_()->linkat(src, name, dst, name, 0) == 0) {
+                if (to_loc)
+                    loc_touch(l, name, 1, key, made_shard);
+                return FBK_OK;
+            }
+            int e = errno;
+            if (e == EXDEV) {
+                atomic_store_explicit(&l->cross, 1, memory_order_relaxed);
+                break;
+            }
+            if (attempt > 0 || (e != ENOENT && e != EEXIST))
+                return fbk_error_from_errno(e, "file: %s: link %s/%s to %s/%s", op, sbase, name,
+                                            dbase, name);
+            if (e == ENOENT) {
+                struct stat st;
+                if (io_()->fstatat(src, name, &st, 0) != 0)
+                    return fbk_error_from_errno(errno, "file: %s %s/%s", op, sbase, name);
+                char shard[3] = {name[0], name[1], '\0'};
+                if (io_()->mkdirat(dst, shard, 0755) == 0)
+                    made_shard = 1;
+                else if (errno != EEXIST)
+                    return fail(errno, "create", dbase, shard);
+            } else if (to_loc) {
+                /* already there (an earlier run?): replace it with this copy,
+                 * which is known good, through a temporary name */
+                char tmp[FILE_TMP_LEN];
+                tmp_name(b, name, tmp);
+                if (io_()->linkat(src, name, dst, tmp, 0) != 0)
+                    return fbk_error_from_errno(errno, "file: persist: link %s/%s to %s/%s",
+                                                sbase, name, dbase, tmp);
+                int r = io_()->renameat(dst, tmp, dst, name);
+                e = errno;
+                /* rename() does nothing when both names are links to one
+                 * file (persisted twice), so the temporary may remain */
+                io_()->unlinkat(dst, tmp, 0);
+                if (r != 0)
+                    return fail(e, "persist: rename into place", dbase, tmp);
+                loc_touch(l, name, 1, key, made_shard);
+                return FBK_OK;
+            } else if (io_()->unlinkat(dst, name, 0) != 0 && errno != ENOENT) {
+                /* a stale spill copy: drop it and link again */
+                return fail(errno, "register: remove stale", dbase, name);
+            }
+        }
+    }
+    int rc = copy_file(b, src, sbase, dst, dbase, name, to_loc, &made_shard);
+    if (rc == FBK_OK && to_loc)
+        loc_touch(l, name, 0, key, made_shard);
+    return rc;
+}
+
+static int file_persist(void *self, void *loc, const fbk_key *key)
+{
+    return transfer(self, loc, key, 1);
+}
+
+static int file_register_key(void *self, void *loc, const fbk_key *key)
+{
+    return transfer(self, loc, key, 0);
+}
+
+static int file_remove_persisted(void *self, void *loc, const fbk_key *key)
+{
+    (void)self;
+    file_loc *l = loc;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    if (io_()->unlinkat(l->fd, name, 0) != 0)
+        return fail(errno, "remove", l->path, name);
+    loc_touch(l, name, 0, key, 0);
+    return FBK_OK;
+}
+
+/* syncfs() on the spill area's file system, with the store-wide sticky
+ * error described at file_backend.spill_err. */
+static int spill_syncfs(file_backend *b)
+{
+    pthread_mutex_lock(&b->spill_sync_mu);
+    if (b->spill_err == 0 && io_()->syncfs(b->spillfd) != 0) {
+        b->spill_errno = errno;
+        b->spill_err = fbk_error_from_errno(errno, "file: syncfs %s", b->spill);
+    }
+    int rc = b->spill_err, e = b->spill_errno;
+    pthread_mutex_unlock(&b->spill_sync_mu);
+    if (rc != FBK_OK)
+        return fbk_error_from_errno(e, "file: syncfs %s (a writeback error on the spill area's "
+                                       "file system, which persisted files share)",
+                                    b->spill);
+    return FBK_OK;
+}
+
+static int file_sync(void *self, void *loc)
+{
+    file_backend *b = self;
+    file_loc *l = loc;
+    pthread_mutex_lock(&l->sync_mu);
+    if (l->sticky != FBK_OK) {
+        int rc = fbk_error_set(l->sticky, l->sticky_errno, "%s (an earlier sync failed; reopen "
+                                                           "the location to see what it holds)",
+                               l->sticky_msg);
+        pthread_mutex_unlock(&l->sync_mu);
+        return rc;
+    }
+    /* take what is pending now; what is persisted from here on belongs to
+     * the next sync */
+    pthread_mutex_lock(&l->mu);
+    uint64_t dirty[FILE_SHARDS / 64];
+    memcpy(dirty, l->dirty_shards, sizeof dirty);
+    memset(l->dirty_shards, 0, sizeof l->dirty_shards);
+    int root = l->root_dirty;
+    size_t nfiles = l->nfiles;
+    fbk_key files[FILE_FSYNC_MAX];
+    memcpy(files, l->files, sizeof files);
+    l->root_dirty = 0;
+    l->nfiles = 0;
+    pthread_mutex_unlock(&l->mu);
+
+    size_t nshards = 0;
+    for (int i = 0; i < FILE_SHARDS / 64; i++)
+        nshards += (size_t)__builtin_popcountll(dirty[i]);
+    int rc = FBK_OK;
+    if (nshards == 0 && nfiles == 0 && !root) {
+        rc = FBK_OK;
+    } else if (nfiles + nshards + (size_t)root <= FILE_FSYNC_MAX) {
+        /* a few entries: fsync each file (its data: spill files are written
+         * without fsync), then each directory holding a new or removed entry */
+        for (size_t i = 0; i < nfiles && rc == FBK_OK; i++) {
+            char name[FILE_NAME_LEN];
+            key_name(&files[i], name);
+            int fd = io_()->openat(l->fd, name, O_RDONLY | O_CLOEXEC, 0);
+            if (fd < 0) {
+                if (errno != ENOENT) /* removed since: nothing to make durable */
+                    rc = fail(errno, "sync: open", l->path, name);
+                continue;
+            }
+            if (io_()->fsync(fd) != 0)
+                rc = fail(errno, "fsync", l->path, name);
+            io_()->close(fd);
+        }
+        for (int i = 0; i < FILE_SHARDS && rc == FBK_OK; i++) {
+            if (!(dirty[i / 64] >> (i % 64) & 1))
+                continue;
+            char shard[3];
+            snprintf(shard, sizeof shard, "%02x", i);
+            if (fsync_dir_at(l->fd, shard) != 0)
+                rc = fail(errno, "fsync", l->path, shard);
+        }
+        if (rc == FBK_OK && root && io_()->fsync(l->fd) != 0)
+            rc = fail(errno, "fsync", l->path, NULL);
+    } else if (l->dev == b->spill_dev) {
+        /* many entries: one syncfs writes the files and the directories */
+        rc = spill_syncfs(b);
+    } else if (io_()->syncfs(l->fd) != 0) {
+        rc = fail(errno, "syncfs", l->path, NULL);
+    }
+    if (rc != FBK_OK) {
+        l->sticky = rc;
+        l->sticky_errno = fbk_last_os_error();
+        snprintf(l->sticky_msg, sizeof l->sticky_msg, "%s", fbk_errmsg());
+    }
+    pthread_mutex_unlock(&l->sync_mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- store */
+
+static void file_close(void *self)
+{
+    file_backend *b = self;
+    if (!b)
+        return;
+    if (b->spillfd >= 0) {
+        spill_empty(b, 0); /* best effort: the spill area is disposable */
+        io_()->close(b->spillfd);
+    }
+    if (b->lockfd >= 0)
+        io_()->close(b->lockfd); /* releases the flock */
+    if (b->rootfd >= 0)
+        io_()->close(b->rootfd);
+    for (size_t i = 0; i < b->nbufs; i++)
+        free(b->bufs[i].p);
+    pthread_mutex_destroy(&b->buf_mu);
+    pthread_mutex_destroy(&b->spill_sync_mu);
+    free(b->spill);
+    free(b->dir);
+    free(b);
+}
+
+static const fbk_backend_ops file_ops = {
+    .version = FBK_BACKEND_OPS_VERSION,
+    .name = "file",
+    .store = file_store,
+    .load = file_load,
+    .remove = file_remove,
+    .open_location = file_open_location,
+    .close_location = file_close_location,
+    .scan = file_scan,
+    .persist = file_persist,
+    .register_key = file_register_key,
+    .remove_persisted = file_remove_persisted,
+    .sync = file_sync,
+    .close = file_close,
+    .persist_many = NULL,
+    .register_many = NULL,
+};
+
+int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
+                            const fbk_backend_ops **ops, void **self)
+{
+    (void)opts;
+    if (!dir || !*dir || !ops || !self)
+        return fbk_error_set(FBK_EINVAL, 0, "file: a directory is required (\"file:DIR\")");
+    file_backend *b = calloc(1, sizeof *b);
+    size_t dlen = strlen(dir);
+    if (b) {
+        b->dir = malloc(dlen + 1);
+        b->spill = malloc(dlen + sizeof "/spill");
+    }
+    if (!b || !b->dir || !b->spill) {
+        if (b) {
+            free(b->dir);
+            free(b->spill);
+        }
+        free(b);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open %s: out of memory", dir);
+    }
+    memcpy(b->dir, dir, dlen + 1);
+    snprintf(b->spill, dlen + sizeof "/spill", "%s/spill", dir);
+    b->rootfd = b->lockfd = b->spillfd = -1;
+    atomic_init(&b->tmp_seq, 0);
+    atomic_init(&b->link_proc, 0);
+    pthread_mutex_init(&b->buf_mu, NULL);
+    pthread_mutex_init(&b->spill_sync_mu, NULL);
+
+    int rc = mkdir_p(AT_FDCWD, dir, "create");
+    if (rc == FBK_OK) {
+        b->rootfd = io_()->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (b->rootfd < 0)
+            rc = errno == ENOTDIR
+                     ? fbk_error_set(FBK_EINVAL, ENOTDIR, "file: %s is not a directory", dir)
+                     : fail(errno, "open", dir, NULL);
+    }
+    if (rc == FBK_OK) {
+        b->lockfd = io_()->openat(b->rootfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (b->lockfd < 0)
+            rc = fail(errno, "create", dir, "LOCK");
+    }
+    if (rc == FBK_OK && io_()->flock(b->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            rc = fbk_error_set(FBK_EBUSY, errno,
+                               "file: %s is in use by another store (lock %s/LOCK is held)", dir,
+                               dir);
+        else
+            rc = fail(errno, "lock", dir, "LOCK");
+    }
+    if (rc == FBK_OK && mkdir_ok(b->rootfd, "spill") != 0)
+        rc = fail(errno, "create", b->spill, NULL);
+    if (rc == FBK_OK) {
+        b->spillfd = io_()->openat(b->rootfd, "spill", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (b->spillfd < 0)
+            rc = errno == ENOTDIR ? fbk_error_set(FBK_EIO, ENOTDIR,
+                                                  "file: %s is not a directory", b->spill)
+                                  : fail(errno, "open", b->spill, NULL);
+    }
+    struct stat st;
+    if (rc == FBK_OK && io_()->fstat(b->spillfd, &st) != 0)
+        rc = fail(errno, "stat", b->spill, NULL);
+    if (rc == FBK_OK) {
+        b->spill_dev = st.st_dev;
+        rc = spill_empty(b, 1);
+    }
+    if (rc != FBK_OK) {
+        if (b->spillfd >= 0) {
+            io_()->close(b->spillfd);
+            b->spillfd = -1; /* not emptied by file_close: it may be another store's */
+        }
+        file_close(b);
+        return rc;
+    }
+    *ops = &file_ops;
+    *self = b;
+    return FBK_OK;
+}

@@ -1,0 +1,231 @@
+/* lmdb_backend.c -- the lmdb: backend: a store directory with an exclusive
+ * lock, a disposable spill environment and a durable environment whose named
+ * databases are the locations.  See docs/lmdb-backend.md. */
+#include "lmdb_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#define DEFAULT_MAP_SIZE ((size_t)64 << 20)
+#define MAXDBS 1024
+
+/* The spill area is emptied at open, so it needs no durability at all. */
+#define SPILL_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC)
+/* Each commit fdatasyncs the data pages before the meta page is written; only
+ * the meta write is left to the next commit or sync.  LMDB documents this as
+ * keeping the database intact on a crash (only the last commits may be
+ * undone), which is what an unsynced persist may lose. */
+#define DURABLE_FLAGS (MDB_NOMETASYNC)
+
+/* ---------------------------------------------------------------- spill area */
+
+struct store_arg {
+    MDB_dbi dbi;
+    const fbk_key *key;
+    size_t len;
+    fbk_fill_fn fill;
+    void *fill_arg;
+};
+
+static int store_op(MDB_txn *txn, void *p)
+{
+    struct store_arg *a = p;
+    MDB_val k = {sizeof a->key->bytes, (void *)a->key->bytes};
+    MDB_val v = {a->len, NULL};
+    int rc = mdb_put(txn, a->dbi, &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    int frc = a->fill(v.mv_data, a->len, a->fill_arg);
+    if (frc == 0)
+        return 0;
+    /* Take the reserved value out again so the batch commits without it. */
+    rc = mdb_del(txn, a->dbi, &k, NULL);
+    if (rc != 0)
+        return rc;
+    if (frc > 0 || frc < FBK_ECLOSED)
+        return fbk_error_set(FBK_ECODEC, 0, "lmdb: fill callback returned %d", frc);
+    return frc;
+}
+
+static int lmdb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+{
+    fbk__lmdb *b = self;
+    struct store_arg a = {b->spill.main, key, len, fill, arg};
+    return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len);
+}
+
+int fbk__lmdb_not_found(const char *what, const fbk_key *key)
+{
+    char hex[33];
+    fbk_key_format_hex(key, hex);
+    return fbk_error_set(FBK_ENOTFOUND, 0, "lmdb: %s: no key %s", what, hex);
+}
+
+static int lmdb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    fbk__lmdb *b = self;
+    MDB_txn *txn;
+    int err = fbk__lmdb_rtxn_begin(&b->spill, &txn);
+    if (err != FBK_OK)
+        return err;
+    MDB_val k = {sizeof key->bytes, (void *)key->bytes}, v;
+    int rc = mdb_get(txn, b->spill.main, &k, &v);
+    if (rc == 0)
+        err = read(v.mv_data, v.mv_size, arg); /* straight from the map */
+    else if (rc == MDB_NOTFOUND)
+        err = fbk__lmdb_not_found("spill", key);
+    else
+        err = fbk__lmdb_error(rc, "spill: get");
+    fbk__lmdb_rtxn_end(&b->spill, txn);
+    return err;
+}
+
+struct del_arg {
+    MDB_dbi dbi;
+    const fbk_key *key;
+    const char *what;
+};
+
+static int del_op(MDB_txn *txn, void *p)
+{
+    struct del_arg *a = p;
+    MDB_val k = {sizeof a->key->bytes, (void *)a->key->bytes};
+    int rc = mdb_del(txn, a->dbi, &k, NULL);
+    return rc == MDB_NOTFOUND ? fbk__lmdb_not_found(a->what, a->key) : rc;
+}
+
+int fbk__lmdb_delete(fbk__lmdb_env *e, MDB_dbi dbi, const fbk_key *key, const char *what)
+{
+    struct del_arg a = {dbi, key, what};
+    return fbk__lmdb_write(e, del_op, &a, fbk__lmdb_pages_for(e, 0), 0);
+}
+
+static int lmdb_remove(void *self, const fbk_key *key)
+{
+    fbk__lmdb *b = self;
+    return fbk__lmdb_delete(&b->spill, b->spill.main, key, "spill");
+}
+
+/* ------------------------------------------------------------ open / close */
+
+/* Deletes the previous spill environment: its contents are disposable and we
+ * hold the directory lock, so nobody else uses it. */
+static int clear_spill(const char *spill)
+{
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    char path[4200];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", spill, files[i]);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return fbk_error_from_errno(errno, "lmdb: remove %s", path);
+    }
+    return FBK_OK;
+}
+
+static void lmdb_close(void *self)
+{
+    fbk__lmdb *b = self;
+    if (!b)
+        return;
+    int had_spill = b->spill.env != NULL;
+    fbk__lmdb_env_close(&b->durable);
+    fbk__lmdb_env_close(&b->spill);
+    if (had_spill)
+        clear_spill(b->spill.path); /* give the disk space back; best effort */
+    if (b->lock_fd >= 0)
+        close(b->lock_fd); /* releases the flock */
+    free(b);
+}
+
+static const fbk_backend_ops lmdb_ops = {
+    .version = FBK_BACKEND_OPS_VERSION,
+    .name = "lmdb",
+    .store = lmdb_store,
+    .load = lmdb_load,
+    .remove = lmdb_remove,
+    .open_location = fbk__lmdb_open_location,
+    .close_location = fbk__lmdb_close_location,
+    .scan = fbk__lmdb_scan,
+    .persist = fbk__lmdb_persist,
+    .register_key = fbk__lmdb_register_key,
+    .remove_persisted = fbk__lmdb_remove_persisted,
+    .sync = fbk__lmdb_sync,
+    .close = lmdb_close,
+    .persist_many = fbk__lmdb_persist_many,
+    .register_many = fbk__lmdb_register_many,
+};
+
+static int take_lock(fbk__lmdb *b, const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    b->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (b->lock_fd < 0)
+        return fbk_error_from_errno(errno, "lmdb: open %s", path);
+    if (flock(b->lock_fd, LOCK_EX | LOCK_NB) == 0)
+        return FBK_OK;
+    int e = errno;
+    if (e == EWOULDBLOCK)
+        return fbk_error_set(FBK_EBUSY, e, "lmdb: %s is in use by another store (lock %s is held)",
+                             dir, path);
+    return fbk_error_from_errno(e, "lmdb: flock %s", path);
+}
+
+static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)
+{
+    size_t map_size = opts && opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t page = pg > 0 ? (size_t)pg : 4096;
+    map_size = (map_size + page - 1) / page * page;
+
+    char spill[4200], durable[4200];
+    if (snprintf(spill, sizeof spill, "%s/spill", dir) >= 4096)
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+    if (opts && opts->durable_dir && opts->durable_dir[0])
+        snprintf(durable, sizeof durable, "%s", opts->durable_dir);
+    else
+        snprintf(durable, sizeof durable, "%s/durable", dir);
+    if (strlen(durable) >= 4096)
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long");
+
+    int err = fbk__lmdb_mkdirs(spill);
+    if (err == FBK_OK)
+        err = clear_spill(spill);
+    if (err == FBK_OK)
+        err = fbk__lmdb_env_open(&b->spill, "spill", spill, SPILL_FLAGS, map_size, 0);
+    if (err == FBK_OK) {
+        b->durable.durable = 1;
+        err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size, MAXDBS);
+    }
+    return err;
+}
+
+int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
+                            const fbk_backend_ops **ops, void **self)
+{
+    if (!dir || !dir[0] || !ops || !self)
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: missing directory or out-parameter");
+    if (strlen(dir) >= 4000)
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+    fbk__lmdb *b = calloc(1, sizeof *b);
+    if (!b)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+    b->lock_fd = -1;
+    int err = fbk__lmdb_mkdirs(dir);
+    if (err == FBK_OK)
+        err = take_lock(b, dir);
+    if (err == FBK_OK)
+        err = open_envs(b, dir, opts);
+    if (err != FBK_OK) {
+        lmdb_close(b);
+        return err;
+    }
+    *ops = &lmdb_ops;
+    *self = b;
+    return FBK_OK;
+}

@@ -1,0 +1,158 @@
+/*
+ * lmdb_internal.h -- declarations shared by the files of the lmdb: backend.
+ *
+ * Files:
+ *   lmdb_backend.c   create/close, the ops table, the spill area (store/load/remove)
+ *   lmdb_env.c       one LMDB environment: open, error mapping, read transactions,
+ *                    map growth
+ *   lmdb_txn.c       group commit: writers of many threads share write transactions
+ *   lmdb_location.c  durable locations (named databases of the durable environment)
+ *
+ * Lock order (see docs/lmdb-backend.md).  Each environment has
+ *   m        its group-commit mutex (state of the shared write transaction), and
+ *   maplock  a rwlock held shared by every read transaction and exclusively by
+ *            map growth (mdb_env_set_mapsize needs no transaction in flight).
+ * The spill environment comes before the durable one: a thread holding
+ * anything of the spill environment may wait for the durable one, never the
+ * reverse.  A thread growing a map holds nothing else.  No thread takes the
+ * same maplock twice.
+ */
+#ifndef FBK_LMDB_INTERNAL_H
+#define FBK_LMDB_INTERNAL_H
+
+#include "fbk_backend.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stddef.h>
+
+#define FBK__LMDB_RTXN_POOL 32 /* reset read transactions kept for reuse */
+
+/* A writer waiting for the commit of the batch it joined (on its stack). */
+typedef struct fbk__lmdb_waiter {
+    struct fbk__lmdb_waiter *next;
+    int done;     /* set under m when the batch has finished */
+    int batch_rc; /* LMDB result of the commit (or of the op that doomed it) */
+} fbk__lmdb_waiter;
+
+/* One environment with its group-commit state. */
+typedef struct fbk__lmdb_env {
+    MDB_env *env;
+    MDB_dbi main; /* the unnamed database (spill area) */
+    const char *what; /* "spill" or "durable", for messages */
+    char path[4096];
+    size_t psize; /* LMDB page size */
+
+    pthread_rwlock_t maplock;
+
+    /* group commit (lmdb_txn.c); everything below is guarded by m */
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int state;           /* FBK__LMDB_IDLE ... */
+    MDB_txn *txn;        /* the shared write transaction while OPEN/CLOSED */
+    unsigned members;    /* writers inside the open batch (leader included) */
+    size_t batch_pages;  /* upper bound of pages the open batch allocates */
+    size_t batch_bytes;  /* payload bytes written by the open batch */
+    unsigned batch_ops;
+    int doomed;          /* LMDB code of an op that left the txn unusable */
+    fbk__lmdb_waiter *waiters; /* writers of the open batch awaiting its commit */
+    size_t used_pages;   /* last page in use after the last commit */
+    size_t map_pages;    /* map size in pages */
+    int force_grow;      /* MDB_MAP_FULL happened despite the estimate */
+
+    /* reset read transactions for reuse, guarded by rpool_m */
+    pthread_mutex_t rpool_m;
+    MDB_txn *rpool[FBK__LMDB_RTXN_POOL];
+    unsigned rpool_n;
+
+    /* durable env: the first failed sync or commit, returned by every later
+     * sync (guarded by m) */
+    int sync_rc;
+    int durable;      /* commit failures are sticky for sync */
+    int broken;       /* a failed resize left no usable map (under maplock) */
+    int live;         /* locks initialised */
+    unsigned queued;  /* writers waiting for the next batch (under m) */
+    unsigned long long batch_gen; /* batches opened so far (under m) */
+} fbk__lmdb_env;
+
+enum {
+    FBK__LMDB_IDLE,       /* no write transaction */
+    FBK__LMDB_OPEN,       /* a shared write transaction accepts writers */
+    FBK__LMDB_CLOSED,     /* open, but full: commits when its members leave */
+    FBK__LMDB_COMMITTING, /* its leader is committing (m released) */
+    FBK__LMDB_GROWING     /* a thread is resizing the map */
+};
+
+/* The backend state (`self`). */
+typedef struct fbk__lmdb {
+    int lock_fd; /* DIR/LOCK, flock()ed exclusively */
+    fbk__lmdb_env spill;
+    fbk__lmdb_env durable;
+} fbk__lmdb;
+
+/* A location: one named database of the durable environment. */
+typedef struct fbk__lmdb_loc {
+    MDB_dbi dbi;
+    char name[];
+} fbk__lmdb_loc;
+
+/* ---- lmdb_env.c ---- */
+/* 1 for a code an op returns when it left the write transaction unusable (an
+ * errno or MDB_* value), 0 for FBK_* codes. */
+#define FBK__LMDB_FATAL(rc) ((rc) > 0 || (rc) < -1000)
+/* The FBK_E* code for an LMDB or errno code. */
+int fbk__lmdb_code(int rc);
+/* Maps rc like fbk__lmdb_code and records "lmdb: <msg>: <mdb_strerror>". */
+int fbk__lmdb_error(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* mkdir -p; 0 or FBK_E* with a message. */
+int fbk__lmdb_mkdirs(const char *path);
+/* Creates and opens e at path (created if missing).  On failure e is closed. */
+int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, unsigned flags,
+                       size_t map_size, unsigned maxdbs);
+void fbk__lmdb_env_close(fbk__lmdb_env *e);
+/* A read transaction, with e->maplock held shared until fbk__lmdb_rtxn_end. */
+int fbk__lmdb_rtxn_begin(fbk__lmdb_env *e, MDB_txn **out);
+void fbk__lmdb_rtxn_end(fbk__lmdb_env *e, MDB_txn *txn);
+/* Pages an op storing a value of len bytes may allocate (value + tree). */
+size_t fbk__lmdb_pages_for(const fbk__lmdb_env *e, size_t len);
+/* 1 if the open batch (if any) plus need more pages fit in the map (m held). */
+int fbk__lmdb_fits(const fbk__lmdb_env *e, size_t need);
+/* Called with e->m held and state IDLE: resizes the map so that `need` more
+ * pages fit (or adopts another process's size when need is 0 and
+ * MDB_MAP_RESIZED was seen).  Releases m while waiting for readers. */
+int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need);
+/* Re-reads the used pages and map size (m held, no write txn). */
+void fbk__lmdb_env_refresh(fbk__lmdb_env *e);
+
+/* ---- lmdb_txn.c ---- */
+/* An operation run inside a shared write transaction, on the caller's thread
+ * with e->m held.  Returns 0, a negative FBK_E* code (the op left the txn
+ * healthy and undid its own writes), or a positive/MDB_* LMDB code (the txn
+ * is unusable: the whole batch fails or, for MDB_MAP_FULL, is retried). */
+typedef int (*fbk__lmdb_op_fn)(MDB_txn *txn, void *arg);
+/* Runs op in the shared write transaction of e and returns once that
+ * transaction committed.  need_pages: upper bound of pages op allocates;
+ * bytes: payload size for the batch cap.  Returns 0 or FBK_E* (message set). */
+int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need_pages,
+                    size_t bytes);
+
+/* ---- lmdb_backend.c ---- */
+/* Deletes key from dbi of e in a shared write transaction; FBK_ENOTFOUND
+ * (message naming `what`) if absent. */
+int fbk__lmdb_delete(fbk__lmdb_env *e, MDB_dbi dbi, const fbk_key *key, const char *what);
+/* FBK_ENOTFOUND with "lmdb: <what>: no key <hex>". */
+int fbk__lmdb_not_found(const char *what, const fbk_key *key);
+
+/* ---- lmdb_location.c ---- */
+#define FBK__LMDB_NAME_MAX 255 /* longest location name, in bytes */
+int fbk__lmdb_open_location(void *self, const char *location, void **loc);
+void fbk__lmdb_close_location(void *self, void *loc);
+int fbk__lmdb_scan(void *self, void *loc, fbk_key_fn each, void *arg);
+int fbk__lmdb_persist(void *self, void *loc, const fbk_key *key);
+int fbk__lmdb_register_key(void *self, void *loc, const fbk_key *key);
+int fbk__lmdb_remove_persisted(void *self, void *loc, const fbk_key *key);
+int fbk__lmdb_sync(void *self, void *loc);
+int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n);
+int fbk__lmdb_register_many(void *self, void *loc, const fbk_key *keys, size_t n);
+
+#endif

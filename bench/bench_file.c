@@ -1,0 +1,284 @@
+/*
+ * bench_file.c -- the file: backend against plain files, in one run.
+ *
+ *   bench_file [DIR [N16K [N1M [REPS]]]]
+ *
+ * For 16 KiB and 1 MiB objects (N16K and N1M of them; defaults 5000 and
+ * 400), three phases, each timed for libfbk and for plain files:
+ *   put      libfbk: fbk_insert N blobs into a pool of mem_items = N/100
+ *            (so ~99% are evicted to the spill area) + fbk_store_drain;
+ *            plain:  open/write/close one file per object.
+ *   read     every object once in a random order.
+ *            libfbk: fbk_load/fbk_unload (from the spill area: the pool is
+ *            full of the last ones put);  plain: open/read/close.
+ *   persist  libfbk: fbk_persist all to a location + fbk_location_sync;
+ *            plain:  link each file into another directory + syncfs.
+ * Both produce the same bytes from the same source buffer; libfbk's put
+ * includes making the fbk_blob (a copy) since that is what a user does.
+ * Dirty data is flushed (untimed) before each phase so every phase starts
+ * from the same state.  Each phase is run REPS times (default 3) and the
+ * fastest run is reported.
+ */
+#include <fbk.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bench_file: %s: %s (%s)\n", what, fbk_err_name(rc), fbk_errmsg());
+    exit(1);
+}
+
+static void die_errno(const char *what, const char *path)
+{
+    fprintf(stderr, "bench_file: %s %s: %s\n", what, path, strerror(errno));
+    exit(1);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rmtree(const char *path) { nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS); }
+
+static void flush(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+    }
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+typedef struct {
+    double put, read, persist;
+} times;
+
+static volatile unsigned sink;
+
+static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char *src,
+                     const size_t *order)
+{
+    times t;
+    char uri[4200];
+    snprintf(uri, sizeof uri, "file:%s/fbk", dir);
+    fbk_store *s;
+    int rc = fbk_store_open(&s, uri, NULL);
+    if (rc)
+        die("fbk_store_open", rc);
+    fbk_pool *p;
+    size_t mem = n / 100 < 2 ? 2 : n / 100;
+    if ((rc = fbk_pool_create(&p, s, &fbk_blob_codec, mem)))
+        die("fbk_pool_create", rc);
+    fbk_handle **h = calloc(n, sizeof *h);
+    if (!h)
+        die("calloc", FBK_ENOMEM);
+    flush(dir);
+
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        fbk_blob *b = fbk_blob_new(src + (i % 64), size);
+        if (!b)
+            die("fbk_blob_new", FBK_ENOMEM);
+        if ((rc = fbk_insert(p, b, &h[i])))
+            die("fbk_insert", rc);
+    }
+    if ((rc = fbk_store_drain(s)))
+        die("fbk_store_drain", rc);
+    t.put = now() - t0;
+    flush(dir);
+
+    t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        const void *obj;
+        if ((rc = fbk_load(h[order[i]], &obj)))
+            die("fbk_load", rc);
+        const fbk_blob *b = obj;
+        sink += b->data[b->len / 2];
+        fbk_unload(h[order[i]]);
+    }
+    t.read = now() - t0;
+    if ((rc = fbk_store_drain(s)))
+        die("fbk_store_drain", rc);
+    flush(dir);
+
+    fbk_location *loc;
+    if ((rc = fbk_location_open(s, "loc", &loc)))
+        die("fbk_location_open", rc);
+    t0 = now();
+    for (size_t i = 0; i < n; i++)
+        if ((rc = fbk_persist(h[i], loc)))
+            die("fbk_persist", rc);
+    if ((rc = fbk_location_sync(loc)))
+        die("fbk_location_sync", rc);
+    t.persist = now() - t0;
+
+    for (size_t i = 0; i < n; i++)
+        fbk_handle_release(h[i]);
+    free(h);
+    fbk_location_close(loc);
+    fbk_pool_release(p);
+    fbk_store_close(s);
+    return t;
+}
+
+static times run_plain(const char *dir, size_t size, size_t n, const unsigned char *src,
+                       const size_t *order)
+{
+    times t;
+    char objs[4200], locd[4200], path[4300], path2[4300];
+    snprintf(objs, sizeof objs, "%s/plain", dir);
+    snprintf(locd, sizeof locd, "%s/plainloc", dir);
+    if (mkdir(objs, 0755) != 0 || mkdir(locd, 0755) != 0)
+        die_errno("mkdir", objs);
+    fbk_key *keys = malloc(n * sizeof *keys);
+    unsigned char *buf = malloc(size);
+    if (!keys || !buf)
+        die("malloc", FBK_ENOMEM);
+    for (size_t i = 0; i < n; i++)
+        fbk_key_generate(&keys[i]);
+    flush(dir);
+
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        char hex[33];
+        fbk_key_format_hex(&keys[i], hex);
+        snprintf(path, sizeof path, "%s/%s", objs, hex);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 || write(fd, src + (i % 64), size) != (ssize_t)size)
+            die_errno("write", path);
+        close(fd);
+    }
+    t.put = now() - t0;
+    flush(dir);
+
+    t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        char hex[33];
+        fbk_key_format_hex(&keys[order[i]], hex);
+        snprintf(path, sizeof path, "%s/%s", objs, hex);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* a fresh buffer per object, as a program keeping what it reads */
+        unsigned char *obj = malloc(size);
+        if (fd < 0 || !obj || read(fd, obj, size) != (ssize_t)size)
+            die_errno("read", path);
+        sink += obj[size / 2];
+        free(obj);
+        close(fd);
+    }
+    t.read = now() - t0;
+    flush(dir);
+
+    t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        char hex[33];
+        fbk_key_format_hex(&keys[i], hex);
+        snprintf(path, sizeof path, "%s/%s", objs, hex);
+        snprintf(path2, sizeof path2, "%s/%s", locd, hex);
+        if (link(path, path2) != 0)
+            die_errno("link", path2);
+    }
+    int fd = open(locd, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || syncfs(fd) != 0)
+        die_errno("syncfs", locd);
+    close(fd);
+    t.persist = now() - t0;
+    free(keys);
+    free(buf);
+    return t;
+}
+
+static double best(double a, double b) { return a < b ? a : b; }
+
+static void bench(const char *dir, size_t size, size_t n, int reps)
+{
+    unsigned char *src = malloc(size + 64);
+    size_t *order = malloc(n * sizeof *order);
+    if (!src || !order)
+        die("malloc", FBK_ENOMEM);
+    for (size_t i = 0; i < size + 64; i++)
+        src[i] = (unsigned char)next_rand();
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(next_rand() % i), x = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = x;
+    }
+    times f = {1e30, 1e30, 1e30}, p = {1e30, 1e30, 1e30};
+    for (int r = 0; r < reps; r++) {
+        /* alternate which goes first, so neither always meets the other's
+         * writeback */
+        for (int k = 0; k < 2; k++) {
+            rmtree(dir);
+            if (mkdir(dir, 0755) != 0)
+                die_errno("mkdir", dir);
+            if ((k ^ r) & 1) {
+                times t = run_plain(dir, size, n, src, order);
+                p.put = best(p.put, t.put);
+                p.read = best(p.read, t.read);
+                p.persist = best(p.persist, t.persist);
+            } else {
+                times t = run_fbk(dir, size, n, src, order);
+                f.put = best(f.put, t.put);
+                f.read = best(f.read, t.read);
+                f.persist = best(f.persist, t.persist);
+            }
+        }
+    }
+    rmtree(dir);
+    printf("%7zu KiB x %6zu  %-8s %10s %10s %8s %10s\n", size >> 10, n, "phase", "file: ms",
+           "plain ms", "ratio", "file: us/op");
+    const char *names[3] = {"put", "read", "persist"};
+    double fv[3] = {f.put, f.read, f.persist}, pv[3] = {p.put, p.read, p.persist};
+    for (int i = 0; i < 3; i++)
+        printf("%24s %-8s %10.1f %10.1f %7.2fx %10.1f\n", "", names[i], fv[i] * 1e3,
+               pv[i] * 1e3, fv[i] / pv[i], fv[i] / (double)n * 1e6);
+    free(src);
+    free(order);
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "bench-file.tmp";
+    size_t n16 = argc > 2 ? strtoull(argv[2], NULL, 10) : 5000;
+    size_t n1m = argc > 3 ? strtoull(argv[3], NULL, 10) : 400;
+    int reps = argc > 4 ? atoi(argv[4]) : 3;
+    if (n16 < 1 || n1m < 1 || reps < 1) {
+        fprintf(stderr, "usage: bench_file [DIR [N16K [N1M [REPS]]]]\n");
+        return 2;
+    }
+    printf("bench_file: dir %s, best of %d, pool mem_items = N/100, threads = default\n", dir,
+           reps);
+    bench(dir, 16 << 10, n16, reps);
+    bench(dir, 1 << 20, n1m, reps);
+    return 0;
+}

@@ -1,0 +1,979 @@
+/* counting_backend.c -- the counting, fault-injecting in-memory backend of the
+ * core's tests.  See counting_backend.h. */
+#include "counting_backend.h"
+
+#include <fbk_backend.h>
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ key maps */
+
+#define NBUCKETS 64
+
+typedef struct kv {
+    fbk_key key;
+    unsigned char *data;
+    size_t len;
+    struct kv *next;
+} kv;
+
+typedef struct kvmap {
+    kv *b[NBUCKETS];
+    size_t n;
+} kvmap;
+
+static unsigned bucket_of(const fbk_key *k)
+{
+    return (unsigned)(k->bytes[0] ^ k->bytes[5] ^ k->bytes[11] ^ k->bytes[15]) % NBUCKETS;
+}
+
+static kv **map_slot(kvmap *m, const fbk_key *k)
+{
+    kv **pp = &m->b[bucket_of(k)];
+    while (*pp && !fbk_key_equal(&(*pp)->key, k))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static kv *map_find(kvmap *m, const fbk_key *k) { return *map_slot(m, k); }
+
+/* Puts a copy of data under k (replacing).  0 or -1 (ENOMEM). */
+static int map_put(kvmap *m, const fbk_key *k, const void *data, size_t len)
+{
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -1;
+    if (len)
+        memcpy(copy, data, len);
+    kv **pp = map_slot(m, k);
+    if (*pp) {
+        free((*pp)->data);
+        (*pp)->data = copy;
+        (*pp)->len = len;
+        return 0;
+    }
+    kv *e = calloc(1, sizeof *e);
+    if (!e) {
+        free(copy);
+        return -1;
+    }
+    e->key = *k;
+    e->data = copy;
+    e->len = len;
+    e->next = NULL;
+    *pp = e;
+    m->n++;
+    return 0;
+}
+
+/* Takes ownership of data. */
+static void map_put_owned(kvmap *m, const fbk_key *k, unsigned char *data, size_t len)
+{
+    kv **pp = map_slot(m, k);
+    if (*pp) {
+        free((*pp)->data);
+        (*pp)->data = data;
+        (*pp)->len = len;
+        return;
+    }
+    kv *e = calloc(1, sizeof *e);
+    if (!e) {
+        free(data);
+        return;
+    }
+    e->key = *k;
+    e->data = data;
+    e->len = len;
+    *pp = e;
+    m->n++;
+}
+
+static int map_del(kvmap *m, const fbk_key *k)
+{
+    kv **pp = map_slot(m, k);
+    if (!*pp)
+        return -1;
+    kv *e = *pp;
+    *pp = e->next;
+    free(e->data);
+    free(e);
+    m->n--;
+    return 0;
+}
+
+static void map_clear(kvmap *m)
+{
+    for (int i = 0; i < NBUCKETS; i++) {
+        kv *e = m->b[i];
+        while (e) {
+            kv *next = e->next;
+            free(e->data);
+            free(e);
+            e = next;
+        }
+        m->b[i] = NULL;
+    }
+    m->n = 0;
+}
+
+/* ------------------------------------------------------------- state */
+
+typedef struct cloc {
+    char *name;
+    kvmap keys;
+    unsigned junk;
+    struct cloc *next;
+} cloc;
+
+typedef struct keylist {
+    fbk_key *k;
+    size_t n, cap;
+} keylist;
+
+static void keylist_push(keylist *l, const fbk_key *k)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        fbk_key *nk = realloc(l->k, cap * sizeof *nk);
+        if (!nk)
+            abort();
+        l->k = nk;
+        l->cap = cap;
+    }
+    l->k[l->n++] = *k;
+}
+
+typedef struct inflight {
+    fbk_key key;
+    int write;
+} inflight;
+
+typedef struct fault {
+    int code;
+    int n; /* < 0 forever */
+} fault;
+
+struct counting {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int refs;
+    atomic_ulong calls[CB_NOPS];
+    atomic_ulong close_calls;
+    atomic_ulong violations;
+    atomic_uint sleep_ms;
+
+    /* under mu */
+    kvmap spill;
+    cloc *locs;
+    keylist stored, removed;
+    fault faults[CB_NOPS];
+    int gate_closed[CB_NOPS];
+    unsigned gate_blocked[CB_NOPS];
+    inflight *fl;
+    size_t nfl, capfl;
+};
+
+counting *counting_new(void)
+{
+    counting *cb = calloc(1, sizeof *cb);
+    if (!cb)
+        return NULL;
+    pthread_mutex_init(&cb->mu, NULL);
+    pthread_cond_init(&cb->cv, NULL);
+    atomic_init(&cb->refs, 1);
+    for (int i = 0; i < CB_NOPS; i++)
+        atomic_init(&cb->calls[i], 0);
+    atomic_init(&cb->close_calls, 0);
+    atomic_init(&cb->violations, 0);
+    atomic_init(&cb->sleep_ms, 0);
+    return cb;
+}
+
+static void counting_unref(counting *cb)
+{
+    if (atomic_fetch_sub(&cb->refs, 1) != 1)
+        return;
+    map_clear(&cb->spill);
+    cloc *l = cb->locs;
+    while (l) {
+        cloc *next = l->next;
+        map_clear(&l->keys);
+        free(l->name);
+        free(l);
+        l = next;
+    }
+    free(cb->stored.k);
+    free(cb->removed.k);
+    free(cb->fl);
+    pthread_cond_destroy(&cb->cv);
+    pthread_mutex_destroy(&cb->mu);
+    free(cb);
+}
+
+counting *counting_ref(counting *cb)
+{
+    atomic_fetch_add(&cb->refs, 1);
+    return cb;
+}
+
+void counting_free(counting *cb)
+{
+    if (cb)
+        counting_unref(cb);
+}
+
+/* Under mu. */
+static cloc *loc_get(counting *cb, const char *name, int create)
+{
+    for (cloc *l = cb->locs; l; l = l->next)
+        if (strcmp(l->name, name) == 0)
+            return l;
+    if (!create)
+        return NULL;
+    cloc *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->name = strdup(name);
+    if (!l->name) {
+        free(l);
+        return NULL;
+    }
+    l->next = cb->locs;
+    cb->locs = l;
+    return l;
+}
+
+/* Counts the call, waits at the gate, then consumes a fault.  Returns 0 or
+ * the injected code.  Called without mu. */
+static int enter(counting *cb, counting_op op)
+{
+    atomic_fetch_add(&cb->calls[op], 1);
+    pthread_mutex_lock(&cb->mu);
+    if (cb->gate_closed[op]) {
+        cb->gate_blocked[op]++;
+        pthread_cond_broadcast(&cb->cv);
+        while (cb->gate_closed[op])
+            pthread_cond_wait(&cb->cv, &cb->mu);
+        cb->gate_blocked[op]--;
+    }
+    int code = 0;
+    fault *f = &cb->faults[op];
+    if (f->code != 0 && f->n != 0) {
+        code = f->code;
+        if (f->n > 0)
+            f->n--;
+    }
+    pthread_mutex_unlock(&cb->mu);
+    if (code)
+        fbk_error_set(code, 0, "counting: injected %s in op %d", fbk_err_name(code), (int)op);
+    return code;
+}
+
+/* Marks key in use by one operation; counts a violation on a conflict.  Under mu. */
+static void fl_begin(counting *cb, const fbk_key *key, int write)
+{
+    for (size_t i = 0; i < cb->nfl; i++)
+        if (fbk_key_equal(&cb->fl[i].key, key) && (write || cb->fl[i].write))
+            atomic_fetch_add(&cb->violations, 1);
+    if (cb->nfl == cb->capfl) {
+        size_t cap = cb->capfl ? cb->capfl * 2 : 16;
+        inflight *n = realloc(cb->fl, cap * sizeof *n);
+        if (!n)
+            abort();
+        cb->fl = n;
+        cb->capfl = cap;
+    }
+    cb->fl[cb->nfl].key = *key;
+    cb->fl[cb->nfl].write = write;
+    cb->nfl++;
+}
+
+static void fl_end(counting *cb, const fbk_key *key, int write)
+{
+    for (size_t i = 0; i < cb->nfl; i++) {
+        if (fbk_key_equal(&cb->fl[i].key, key) && cb->fl[i].write == write) {
+            cb->fl[i] = cb->fl[--cb->nfl];
+            return;
+        }
+    }
+}
+
+static void violation(counting *cb) { atomic_fetch_add(&cb->violations, 1); }
+
+/* ------------------------------------------------------------ the table */
+
+static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_STORE);
+    if (rc)
+        return rc;
+    unsigned ms = atomic_load(&cb->sleep_ms);
+    if (ms) {
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+    }
+    pthread_mutex_lock(&cb->mu);
+    if (map_find(&cb->spill, key))
+        violation(cb);
+    fl_begin(cb, key, 1);
+    pthread_mutex_unlock(&cb->mu);
+
+    unsigned char *buf = malloc(len ? len : 1);
+    if (!buf) {
+        rc = fbk_error_set(FBK_ENOMEM, 0, "counting: store: out of memory");
+    } else {
+        rc = fill(buf, len, arg);
+        if (rc != 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    pthread_mutex_lock(&cb->mu);
+    fl_end(cb, key, 1);
+    if (rc == 0) {
+        map_put_owned(&cb->spill, key, buf, len);
+        keylist_push(&cb->stored, key);
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_LOAD);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&cb->spill, key);
+    if (!e) {
+        violation(cb);
+        pthread_mutex_unlock(&cb->mu);
+        return fbk_error_set(FBK_ENOTFOUND, 0, "counting: load: key not in spill area");
+    }
+    size_t len = e->len;
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        pthread_mutex_unlock(&cb->mu);
+        return fbk_error_set(FBK_ENOMEM, 0, "counting: load: out of memory");
+    }
+    memcpy(copy, e->data, len);
+    fl_begin(cb, key, 0);
+    pthread_mutex_unlock(&cb->mu);
+    rc = read(copy, len, arg);
+    free(copy);
+    pthread_mutex_lock(&cb->mu);
+    fl_end(cb, key, 0);
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_remove(void *self, const fbk_key *key)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_REMOVE);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&cb->mu);
+    fl_begin(cb, key, 1);
+    if (map_del(&cb->spill, key) != 0) {
+        violation(cb);
+        rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: remove: key not in spill area");
+    } else {
+        keylist_push(&cb->removed, key);
+    }
+    fl_end(cb, key, 1);
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_open_location(void *self, const char *location, void **loc)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_OPEN_LOCATION);
+    if (rc)
+        return rc;
+    if (!location || !*location)
+        return fbk_error_set(FBK_EINVAL, 0, "counting: empty location name");
+    pthread_mutex_lock(&cb->mu);
+    cloc *l = loc_get(cb, location, 1);
+    pthread_mutex_unlock(&cb->mu);
+    if (!l)
+        return fbk_error_set(FBK_ENOMEM, 0, "counting: open_location: out of memory");
+    *loc = l;
+    return 0;
+}
+
+static void cb_close_location(void *self, void *loc)
+{
+    counting *cb = self;
+    (void)loc;
+    atomic_fetch_add(&cb->calls[CB_CLOSE_LOCATION], 1);
+}
+
+static int cb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
+{
+    counting *cb = self;
+    cloc *l = loc;
+    int rc = enter(cb, CB_SCAN);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&cb->mu);
+    int junk = (int)l->junk;
+    l->junk = 0;
+    size_t n = l->keys.n, i = 0;
+    fbk_key *keys = malloc((n ? n : 1) * sizeof *keys);
+    if (!keys) {
+        pthread_mutex_unlock(&cb->mu);
+        return fbk_error_set(FBK_ENOMEM, 0, "counting: scan: out of memory");
+    }
+    for (int b = 0; b < NBUCKETS; b++)
+        for (kv *e = l->keys.b[b]; e; e = e->next)
+            keys[i++] = e->key;
+    pthread_mutex_unlock(&cb->mu);
+    for (i = 0; i < n; i++) {
+        rc = each(&keys[i], arg);
+        if (rc != 0)
+            break;
+    }
+    free(keys);
+    return rc != 0 ? rc : junk;
+}
+
+static int persist_one(counting *cb, cloc *l, const fbk_key *key)
+{
+    int rc = 0;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&cb->spill, key);
+    if (!e) {
+        violation(cb);
+        rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: persist: key not in spill area");
+    } else {
+        fl_begin(cb, key, 0);
+        if (map_put(&l->keys, key, e->data, e->len) != 0)
+            rc = fbk_error_set(FBK_ENOMEM, 0, "counting: persist: out of memory");
+        fl_end(cb, key, 0);
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_persist(void *self, void *loc, const fbk_key *key)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_PERSIST);
+    if (rc)
+        return rc;
+    return persist_one(cb, loc, key);
+}
+
+static int register_one(counting *cb, cloc *l, const fbk_key *key)
+{
+    int rc = 0;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&l->keys, key);
+    if (!e) {
+        rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: register_key: key not in location");
+    } else {
+        if (map_find(&cb->spill, key))
+            violation(cb);
+        fl_begin(cb, key, 1);
+        if (map_put(&cb->spill, key, e->data, e->len) != 0)
+            rc = fbk_error_set(FBK_ENOMEM, 0, "counting: register_key: out of memory");
+        fl_end(cb, key, 1);
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_register_key(void *self, void *loc, const fbk_key *key)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_REGISTER_KEY);
+    if (rc)
+        return rc;
+    return register_one(cb, loc, key);
+}
+
+static int cb_remove_persisted(void *self, void *loc, const fbk_key *key)
+{
+    counting *cb = self;
+    cloc *l = loc;
+    int rc = enter(cb, CB_REMOVE_PERSISTED);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&cb->mu);
+    if (map_del(&l->keys, key) != 0)
+        rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: remove_persisted: key not in location");
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static int cb_sync(void *self, void *loc)
+{
+    counting *cb = self;
+    (void)loc;
+    return enter(cb, CB_SYNC);
+}
+
+static void cb_close(void *self)
+{
+    counting *cb = self;
+    pthread_mutex_lock(&cb->mu);
+    atomic_fetch_add(&cb->close_calls, 1);
+    pthread_cond_broadcast(&cb->cv);
+    pthread_mutex_unlock(&cb->mu);
+    counting_unref(cb);
+}
+
+static int cb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_PERSIST_MANY);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = persist_one(cb, loc, &keys[i]);
+    return rc;
+}
+
+static int cb_register_many(void *self, void *loc, const fbk_key *keys, size_t n)
+{
+    counting *cb = self;
+    int rc = enter(cb, CB_REGISTER_MANY);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = register_one(cb, loc, &keys[i]);
+    return rc;
+}
+
+static const fbk_backend_ops counting_table = {
+    .version = FBK_BACKEND_OPS_VERSION,
+    .name = "counting",
+    .store = cb_store,
+    .load = cb_load,
+    .remove = cb_remove,
+    .open_location = cb_open_location,
+    .close_location = cb_close_location,
+    .scan = cb_scan,
+    .persist = cb_persist,
+    .register_key = cb_register_key,
+    .remove_persisted = cb_remove_persisted,
+    .sync = cb_sync,
+    .close = cb_close,
+    .persist_many = NULL,
+    .register_many = NULL,
+};
+
+static const fbk_backend_ops counting_table_batch = {
+    .version = FBK_BACKEND_OPS_VERSION,
+    .name = "counting-batch",
+    .store = cb_store,
+    .load = cb_load,
+    .remove = cb_remove,
+    .open_location = cb_open_location,
+    .close_location = cb_close_location,
+    .scan = cb_scan,
+    .persist = cb_persist,
+    .register_key = cb_register_key,
+    .remove_persisted = cb_remove_persisted,
+    .sync = cb_sync,
+    .close = cb_close,
+    .persist_many = cb_persist_many,
+    .register_many = cb_register_many,
+};
+
+const fbk_backend_ops *counting_ops(int batch)
+{
+    return batch ? &counting_table_batch : &counting_table;
+}
+
+int counting_open_flags(fbk_store **out, const fbk_store_options *opts, unsigned flags,
+                        counting **cbp)
+{
+    counting *cb = counting_new();
+    if (!cb)
+        return FBK_ENOMEM;
+    atomic_fetch_add(&cb->refs, 1); /* the store's reference, dropped by close */
+    *cbp = cb;
+    return fbk_store_open_backend(out, counting_ops((flags & COUNTING_BATCH) != 0), cb, opts);
+}
+
+int counting_open(fbk_store **out, const fbk_store_options *opts, counting **cb)
+{
+    return counting_open_flags(out, opts, 0, cb);
+}
+
+/* ------------------------------------------------------------ queries */
+
+unsigned long counting_calls(counting *cb, counting_op op) { return atomic_load(&cb->calls[op]); }
+
+unsigned long counting_total_calls(counting *cb)
+{
+    unsigned long n = 0;
+    for (int i = 0; i < CB_NOPS; i++)
+        if (i != CB_CLOSE_LOCATION)
+            n += atomic_load(&cb->calls[i]);
+    return n;
+}
+
+unsigned long counting_close_calls(counting *cb) { return atomic_load(&cb->close_calls); }
+
+unsigned long counting_violations(counting *cb) { return atomic_load(&cb->violations); }
+
+void counting_reset(counting *cb)
+{
+    pthread_mutex_lock(&cb->mu);
+    for (int i = 0; i < CB_NOPS; i++)
+        atomic_store(&cb->calls[i], 0);
+    cb->stored.n = 0;
+    cb->removed.n = 0;
+    pthread_mutex_unlock(&cb->mu);
+}
+
+static size_t list_count(counting *cb, keylist *l)
+{
+    pthread_mutex_lock(&cb->mu);
+    size_t n = l->n;
+    pthread_mutex_unlock(&cb->mu);
+    return n;
+}
+
+static int list_key(counting *cb, keylist *l, size_t i, fbk_key *out)
+{
+    int rc = -1;
+    pthread_mutex_lock(&cb->mu);
+    if (i < l->n) {
+        *out = l->k[i];
+        rc = 0;
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+static size_t list_times(counting *cb, keylist *l, const fbk_key *key)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&cb->mu);
+    for (size_t i = 0; i < l->n; i++)
+        n += fbk_key_equal(&l->k[i], key);
+    pthread_mutex_unlock(&cb->mu);
+    return n;
+}
+
+size_t counting_stored_count(counting *cb) { return list_count(cb, &cb->stored); }
+size_t counting_removed_count(counting *cb) { return list_count(cb, &cb->removed); }
+int counting_stored_key(counting *cb, size_t i, fbk_key *out)
+{
+    return list_key(cb, &cb->stored, i, out);
+}
+int counting_removed_key(counting *cb, size_t i, fbk_key *out)
+{
+    return list_key(cb, &cb->removed, i, out);
+}
+size_t counting_times_stored(counting *cb, const fbk_key *key)
+{
+    return list_times(cb, &cb->stored, key);
+}
+size_t counting_times_removed(counting *cb, const fbk_key *key)
+{
+    return list_times(cb, &cb->removed, key);
+}
+
+size_t counting_spill_size(counting *cb)
+{
+    pthread_mutex_lock(&cb->mu);
+    size_t n = cb->spill.n;
+    pthread_mutex_unlock(&cb->mu);
+    return n;
+}
+
+int counting_spill_has(counting *cb, const fbk_key *key)
+{
+    pthread_mutex_lock(&cb->mu);
+    int has = map_find(&cb->spill, key) != NULL;
+    pthread_mutex_unlock(&cb->mu);
+    return has;
+}
+
+unsigned char *counting_spill_get(counting *cb, const fbk_key *key, size_t *len)
+{
+    unsigned char *copy = NULL;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&cb->spill, key);
+    if (e) {
+        copy = malloc(e->len ? e->len : 1);
+        if (copy) {
+            memcpy(copy, e->data, e->len);
+            *len = e->len;
+        }
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return copy;
+}
+
+int counting_spill_set(counting *cb, const fbk_key *key, const void *data, size_t len)
+{
+    int rc = -1;
+    pthread_mutex_lock(&cb->mu);
+    if (map_find(&cb->spill, key))
+        rc = map_put(&cb->spill, key, data, len);
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+int counting_corrupt(counting *cb, const fbk_key *key, size_t offset)
+{
+    int rc = -1;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&cb->spill, key);
+    if (e && offset < e->len) {
+        e->data[offset] ^= 0xFF;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+int counting_truncate(counting *cb, const fbk_key *key, size_t len)
+{
+    int rc = -1;
+    pthread_mutex_lock(&cb->mu);
+    kv *e = map_find(&cb->spill, key);
+    if (e && len <= e->len) {
+        e->len = len;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+size_t counting_loc_count(counting *cb, const char *name)
+{
+    pthread_mutex_lock(&cb->mu);
+    cloc *l = loc_get(cb, name, 0);
+    size_t n = l ? l->keys.n : 0;
+    pthread_mutex_unlock(&cb->mu);
+    return n;
+}
+
+int counting_loc_has(counting *cb, const char *name, const fbk_key *key)
+{
+    pthread_mutex_lock(&cb->mu);
+    cloc *l = loc_get(cb, name, 0);
+    int has = l && map_find(&l->keys, key) != NULL;
+    pthread_mutex_unlock(&cb->mu);
+    return has;
+}
+
+int counting_loc_put(counting *cb, const char *name, const fbk_key *key, const void *data,
+                     size_t len)
+{
+    pthread_mutex_lock(&cb->mu);
+    cloc *l = loc_get(cb, name, 1);
+    int rc = l ? map_put(&l->keys, key, data, len) : -1;
+    pthread_mutex_unlock(&cb->mu);
+    return rc;
+}
+
+void counting_loc_add_junk(counting *cb, const char *name, unsigned n)
+{
+    pthread_mutex_lock(&cb->mu);
+    cloc *l = loc_get(cb, name, 1);
+    if (l)
+        l->junk += n;
+    pthread_mutex_unlock(&cb->mu);
+}
+
+/* ------------------------------------------------------- misbehaviour */
+
+void counting_fail(counting *cb, counting_op op, int code, int n)
+{
+    pthread_mutex_lock(&cb->mu);
+    cb->faults[op].code = code;
+    cb->faults[op].n = code ? n : 0;
+    pthread_mutex_unlock(&cb->mu);
+}
+
+void counting_store_sleep_ms(counting *cb, unsigned ms) { atomic_store(&cb->sleep_ms, ms); }
+
+void counting_gate_close(counting *cb, counting_op op)
+{
+    pthread_mutex_lock(&cb->mu);
+    cb->gate_closed[op] = 1;
+    pthread_mutex_unlock(&cb->mu);
+}
+
+void counting_gate_open(counting *cb, counting_op op)
+{
+    pthread_mutex_lock(&cb->mu);
+    cb->gate_closed[op] = 0;
+    pthread_cond_broadcast(&cb->cv);
+    pthread_mutex_unlock(&cb->mu);
+}
+
+void counting_gate_wait(counting *cb, counting_op op, unsigned k)
+{
+    pthread_mutex_lock(&cb->mu);
+    while (cb->gate_blocked[op] < k)
+        pthread_cond_wait(&cb->cv, &cb->mu);
+    pthread_mutex_unlock(&cb->mu);
+}
+
+unsigned counting_gate_blocked(counting *cb, counting_op op)
+{
+    pthread_mutex_lock(&cb->mu);
+    unsigned n = cb->gate_blocked[op];
+    pthread_mutex_unlock(&cb->mu);
+    return n;
+}
+
+void counting_wait_closed(counting *cb)
+{
+    pthread_mutex_lock(&cb->mu);
+    while (atomic_load(&cb->close_calls) == 0)
+        pthread_cond_wait(&cb->cv, &cb->mu);
+    pthread_mutex_unlock(&cb->mu);
+}
+
+/* ------------------------------------------------------------ test codec */
+
+static size_t tc_size(const void *obj, void *ctx)
+{
+    (void)ctx;
+    return ((const fbk_blob *)obj)->len;
+}
+
+static int tc_encode(const void *obj, void *dst, size_t len, void *ctx)
+{
+    tc_ctx *c = ctx;
+    const fbk_blob *b = obj;
+    if (c) {
+        atomic_fetch_add(&c->encodes, 1);
+        if (atomic_load(&c->fail_encode))
+            return -1;
+    }
+    if (len != b->len)
+        return -1;
+    if (len)
+        memcpy(dst, b->data, len);
+    return 0;
+}
+
+static int tc_decode(const void *src, size_t len, void **out, void *ctx)
+{
+    tc_ctx *c = ctx;
+    if (c) {
+        atomic_fetch_add(&c->decodes, 1);
+        if (atomic_load(&c->fail_decode))
+            return -1;
+    }
+    fbk_blob *b = fbk_blob_new(len ? src : NULL, len);
+    if (!b)
+        return -1;
+    *out = b;
+    return 0;
+}
+
+static void tc_destroy(void *obj, void *ctx)
+{
+    tc_ctx *c = ctx;
+    if (c)
+        atomic_fetch_add(&c->destroys, 1);
+    fbk_blob_free(obj);
+}
+
+static int tc_clone(const void *obj, void **out, void *ctx)
+{
+    tc_ctx *c = ctx;
+    const fbk_blob *b = obj;
+    if (c) {
+        atomic_fetch_add(&c->clones, 1);
+        if (atomic_load(&c->fail_clone))
+            return -1;
+    }
+    fbk_blob *n = fbk_blob_new(b->len ? b->data : NULL, b->len);
+    if (!n)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+fbk_codec tc_codec(tc_ctx *ctx, int clone)
+{
+    fbk_codec c = {
+        .size = tc_size,
+        .encode = tc_encode,
+        .decode = tc_decode,
+        .destroy = tc_destroy,
+        .clone = clone ? tc_clone : NULL,
+        .ctx = ctx,
+    };
+    return c;
+}
+
+/* ------------------------------------------------------------ fixture */
+
+void fx_open(fx *f, size_t mem_items)
+{
+    counting *cb = NULL;
+    f->s = NULL;
+    f->p = NULL;
+    int rc = counting_open(&f->s, &f->opts, &cb);
+    cr_assert_eq(rc, 0, "counting_open: %s (%s)", fbk_err_name(rc), fbk_errmsg());
+    f->cb = cb;
+    fbk_codec c = tc_codec(&f->ctx, 1);
+    rc = fbk_pool_create(&f->p, f->s, &c, mem_items);
+    cr_assert_eq(rc, 0, "fbk_pool_create: %s (%s)", fbk_err_name(rc), fbk_errmsg());
+}
+
+void fx_close(fx *f)
+{
+    fbk_store_drain(f->s);
+    cr_expect_eq(counting_violations(f->cb), 0, "the core broke a backend rule %lu time(s)",
+                 counting_violations(f->cb));
+    fbk_pool_release(f->p);
+    fbk_store_close(f->s);
+    counting_free(f->cb);
+    f->p = NULL;
+    f->s = NULL;
+    f->cb = NULL;
+}
+
+fbk_handle *tc_insert(fbk_pool *p, size_t len, uint64_t seed)
+{
+    fbk_blob *b = tu_blob(len, seed);
+    fbk_handle *h = NULL;
+    int rc = fbk_insert(p, b, &h);
+    cr_assert_eq(rc, 0, "fbk_insert: %s (%s)", fbk_err_name(rc), fbk_errmsg());
+    cr_assert_not_null(h);
+    return h;
+}
+
+int tc_check(fbk_handle *h, size_t len, uint64_t seed)
+{
+    const void *obj = NULL;
+    int rc = fbk_load(h, &obj);
+    if (rc != 0)
+        return rc;
+    int ok = tu_blob_check(obj, len, seed);
+    fbk_unload(h);
+    return ok ? 0 : 1;
+}
+
+fbk_key tc_key(const fbk_handle *h)
+{
+    fbk_key k;
+    fbk_handle_key(h, &k);
+    return k;
+}

@@ -1,0 +1,217 @@
+/* test_lifecycle.c -- store / pool / handle / location lifetimes and stats. */
+#include "counting_backend.h"
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+
+Test(lifecycle, handles_keep_working_after_store_close, .timeout = 60)
+{
+    counting *cb = NULL;
+    fbk_store *s = NULL;
+    cr_assert_eq(counting_open(&s, NULL, &cb), 0);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *p = NULL;
+    cr_assert_eq(fbk_pool_create(&p, s, &c, 2), 0);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(s, "L", &loc), 0);
+    fbk_handle *h[4];
+    for (int i = 0; i < 3; i++)
+        h[i] = tc_insert(p, 100, (uint64_t)i);
+    fbk_store_close(s);
+    cr_assert_eq(counting_close_calls(cb), 0, "backend closed while pools and handles live");
+    /* everything still works */
+    h[3] = tc_insert(p, 100, 3);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(tc_check(h[i], 100, (uint64_t)i), 0, "item %d", i);
+    cr_assert_eq(fbk_write_now(h[3]), 0);
+    cr_assert_eq(fbk_persist(h[2], loc), 0);
+    cr_assert_eq(fbk_location_sync(loc), 0);
+    fbk_task *t = NULL;
+    cr_assert_eq(fbk_write_now_async(h[1], &t), 0);
+    cr_assert_eq(fbk_task_wait(t), 0);
+    void *obj;
+    cr_assert_eq(fbk_load_mut(h[0], &obj), 0);
+    fbk_unload_mut(h[0]);
+    fbk_key k2 = tc_key(h[2]);
+    cr_assert_eq(counting_loc_has(cb, "L", &k2), 1);
+
+    fbk_location_close(loc);
+    fbk_pool_release(p);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(counting_close_calls(cb), 0);
+        fbk_handle_release(h[i]);
+    }
+    /* the last user is gone: the backend is closed, once, after the
+     * background removes of the released items' copies */
+    counting_wait_closed(cb);
+    cr_assert_eq(counting_close_calls(cb), 1);
+    cr_assert_eq(counting_spill_size(cb), 0, "spill copies left behind at close");
+    cr_assert_eq(counting_violations(cb), 0);
+    counting_free(cb);
+}
+
+Test(lifecycle, store_close_with_nothing_open_closes_the_backend, .timeout = 60)
+{
+    counting *cb = NULL;
+    fbk_store *s = NULL;
+    cr_assert_eq(counting_open(&s, NULL, &cb), 0);
+    cr_assert_eq(fbk_store_drain(s), 0);
+    fbk_store_close(s);
+    counting_wait_closed(cb);
+    cr_assert_eq(counting_close_calls(cb), 1);
+    cr_assert_eq(counting_total_calls(cb), 0);
+    counting_free(cb);
+}
+
+Test(lifecycle, location_keeps_store_alive, .timeout = 60)
+{
+    counting *cb = NULL;
+    fbk_store *s = NULL;
+    cr_assert_eq(counting_open(&s, NULL, &cb), 0);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(s, "L", &loc), 0);
+    fbk_store_close(s);
+    cr_assert_eq(counting_close_calls(cb), 0);
+    cr_assert_eq(fbk_location_sync(loc), 0);
+    cr_assert_eq(fbk_location_count(loc), 0);
+    fbk_location_close(loc);
+    counting_wait_closed(cb);
+    cr_assert_eq(counting_calls(cb, CB_CLOSE_LOCATION), 1);
+    counting_free(cb);
+}
+
+Test(lifecycle, pool_release_with_live_handles_keeps_them_working)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_handle *h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = tc_insert(f.p, 100, (uint64_t)i);
+    fbk_pool *p = f.p;
+    fbk_pool_release(f.p);
+    f.p = NULL;
+    cr_assert_eq(fbk_handle_pool(h[0]), p);
+    cr_assert_eq(fbk_pool_size(p), 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(tc_check(h[i], 100, (uint64_t)i), 0, "item %d", i);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    void *obj;
+    cr_assert_eq(fbk_load_mut(h[3], &obj), 0);
+    fbk_unload_mut(h[3]);
+    cr_assert_eq(fbk_write_now(h[3]), 0);
+    for (int i = 0; i < 4; i++)
+        fbk_handle_release(h[i]);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_spill_size(f.cb), 0);
+    /* every object ever made (4 inserted, the decoded ones, clones) was
+     * destroyed exactly once */
+    cr_assert_eq(f.ctx.destroys, 4 + f.ctx.decodes + f.ctx.clones, "destroys %lu, decodes %lu",
+                 (unsigned long)f.ctx.destroys, (unsigned long)f.ctx.decodes);
+    fx_close(&f); /* releases NULL pool: a no-op */
+}
+
+Test(lifecycle, drain_with_nothing_queued_returns_0)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fx_close(&f);
+}
+
+Test(lifecycle, drain_waits_for_work_queued_by_work, .timeout = 60)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    counting_gate_close(f.cb, CB_STORE);
+    fbk_handle *h[3];
+    for (int i = 0; i < 3; i++)
+        h[i] = tc_insert(f.p, 10, (uint64_t)i);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    fbk_handle_release(h[0]); /* its eviction write then queues a remove */
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 1, "drain returned before the follow-up remove");
+    fbk_handle_release(h[1]);
+    fbk_handle_release(h[2]);
+    fx_close(&f);
+}
+
+Test(lifecycle, stats_count_backend_work)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_handle *h[5];
+    for (int i = 0; i < 5; i++)
+        h[i] = tc_insert(f.p, 10, (uint64_t)i);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_store_stats st;
+    fbk_store_stats_get(f.s, &st);
+    cr_assert_eq(st.stores, 3);
+    cr_assert_eq(st.evictions, 3);
+    cr_assert_eq(st.loads, 0);
+    cr_assert_eq(st.removes, 0);
+    cr_assert_eq(st.eviction_failures, 0);
+    cr_assert_eq(st.background_errors, 0);
+    cr_assert_eq(tc_check(h[0], 10, 0), 0);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_store_stats_get(f.s, &st);
+    cr_assert_eq(st.loads, 1);
+    cr_assert_eq(st.stores, counting_stored_count(f.cb));
+    for (int i = 0; i < 5; i++)
+        fbk_handle_release(h[i]);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_store_stats_get(f.s, &st);
+    cr_assert_eq(st.removes, counting_removed_count(f.cb));
+    cr_assert_eq(st.removes, st.stores, "every written copy removed after the last release");
+    cr_assert_eq(counting_spill_size(f.cb), 0);
+    fx_close(&f);
+}
+
+Test(lifecycle, two_pools_share_one_store)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *q = NULL;
+    cr_assert_eq(fbk_pool_create(&q, f.s, &c, 2), 0);
+    fbk_handle *a[3], *b[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = tc_insert(f.p, 10, (uint64_t)i);
+        b[i] = tc_insert(q, 10, 100 + (uint64_t)i);
+    }
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    /* each pool has its own LRU of 2 */
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 2);
+    cr_assert_eq(fbk_pool_size(f.p), 3);
+    cr_assert_eq(fbk_pool_size(q), 3);
+    cr_assert_eq(fbk_handle_pool(b[0]), q);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(tc_check(a[i], 10, (uint64_t)i), 0);
+        cr_assert_eq(tc_check(b[i], 10, 100 + (uint64_t)i), 0);
+        fbk_handle_release(a[i]);
+        fbk_handle_release(b[i]);
+    }
+    fbk_pool_release(q);
+    fx_close(&f);
+}
+
+Test(lifecycle, pool_create_with_zero_mem_items_is_einval_or_works)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *q = NULL;
+    int rc = fbk_pool_create(&q, f.s, &c, 0);
+    if (rc == 0) {
+        fbk_handle *h = tc_insert(q, 10, 1);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+        cr_assert_eq(tc_check(h, 10, 1), 0);
+        fbk_handle_release(h);
+        fbk_pool_release(q);
+    } else {
+        cr_assert_eq(rc, FBK_EINVAL);
+        cr_assert_null(q);
+    }
+    fx_close(&f);
+}
