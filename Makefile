@@ -6,7 +6,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build demo test test-asan test-tsan fuzz-replay bench ci clean
+.PHONY: deps build demo test test-asan test-tsan install-check fuzz-replay bench ci clean
 
 deps:
 	@tools/install-deps.sh
@@ -36,13 +36,24 @@ test-tsan: deps
 	  $$(command -v setarch >/dev/null && echo "setarch $$(uname -m) -R") \
 	  ctest --test-dir build-tsan --output-on-failure -L concurrency
 
+# cmake --install, then a user's project built with find_package(fbk) and with pkg-config.
+install-check: build
+	rm -rf $(BUILD)/stage $(BUILD)/consumer
+	cmake --install $(BUILD) --prefix $(CURDIR)/$(BUILD)/stage >/dev/null
+	cmake -S tests/install_consumer -B $(BUILD)/consumer -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/stage >/dev/null
+	cmake --build $(BUILD)/consumer >/dev/null
+	$(BUILD)/consumer/consumer
+	PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/stage/lib/pkgconfig sh -c \
+	  'cc -o $(BUILD)/consumer/consumer-pc tests/install_consumer/consumer.c $$(pkg-config --cflags --libs --static fbk)'
+	$(BUILD)/consumer/consumer-pc
+
 fuzz-replay: build
 	ctest --test-dir $(BUILD) --output-on-failure -L fuzz
 
 bench: build
 	$(BUILD)/bench/bench_core
 
-ci: test test-asan test-tsan
+ci: test install-check test-asan test-tsan
 
 clean:
 	rm -rf build build-asan build-tsan fbk-demo-store

@@ -15,6 +15,9 @@
  *            plain:  link each file into another directory + syncfs.
  * Both produce the same bytes from the same source buffer; libfbk's put
  * includes making the fbk_blob (a copy) since that is what a user does.
+ * A third column, "table", runs the same phases on the backend table alone
+ * (fbk_backend_file_create + ops->store/load/persist/sync, no pool): the
+ * file: backend's own share, without the core's framing and allocation.
  * Dirty data is flushed (untimed) before each phase so every phase starts
  * from the same state.  Each phase is run REPS times (default 3) and the
  * fastest run is reported.
@@ -216,6 +219,77 @@ static times run_plain(const char *dir, size_t size, size_t n, const unsigned ch
     return t;
 }
 
+/* The backend table alone (no pool, no framing, no codec): the share of
+ * the file: backend itself in the figures above. */
+typedef struct {
+    const unsigned char *src;
+} ops_fill_arg;
+
+static int ops_fill(void *dst, size_t len, void *arg)
+{
+    memcpy(dst, ((ops_fill_arg *)arg)->src, len);
+    return 0;
+}
+
+static int ops_read(const void *src, size_t len, void *arg)
+{
+    (void)arg;
+    unsigned char *obj = malloc(len);
+    if (!obj)
+        return FBK_ENOMEM;
+    memcpy(obj, src, len);
+    sink += obj[len / 2];
+    free(obj);
+    return 0;
+}
+
+static times run_ops(const char *dir, size_t size, size_t n, const unsigned char *src,
+                     const size_t *order)
+{
+    times t;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ops", dir);
+    const fbk_backend_ops *ops;
+    void *self;
+    int rc = fbk_backend_file_create(path, NULL, &ops, &self);
+    if (rc)
+        die("fbk_backend_file_create", rc);
+    fbk_key *keys = malloc(n * sizeof *keys);
+    if (!keys)
+        die("malloc", FBK_ENOMEM);
+    for (size_t i = 0; i < n; i++)
+        fbk_key_generate(&keys[i]);
+    flush(dir);
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        ops_fill_arg a = {src + (i % 64)};
+        if ((rc = ops->store(self, &keys[i], size, ops_fill, &a)))
+            die("store", rc);
+    }
+    t.put = now() - t0;
+    flush(dir);
+    t0 = now();
+    for (size_t i = 0; i < n; i++)
+        if ((rc = ops->load(self, &keys[order[i]], ops_read, NULL)))
+            die("load", rc);
+    t.read = now() - t0;
+    flush(dir);
+    void *loc;
+    if ((rc = ops->open_location(self, "loc", &loc)))
+        die("open_location", rc);
+    t0 = now();
+    for (size_t i = 0; i < n; i++)
+        if ((rc = ops->persist(self, loc, &keys[i])))
+            die("persist", rc);
+    if ((rc = ops->sync(self, loc)))
+        die("sync", rc);
+    t.persist = now() - t0;
+    ops->close_location(self, loc);
+    ops->close(self);
+    free(keys);
+    return t;
+}
+
 static double best(double a, double b) { return a < b ? a : b; }
 
 static void bench(const char *dir, size_t size, size_t n, int reps)
@@ -233,35 +307,33 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
         order[i - 1] = order[j];
         order[j] = x;
     }
-    times f = {1e30, 1e30, 1e30}, p = {1e30, 1e30, 1e30};
+    times f = {1e30, 1e30, 1e30}, p = {1e30, 1e30, 1e30}, o = {1e30, 1e30, 1e30};
     for (int r = 0; r < reps; r++) {
-        /* alternate which goes first, so neither always meets the other's
-         * writeback */
-        for (int k = 0; k < 2; k++) {
+        /* rotate which goes first, so none always meets another's writeback */
+        for (int k = 0; k < 3; k++) {
             rmtree(dir);
             if (mkdir(dir, 0755) != 0)
                 die_errno("mkdir", dir);
-            if ((k ^ r) & 1) {
-                times t = run_plain(dir, size, n, src, order);
-                p.put = best(p.put, t.put);
-                p.read = best(p.read, t.read);
-                p.persist = best(p.persist, t.persist);
-            } else {
-                times t = run_fbk(dir, size, n, src, order);
-                f.put = best(f.put, t.put);
-                f.read = best(f.read, t.read);
-                f.persist = best(f.persist, t.persist);
-            }
+            int which = (k + r) % 3;
+            times *dst = which == 0 ? &f : which == 1 ? &p : &o;
+            times t = which == 0   ? run_fbk(dir, size, n, src, order)
+                      : which == 1 ? run_plain(dir, size, n, src, order)
+                                   : run_ops(dir, size, n, src, order);
+            dst->put = best(dst->put, t.put);
+            dst->read = best(dst->read, t.read);
+            dst->persist = best(dst->persist, t.persist);
         }
     }
     rmtree(dir);
-    printf("%7zu KiB x %6zu  %-8s %10s %10s %8s %10s\n", size >> 10, n, "phase", "file: ms",
-           "plain ms", "ratio", "file: us/op");
+    printf("%7zu KiB x %6zu  %-8s %10s %10s %8s %10s %10s %8s\n", size >> 10, n, "phase",
+           "file: ms", "plain ms", "ratio", "us/op", "table ms", "ratio");
     const char *names[3] = {"put", "read", "persist"};
-    double fv[3] = {f.put, f.read, f.persist}, pv[3] = {p.put, p.read, p.persist};
+    double fv[3] = {f.put, f.read, f.persist}, pv[3] = {p.put, p.read, p.persist},
+           ov[3] = {o.put, o.read, o.persist};
     for (int i = 0; i < 3; i++)
-        printf("%24s %-8s %10.1f %10.1f %7.2fx %10.1f\n", "", names[i], fv[i] * 1e3,
-               pv[i] * 1e3, fv[i] / pv[i], fv[i] / (double)n * 1e6);
+        printf("%24s %-8s %10.1f %10.1f %7.2fx %10.1f %10.1f %7.2fx\n", "", names[i],
+               fv[i] * 1e3, pv[i] * 1e3, fv[i] / pv[i], fv[i] / (double)n * 1e6, ov[i] * 1e3,
+               ov[i] / pv[i]);
     free(src);
     free(order);
 }

@@ -163,13 +163,16 @@ int fbk_load(fbk_handle *h, const void **obj)
     if (!h || !obj)
         return bad("fbk_load", "NULL argument");
     fbk_pool *p = h->pool;
-    fbk__pool_touch(p, h);
+    fbk__pool_touch(p, h, false);
+    bool loaded = false;
     pthread_mutex_lock(&h->mu);
     for (;;) {
         if (h->excl == FBK__EX_NONE && h->obj) {
             h->readers++;
             *obj = h->obj;
             pthread_mutex_unlock(&h->mu);
+            if (loaded)
+                fbk__pool_touch(p, h, true);
             return FBK_OK;
         }
         if (self_holds_mut(h)) {
@@ -186,6 +189,7 @@ int fbk_load(fbk_handle *h, const void **obj)
             fbk__pool_unpinned(p, h);
             return rc;
         }
+        loaded = true;
     }
 }
 
@@ -195,14 +199,15 @@ int fbk_try_load(fbk_handle *h, const void **obj)
         return bad("fbk_try_load", "NULL argument");
     pthread_mutex_lock(&h->mu);
     if (h->excl != FBK__EX_NONE || !h->obj) {
+        bool evicting = h->excl == FBK__EX_EVICT;
         pthread_mutex_unlock(&h->mu);
         return fbk_error_set(FBK_EAGAIN, 0, "fbk_try_load: the item is %s",
-                             h->excl == FBK__EX_EVICT ? "being evicted" : "not in memory");
+                             evicting ? "being evicted" : "not in memory");
     }
     h->readers++;
     *obj = h->obj;
     pthread_mutex_unlock(&h->mu);
-    fbk__pool_touch(h->pool, h);
+    fbk__pool_touch(h->pool, h, false);
     return FBK_OK;
 }
 
@@ -230,19 +235,22 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
         return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference", fn);
     fbk_pool *p = h->pool;
     if (!try_only)
-        fbk__pool_touch(p, h);
+        fbk__pool_touch(p, h, false);
+    bool loaded = false;
     pthread_mutex_lock(&h->mu);
     for (;;) {
         if (h->readers > 0 || h->storing || h->excl == FBK__EX_MUT) {
+            bool mut = h->excl == FBK__EX_MUT;
             pthread_mutex_unlock(&h->mu);
             return fbk_error_set(FBK_EBUSY, 0, "%s: the item is %s", fn,
-                                 h->excl == FBK__EX_MUT ? "already held by fbk_load_mut" : "pinned");
+                                 mut ? "already held by fbk_load_mut" : "pinned");
         }
         if (h->excl != FBK__EX_NONE || !h->obj) {
             if (try_only) {
+                bool in_memory = h->obj != NULL;
                 pthread_mutex_unlock(&h->mu);
                 return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
-                                     h->obj ? "being evicted" : "not in memory");
+                                     in_memory ? "being evicted" : "not in memory");
             }
             if (h->excl != FBK__EX_NONE) {
                 pthread_cond_wait(&h->cv, &h->mu);
@@ -253,6 +261,7 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
                 pthread_mutex_unlock(&h->mu);
                 return rc;
             }
+            loaded = true;
             continue;
         }
         break;
@@ -266,8 +275,8 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     pthread_mutex_unlock(&h->mu);
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
-    if (try_only)
-        fbk__pool_touch(p, h);
+    if (try_only || loaded)
+        fbk__pool_touch(p, h, loaded);
     return FBK_OK;
 }
 
@@ -378,6 +387,7 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
 int fbk__entry_fill(fbk_handle *h)
 {
     int rc = FBK_OK;
+    bool loaded = false;
     pthread_mutex_lock(&h->mu);
     while (!h->obj) {
         if (h->excl == FBK__EX_LOAD) {
@@ -387,8 +397,11 @@ int fbk__entry_fill(fbk_handle *h)
         rc = load_locked(h);
         if (rc)
             break;
+        loaded = true;
     }
     pthread_mutex_unlock(&h->mu);
+    if (loaded)
+        fbk__pool_touch(h->pool, h, true);
     return rc;
 }
 

@@ -204,9 +204,11 @@ struct fbk_pool {
 
 void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
-/* Moves h to the front if it is not in the front half, and evicts what that
- * pushes out.  Takes no lock when h is in the front half. */
-void fbk__pool_touch(fbk_pool *p, fbk_handle *h);
+/* An access: moves h to the front if it is not in the front half (or, with
+ * `loaded`, because it was just read back from the spill area: a load from
+ * the backend always enters at the front), and evicts what that pushes out.
+ * Takes no lock for an access in the front half. */
+void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded);
 /* Called after a pin ends: evicts h if it sits beyond mem_items. */
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
 /* Queues an eviction write of h if possible.  Caller holds p->mu. */

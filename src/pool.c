@@ -86,13 +86,13 @@ static void after_change_locked(fbk_pool *p, bool evict_first)
     }
 }
 
-void fbk__pool_touch(fbk_pool *p, fbk_handle *h)
+void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded)
 {
-    if (fbk__lru_seg(&h->node) == 0)
+    if (!loaded && fbk__lru_seg(&h->node) == 0)
         return; /* hot path: front half, nothing moves, no lock */
     pthread_mutex_lock(&p->mu);
     unsigned s = fbk__lru_seg(&h->node);
-    if (s != 0) {
+    if ((s != 0 || loaded) && p->lru.head.next != &h->node) {
         fbk__lru_remove(&p->lru, &h->node);
         fbk__lru_push_front(&p->lru, &h->node);
         after_change_locked(p, s == 2);

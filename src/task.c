@@ -78,7 +78,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
     if (!t)
         return fbk_error_set(FBK_ENOMEM, 0, "%s: cannot allocate a task", fn);
     if (kind == TASK_PREFETCH)
-        fbk__pool_touch(h->pool, h);
+        fbk__pool_touch(h->pool, h, false);
     int rc = fbk__entry_pin(h);
     if (rc) {
         fbk__free(t);

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -483,5 +484,105 @@ Test(handles, pool_size_counts_live_items)
     for (int i = 1; i < 5; i++)
         fbk_handle_release(h[i]);
     cr_assert_eq(fbk_pool_size(f.p), 0);
+    fx_close(&f);
+}
+
+/* A task pins the value: make_mut must clone, and the task still writes the
+ * value it pinned, under the old key, which goes away once the task ends. */
+Test(handles, make_mut_while_a_task_pins_clones_and_the_task_finishes, .timeout = 60)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_handle *h = tc_insert(f.p, 20, 1);
+    fbk_key k0 = tc_key(h);
+    counting_gate_close(f.cb, CB_STORE);
+    fbk_task *t = NULL;
+    cr_assert_eq(fbk_write_now_async(h, &t), 0);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    fbk_handle *m = h;
+    void *obj = NULL;
+    cr_assert_eq(fbk_make_mut(&m, &obj), 0);
+    cr_assert_neq(m, h, "pinned by a task: make_mut must clone");
+    memset(((fbk_blob *)obj)->data, 0x33, 20);
+    fbk_unload_mut(m);
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_task_wait(t), 0);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_times_stored(f.cb, &k0), 1);
+    cr_assert_eq(counting_times_removed(f.cb, &k0), 1, "the old item's copy outlived it");
+    cr_assert_eq(fbk_pool_size(f.p), 1);
+    const void *ro;
+    cr_assert_eq(fbk_load(m, &ro), 0);
+    cr_assert_eq(((const fbk_blob *)ro)->data[19], 0x33);
+    fbk_unload(m);
+    fbk_handle_release(m);
+    fx_close(&f);
+}
+
+Test(handles, handles_and_locations_of_another_store_are_einval)
+{
+    fx a = {0}, b = {0};
+    fx_open(&a, 4);
+    fx_open(&b, 4);
+    fbk_location *lb = NULL;
+    cr_assert_eq(fbk_location_open(b.s, "L", &lb), 0);
+    fbk_handle *hb = tc_insert(b.p, 10, 1);
+    cr_assert_eq(fbk_persist(hb, lb), 0);
+    fbk_key k = tc_key(hb);
+    fbk_handle *ha = tc_insert(a.p, 10, 2);
+    cr_assert_eq(fbk_persist(ha, lb), FBK_EINVAL);
+    fbk_handle *r = NULL;
+    cr_assert_eq(fbk_register(a.p, lb, &k, &r), FBK_EINVAL);
+    cr_assert_null(r);
+    fbk_handle_release(ha);
+    fbk_handle_release(hb);
+    fbk_location_close(lb);
+    fx_close(&a);
+    fx_close(&b);
+}
+
+typedef struct loader {
+    fbk_handle *h;
+    int rc;
+    int ok;
+} loader;
+
+static void *load_thread(void *arg)
+{
+    loader *l = arg;
+    const void *obj = NULL;
+    l->rc = fbk_load(l->h, &obj);
+    if (l->rc == 0) {
+        l->ok = tu_blob_check(obj, 100, 1);
+        fbk_unload(l->h);
+    }
+    return NULL;
+}
+
+/* fbk_load of an item whose eviction write is running waits for it and then
+ * returns the value (read back, or kept). */
+Test(handles, load_during_eviction_write_waits_and_returns_the_value, .timeout = 60)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    counting_gate_close(f.cb, CB_STORE);
+    fbk_handle *a = tc_insert(f.p, 100, 1);
+    fbk_handle *b = tc_insert(f.p, 100, 2);
+    fbk_handle *c = tc_insert(f.p, 100, 3);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    loader l = {.h = a, .rc = -100, .ok = 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, load_thread, &l), 0);
+    counting_gate_open(f.cb, CB_STORE);
+    pthread_join(th, NULL);
+    cr_assert_eq(l.rc, 0, "load: %s", fbk_err_name(l.rc));
+    cr_assert(l.ok, "wrong bytes");
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_key ka = tc_key(a);
+    cr_assert_eq(counting_times_stored(f.cb, &ka), 1);
+    cr_assert_leq(counting_calls(f.cb, CB_LOAD), 1);
+    fbk_handle_release(a);
+    fbk_handle_release(b);
+    fbk_handle_release(c);
     fx_close(&f);
 }

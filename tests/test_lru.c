@@ -343,3 +343,84 @@ Test(lru, register_adds_at_the_end_without_loading)
     fbk_location_close(loc);
     fx_close(&f);
 }
+
+/* Releases can pull a spilled item up into the front half.  Loading it back
+ * is a load-from-backend, and those enter at the front.
+ *   D C | B A  (B, A spilled) -- release D -->  C B | A
+ *   load B: B enters at the front  ->  B C | A
+ *   N1, N2, N3  ->  N3 N2 | N1 B | C A: C (never written) is written, B stays
+ * (Were B left at position 1, N3 would push out B instead of C.) */
+Test(lru, load_from_backend_of_item_in_front_half_enters_at_front)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_handle *h[6];
+    for (int i = 0; i < 6; i++) {
+        h[i] = tc_insert(f.p, 100, (uint64_t)i);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+    }
+    /* F E D C | B A */
+    fbk_handle *A = h[0], *B = h[1], *C = h[2], *D = h[3];
+    cr_assert_eq(was_stored(&f, A), 1);
+    cr_assert_eq(was_stored(&f, B), 1);
+    fbk_handle_release(h[5]);
+    fbk_handle_release(h[4]);
+    fbk_handle_release(D);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    /* C B | A, B spilled at position 1 */
+    cr_assert_eq(tc_check(B, 100, 1), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_LOAD), 1);
+    fbk_handle *n[3];
+    for (int i = 0; i < 3; i++) {
+        n[i] = tc_insert(f.p, 100, 10 + (uint64_t)i);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+    }
+    const void *obj;
+    cr_assert_eq(was_stored(&f, C), 1, "C (position 4 if B entered at the front) not written");
+    cr_assert_eq(fbk_try_load(B, &obj), 0, "B was dropped: the load left it at position 1");
+    fbk_unload(B);
+    fbk_handle *rest[] = {A, B, C, n[0], n[1], n[2]};
+    release_all(rest, 6);
+    fx_close(&f);
+}
+
+/* Registered items go to the end of the list, which in a near-empty pool is
+ * the front half.  Loading one is a load-from-backend: it enters at the
+ * front.   X Y (registered) -- load Y --> Y X -- A, B, C --> C B | A Y | X */
+Test(lru, load_of_registered_item_enters_at_front)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(f.s, "L", &loc), 0);
+    fbk_key kx, ky;
+    {
+        fbk_handle *x = tc_insert(f.p, 100, 'X');
+        fbk_handle *y = tc_insert(f.p, 100, 'Y');
+        cr_assert_eq(fbk_persist(x, loc), 0);
+        cr_assert_eq(fbk_persist(y, loc), 0);
+        kx = tc_key(x);
+        ky = tc_key(y);
+        fbk_handle_release(x);
+        fbk_handle_release(y);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+        cr_assert_eq(fbk_pool_size(f.p), 0);
+    }
+    fbk_handle *X = NULL, *Y = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &kx, &X), 0);
+    cr_assert_eq(fbk_register(f.p, loc, &ky, &Y), 0);
+    cr_assert_eq(tc_check(Y, 100, 'Y'), 0);
+    fbk_handle *n[3];
+    for (int i = 0; i < 3; i++) {
+        n[i] = tc_insert(f.p, 100, (uint64_t)i);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+    }
+    const void *obj;
+    cr_assert_eq(fbk_try_load(Y, &obj), 0, "Y dropped: its load did not bring it to the front");
+    fbk_unload(Y);
+    fbk_handle_release(X);
+    fbk_handle_release(Y);
+    release_all(n, 3);
+    fbk_location_close(loc);
+    fx_close(&f);
+}

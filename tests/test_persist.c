@@ -3,6 +3,8 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static fbk_location *open_loc(fx *f, const char *name)
@@ -412,4 +414,222 @@ Test(persist, save_through_batch_table_persists_every_handle)
     cr_assert_eq(counting_violations(cb), 0);
     fbk_store_close(s);
     counting_free(cb);
+}
+
+typedef struct writer {
+    fbk_handle *h;
+    fbk_location *loc;
+    int rc;
+} writer;
+
+static void *write_thread(void *arg)
+{
+    writer *w = arg;
+    w->rc = w->loc ? fbk_persist(w->h, w->loc) : fbk_write_now(w->h);
+    return NULL;
+}
+
+static void write_during_eviction(int with_loc)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_location *loc = NULL;
+    if (with_loc)
+        loc = open_loc(&f, "L");
+    counting_gate_close(f.cb, CB_STORE);
+    fbk_handle *a = tc_insert(f.p, 100, 1);
+    fbk_handle *b = tc_insert(f.p, 100, 2);
+    fbk_handle *c = tc_insert(f.p, 100, 3);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    writer w = {.h = a, .loc = loc, .rc = -100};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, write_thread, &w), 0);
+    counting_gate_open(f.cb, CB_STORE);
+    pthread_join(th, NULL);
+    cr_assert_eq(w.rc, 0, "%s", fbk_err_name(w.rc));
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_key ka = tc_key(a);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1, "the item was written twice");
+    cr_assert_eq(counting_times_stored(f.cb, &ka), 1);
+    cr_assert_eq(counting_calls(f.cb, CB_LOAD), 0, "writing out needs no read-back");
+    if (with_loc) {
+        cr_assert_eq(fbk_location_contains(loc, &ka), 1);
+        cr_assert_eq(counting_loc_has(f.cb, "L", &ka), 1);
+    }
+    fbk_handle_release(a);
+    fbk_handle_release(b);
+    fbk_handle_release(c);
+    if (loc)
+        fbk_location_close(loc);
+    fx_close(&f);
+}
+
+Test(persist, write_now_during_eviction_write_stores_once, .timeout = 60)
+{
+    write_during_eviction(0);
+}
+
+Test(persist, persist_during_eviction_write_stores_once, .timeout = 60)
+{
+    write_during_eviction(1);
+}
+
+/* Persists a fresh item to "L", releases it, and returns its key. */
+static fbk_key persisted_key(fx *f, fbk_location *loc, size_t len, uint64_t seed)
+{
+    fbk_handle *h = tc_insert(f->p, len, seed);
+    fbk_key k = tc_key(h);
+    cr_assert_eq(fbk_persist(h, loc), 0);
+    fbk_handle_release(h);
+    cr_assert_eq(fbk_store_drain(f->s), 0);
+    cr_assert_eq(counting_spill_has(f->cb, &k), 0);
+    return k;
+}
+
+Test(persist, registered_item_needs_no_call_to_persist_back_or_write)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = open_loc(&f, "L");
+    fbk_key k = persisted_key(&f, loc, 64, 3);
+    fbk_handle *r = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r), 0);
+    counting_reset(f.cb);
+    cr_assert_eq(fbk_persist(r, loc), 0);
+    cr_assert_eq(fbk_write_now(r), 0);
+    cr_assert_eq(counting_total_calls(f.cb), 0, "%lu backend calls", counting_total_calls(f.cb));
+    /* to another location: one copy, no write, no read-back */
+    fbk_location *m = open_loc(&f, "M");
+    counting_reset(f.cb);
+    cr_assert_eq(fbk_persist(r, m), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_PERSIST), 1);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_LOAD), 0);
+    cr_assert_eq(counting_loc_has(f.cb, "M", &k), 1);
+    fbk_handle_release(r);
+    fbk_location_close(m);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+Test(persist, load_mut_of_one_registration_keeps_the_shared_copy_for_the_other)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = open_loc(&f, "L");
+    fbk_key k = persisted_key(&f, loc, 64, 3);
+    fbk_handle *r1 = NULL, *r2 = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r1), 0);
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r2), 0);
+    counting_reset(f.cb);
+    void *obj;
+    cr_assert_eq(fbk_load_mut(r1, &obj), 0, "r1 is a distinct item: load_mut must work");
+    memset(((fbk_blob *)obj)->data, 0, 64);
+    fbk_unload_mut(r1);
+    fbk_key k1 = tc_key(r1);
+    cr_assert_not(fbk_key_equal(&k1, &k));
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 0, "the copy r2 still uses was removed");
+    cr_assert_eq(tc_check(r2, 64, 3), 0);
+    fbk_handle_release(r2);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_times_removed(f.cb, &k), 1);
+    cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1, "the location's copy must stay");
+    fbk_handle_release(r1);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+Test(persist, location_remove_leaves_registered_items_loadable)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = open_loc(&f, "L");
+    fbk_key k = persisted_key(&f, loc, 64, 3);
+    fbk_handle *r = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r), 0);
+    cr_assert_eq(fbk_location_remove(loc, &k), 0);
+    cr_assert_eq(counting_loc_has(f.cb, "L", &k), 0);
+    cr_assert_eq(tc_check(r, 64, 3), 0);
+    fbk_handle_release(r);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+typedef struct regger {
+    fx *f;
+    fbk_location *loc;
+    fbk_key key;
+    fbk_handle *h;
+    int rc;
+} regger;
+
+static void *register_thread(void *arg)
+{
+    regger *r = arg;
+    r->rc = fbk_register(r->f->p, r->loc, &r->key, &r->h);
+    return NULL;
+}
+
+/* The last release queues the remove of the spill copy; a register of the
+ * same key meanwhile must not hand out the copy being removed, nor
+ * register_key over it (the backend never sees two operations on a key). */
+Test(persist, register_while_the_spill_copy_is_being_removed, .timeout = 60)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = open_loc(&f, "L");
+    fbk_handle *h = tc_insert(f.p, 64, 8);
+    fbk_key k = tc_key(h);
+    cr_assert_eq(fbk_persist(h, loc), 0);
+    counting_gate_close(f.cb, CB_REMOVE);
+    fbk_handle_release(h);
+    counting_gate_wait(f.cb, CB_REMOVE, 1);
+    regger r = {.f = &f, .loc = loc, .key = k, .h = NULL, .rc = -100};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, register_thread, &r), 0);
+    counting_gate_open(f.cb, CB_REMOVE);
+    pthread_join(th, NULL);
+    cr_assert_eq(r.rc, 0, "%s", fbk_err_name(r.rc));
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_spill_has(f.cb, &k), 1, "the registered item has no spill copy");
+    cr_assert_eq(tc_check(r.h, 64, 8), 0);
+    fbk_handle_release(r.h);
+    fbk_location_close(loc);
+    fx_close(&f); /* checks that no two operations raced on the key */
+}
+
+Test(persist, many_keys_persist_remove_and_persist_again)
+{
+    fx f = {0};
+    fx_open(&f, 8);
+    fbk_location *loc = open_loc(&f, "L");
+    enum { M = 300 };
+    fbk_handle **h = malloc(M * sizeof *h);
+    fbk_key *k = malloc(M * sizeof *k);
+    for (int i = 0; i < M; i++) {
+        h[i] = tc_insert(f.p, 16, (uint64_t)i);
+        k[i] = tc_key(h[i]);
+        cr_assert_eq(fbk_persist(h[i], loc), 0);
+    }
+    cr_assert_eq(fbk_location_count(loc), M);
+    for (int i = 0; i < M; i += 3)
+        cr_assert_eq(fbk_location_remove(loc, &k[i]), 0);
+    for (int i = 0; i < M; i++)
+        cr_assert_eq(fbk_location_contains(loc, &k[i]), i % 3 != 0, "key %d", i);
+    cr_assert_eq(fbk_location_count(loc), M - (M + 2) / 3);
+    cr_assert_eq(counting_loc_count(f.cb, "L"), M - (M + 2) / 3);
+    for (int i = 0; i < M; i += 3)
+        cr_assert_eq(fbk_persist(h[i], loc), 0);
+    cr_assert_eq(fbk_location_count(loc), M);
+    cr_assert_eq(counting_calls(f.cb, CB_PERSIST), M + (M + 2) / 3);
+    for (int i = 0; i < M; i++) {
+        cr_assert_eq(fbk_location_contains(loc, &k[i]), 1);
+        cr_assert_eq(tc_check(h[i], 16, (uint64_t)i), 0);
+        fbk_handle_release(h[i]);
+    }
+    free(h);
+    free(k);
+    fbk_location_close(loc);
+    fx_close(&f);
 }

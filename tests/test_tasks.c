@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <stdatomic.h>
+#include <string.h>
 
 Test(tasks, write_now_async_then_wait)
 {
@@ -294,5 +295,21 @@ Test(tasks, many_tasks_in_flight)
         cr_assert_eq(tc_check(h[i], 256, (uint64_t)i), 0);
         fbk_handle_release(h[i]);
     }
+    fx_close(&f);
+}
+
+Test(tasks, task_wait_hands_the_error_message_to_the_waiter)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_handle *h = tc_insert(f.p, 100, 1);
+    counting_fail(f.cb, CB_STORE, FBK_EIO, 1);
+    fbk_task *t = NULL;
+    cr_assert_eq(fbk_write_now_async(h, &t), 0);
+    cr_assert_eq(fbk_task_wait(t), FBK_EIO);
+    cr_assert_neq(fbk_errmsg()[0], '\0', "no message on the waiting thread");
+    cr_assert(strstr(fbk_errmsg(), "injected") != NULL, "message \"%s\" is not the backend's",
+              fbk_errmsg());
+    fbk_handle_release(h);
     fx_close(&f);
 }

@@ -77,6 +77,7 @@ typedef struct fbk__lmdb_env {
 
 enum {
     FBK__LMDB_IDLE,       /* no write transaction */
+    FBK__LMDB_BEGINNING,  /* a leader is beginning one (m released) */
     FBK__LMDB_OPEN,       /* a shared write transaction accepts writers */
     FBK__LMDB_CLOSED,     /* open, but full: commits when its members leave */
     FBK__LMDB_COMMITTING, /* its leader is committing (m released) */

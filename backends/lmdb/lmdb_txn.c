@@ -34,7 +34,9 @@ static int joinable(const fbk__lmdb_env *e, size_t need)
 }
 
 /* Begins the next batch as its leader (m held, state IDLE).  1: begun;
- * 0: the map was resized meanwhile, look again; < 0: error. */
+ * 0: the map was resized meanwhile, look again; < 0: error.  LMDB's writer
+ * mutex is taken with m released (state BEGINNING keeps others out), so m is
+ * never held while waiting for it. */
 static int begin_batch(fbk__lmdb_env *e, size_t need)
 {
     if (e->broken)
@@ -43,13 +45,21 @@ static int begin_batch(fbk__lmdb_env *e, size_t need)
         int err = fbk__lmdb_grow(e, need);
         return err ? err : 0;
     }
-    int rc = mdb_txn_begin(e->env, NULL, 0, &e->txn);
+    e->state = FBK__LMDB_BEGINNING;
+    pthread_mutex_unlock(&e->m);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+    pthread_mutex_lock(&e->m);
+    e->state = FBK__LMDB_IDLE;
     if (rc == MDB_MAP_RESIZED) { /* another process grew the map */
         int err = fbk__lmdb_grow(e, 0);
         return err ? err : 0;
     }
-    if (rc != 0)
+    if (rc != 0) {
+        pthread_cond_broadcast(&e->cv);
         return fbk__lmdb_error(rc, "%s: begin write transaction", e->what);
+    }
+    e->txn = txn;
     e->batch_gen++;
     e->queued--; /* the leader itself */
     e->members = 1 + e->queued;

@@ -1,0 +1,243 @@
+/* bench_lmdb.c -- the same workload through libfbk's lmdb: backend and through
+ * plain LMDB calls, in one run:
+ *   put      N objects of 16 KiB (libfbk: a pool holding 1% of N, so nearly
+ *            every object is written to the spill area by eviction;
+ *            plain: one committed put per object into an environment opened
+ *            with the spill area's flags)
+ *   read     all N in random order (libfbk: fbk_load of spilled items;
+ *            plain: get + copy out in a read transaction)
+ *   persist  all N to a durable location, then sync (libfbk: fbk_save;
+ *            plain: copy spill -> durable in one write transaction + sync)
+ *
+ * usage: bench_lmdb [N] [DIR]   (N defaults to 20000, DIR to /tmp/fbk-bench-lmdb-PID)
+ */
+#include <fbk.h>
+#include <lmdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OBJ 16384
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bench_lmdb: %s failed: %d (%s) %s\n", what, rc,
+            rc < 0 && rc > -100 ? fbk_strerror(rc) : mdb_strerror(rc), fbk_errmsg());
+    exit(1);
+}
+
+static void fill(unsigned char *p, size_t len, uint64_t seed)
+{
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t x = seed * 0x9E3779B97F4A7C15ull + i;
+        memcpy(p + i, &x, len - i < 8 ? len - i : 8);
+    }
+}
+
+static void shuffle(size_t *idx, size_t n)
+{
+    uint64_t s = 88172645463325252ull;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (size_t i = n - 1; i > 0; i--) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        size_t j = (size_t)(s % (i + 1)), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}
+
+struct phase {
+    double secs[3];
+};
+
+static volatile unsigned sink;
+
+static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
+{
+    struct phase r;
+    char uri[4200];
+    snprintf(uri, sizeof uri, "lmdb:%s/fbk", dir);
+    fbk_store *s;
+    fbk_pool *p;
+    fbk_location *loc;
+    int rc;
+    if ((rc = fbk_store_open(&s, uri, NULL)) != 0)
+        die("fbk_store_open", rc);
+    if ((rc = fbk_pool_create(&p, s, &fbk_blob_codec, n / 100 ? n / 100 : 1)) != 0)
+        die("fbk_pool_create", rc);
+    fbk_handle **h = malloc(n * sizeof *h);
+
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        fbk_blob *b = fbk_blob_new(NULL, OBJ);
+        fill(b->data, OBJ, i);
+        if ((rc = fbk_insert(p, b, &h[i])) != 0)
+            die("fbk_insert", rc);
+    }
+    if ((rc = fbk_store_drain(s)) != 0)
+        die("fbk_store_drain", rc);
+    r.secs[0] = now() - t0;
+
+    t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        const void *obj;
+        if ((rc = fbk_load(h[order[i]], &obj)) != 0)
+            die("fbk_load", rc);
+        sink += ((const fbk_blob *)obj)->data[OBJ - 1];
+        fbk_unload(h[order[i]]);
+    }
+    r.secs[1] = now() - t0;
+    fbk_store_stats st;
+    fbk_store_stats_get(s, &st);
+    printf("libfbk after the reads: %llu backend stores, %llu loads, %llu removes\n",
+           (unsigned long long)st.stores, (unsigned long long)st.loads,
+           (unsigned long long)st.removes);
+
+    if ((rc = fbk_location_open(s, "bench", &loc)) != 0)
+        die("fbk_location_open", rc);
+    t0 = now();
+    if ((rc = fbk_save(loc, h, n, 0, NULL, NULL)) != 0)
+        die("fbk_save", rc);
+    r.secs[2] = now() - t0;
+
+    fbk_location_close(loc);
+    for (size_t i = 0; i < n; i++)
+        fbk_handle_release(h[i]);
+    free(h);
+    fbk_pool_release(p);
+    fbk_store_close(s);
+    return r;
+}
+
+static MDB_env *plain_env(const char *path, unsigned flags, size_t map)
+{
+    MDB_env *env;
+    int rc;
+    mkdir(path, 0755);
+    if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, map)) ||
+        (rc = mdb_env_set_maxdbs(env, 4)) || (rc = mdb_env_open(env, path, flags | MDB_NOTLS, 0644)))
+        die("mdb_env_open", rc);
+    return env;
+}
+
+static struct phase run_plain(const char *dir, size_t n, const size_t *order)
+{
+    struct phase r;
+    char path[4200];
+    size_t map = (n * (OBJ + 4096) + ((size_t)64 << 20)) * 2;
+    snprintf(path, sizeof path, "%s/plain", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/plain/spill", dir);
+    MDB_env *spill = plain_env(path, MDB_NOSYNC | MDB_NOMETASYNC, map);
+    snprintf(path, sizeof path, "%s/plain/durable", dir);
+    MDB_env *durable = plain_env(path, MDB_NOMETASYNC, map);
+    MDB_txn *txn, *wtxn;
+    MDB_dbi sdbi, ddbi;
+    int rc;
+    if ((rc = mdb_txn_begin(spill, NULL, 0, &txn)) || (rc = mdb_dbi_open(txn, NULL, 0, &sdbi)) ||
+        (rc = mdb_txn_commit(txn)))
+        die("open spill db", rc);
+    if ((rc = mdb_txn_begin(durable, NULL, 0, &txn)) ||
+        (rc = mdb_dbi_open(txn, "bench", MDB_CREATE, &ddbi)) || (rc = mdb_txn_commit(txn)))
+        die("open durable db", rc);
+    uint64_t *keys = calloc(n, 2 * sizeof *keys);
+    unsigned char *obj = malloc(OBJ);
+
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        keys[2 * i] = i * 0x9E3779B97F4A7C15ull;
+        keys[2 * i + 1] = i;
+        fill(obj, OBJ, i); /* the object as the program made it */
+        MDB_val k = {16, &keys[2 * i]}, v = {OBJ, NULL};
+        if ((rc = mdb_txn_begin(spill, NULL, 0, &txn)) ||
+            (rc = mdb_put(txn, sdbi, &k, &v, MDB_RESERVE)))
+            die("put", rc);
+        memcpy(v.mv_data, obj, OBJ);
+        if ((rc = mdb_txn_commit(txn)))
+            die("commit", rc);
+    }
+    r.secs[0] = now() - t0;
+
+    t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        MDB_val k = {16, &keys[2 * order[i]]}, v;
+        if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) || (rc = mdb_get(txn, sdbi, &k, &v)))
+            die("get", rc);
+        unsigned char *copy = malloc(v.mv_size); /* the program's own object */
+        memcpy(copy, v.mv_data, v.mv_size);
+        mdb_txn_abort(txn);
+        sink += copy[OBJ - 1];
+        free(copy);
+    }
+    r.secs[1] = now() - t0;
+
+    t0 = now();
+    if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) ||
+        (rc = mdb_txn_begin(durable, NULL, 0, &wtxn)))
+        die("begin", rc);
+    for (size_t i = 0; i < n; i++) {
+        MDB_val k = {16, &keys[2 * i]}, v, d;
+        if ((rc = mdb_get(txn, sdbi, &k, &v)))
+            die("get", rc);
+        d.mv_size = v.mv_size;
+        if ((rc = mdb_put(wtxn, ddbi, &k, &d, MDB_RESERVE)))
+            die("put", rc);
+        memcpy(d.mv_data, v.mv_data, v.mv_size);
+    }
+    mdb_txn_abort(txn);
+    if ((rc = mdb_txn_commit(wtxn)) || (rc = mdb_env_sync(durable, 1)))
+        die("commit/sync", rc);
+    r.secs[2] = now() - t0;
+
+    free(obj);
+    free(keys);
+    mdb_env_close(spill);
+    mdb_env_close(durable);
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 20000;
+    if (n < 100) {
+        fprintf(stderr, "usage: bench_lmdb [N >= 100] [DIR]\n");
+        return 2;
+    }
+    char dir[4096];
+    if (argc > 2)
+        snprintf(dir, sizeof dir, "%s", argv[2]);
+    else
+        snprintf(dir, sizeof dir, "/tmp/fbk-bench-lmdb-%ld", (long)getpid());
+    mkdir(dir, 0755);
+    size_t *order = malloc(n * sizeof *order);
+    shuffle(order, n);
+
+    struct phase plain = run_plain(dir, n, order);
+    struct phase fbk = run_fbk(dir, n, order);
+
+    static const char *names[] = {"put", "read (random)", "persist+sync"};
+    printf("N = %zu objects of %d bytes, pool = %zu items, dir = %s\n", n, OBJ,
+           n / 100 ? n / 100 : 1, dir);
+    printf("%-15s %12s %10s %12s %10s %8s\n", "phase", "libfbk ns/op", "MB/s", "plain ns/op",
+           "MB/s", "ratio");
+    for (int i = 0; i < 3; i++) {
+        double mb = (double)n * OBJ / 1e6;
+        printf("%-15s %12.0f %10.1f %12.0f %10.1f %7.2fx\n", names[i], fbk.secs[i] * 1e9 / n,
+               mb / fbk.secs[i], plain.secs[i] * 1e9 / n, mb / plain.secs[i],
+               fbk.secs[i] / plain.secs[i]);
+    }
+    free(order);
+    return 0;
+}
