@@ -88,6 +88,8 @@ void fbk__workers_drain(fbk__workers *w);
  * workers it returns false: the last worker to exit calls finalize. */
 bool fbk__workers_shutdown(fbk__workers *w);
 void fbk__workers_destroy(fbk__workers *w);
+/* true when the calling thread is one of w's workers. */
+bool fbk__workers_on_worker(const fbk__workers *w);
 
 /* ------------------------------------------------------------- store.c */
 struct fbk_store {
@@ -108,6 +110,14 @@ struct fbk_store {
     int drain_err;          /* first background error since the last drain */
 
     atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors;
+
+    /* backpressure: eviction writes queued or running, and callers waiting
+     * for that number to fall to evict_limit */
+    atomic_long evict_inflight;
+    long evict_limit;
+    pthread_mutex_t bp_mu; /* leaf */
+    pthread_cond_t bp_cv;
+    int bp_waiters;
 };
 
 void fbk__store_retain(fbk_store *s);
@@ -115,6 +125,12 @@ void fbk__store_release(fbk_store *s);
 /* Reports a background failure: counted, kept for drain, passed to on_error
  * with fbk_errmsg() of this thread. */
 void fbk__store_report(fbk_store *s, int err);
+/* Called after queueing an eviction write: when more than evict_limit are in
+ * flight, waits (on a caller's thread only, never on a worker) for the
+ * workers to catch up. */
+void fbk__store_backpressure(fbk_store *s);
+/* Called by the eviction job when it ends. */
+void fbk__store_evict_done(fbk_store *s);
 
 /* ------------------------------------------------------------- token.c */
 /* One spill copy: the key's use count, so that a key shared by several
@@ -160,6 +176,10 @@ void fbk__location_retain(fbk_location *loc);
 void fbk__location_release(fbk_location *loc);
 /* Copies the token's key into loc unless loc holds it already. */
 int fbk__location_persist(fbk_location *loc, const fbk_key *key);
+/* Persists keys (each with a spill copy the caller holds a use of) with the
+ * backend's persist_many when it has one: one call (one LMDB transaction)
+ * for every key loc lacks. */
+int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n);
 /* Bracket a register_key from loc: FBK_ENOTFOUND if loc lacks key; while
  * bracketed, the key cannot be removed from loc. */
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key);
@@ -211,8 +231,6 @@ void fbk__pool_release_ref(fbk_pool *p);
 void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded);
 /* Called after a pin ends: evicts h if it sits beyond mem_items. */
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
-/* Queues an eviction write of h if possible.  Caller holds p->mu. */
-void fbk__pool_try_evict_locked(fbk_pool *p, fbk_handle *h);
 /* Called by the eviction job when its write failed: retried later. */
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
 void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front);

@@ -184,6 +184,66 @@ int fbk__location_persist(fbk_location *loc, const fbk_key *key)
     return rc;
 }
 
+int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
+{
+    fbk_store *s = loc->store;
+    if (!s->ops->persist_many) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = fbk__location_persist(loc, &keys[i]);
+            if (rc)
+                return rc;
+        }
+        return FBK_OK;
+    }
+    /* claim the keys the location lacks and nobody else is working on; the
+     * others go one by one (they wait for that other thread, or are no-ops) */
+    fbk_key *mine = fbk__malloc(n * sizeof *mine);
+    if (!mine)
+        return fbk_error_set(FBK_ENOMEM, 0, "persist: cannot allocate %zu keys", n);
+    size_t nmine = 0;
+    int rc = FBK_OK;
+    pthread_mutex_lock(&loc->mu);
+    rc = fbk__keymap_reserve(&loc->keys, n);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+        if (fbk__keymap_get(&loc->keys, &keys[i]))
+            continue;
+        fbk__keymap_put(&loc->keys, &keys[i], (void *)FBK__LOC_PERSISTING); /* reserved: cannot fail */
+        mine[nmine++] = keys[i];
+    }
+    pthread_mutex_unlock(&loc->mu);
+    if (rc) {
+        fbk__free(mine);
+        return fbk_error_set(rc, 0, "persist: cannot grow the location's key set");
+    }
+    if (nmine)
+        rc = s->ops->persist_many(s->self, loc->bloc, mine, nmine);
+    if (rc)
+        fbk__error_keep(rc);
+    pthread_mutex_lock(&loc->mu);
+    for (size_t i = 0; i < nmine; i++) {
+        if (rc == FBK_OK) {
+            *fbk__keymap_get(&loc->keys, &mine[i]) = (void *)(intptr_t)1;
+            loc->count++;
+        } else {
+            /* which of them landed is unknown: treat all as absent (a later
+             * persist overwrites; a reopen's scan finds what is there) */
+            fbk__keymap_del(&loc->keys, &mine[i]);
+        }
+    }
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+    fbk__free(mine);
+    if (rc)
+        return rc;
+    /* the keys another thread was busy with when we claimed ours */
+    for (size_t i = 0; i < n; i++) {
+        rc = fbk__location_persist(loc, &keys[i]);
+        if (rc)
+            return rc;
+    }
+    return FBK_OK;
+}
+
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key)
 {
     pthread_mutex_lock(&loc->mu);

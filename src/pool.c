@@ -55,34 +55,68 @@ void fbk_pool_release(fbk_pool *p)
 
 static void evict_job(fbk__job *job);
 
-void fbk__pool_try_evict_locked(fbk_pool *p, fbk_handle *h)
+/* What one LRU change decided, acted on after p->mu is released: objects to
+ * destroy (never under a lock: a codec's destroy may release handles) and
+ * whether an eviction write was queued (for backpressure). */
+typedef struct evict_batch {
+    void *drop[1 + FBK__RETRY_PER_CHANGE];
+    int ndrop;
+    bool queued;
+} evict_batch;
+
+/* Evicts h if it is in memory and nobody holds it.  An item whose value is in
+ * the spill area already is dropped right here (no write, no worker); one
+ * that needs a write gets `excl = EVICT` and a job.  p->mu held. */
+static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
 {
     bool go = false;
     pthread_mutex_lock(&h->mu);
-    if (h->obj && h->excl == FBK__EX_NONE && h->readers == 0 && !h->storing && fbk__entry_try_ref(h)) {
-        h->excl = FBK__EX_EVICT;
-        go = true;
+    if (h->obj && h->excl == FBK__EX_NONE && h->readers == 0 && !h->storing) {
+        if (h->tok && b->ndrop < (int)(sizeof b->drop / sizeof b->drop[0])) {
+            b->drop[b->ndrop++] = h->obj;
+            h->obj = NULL;
+        } else if (!h->tok && fbk__entry_try_ref(h)) {
+            h->excl = FBK__EX_EVICT;
+            go = true;
+        }
     }
     pthread_mutex_unlock(&h->mu);
     if (go) {
+        fbk_store *s = p->store;
+        atomic_fetch_add_explicit(&s->evict_inflight, 1, memory_order_relaxed);
         h->evict_job.run = evict_job;
-        fbk__workers_submit(&p->store->workers, &h->evict_job);
+        fbk__workers_submit(&s->workers, &h->evict_job);
+        b->queued = true;
     }
+}
+
+/* After p->mu is released: destroy what was dropped, and if a write was
+ * queued while too many are in flight, wait for the workers (so memory stays
+ * bounded when inserts outrun the backend). */
+static void finish_batch(fbk_pool *p, evict_batch *b)
+{
+    fbk_store *s = p->store;
+    for (int i = 0; i < b->ndrop; i++)
+        p->codec.destroy(b->drop[i], p->codec.ctx);
+    if (b->ndrop)
+        atomic_fetch_add_explicit(&s->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
+    if (b->queued)
+        fbk__store_backpressure(s);
 }
 
 /* After an LRU change: evict the node now first beyond mem_items, then give
  * a few earlier failures another try.  p->mu held. */
-static void after_change_locked(fbk_pool *p, bool evict_first)
+static void after_change_locked(fbk_pool *p, bool evict_first, evict_batch *b)
 {
     if (evict_first && p->lru.first[2])
-        fbk__pool_try_evict_locked(p, node_entry(p->lru.first[2]));
+        try_evict_locked(p, node_entry(p->lru.first[2]), b);
     for (int i = 0; i < FBK__RETRY_PER_CHANGE && p->retry; i++) {
         fbk_handle *h = p->retry;
         p->retry = h->retry_next;
         h->retry_next = NULL;
         h->in_retry = false;
         if (fbk__lru_seg(&h->node) == 2)
-            fbk__pool_try_evict_locked(p, h);
+            try_evict_locked(p, h, b);
     }
 }
 
@@ -90,24 +124,28 @@ void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded)
 {
     if (!loaded && fbk__lru_seg(&h->node) == 0)
         return; /* hot path: front half, nothing moves, no lock */
+    evict_batch b = {.ndrop = 0};
     pthread_mutex_lock(&p->mu);
     unsigned s = fbk__lru_seg(&h->node);
     if ((s != 0 || loaded) && p->lru.head.next != &h->node) {
         fbk__lru_remove(&p->lru, &h->node);
         fbk__lru_push_front(&p->lru, &h->node);
-        after_change_locked(p, s == 2);
+        after_change_locked(p, s == 2, &b);
     }
     pthread_mutex_unlock(&p->mu);
+    finish_batch(p, &b);
 }
 
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
 {
     if (fbk__lru_seg(&h->node) != 2)
         return;
+    evict_batch b = {.ndrop = 0};
     pthread_mutex_lock(&p->mu);
     if (fbk__lru_seg(&h->node) == 2)
-        fbk__pool_try_evict_locked(p, h);
+        try_evict_locked(p, h, &b);
     pthread_mutex_unlock(&p->mu);
+    finish_batch(p, &b);
 }
 
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
@@ -124,14 +162,16 @@ void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
 void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front)
 {
     fbk__pool_retain(p);
+    evict_batch b = {.ndrop = 0};
     pthread_mutex_lock(&p->mu);
     if (front)
         fbk__lru_push_front(&p->lru, &h->node);
     else
         fbk__lru_push_back(&p->lru, &h->node);
     atomic_fetch_add(&p->size, 1);
-    after_change_locked(p, front);
+    after_change_locked(p, front, &b);
     pthread_mutex_unlock(&p->mu);
+    finish_batch(p, &b);
 }
 
 void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
@@ -187,5 +227,6 @@ static void evict_job(fbk__job *job)
         fbk__store_report(s, rc);
         fbk__pool_evict_failed(p, h);
     }
+    fbk__store_evict_done(s);
     fbk__entry_unref(h);
 }

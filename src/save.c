@@ -5,10 +5,13 @@
 
 #include <stdlib.h>
 
-/* Persists handles to loc, with at most `width` persist tasks in flight
- * (a FIFO window: the oldest is joined before a new one starts).  Returns the
- * first failure, after every started task has finished. */
-static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
+/* Runs `start` for every handle whose key loc lacks, with at most `width`
+ * tasks in flight (a FIFO window: the oldest is joined before a new one
+ * starts).  Returns the first failure, after every started task finished. */
+typedef int (*task_fn)(fbk_handle *h, fbk_location *loc, fbk_task **out);
+
+static int run_windowed(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width,
+                        task_fn start)
 {
     fbk_task **ring = fbk__calloc(width, sizeof *ring);
     if (!ring)
@@ -27,7 +30,7 @@ static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, 
             if (err)
                 break;
         }
-        err = fbk_persist_async(handles[i], loc, &ring[(head + used) % width]);
+        err = start(handles[i], loc, &ring[(head + used) % width]);
         if (!err)
             used++;
     }
@@ -38,6 +41,62 @@ static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, 
     }
     fbk__free(ring);
     return err;
+}
+
+static int start_write(fbk_handle *h, fbk_location *loc, fbk_task **out)
+{
+    (void)loc;
+    return fbk_write_now_async(h, out);
+}
+
+/* With a batch-capable backend: write every item out (in parallel), then
+ * persist them in chunks of one backend call each (one LMDB transaction and
+ * one commit per chunk instead of one per item). */
+#define FBK__PERSIST_CHUNK 512
+
+static int persist_batched(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
+{
+    int rc = run_windowed(loc, handles, n, width, start_write);
+    if (rc)
+        return rc;
+    fbk_key *keys = fbk__malloc(FBK__PERSIST_CHUNK * sizeof *keys);
+    fbk__token **toks = fbk__malloc(FBK__PERSIST_CHUNK * sizeof *toks);
+    if (!keys || !toks) {
+        fbk__free(keys);
+        fbk__free(toks);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate a persist batch");
+    }
+    size_t i = 0;
+    while (i < n && rc == FBK_OK) {
+        size_t k = 0;
+        for (; i < n && k < FBK__PERSIST_CHUNK; i++) {
+            fbk_handle *h = handles[i];
+            rc = fbk__entry_pin(h);
+            if (rc)
+                break;
+            /* written above, so no I/O here unless load_mut ran meanwhile;
+             * the token use keeps the spill copy until the persist is done */
+            rc = fbk__entry_ensure_stored(h, &toks[k], &keys[k]);
+            fbk__entry_unpin(h);
+            if (rc)
+                break;
+            k++;
+        }
+        if (rc == FBK_OK && k)
+            rc = fbk__location_persist_many(loc, keys, k);
+        for (size_t j = 0; j < k; j++)
+            fbk__token_release(toks[j]);
+    }
+    fbk__free(keys);
+    fbk__free(toks);
+    return rc;
+}
+
+static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
+{
+    if (loc->store->ops->persist_many)
+        return persist_batched(loc, handles, n, width);
+    return run_windowed(loc, handles, n, width, fbk_persist_async);
 }
 
 int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,

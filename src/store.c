@@ -20,6 +20,8 @@ static void store_finalize(void *arg)
     pthread_mutex_destroy(&s->tok_mu);
     pthread_cond_destroy(&s->tok_cv);
     pthread_mutex_destroy(&s->err_mu);
+    pthread_mutex_destroy(&s->bp_mu);
+    pthread_cond_destroy(&s->bp_cv);
     fbk__workers_destroy(&s->workers);
     fbk__free(s);
 }
@@ -70,6 +72,12 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     pthread_mutex_init(&s->tok_mu, NULL);
     pthread_cond_init(&s->tok_cv, NULL);
     pthread_mutex_init(&s->err_mu, NULL);
+    pthread_mutex_init(&s->bp_mu, NULL);
+    pthread_cond_init(&s->bp_cv, NULL);
+    atomic_init(&s->evict_inflight, 0);
+    /* enough queued writes to keep every worker busy (and an LMDB group
+     * commit fed), few enough that memory stays near mem_items */
+    s->evict_limit = 4 * (long)s->threads;
     fbk__keymap_init(&s->tokens);
     int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
     if (rc) {
@@ -79,6 +87,8 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
         pthread_mutex_destroy(&s->tok_mu);
         pthread_cond_destroy(&s->tok_cv);
         pthread_mutex_destroy(&s->err_mu);
+        pthread_mutex_destroy(&s->bp_mu);
+        pthread_cond_destroy(&s->bp_cv);
         fbk__free(s);
         return rc;
     }
@@ -155,6 +165,30 @@ void fbk__store_report(fbk_store *s, int err)
     pthread_mutex_unlock(&s->err_mu);
     if (s->on_error)
         s->on_error(err, fbk_errmsg(), s->on_error_arg);
+}
+
+void fbk__store_backpressure(fbk_store *s)
+{
+    if (atomic_load_explicit(&s->evict_inflight, memory_order_relaxed) <= s->evict_limit ||
+        fbk__workers_on_worker(&s->workers))
+        return;
+    pthread_mutex_lock(&s->bp_mu);
+    s->bp_waiters++;
+    while (atomic_load(&s->evict_inflight) > s->evict_limit)
+        pthread_cond_wait(&s->bp_cv, &s->bp_mu);
+    s->bp_waiters--;
+    pthread_mutex_unlock(&s->bp_mu);
+}
+
+void fbk__store_evict_done(fbk_store *s)
+{
+    long left = atomic_fetch_sub(&s->evict_inflight, 1) - 1;
+    if (left > s->evict_limit)
+        return;
+    pthread_mutex_lock(&s->bp_mu);
+    if (s->bp_waiters)
+        pthread_cond_broadcast(&s->bp_cv);
+    pthread_mutex_unlock(&s->bp_mu);
 }
 
 void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out)

@@ -127,3 +127,5 @@ void fbk__workers_destroy(fbk__workers *w)
     pthread_cond_destroy(&w->idle_cv);
     pthread_cond_destroy(&w->exit_cv);
 }
+
+bool fbk__workers_on_worker(const fbk__workers *w) { return tls_workers == w; }

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,7 @@ static void keylist_push(keylist *l, const fbk_key *k)
 
 typedef struct inflight {
     fbk_key key;
+    const void *where; /* NULL: the spill area; else the location */
     int write;
 } inflight;
 
@@ -276,11 +278,14 @@ static int enter(counting *cb, counting_op op)
     return code;
 }
 
-/* Marks key in use by one operation; counts a violation on a conflict.  Under mu. */
-static void fl_begin(counting *cb, const fbk_key *key, int write)
+/* Marks key (in the spill area when where == NULL, else in that location)
+ * as in use by one operation, counting a violation when another operation
+ * on it is running and either of them writes.  Under mu. */
+static void fl_add(counting *cb, const void *where, const fbk_key *key, int write)
 {
     for (size_t i = 0; i < cb->nfl; i++)
-        if (fbk_key_equal(&cb->fl[i].key, key) && (write || cb->fl[i].write))
+        if (cb->fl[i].where == where && fbk_key_equal(&cb->fl[i].key, key) &&
+            (write || cb->fl[i].write))
             atomic_fetch_add(&cb->violations, 1);
     if (cb->nfl == cb->capfl) {
         size_t cap = cb->capfl ? cb->capfl * 2 : 16;
@@ -291,18 +296,38 @@ static void fl_begin(counting *cb, const fbk_key *key, int write)
         cb->capfl = cap;
     }
     cb->fl[cb->nfl].key = *key;
+    cb->fl[cb->nfl].where = where;
     cb->fl[cb->nfl].write = write;
     cb->nfl++;
 }
 
-static void fl_end(counting *cb, const fbk_key *key, int write)
+static void fl_del(counting *cb, const void *where, const fbk_key *key, int write)
 {
     for (size_t i = 0; i < cb->nfl; i++) {
-        if (fbk_key_equal(&cb->fl[i].key, key) && cb->fl[i].write == write) {
+        if (cb->fl[i].where == where && fbk_key_equal(&cb->fl[i].key, key) &&
+            cb->fl[i].write == write) {
             cb->fl[i] = cb->fl[--cb->nfl];
             return;
         }
     }
+}
+
+/* An operation's marks are held across an unlocked window (with a yield to
+ * widen it), so that a second operation on the same key at the same time is
+ * seen.  Called without mu. */
+static void op_begin(counting *cb, const void *where, const fbk_key *key, int write)
+{
+    pthread_mutex_lock(&cb->mu);
+    fl_add(cb, where, key, write);
+    pthread_mutex_unlock(&cb->mu);
+    sched_yield();
+}
+
+static void op_end(counting *cb, const void *where, const fbk_key *key, int write)
+{
+    pthread_mutex_lock(&cb->mu);
+    fl_del(cb, where, key, write);
+    pthread_mutex_unlock(&cb->mu);
 }
 
 static void violation(counting *cb) { atomic_fetch_add(&cb->violations, 1); }
@@ -321,10 +346,10 @@ static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill
         while (nanosleep(&ts, &ts) != 0) {
         }
     }
+    op_begin(cb, NULL, key, 1);
     pthread_mutex_lock(&cb->mu);
     if (map_find(&cb->spill, key))
         violation(cb);
-    fl_begin(cb, key, 1);
     pthread_mutex_unlock(&cb->mu);
 
     unsigned char *buf = malloc(len ? len : 1);
@@ -338,12 +363,12 @@ static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill
         }
     }
     pthread_mutex_lock(&cb->mu);
-    fl_end(cb, key, 1);
     if (rc == 0) {
         map_put_owned(&cb->spill, key, buf, len);
         keylist_push(&cb->stored, key);
     }
     pthread_mutex_unlock(&cb->mu);
+    op_end(cb, NULL, key, 1);
     return rc;
 }
 
@@ -353,27 +378,27 @@ static int cb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
     int rc = enter(cb, CB_LOAD);
     if (rc)
         return rc;
+    op_begin(cb, NULL, key, 0);
     pthread_mutex_lock(&cb->mu);
     kv *e = map_find(&cb->spill, key);
+    unsigned char *copy = NULL;
+    size_t len = 0;
     if (!e) {
         violation(cb);
-        pthread_mutex_unlock(&cb->mu);
-        return fbk_error_set(FBK_ENOTFOUND, 0, "counting: load: key not in spill area");
+        rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: load: key not in spill area");
+    } else {
+        len = e->len;
+        copy = malloc(len ? len : 1);
+        if (!copy)
+            rc = fbk_error_set(FBK_ENOMEM, 0, "counting: load: out of memory");
+        else
+            memcpy(copy, e->data, len);
     }
-    size_t len = e->len;
-    unsigned char *copy = malloc(len ? len : 1);
-    if (!copy) {
-        pthread_mutex_unlock(&cb->mu);
-        return fbk_error_set(FBK_ENOMEM, 0, "counting: load: out of memory");
-    }
-    memcpy(copy, e->data, len);
-    fl_begin(cb, key, 0);
     pthread_mutex_unlock(&cb->mu);
-    rc = read(copy, len, arg);
+    if (rc == 0)
+        rc = read(copy, len, arg);
     free(copy);
-    pthread_mutex_lock(&cb->mu);
-    fl_end(cb, key, 0);
-    pthread_mutex_unlock(&cb->mu);
+    op_end(cb, NULL, key, 0);
     return rc;
 }
 
@@ -383,16 +408,16 @@ static int cb_remove(void *self, const fbk_key *key)
     int rc = enter(cb, CB_REMOVE);
     if (rc)
         return rc;
+    op_begin(cb, NULL, key, 1);
     pthread_mutex_lock(&cb->mu);
-    fl_begin(cb, key, 1);
     if (map_del(&cb->spill, key) != 0) {
         violation(cb);
         rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: remove: key not in spill area");
     } else {
         keylist_push(&cb->removed, key);
     }
-    fl_end(cb, key, 1);
     pthread_mutex_unlock(&cb->mu);
+    op_end(cb, NULL, key, 1);
     return rc;
 }
 
@@ -452,18 +477,19 @@ static int cb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 static int persist_one(counting *cb, cloc *l, const fbk_key *key)
 {
     int rc = 0;
+    op_begin(cb, NULL, key, 0);
+    op_begin(cb, l, key, 1);
     pthread_mutex_lock(&cb->mu);
     kv *e = map_find(&cb->spill, key);
     if (!e) {
         violation(cb);
         rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: persist: key not in spill area");
-    } else {
-        fl_begin(cb, key, 0);
-        if (map_put(&l->keys, key, e->data, e->len) != 0)
-            rc = fbk_error_set(FBK_ENOMEM, 0, "counting: persist: out of memory");
-        fl_end(cb, key, 0);
+    } else if (map_put(&l->keys, key, e->data, e->len) != 0) {
+        rc = fbk_error_set(FBK_ENOMEM, 0, "counting: persist: out of memory");
     }
     pthread_mutex_unlock(&cb->mu);
+    op_end(cb, l, key, 1);
+    op_end(cb, NULL, key, 0);
     return rc;
 }
 
@@ -479,6 +505,8 @@ static int cb_persist(void *self, void *loc, const fbk_key *key)
 static int register_one(counting *cb, cloc *l, const fbk_key *key)
 {
     int rc = 0;
+    op_begin(cb, l, key, 0);
+    op_begin(cb, NULL, key, 1);
     pthread_mutex_lock(&cb->mu);
     kv *e = map_find(&l->keys, key);
     if (!e) {
@@ -486,12 +514,12 @@ static int register_one(counting *cb, cloc *l, const fbk_key *key)
     } else {
         if (map_find(&cb->spill, key))
             violation(cb);
-        fl_begin(cb, key, 1);
         if (map_put(&cb->spill, key, e->data, e->len) != 0)
             rc = fbk_error_set(FBK_ENOMEM, 0, "counting: register_key: out of memory");
-        fl_end(cb, key, 1);
     }
     pthread_mutex_unlock(&cb->mu);
+    op_end(cb, NULL, key, 1);
+    op_end(cb, l, key, 0);
     return rc;
 }
 
@@ -511,10 +539,12 @@ static int cb_remove_persisted(void *self, void *loc, const fbk_key *key)
     int rc = enter(cb, CB_REMOVE_PERSISTED);
     if (rc)
         return rc;
+    op_begin(cb, l, key, 1);
     pthread_mutex_lock(&cb->mu);
     if (map_del(&l->keys, key) != 0)
         rc = fbk_error_set(FBK_ENOTFOUND, 0, "counting: remove_persisted: key not in location");
     pthread_mutex_unlock(&cb->mu);
+    op_end(cb, l, key, 1);
     return rc;
 }
 
@@ -860,8 +890,9 @@ static int tc_encode(const void *obj, void *dst, size_t len, void *ctx)
     const fbk_blob *b = obj;
     if (c) {
         atomic_fetch_add(&c->encodes, 1);
-        if (atomic_load(&c->fail_encode))
-            return -1;
+        int f = atomic_load(&c->fail_encode);
+        if (f)
+            return f == 1 ? -1 : f;
     }
     if (len != b->len)
         return -1;
@@ -875,8 +906,9 @@ static int tc_decode(const void *src, size_t len, void **out, void *ctx)
     tc_ctx *c = ctx;
     if (c) {
         atomic_fetch_add(&c->decodes, 1);
-        if (atomic_load(&c->fail_decode))
-            return -1;
+        int f = atomic_load(&c->fail_decode);
+        if (f)
+            return f == 1 ? -1 : f;
     }
     fbk_blob *b = fbk_blob_new(len ? src : NULL, len);
     if (!b)

@@ -68,9 +68,10 @@ unsigned long counting_calls(counting *cb, counting_op op);
 unsigned long counting_total_calls(counting *cb);
 /* Times ops->close was called (0 or 1 if the core is right). */
 unsigned long counting_close_calls(counting *cb);
-/* Contract violations seen (store of a present key, remove of an absent key,
- * register_key of a key present in the spill area, load/persist of an absent
- * key, two operations on one key at once). */
+/* Contract violations seen: a store of a key present in the spill area, a
+ * remove / load / persist of a key absent from it, a register_key of a key
+ * present in it, and two operations at once on one key (in the spill area or
+ * in one location) when either of them writes. */
 unsigned long counting_violations(counting *cb);
 /* Zeroes every call counter and the store/remove records. */
 void counting_reset(counting *cb);
@@ -126,8 +127,8 @@ void counting_wait_closed(counting *cb);
 
 /* ---- a codec for tests: objects are fbk_blob *, encoded as raw bytes ---- */
 typedef struct tc_ctx {
-    _Atomic int fail_encode; /* when set, encode returns -1 */
-    _Atomic int fail_decode; /* when set, decode returns -1 */
+    _Atomic int fail_encode; /* when set, encode fails: 1 -> returns -1, else the value */
+    _Atomic int fail_decode; /* when set, decode fails: 1 -> returns -1, else the value */
     _Atomic int fail_clone;  /* when set, clone returns -1 */
     _Atomic unsigned long encodes, decodes, clones, destroys; /* call counts */
 } tc_ctx;

@@ -241,3 +241,48 @@ Test(errors, save_rejects_null_handles_with_n_nonzero)
     fbk_location_close(loc);
     fx_close(&f);
 }
+
+Test(errors, pool_create_rejects_a_codec_without_required_callbacks)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_codec full = tc_codec(NULL, 0);
+    for (int which = 0; which < 4; which++) {
+        fbk_codec c = full;
+        if (which == 0)
+            c.size = NULL;
+        if (which == 1)
+            c.encode = NULL;
+        if (which == 2)
+            c.decode = NULL;
+        if (which == 3)
+            c.destroy = NULL;
+        fbk_pool *p = NULL;
+        cr_assert_eq(fbk_pool_create(&p, f.s, &c, 4), FBK_EINVAL, "callback %d missing", which);
+        cr_assert_null(p);
+    }
+    fx_close(&f);
+}
+
+Test(errors, store_open_backend_rejects_an_incomplete_table_and_closes_self)
+{
+    counting *cb = counting_new();
+    cr_assert_not_null(cb);
+    fbk_backend_ops bad = *counting_ops(0);
+    bad.load = NULL;
+    fbk_store *s = NULL;
+    cr_assert_eq(fbk_store_open_backend(&s, &bad, counting_ref(cb), NULL), FBK_EINVAL);
+    cr_assert_null(s);
+    cr_assert_eq(counting_close_calls(cb), 1);
+    counting_free(cb);
+}
+
+Test(errors, store_uri_scheme_is_case_insensitive_and_empty_is_einval)
+{
+    fbk_store *s = NULL;
+    cr_assert_eq(fbk_store_open(&s, "", NULL), FBK_EINVAL);
+    cr_assert_null(s);
+    cr_assert_eq(fbk_store_open(&s, "MEM:", NULL), 0);
+    cr_assert_not_null(s);
+    fbk_store_close(s);
+}

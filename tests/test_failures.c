@@ -420,3 +420,31 @@ Test(failures, remove_persisted_failure_is_returned_and_key_kept)
     fbk_location_close(loc);
     fx_close(&f);
 }
+
+/* Whatever a codec returns (a positive number, an FBK_E* code that would
+ * mean something else), the caller sees FBK_ECODEC. */
+Test(failures, any_nonzero_codec_result_is_ecodec)
+{
+    const int codes[] = {5, -1, FBK_EIO, FBK_ENOTFOUND, FBK_ECORRUPT};
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_handle *o[2];
+    fbk_handle *h = spilled(&f, 100, 1, o);
+    fbk_handle *w = tc_insert(f.p, 10, 9);
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        atomic_store(&f.ctx.fail_decode, codes[i]);
+        const void *obj;
+        int rc = fbk_load(h, &obj);
+        cr_assert_eq(rc, FBK_ECODEC, "decode returned %d: load gave %s", codes[i], fbk_err_name(rc));
+        atomic_store(&f.ctx.fail_decode, 0);
+        atomic_store(&f.ctx.fail_encode, codes[i]);
+        rc = fbk_write_now(w);
+        cr_assert_eq(rc, FBK_ECODEC, "encode returned %d: write_now gave %s", codes[i],
+                     fbk_err_name(rc));
+        atomic_store(&f.ctx.fail_encode, 0);
+    }
+    cr_assert_eq(tc_check(h, 100, 1), 0);
+    fbk_handle_release(w);
+    release3(h, o);
+    fx_close(&f);
+}

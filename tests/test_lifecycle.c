@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 
 Test(lifecycle, handles_keep_working_after_store_close, .timeout = 60)
 {
@@ -214,4 +215,42 @@ Test(lifecycle, pool_create_with_zero_mem_items_is_einval_or_works)
         cr_assert_null(q);
     }
     fx_close(&f);
+}
+
+static void *close_thread(void *arg)
+{
+    fbk_store_close(arg);
+    return NULL;
+}
+
+/* A fire-and-forget task holds the last reference to an item, whose pool and
+ * store the user has already let go: when the task ends, the item, the pool
+ * and the store go too -- after the item's spill copy was removed. */
+Test(lifecycle, task_holding_the_last_reference_frees_everything, .timeout = 60)
+{
+    counting *cb = NULL;
+    fbk_store *s = NULL;
+    cr_assert_eq(counting_open(&s, NULL, &cb), 0);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *p = NULL;
+    cr_assert_eq(fbk_pool_create(&p, s, &c, 4), 0);
+    fbk_handle *h = tc_insert(p, 100, 1);
+    fbk_key k = tc_key(h);
+    counting_gate_close(cb, CB_STORE);
+    cr_assert_eq(fbk_write_now_async(h, NULL), 0);
+    counting_gate_wait(cb, CB_STORE, 1);
+    fbk_handle_release(h);
+    fbk_pool_release(p);
+    /* fbk_store_close may wait for the running work: call it elsewhere */
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, close_thread, s), 0);
+    counting_gate_open(cb, CB_STORE);
+    pthread_join(th, NULL);
+    counting_wait_closed(cb);
+    cr_assert_eq(counting_close_calls(cb), 1);
+    cr_assert_eq(counting_times_stored(cb, &k), 1);
+    cr_assert_eq(counting_times_removed(cb, &k), 1, "the spill copy was not removed before close");
+    cr_assert_eq(counting_spill_size(cb), 0);
+    cr_assert_eq(counting_violations(cb), 0);
+    counting_free(cb);
 }

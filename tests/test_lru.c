@@ -424,3 +424,29 @@ Test(lru, load_of_registered_item_enters_at_front)
     fbk_location_close(loc);
     fx_close(&f);
 }
+
+/* A pinned item beyond mem_items stays in memory, but does not stop the
+ * next item pushed to position mem_items from being written out. */
+Test(lru, pinned_item_beyond_does_not_block_the_next_eviction)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_handle *h[6];
+    h[0] = tc_insert(f.p, 100, 0);
+    const void *obj;
+    cr_assert_eq(fbk_load(h[0], &obj), 0);
+    for (int i = 1; i < 6; i++) {
+        h[i] = tc_insert(f.p, 100, (uint64_t)i);
+        cr_assert_eq(fbk_store_drain(f.s), 0);
+    }
+    /* F E D C | B A(pinned) */
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1);
+    cr_assert_eq(was_stored(&f, h[1]), 1, "B should have been written");
+    cr_assert_eq(was_stored(&f, h[0]), 0);
+    fbk_unload(h[0]);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(was_stored(&f, h[0]), 1);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 2);
+    release_all(h, 6);
+    fx_close(&f);
+}
