@@ -62,16 +62,16 @@ void fbk_key_generate(fbk_key *out);
 /* ---------------------------------------------------------------- errors */
 
 /* The one list of error codes: X(NAME, value, message). */
-#define FBK_ERROR_MAP(X)                                                           \
-    X(EINVAL, -1, "invalid argument or misuse")                                    \
-    X(ENOMEM, -2, "out of memory")                                                 \
-    X(EIO, -3, "I/O error in the backend")                                         \
-    X(ENOSPC, -4, "no space left in the backend")                                  \
-    X(ENOTFOUND, -5, "key not found")                                              \
-    X(ECORRUPT, -6, "stored bytes failed checksum or format validation")           \
-    X(EAGAIN, -7, "the operation would have to block or wait")                     \
-    X(EBUSY, -8, "the item is shared, pinned or in use")                           \
-    X(ECODEC, -9, "a codec callback failed")                                       \
+#define FBK_ERROR_MAP(X)                                                                           \
+    X(EINVAL, -1, "invalid argument or misuse")                                                    \
+    X(ENOMEM, -2, "out of memory")                                                                 \
+    X(EIO, -3, "I/O error in the backend")                                                         \
+    X(ENOSPC, -4, "no space left in the backend")                                                  \
+    X(ENOTFOUND, -5, "key not found")                                                              \
+    X(ECORRUPT, -6, "stored bytes failed checksum or format validation")                           \
+    X(EAGAIN, -7, "the operation would have to block or wait")                                     \
+    X(EBUSY, -8, "the item is shared, pinned or in use")                                           \
+    X(ECODEC, -9, "a codec callback failed")                                                       \
     X(ECLOSED, -10, "the store is shutting down")
 
 enum {
@@ -112,11 +112,13 @@ int fbk_set_allocator(const fbk_allocator *a);
  * workers (eviction writes).  A non-zero result from encode/decode/clone is
  * reported as FBK_ECODEC. */
 typedef struct fbk_codec {
-    size_t (*size)(const void *obj, void *ctx);                          /* encoded length */
-    int (*encode)(const void *obj, void *dst, size_t len, void *ctx);    /* fill exactly len bytes */
-    int (*decode)(const void *src, size_t len, void **out, void *ctx);   /* src valid only during call */
-    void (*destroy)(void *obj, void *ctx);                               /* free an in-memory object */
-    int (*clone)(const void *obj, void **out, void *ctx); /* optional (make_mut); NULL = encode+decode */
+    size_t (*size)(const void *obj, void *ctx);                       /* encoded length */
+    int (*encode)(const void *obj, void *dst, size_t len, void *ctx); /* fill exactly len bytes */
+    int (*decode)(const void *src, size_t len, void **out,
+                  void *ctx);              /* src valid only during call */
+    void (*destroy)(void *obj, void *ctx); /* free an in-memory object */
+    int (*clone)(const void *obj, void **out,
+                 void *ctx); /* optional (make_mut); NULL = encode+decode */
     void *ctx;
 } fbk_codec;
 
@@ -150,13 +152,13 @@ typedef struct fbk_backend_ops fbk_backend_ops; /* see fbk_backend.h */
 typedef void (*fbk_error_fn)(int err, const char *message, void *arg);
 
 typedef struct fbk_store_options {
-    unsigned threads;       /* background worker threads; 0 = default (2) */
-    fbk_error_fn on_error;  /* background failures; NULL = counted only */
+    unsigned threads;      /* background worker threads; 0 = default (2) */
+    fbk_error_fn on_error; /* background failures; NULL = counted only */
     void *on_error_arg;
-    size_t map_size;        /* lmdb: initial map size of each environment in
-                               bytes; 0 = default (64 MiB); grows on demand */
-    const char *durable_dir;/* lmdb: directory of the durable environment;
-                               NULL = DIR/durable */
+    size_t map_size;         /* lmdb: initial map size of each environment in
+                                bytes; 0 = default (64 MiB); grows on demand */
+    const char *durable_dir; /* lmdb: directory of the durable environment;
+                                NULL = DIR/durable */
     /* every field's zero value means its default, so `{0}` is valid */
 } fbk_store_options;
 
@@ -230,7 +232,9 @@ void fbk_pool_release(fbk_pool *p);
 /* Puts obj in the pool (in memory only, at the front of the LRU) and returns
  * a handle.  Takes ownership of obj on success; on failure the caller keeps
  * it.  No I/O on the caller's thread: the item pushed out of memory is
- * written by a worker. */
+ * written by a worker.  When more than 4 x threads such writes are queued,
+ * waits for the workers to catch up (so memory stays bounded when inserts
+ * outrun the backend). */
 int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
 /* A handle for key as held by loc, without loading it.  Blocking (copies the
  * value into the spill area unless that key is already registered there).

@@ -118,8 +118,7 @@ struct fbk_backend_ops {
  */
 int fbk_error_set(int code, int os_errno, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int fbk_error_from_errno(int os_errno, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int fbk_error_from_errno(int os_errno, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fbk_error_vset(int code, int os_errno, const char *fmt, va_list ap);
 
 /*

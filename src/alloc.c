@@ -27,7 +27,8 @@ static fbk_allocator current = {sys_malloc, sys_realloc, sys_free, NULL};
 int fbk_set_allocator(const fbk_allocator *a)
 {
     if (a && (!a->malloc || !a->realloc || !a->free))
-        return fbk_error_set(FBK_EINVAL, 0, "fbk_set_allocator: malloc, realloc and free are required");
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "fbk_set_allocator: malloc, realloc and free are required");
     current = a ? *a : sys_allocator;
     return FBK_OK;
 }

@@ -177,7 +177,8 @@ int fbk_load(fbk_handle *h, const void **obj)
         }
         if (self_holds_mut(h)) {
             pthread_mutex_unlock(&h->mu);
-            return fbk_error_set(FBK_EBUSY, 0, "fbk_load: this thread holds fbk_load_mut on the item");
+            return fbk_error_set(FBK_EBUSY, 0,
+                                 "fbk_load: this thread holds fbk_load_mut on the item");
         }
         if (h->excl != FBK__EX_NONE) {
             pthread_cond_wait(&h->cv, &h->mu);
@@ -232,7 +233,8 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     if (!h || !obj)
         return bad(fn, "NULL argument");
     if (atomic_load(&h->users) != 1)
-        return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference", fn);
+        return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference",
+                             fn);
     fbk_pool *p = h->pool;
     if (!try_only)
         fbk__pool_touch(p, h, false);

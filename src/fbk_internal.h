@@ -248,14 +248,14 @@ struct fbk_handle {
     atomic_long rc;    /* lifetime: user references + internal (jobs, tasks) */
     atomic_long users; /* fbk_handle_retain references */
     fbk_pool *pool;
-    fbk__lru_node node; /* guarded by pool->mu */
+    fbk__lru_node node;     /* guarded by pool->mu */
     fbk_handle *retry_next; /* guarded by pool->mu */
     bool in_retry;          /* guarded by pool->mu */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
-    void *obj;        /* in memory, or NULL */
-    fbk__token *tok;  /* spill copy, or NULL; obj || tok always */
+    void *obj;       /* in memory, or NULL */
+    fbk__token *tok; /* spill copy, or NULL; obj || tok always */
     fbk_key key;
     unsigned readers; /* pins */
     fbk__excl excl;

@@ -75,7 +75,8 @@ int fbk__frame_check(const void *src, size_t len, const unsigned char **payload,
     uint64_t want = get_le64(p + 16);
     uint64_t got = XXH3_64bits(p + FBK__FRAME_HDR, (size_t)n);
     if (want != got)
-        return fbk_error_set(FBK_ECORRUPT, 0, "frame: checksum mismatch (stored %016llx, computed %016llx)",
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "frame: checksum mismatch (stored %016llx, computed %016llx)",
                              (unsigned long long)want, (unsigned long long)got);
     *payload = p + FBK__FRAME_HDR;
     *plen = (size_t)n;

@@ -100,8 +100,9 @@ int fbk_location_sync(fbk_location *loc)
     int err = loc->sync_err;
     pthread_mutex_unlock(&loc->mu);
     if (err)
-        return fbk_error_set(err, 0, "location sync failed earlier (%s); a failed sync is final: "
-                                     "reopen the location to see what it holds",
+        return fbk_error_set(err, 0,
+                             "location sync failed earlier (%s); a failed sync is final: "
+                             "reopen the location to see what it holds",
                              fbk_err_name(err));
     fbk_store *s = loc->store;
     int rc = s->ops->sync(s->self, loc->bloc);
@@ -207,7 +208,8 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
     for (size_t i = 0; i < n && rc == FBK_OK; i++) {
         if (fbk__keymap_get(&loc->keys, &keys[i]))
             continue;
-        fbk__keymap_put(&loc->keys, &keys[i], (void *)FBK__LOC_PERSISTING); /* reserved: cannot fail */
+        fbk__keymap_put(&loc->keys, &keys[i],
+                        (void *)FBK__LOC_PERSISTING); /* reserved: cannot fail */
         mine[nmine++] = keys[i];
     }
     pthread_mutex_unlock(&loc->mu);

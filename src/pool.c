@@ -6,7 +6,7 @@
 
 #include <stdlib.h>
 
-#define node_entry(n) ((fbk_handle *)((char *)(n) - offsetof(fbk_handle, node)))
+#define node_entry(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
 
 /* How many items whose eviction write failed are retried per LRU change:
  * bounded, so a backend that keeps failing costs each insert O(1). */

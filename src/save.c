@@ -138,8 +138,9 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
         /* committed, but cannot tell what is stale: keep everything */
         fbk__keymap_free(&keep);
         fbk__free(before);
-        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: committed, but out of memory while "
-                                            "listing stale keys (none removed)");
+        return fbk_error_set(FBK_ENOMEM, 0,
+                             "fbk_save: committed, but out of memory while "
+                             "listing stale keys (none removed)");
     }
     int err = FBK_OK;
     for (size_t i = 0; i < nbefore; i++) {

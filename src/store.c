@@ -26,7 +26,10 @@ static void store_finalize(void *arg)
     fbk__free(s);
 }
 
-void fbk__store_retain(fbk_store *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+void fbk__store_retain(fbk_store *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
 
 void fbk__store_release(fbk_store *s)
 {
@@ -53,9 +56,10 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
         if (ops->close)
             ops->close(self);
         return fbk_error_set(FBK_EINVAL, 0,
-                             !out ? "fbk_store_open_backend: out is NULL"
-                                  : "fbk_store_open_backend: backend table version %u or a required "
-                                    "function is missing",
+                             !out
+                                 ? "fbk_store_open_backend: out is NULL"
+                                 : "fbk_store_open_backend: backend table version %u or a required "
+                                   "function is missing",
                              ops->version);
     }
     fbk_store *s = fbk__calloc(1, sizeof *s);
@@ -130,9 +134,10 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
             return fbk__error_keep(rc);
         return fbk_store_open_backend(out, ops, self, opts);
     }
-    return fbk_error_set(FBK_EINVAL, 0,
-                         "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:)",
-                         scheme, uri);
+    return fbk_error_set(
+        FBK_EINVAL, 0,
+        "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:)",
+        scheme, uri);
 }
 
 int fbk_store_drain(fbk_store *s)

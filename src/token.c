@@ -47,8 +47,9 @@ int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, c
     pthread_mutex_unlock(&s->tok_mu);
     if (rc) {
         fbk__free(t);
-        return fbk_error_set(rc, 0, rc == FBK_EINVAL ? "store: key already in the spill area"
-                                                     : "store: cannot grow the token table");
+        return fbk_error_set(rc, 0,
+                             rc == FBK_EINVAL ? "store: key already in the spill area"
+                                              : "store: cannot grow the token table");
     }
     size_t payload = codec->size(obj, codec->ctx);
     if (payload > SIZE_MAX - FBK__FRAME_HDR) {

@@ -27,11 +27,12 @@ int fbk__uri_split(const char *uri, char scheme[FBK__SCHEME_MAX + 1], const char
         return FBK_OK;
     }
     if (n > FBK__SCHEME_MAX)
-        return fbk_error_set(FBK_EINVAL, 0, "unknown backend scheme in \"%.64s\" (known: lmdb:, file:, mem:)",
-                             uri);
+        return fbk_error_set(
+            FBK_EINVAL, 0, "unknown backend scheme in \"%.64s\" (known: lmdb:, file:, mem:)", uri);
     for (size_t i = 0; i < n; i++) {
         char ch = uri[i];
-        scheme[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch; /* schemes ignore case */
+        scheme[i] =
+            (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch; /* schemes ignore case */
     }
     scheme[n] = '\0';
     *arg = c + 1;

@@ -109,7 +109,7 @@ static void *run(void *arg)
         int rc;
         void *obj;
         t->ops++;
-        switch (next(t) % 14) {
+        switch (next(t) % 16) {
         case 0:
         case 1:
             read_check(t, sh, shared_seed(s), 0);
@@ -181,6 +181,37 @@ static void *run(void *arg)
             }
             if ((rc = fbk_task_wait(task)) != 0)
                 fail(t, "persist_async task", rc);
+            break;
+        }
+        case 14: /* drop a key from L (a shared or an old private one) */
+        case 15: { /* or register one back and read it */
+            fbk_key keys[32];
+            size_t n = fbk_location_keys(c->loc, keys, 32);
+            if (n == 0)
+                break;
+            fbk_key k = keys[next(t) % (n < 32 ? n : 32)];
+            if (t->ops % 2 == 0 && (next(t) % 4) == 0) {
+                if ((rc = fbk_location_remove(c->loc, &k)) != 0)
+                    fail(t, "location_remove", rc);
+                break;
+            }
+            fbk_handle *r = NULL;
+            rc = fbk_register(c->f->p, c->loc, &k, &r);
+            if (rc == FBK_ENOTFOUND)
+                break; /* removed meanwhile */
+            if (rc != 0) {
+                fail(t, "register", rc);
+                break;
+            }
+            const void *o = NULL;
+            if ((rc = fbk_load(r, &o)) != 0) {
+                fail(t, "load of a registered key", rc);
+            } else {
+                if (((const fbk_blob *)o)->len != LEN)
+                    fail(t, "registered item has the wrong length", 0);
+                fbk_unload(r);
+            }
+            fbk_handle_release(r);
             break;
         }
         case 13:

@@ -110,7 +110,8 @@ static int mem_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
     pthread_mutex_unlock(&b->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
-        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area", key_text(key, t));
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area",
+                             key_text(key, t));
     /* the core never removes a key while it is being loaded: no lock needed */
     return read(v->data, v->len, arg);
 }
@@ -126,7 +127,8 @@ static int mem_remove(void *self, const fbk_key *key)
     pthread_mutex_unlock(&b->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
-        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area", key_text(key, t));
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area",
+                             key_text(key, t));
     fbk__free(v);
     return FBK_OK;
 }
@@ -236,8 +238,8 @@ static int mem_remove_persisted(void *self, void *loc, const fbk_key *key)
     pthread_mutex_unlock(&l->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
-        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in location \"%s\"", key_text(key, t),
-                             l->name);
+        return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in location \"%s\"",
+                             key_text(key, t), l->name);
     fbk__free(v);
     return FBK_OK;
 }
