@@ -110,7 +110,7 @@ int fbk_set_allocator(const fbk_allocator *a);
  * backend memory (an LMDB page, a mapped file): encode and decode must not
  * keep the pointer.  Callbacks may run on any thread, including the store's
  * workers (eviction writes).  A non-zero result from encode/decode/clone is
- * reported as FBK_ECODEC. */
+ * reported as FBK_ECODEC, except FBK_ENOMEM, which is passed on as is. */
 typedef struct fbk_codec {
     size_t (*size)(const void *obj, void *ctx);                       /* encoded length */
     int (*encode)(const void *obj, void *dst, size_t len, void *ctx); /* fill exactly len bytes */
@@ -305,7 +305,10 @@ typedef int (*fbk_commit_fn)(void *arg);
  * commit(arg) (may be NULL: nothing to call), and, only if that returned 0,
  * removes from loc the keys that were there before and are not among
  * handles.  A failure before commit leaves the previous save intact and
- * returns the error; commit's non-zero result is returned as is.  Blocking. */
+ * returns the error; commit's non-zero result is returned as is.  Once commit
+ * returned 0 the save has succeeded and fbk_save returns 0: a stale key that
+ * cannot be removed is reported to on_error (and by the next
+ * fbk_store_drain) and is removed by a later save.  Blocking. */
 int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,
              fbk_commit_fn commit, void *arg);
 

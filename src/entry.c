@@ -74,8 +74,10 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_insert: cannot allocate an item");
     h->obj = obj;
     fbk_key_generate(&h->key);
-    fbk__pool_link(p, h, true);
+    bool queued = fbk__pool_link(p, h, true);
     *out = h;
+    if (queued)
+        fbk__store_backpressure(p->store);
     return FBK_OK;
 }
 
@@ -163,16 +165,17 @@ int fbk_load(fbk_handle *h, const void **obj)
     if (!h || !obj)
         return bad("fbk_load", "NULL argument");
     fbk_pool *p = h->pool;
-    fbk__pool_touch(p, h, false);
     bool loaded = false;
     pthread_mutex_lock(&h->mu);
     for (;;) {
         if (h->excl == FBK__EX_NONE && h->obj) {
             h->readers++;
+            fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
             *obj = h->obj;
             pthread_mutex_unlock(&h->mu);
-            if (loaded)
-                fbk__pool_touch(p, h, true);
+            /* the LRU moves only for a successful access */
+            if (fbk__pool_touch(p, h, loaded))
+                fbk__store_backpressure(p->store);
             return FBK_OK;
         }
         if (self_holds_mut(h)) {
@@ -187,7 +190,6 @@ int fbk_load(fbk_handle *h, const void **obj)
         int rc = load_locked(h);
         if (rc) {
             pthread_mutex_unlock(&h->mu);
-            fbk__pool_unpinned(p, h);
             return rc;
         }
         loaded = true;
@@ -206,9 +208,10 @@ int fbk_try_load(fbk_handle *h, const void **obj)
                              evicting ? "being evicted" : "not in memory");
     }
     h->readers++;
+    fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
     *obj = h->obj;
     pthread_mutex_unlock(&h->mu);
-    fbk__pool_touch(h->pool, h, false);
+    (void)fbk__pool_touch(h->pool, h, false); /* never waits */
     return FBK_OK;
 }
 
@@ -223,8 +226,12 @@ void fbk__entry_unpin(fbk_handle *h)
 
 void fbk_unload(fbk_handle *h)
 {
-    if (h)
-        fbk__entry_unpin(h);
+    if (!h)
+        return;
+    fbk__entry_unpin(h);
+    /* the pin's reference: the item may have lost its last handle meanwhile
+     * (fbk_make_mut of a pinned item, or a release before the unload) */
+    fbk__entry_unref(h);
 }
 
 static int load_mut(fbk_handle *h, void **obj, bool try_only)
@@ -236,8 +243,6 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
         return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference",
                              fn);
     fbk_pool *p = h->pool;
-    if (!try_only)
-        fbk__pool_touch(p, h, false);
     bool loaded = false;
     pthread_mutex_lock(&h->mu);
     for (;;) {
@@ -277,8 +282,8 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     pthread_mutex_unlock(&h->mu);
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
-    if (try_only || loaded)
-        fbk__pool_touch(p, h, loaded);
+    if (fbk__pool_touch(p, h, loaded) && !try_only)
+        fbk__store_backpressure(p->store);
     return FBK_OK;
 }
 
@@ -360,7 +365,9 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
     pthread_mutex_lock(&h->mu);
     while (h->storing)
         pthread_cond_wait(&h->cv, &h->mu);
-    if (!h->tok) {
+    if (!h->tok && !h->obj) {
+        rc = fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
+    } else if (!h->tok) {
         /* pinned, so obj != NULL and cannot change or go away */
         fbk_key k = h->key;
         void *obj = h->obj;
@@ -402,8 +409,8 @@ int fbk__entry_fill(fbk_handle *h)
         loaded = true;
     }
     pthread_mutex_unlock(&h->mu);
-    if (loaded)
-        fbk__pool_touch(h->pool, h, true);
+    if (rc == FBK_OK)
+        (void)fbk__pool_touch(h->pool, h, loaded); /* on a worker: never waits */
     return rc;
 }
 

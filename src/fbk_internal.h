@@ -108,6 +108,8 @@ struct fbk_store {
 
     pthread_mutex_t err_mu; /* leaf */
     int drain_err;          /* first background error since the last drain */
+    int drain_errno;        /* ... its errno and message */
+    char drain_msg[256];
 
     atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors;
 
@@ -125,9 +127,10 @@ void fbk__store_release(fbk_store *s);
 /* Reports a background failure: counted, kept for drain, passed to on_error
  * with fbk_errmsg() of this thread. */
 void fbk__store_report(fbk_store *s, int err);
-/* Called after queueing an eviction write: when more than evict_limit are in
- * flight, waits (on a caller's thread only, never on a worker) for the
- * workers to catch up. */
+/* Called by blocking calls (insert, load, load_mut) that queued an eviction
+ * write: when more than evict_limit are in flight, waits (on a caller's
+ * thread only, never on a worker) for the workers to catch up.  The try_
+ * calls and unloads never call it. */
 void fbk__store_backpressure(fbk_store *s);
 /* Called by the eviction job when it ends. */
 void fbk__store_evict_done(fbk_store *s);
@@ -224,16 +227,17 @@ struct fbk_pool {
 
 void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
-/* An access: moves h to the front if it is not in the front half (or, with
- * `loaded`, because it was just read back from the spill area: a load from
- * the backend always enters at the front), and evicts what that pushes out.
- * Takes no lock for an access in the front half. */
-void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded);
+/* A successful access: moves h to the front if it is not in the front half
+ * (or, with `loaded`, because it was just read back from the spill area: a
+ * load from the backend always enters at the front), and evicts what that
+ * pushes out.  Takes no lock for an access in the front half.  Returns
+ * whether an eviction write was queued.  A failed access moves nothing. */
+bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded);
 /* Called after a pin ends: evicts h if it sits beyond mem_items. */
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
 /* Called by the eviction job when its write failed: retried later. */
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
-void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front);
+bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front);
 void fbk__pool_unlink(fbk_pool *p, fbk_handle *h);
 
 /* ------------------------------------------------------------- entry.c */

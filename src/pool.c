@@ -90,18 +90,16 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
     }
 }
 
-/* After p->mu is released: destroy what was dropped, and if a write was
- * queued while too many are in flight, wait for the workers (so memory stays
- * bounded when inserts outrun the backend). */
-static void finish_batch(fbk_pool *p, evict_batch *b)
+/* After p->mu is released: destroy what was dropped.  Returns whether an
+ * eviction write was queued (the caller may then apply backpressure). */
+static bool finish_batch(fbk_pool *p, evict_batch *b)
 {
     fbk_store *s = p->store;
     for (int i = 0; i < b->ndrop; i++)
         p->codec.destroy(b->drop[i], p->codec.ctx);
     if (b->ndrop)
         atomic_fetch_add_explicit(&s->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
-    if (b->queued)
-        fbk__store_backpressure(s);
+    return b->queued;
 }
 
 /* After an LRU change: evict the node now first beyond mem_items, then give
@@ -120,10 +118,10 @@ static void after_change_locked(fbk_pool *p, bool evict_first, evict_batch *b)
     }
 }
 
-void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded)
+bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded)
 {
     if (!loaded && fbk__lru_seg(&h->node) == 0)
-        return; /* hot path: front half, nothing moves, no lock */
+        return false; /* hot path: front half, nothing moves, no lock */
     evict_batch b = {.ndrop = 0};
     pthread_mutex_lock(&p->mu);
     unsigned s = fbk__lru_seg(&h->node);
@@ -133,7 +131,7 @@ void fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded)
         after_change_locked(p, s == 2, &b);
     }
     pthread_mutex_unlock(&p->mu);
-    finish_batch(p, &b);
+    return finish_batch(p, &b);
 }
 
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
@@ -145,7 +143,7 @@ void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
     if (fbk__lru_seg(&h->node) == 2)
         try_evict_locked(p, h, &b);
     pthread_mutex_unlock(&p->mu);
-    finish_batch(p, &b);
+    (void)finish_batch(p, &b); /* never waits: called by unloads and workers */
 }
 
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
@@ -159,7 +157,7 @@ void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
     pthread_mutex_unlock(&p->mu);
 }
 
-void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front)
+bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front)
 {
     fbk__pool_retain(p);
     evict_batch b = {.ndrop = 0};
@@ -171,7 +169,7 @@ void fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front)
     atomic_fetch_add(&p->size, 1);
     after_change_locked(p, front, &b);
     pthread_mutex_unlock(&p->mu);
-    finish_batch(p, &b);
+    return finish_batch(p, &b);
 }
 
 void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)

@@ -116,41 +116,42 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate %zu keys", nbefore);
     nbefore = fbk_location_keys(loc, before, nbefore);
 
-    int rc = persist_all(loc, handles, n, width);
+    /* everything the steps after commit need is allocated before it, so a
+     * failure returned after a successful commit can only be a failed remove */
+    fbk__keymap keep;
+    fbk__keymap_init(&keep);
+    int rc = fbk__keymap_reserve(&keep, n);
+    if (rc) {
+        fbk__free(before);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate the set of %zu keys", n);
+    }
+    rc = persist_all(loc, handles, n, width);
     if (rc == FBK_OK)
         rc = fbk_location_sync(loc);
     if (rc == FBK_OK && commit)
         rc = commit(arg);
     if (rc) {
+        fbk__keymap_free(&keep);
         fbk__free(before);
         return rc;
     }
-
-    fbk__keymap keep;
-    fbk__keymap_init(&keep);
-    rc = fbk__keymap_reserve(&keep, n);
-    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+    for (size_t i = 0; i < n; i++) {
         fbk_key key;
         fbk_handle_key(handles[i], &key);
-        rc = fbk__keymap_put(&keep, &key, (void *)1);
+        fbk__keymap_put(&keep, &key, (void *)1); /* reserved above: cannot fail */
     }
-    if (rc) {
-        /* committed, but cannot tell what is stale: keep everything */
-        fbk__keymap_free(&keep);
-        fbk__free(before);
-        return fbk_error_set(FBK_ENOMEM, 0,
-                             "fbk_save: committed, but out of memory while "
-                             "listing stale keys (none removed)");
-    }
-    int err = FBK_OK;
+    /* Committed: the save succeeded.  A stale key that cannot be removed is
+     * garbage, not a failure of this save: it is reported to on_error (and
+     * by the next fbk_store_drain) and removed by a later save. */
     for (size_t i = 0; i < nbefore; i++) {
         if (fbk__keymap_get(&keep, &before[i]))
             continue;
         int r = fbk_location_remove(loc, &before[i]);
-        if (r && !err)
-            err = r; /* a stale key left behind: harmless, reported */
+        if (r)
+            fbk__store_report(loc->store, r);
     }
     fbk__keymap_free(&keep);
     fbk__free(before);
-    return err;
+    fbk__error_clear();
+    return FBK_OK;
 }

@@ -2,6 +2,7 @@
  * store-wide counters.  URI parsing picks the backend at run time. */
 #include "fbk_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,9 +148,12 @@ int fbk_store_drain(fbk_store *s)
     fbk__workers_drain(&s->workers);
     pthread_mutex_lock(&s->err_mu);
     int rc = s->drain_err;
+    int os = s->drain_errno;
+    char msg[sizeof s->drain_msg];
+    memcpy(msg, s->drain_msg, sizeof msg);
     s->drain_err = 0;
     pthread_mutex_unlock(&s->err_mu);
-    return rc;
+    return rc ? fbk_error_set(rc, os, "background work failed: %s", msg) : FBK_OK;
 }
 
 void fbk_store_close(fbk_store *s)
@@ -165,8 +169,11 @@ void fbk__store_report(fbk_store *s, int err)
     fbk__error_keep(err);
     atomic_fetch_add(&s->n_bg_errors, 1);
     pthread_mutex_lock(&s->err_mu);
-    if (!s->drain_err)
+    if (!s->drain_err) {
         s->drain_err = err;
+        s->drain_errno = fbk_last_os_error();
+        snprintf(s->drain_msg, sizeof s->drain_msg, "%s", fbk_errmsg());
+    }
     pthread_mutex_unlock(&s->err_mu);
     if (s->on_error)
         s->on_error(err, fbk_errmsg(), s->on_error_arg);

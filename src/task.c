@@ -77,8 +77,6 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
     fbk_task *t = fbk__calloc(1, sizeof *t);
     if (!t)
         return fbk_error_set(FBK_ENOMEM, 0, "%s: cannot allocate a task", fn);
-    if (kind == TASK_PREFETCH)
-        fbk__pool_touch(h->pool, h, false);
     int rc = fbk__entry_pin(h);
     if (rc) {
         fbk__free(t);

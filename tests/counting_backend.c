@@ -167,6 +167,8 @@ struct counting {
     pthread_cond_t cv;
     atomic_int refs;
     atomic_ulong calls[CB_NOPS];
+    atomic_uint active[CB_NOPS];     /* calls in progress */
+    atomic_uint max_active[CB_NOPS]; /* most calls in progress at once */
     atomic_ulong close_calls;
     atomic_ulong violations;
     atomic_uint sleep_ms;
@@ -190,8 +192,11 @@ counting *counting_new(void)
     pthread_mutex_init(&cb->mu, NULL);
     pthread_cond_init(&cb->cv, NULL);
     atomic_init(&cb->refs, 1);
-    for (int i = 0; i < CB_NOPS; i++)
+    for (int i = 0; i < CB_NOPS; i++) {
         atomic_init(&cb->calls[i], 0);
+        atomic_init(&cb->active[i], 0);
+        atomic_init(&cb->max_active[i], 0);
+    }
     atomic_init(&cb->close_calls, 0);
     atomic_init(&cb->violations, 0);
     atomic_init(&cb->sleep_ms, 0);
@@ -257,6 +262,10 @@ static cloc *loc_get(counting *cb, const char *name, int create)
 static int enter(counting *cb, counting_op op)
 {
     atomic_fetch_add(&cb->calls[op], 1);
+    unsigned now = atomic_fetch_add(&cb->active[op], 1) + 1;
+    unsigned max = atomic_load(&cb->max_active[op]);
+    while (now > max && !atomic_compare_exchange_weak(&cb->max_active[op], &max, now)) {
+    }
     pthread_mutex_lock(&cb->mu);
     if (cb->gate_closed[op]) {
         cb->gate_blocked[op]++;
@@ -276,6 +285,12 @@ static int enter(counting *cb, counting_op op)
     if (code)
         fbk_error_set(code, 0, "counting: injected %s in op %d", fbk_err_name(code), (int)op);
     return code;
+}
+
+static void leave(void *self, counting_op op)
+{
+    counting *cb = self;
+    atomic_fetch_sub(&cb->active[op], 1);
 }
 
 /* Marks key (in the spill area when where == NULL, else in that location)
@@ -334,7 +349,7 @@ static void violation(counting *cb) { atomic_fetch_add(&cb->violations, 1); }
 
 /* ------------------------------------------------------------ the table */
 
-static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+static int do_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
 {
     counting *cb = self;
     int rc = enter(cb, CB_STORE);
@@ -372,7 +387,7 @@ static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill
     return rc;
 }
 
-static int cb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+static int do_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
 {
     counting *cb = self;
     int rc = enter(cb, CB_LOAD);
@@ -402,7 +417,7 @@ static int cb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
     return rc;
 }
 
-static int cb_remove(void *self, const fbk_key *key)
+static int do_remove(void *self, const fbk_key *key)
 {
     counting *cb = self;
     int rc = enter(cb, CB_REMOVE);
@@ -421,7 +436,7 @@ static int cb_remove(void *self, const fbk_key *key)
     return rc;
 }
 
-static int cb_open_location(void *self, const char *location, void **loc)
+static int do_open_location(void *self, const char *location, void **loc)
 {
     counting *cb = self;
     int rc = enter(cb, CB_OPEN_LOCATION);
@@ -445,7 +460,7 @@ static void cb_close_location(void *self, void *loc)
     atomic_fetch_add(&cb->calls[CB_CLOSE_LOCATION], 1);
 }
 
-static int cb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
+static int do_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
     counting *cb = self;
     cloc *l = loc;
@@ -493,7 +508,7 @@ static int persist_one(counting *cb, cloc *l, const fbk_key *key)
     return rc;
 }
 
-static int cb_persist(void *self, void *loc, const fbk_key *key)
+static int do_persist(void *self, void *loc, const fbk_key *key)
 {
     counting *cb = self;
     int rc = enter(cb, CB_PERSIST);
@@ -523,7 +538,7 @@ static int register_one(counting *cb, cloc *l, const fbk_key *key)
     return rc;
 }
 
-static int cb_register_key(void *self, void *loc, const fbk_key *key)
+static int do_register_key(void *self, void *loc, const fbk_key *key)
 {
     counting *cb = self;
     int rc = enter(cb, CB_REGISTER_KEY);
@@ -532,7 +547,7 @@ static int cb_register_key(void *self, void *loc, const fbk_key *key)
     return register_one(cb, loc, key);
 }
 
-static int cb_remove_persisted(void *self, void *loc, const fbk_key *key)
+static int do_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
     counting *cb = self;
     cloc *l = loc;
@@ -548,7 +563,7 @@ static int cb_remove_persisted(void *self, void *loc, const fbk_key *key)
     return rc;
 }
 
-static int cb_sync(void *self, void *loc)
+static int do_sync(void *self, void *loc)
 {
     counting *cb = self;
     (void)loc;
@@ -565,7 +580,7 @@ static void cb_close(void *self)
     counting_unref(cb);
 }
 
-static int cb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
+static int do_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
 {
     counting *cb = self;
     int rc = enter(cb, CB_PERSIST_MANY);
@@ -576,7 +591,7 @@ static int cb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
     return rc;
 }
 
-static int cb_register_many(void *self, void *loc, const fbk_key *keys, size_t n)
+static int do_register_many(void *self, void *loc, const fbk_key *keys, size_t n)
 {
     counting *cb = self;
     int rc = enter(cb, CB_REGISTER_MANY);
@@ -584,6 +599,84 @@ static int cb_register_many(void *self, void *loc, const fbk_key *keys, size_t n
         return rc;
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = register_one(cb, loc, &keys[i]);
+    return rc;
+}
+
+/* Every call leaves through here: the count of calls in progress. */
+static int cb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
+{
+    int rc = do_store(self, key, len, fill, arg);
+    leave(self, CB_STORE);
+    return rc;
+}
+
+static int cb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    int rc = do_load(self, key, read, arg);
+    leave(self, CB_LOAD);
+    return rc;
+}
+
+static int cb_remove(void *self, const fbk_key *key)
+{
+    int rc = do_remove(self, key);
+    leave(self, CB_REMOVE);
+    return rc;
+}
+
+static int cb_open_location(void *self, const char *location, void **loc)
+{
+    int rc = do_open_location(self, location, loc);
+    leave(self, CB_OPEN_LOCATION);
+    return rc;
+}
+
+static int cb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
+{
+    int rc = do_scan(self, loc, each, arg);
+    leave(self, CB_SCAN);
+    return rc;
+}
+
+static int cb_persist(void *self, void *loc, const fbk_key *key)
+{
+    int rc = do_persist(self, loc, key);
+    leave(self, CB_PERSIST);
+    return rc;
+}
+
+static int cb_register_key(void *self, void *loc, const fbk_key *key)
+{
+    int rc = do_register_key(self, loc, key);
+    leave(self, CB_REGISTER_KEY);
+    return rc;
+}
+
+static int cb_remove_persisted(void *self, void *loc, const fbk_key *key)
+{
+    int rc = do_remove_persisted(self, loc, key);
+    leave(self, CB_REMOVE_PERSISTED);
+    return rc;
+}
+
+static int cb_sync(void *self, void *loc)
+{
+    int rc = do_sync(self, loc);
+    leave(self, CB_SYNC);
+    return rc;
+}
+
+static int cb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
+{
+    int rc = do_persist_many(self, loc, keys, n);
+    leave(self, CB_PERSIST_MANY);
+    return rc;
+}
+
+static int cb_register_many(void *self, void *loc, const fbk_key *keys, size_t n)
+{
+    int rc = do_register_many(self, loc, keys, n);
+    leave(self, CB_REGISTER_MANY);
     return rc;
 }
 
@@ -657,6 +750,11 @@ unsigned long counting_total_calls(counting *cb)
     return n;
 }
 
+unsigned counting_max_active(counting *cb, counting_op op)
+{
+    return atomic_load(&cb->max_active[op]);
+}
+
 unsigned long counting_close_calls(counting *cb) { return atomic_load(&cb->close_calls); }
 
 unsigned long counting_violations(counting *cb) { return atomic_load(&cb->violations); }
@@ -664,8 +762,10 @@ unsigned long counting_violations(counting *cb) { return atomic_load(&cb->violat
 void counting_reset(counting *cb)
 {
     pthread_mutex_lock(&cb->mu);
-    for (int i = 0; i < CB_NOPS; i++)
+    for (int i = 0; i < CB_NOPS; i++) {
         atomic_store(&cb->calls[i], 0);
+        atomic_store(&cb->max_active[i], atomic_load(&cb->active[i]));
+    }
     cb->stored.n = 0;
     cb->removed.n = 0;
     pthread_mutex_unlock(&cb->mu);

@@ -64,6 +64,8 @@ void counting_free(counting *cb);
 /* ---- counters ---- */
 /* Calls of op so far (failed ones included). */
 unsigned long counting_calls(counting *cb, counting_op op);
+/* The most calls of op that were in progress at once (since open/reset). */
+unsigned counting_max_active(counting *cb, counting_op op);
 /* Sum of all op counters (every backend call except close). */
 unsigned long counting_total_calls(counting *cb);
 /* Times ops->close was called (0 or 1 if the core is right). */
@@ -73,13 +75,14 @@ unsigned long counting_close_calls(counting *cb);
  * present in it, and two operations at once on one key (in the spill area or
  * in one location) when either of them writes. */
 unsigned long counting_violations(counting *cb);
-/* Zeroes every call counter and the store/remove records. */
+/* Zeroes every call counter (max_active restarts from the calls in
+ * progress) and the store/remove records. */
 void counting_reset(counting *cb);
 
 /* ---- records ---- */
 /* Successful stores / spill removes so far, in order. */
 size_t counting_stored_count(counting *cb);
-int counting_stored_key(counting *cb, size_t i, fbk_key *out);  /* 0 or -1 */
+int counting_stored_key(counting *cb, size_t i, fbk_key *out); /* 0 or -1 */
 size_t counting_removed_count(counting *cb);
 int counting_removed_key(counting *cb, size_t i, fbk_key *out); /* 0 or -1 */
 /* How many successful stores / removes were of key. */

@@ -183,7 +183,7 @@ static void *run(void *arg)
                 fail(t, "persist_async task", rc);
             break;
         }
-        case 14: /* drop a key from L (a shared or an old private one) */
+        case 14:   /* drop a key from L (a shared or an old private one) */
         case 15: { /* or register one back and read it */
             fbk_key keys[32];
             size_t n = fbk_location_keys(c->loc, keys, 32);
@@ -254,8 +254,8 @@ Test(concurrency, random_operations_on_a_small_pool, .timeout = 300)
     }
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(th[i], NULL);
-    cr_assert_eq(atomic_load(&c.failures), 0, "%d failure(s), first: %s",
-                 atomic_load(&c.failures), c.msg);
+    cr_assert_eq(atomic_load(&c.failures), 0, "%d failure(s), first: %s", atomic_load(&c.failures),
+                 c.msg);
     cr_assert_eq(fbk_store_drain(f.s), 0);
     /* the run did exercise evictions and read-backs */
     fbk_store_stats st;
@@ -302,7 +302,8 @@ Test(concurrency, random_operations_on_a_small_pool, .timeout = 300)
             fbk_handle_release(t[i].priv[j]);
     cr_assert_eq(fbk_store_drain(f.s), 0);
     cr_assert_eq(fbk_pool_size(f.p), 0);
-    cr_assert_eq(counting_spill_size(f.cb), 0, "%zu spill copies leaked", counting_spill_size(f.cb));
+    cr_assert_eq(counting_spill_size(f.cb), 0, "%zu spill copies leaked",
+                 counting_spill_size(f.cb));
     unsigned long inserts = NSHARED;
     for (int i = 0; i < NTHREADS; i++)
         inserts += t[i].inserts;

@@ -111,10 +111,7 @@ Test(deadlock, make_mut_and_write_now_on_one_shared_item_finish, .timeout = 60)
     run_threads(1, 0);
 }
 
-Test(deadlock, without_an_outside_reference_all_finish, .timeout = 60)
-{
-    run_threads(0, 0);
-}
+Test(deadlock, without_an_outside_reference_all_finish, .timeout = 60) { run_threads(0, 0); }
 
 Test(deadlock, make_mut_and_write_now_async_on_one_worker_finish, .timeout = 60)
 {

@@ -103,10 +103,7 @@ Test(errors, error_from_errno_maps_codes)
     cr_assert_eq(strncmp(m, "open x", 6), 0, "message \"%s\"", m);
 }
 
-Test(errors, version_string)
-{
-    cr_assert_str_eq(fbk_version(), "0.1.0");
-}
+Test(errors, version_string) { cr_assert_str_eq(fbk_version(), "0.1.0"); }
 
 Test(errors, store_open_rejects_unknown_scheme_and_leaves_out_unchanged)
 {
@@ -284,5 +281,76 @@ Test(errors, store_uri_scheme_is_case_insensitive_and_empty_is_einval)
     cr_assert_null(s);
     cr_assert_eq(fbk_store_open(&s, "MEM:", NULL), 0);
     cr_assert_not_null(s);
+    fbk_store_close(s);
+}
+
+/* Out-parameters are left unchanged on failure. */
+Test(errors, out_parameters_unchanged_on_failure)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    void *const sentinel = (void *)&f;
+    fbk_location *loc = sentinel;
+    counting_fail(f.cb, CB_SCAN, FBK_EIO, 1);
+    cr_assert_eq(fbk_location_open(f.s, "L", &loc), FBK_EIO);
+    cr_assert_eq(loc, sentinel);
+    cr_assert_eq(fbk_location_open(f.s, "L", &loc), 0);
+
+    fbk_pool *p = sentinel;
+    fbk_codec c = tc_codec(NULL, 0);
+    c.decode = NULL;
+    cr_assert_eq(fbk_pool_create(&p, f.s, &c, 4), FBK_EINVAL);
+    cr_assert_eq(p, sentinel);
+
+    fbk_key k;
+    fbk_key_generate(&k);
+    fbk_handle *r = sentinel;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r), FBK_ENOTFOUND);
+    cr_assert_eq(r, sentinel);
+
+    fbk_handle *h = tc_insert(f.p, 10, 1);
+    fbk_key before = tc_key(h);
+    counting_fail(f.cb, CB_STORE, FBK_EIO, -1);
+    cr_assert_eq(fbk_write_now(h), FBK_EIO);
+    cr_assert_eq(fbk_persist(h, loc), FBK_EIO);
+    fbk_key after = tc_key(h);
+    cr_assert(fbk_key_equal(&before, &after), "a failed write changed the key");
+    counting_fail(f.cb, CB_STORE, 0, 0);
+    fbk_handle_release(h);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+Test(errors, more_null_arguments_are_einval_not_crashes)
+{
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(fbk_store_drain(NULL), FBK_EINVAL);
+    cr_assert_eq(fbk_task_wait(NULL), FBK_EINVAL);
+    cr_assert_eq(fbk_location_sync(NULL), FBK_EINVAL);
+    cr_assert_eq(fbk_location_remove(NULL, &k), FBK_EINVAL);
+    cr_assert_eq(fbk_register(NULL, NULL, &k, NULL), FBK_EINVAL);
+    cr_assert_eq(fbk_store_open_backend(NULL, NULL, NULL, NULL), FBK_EINVAL);
+    cr_assert_eq(fbk_pool_size(NULL), 0);
+    cr_assert_null(fbk_handle_pool(NULL));
+    cr_assert_eq(fbk_task_done(NULL), 0);
+    cr_assert_eq(fbk_location_count(NULL), 0);
+    cr_assert_eq(fbk_location_contains(NULL, &k), 0);
+    cr_assert_eq(fbk_location_keys(NULL, NULL, 0), 0);
+    fbk_store_stats st;
+    fbk_store_stats_get(NULL, &st);
+    fbk_unload(NULL);
+    fbk_unload_mut(NULL);
+}
+
+Test(errors, store_open_mem_with_a_name_works)
+{
+    fbk_store *s = NULL;
+    cr_assert_eq(fbk_store_open(&s, "mem:some-name", NULL), 0);
+    cr_assert_not_null(s);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(s, "anything", &loc), 0);
+    cr_assert_eq(fbk_location_count(loc), 0);
+    fbk_location_close(loc);
     fbk_store_close(s);
 }

@@ -10,7 +10,8 @@
 typedef struct errlog {
     _Atomic int calls;
     _Atomic int last;
-    _Atomic int bad_msg; /* a call with a NULL or empty message */
+    _Atomic int bad_msg;     /* a call with a NULL or empty message */
+    _Atomic int backend_msg; /* a call passing the backend's own message */
 } errlog;
 
 static void on_err(int err, const char *msg, void *arg)
@@ -18,6 +19,8 @@ static void on_err(int err, const char *msg, void *arg)
     errlog *e = arg;
     if (!msg || !*msg)
         atomic_store(&e->bad_msg, 1);
+    else if (strstr(msg, "counting: injected"))
+        atomic_store(&e->backend_msg, 1);
     atomic_store(&e->last, err);
     atomic_fetch_add(&e->calls, 1);
 }
@@ -51,6 +54,7 @@ static void eviction_failure_keeps_objects(int code)
     cr_assert_geq(atomic_load(&e.calls), 1, "on_error not called");
     cr_assert_eq(atomic_load(&e.last), code);
     cr_assert_eq(atomic_load(&e.bad_msg), 0, "on_error got no message");
+    cr_assert_eq(atomic_load(&e.backend_msg), 1, "on_error did not get the backend's message");
     cr_assert_geq(st.background_errors, (uint64_t)atomic_load(&e.calls));
     /* nothing lost: every object is still in memory, byte-exact.  Each
      * try_load may move an item and so start new (failing) eviction
@@ -129,7 +133,8 @@ Test(failures, write_now_failure_returns_the_code_and_keeps_the_item)
     fbk_handle *h = tc_insert(f.p, 100, 1);
     counting_fail(f.cb, CB_STORE, FBK_ENOSPC, -1);
     cr_assert_eq(fbk_write_now(h), FBK_ENOSPC);
-    cr_assert_neq(fbk_errmsg()[0], '\0');
+    cr_assert(strstr(fbk_errmsg(), "counting: injected") != NULL,
+              "fbk_errmsg() \"%s\" lost the backend's message", fbk_errmsg());
     cr_assert_eq(tc_check(h, 100, 1), 0);
     counting_fail(f.cb, CB_STORE, FBK_EIO, -1);
     cr_assert_eq(fbk_write_now(h), FBK_EIO);
@@ -233,6 +238,9 @@ Test(failures, corrupt_spill_copy_is_ecorrupt_not_wrong_bytes)
     void *mobj;
     cr_assert_eq(fbk_load_mut(h, &mobj), FBK_ECORRUPT);
     cr_assert_neq(fbk_errmsg()[0], '\0');
+    fbk_key k2 = tc_key(h);
+    cr_assert(fbk_key_equal(&k, &k2), "a failed load_mut changed the key");
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 0, "a failed load_mut removed the copy");
     /* repaired: loads again */
     cr_assert_eq(counting_spill_set(f.cb, &k, orig, len), 0);
     cr_assert_eq(tc_check(h, 100, 1), 0);
@@ -435,7 +443,8 @@ Test(failures, any_nonzero_codec_result_is_ecodec)
         atomic_store(&f.ctx.fail_decode, codes[i]);
         const void *obj;
         int rc = fbk_load(h, &obj);
-        cr_assert_eq(rc, FBK_ECODEC, "decode returned %d: load gave %s", codes[i], fbk_err_name(rc));
+        cr_assert_eq(rc, FBK_ECODEC, "decode returned %d: load gave %s", codes[i],
+                     fbk_err_name(rc));
         atomic_store(&f.ctx.fail_decode, 0);
         atomic_store(&f.ctx.fail_encode, codes[i]);
         rc = fbk_write_now(w);
@@ -446,5 +455,39 @@ Test(failures, any_nonzero_codec_result_is_ecodec)
     cr_assert_eq(tc_check(h, 100, 1), 0);
     fbk_handle_release(w);
     release3(h, o);
+    fx_close(&f);
+}
+
+/* fbk.h: "On failure ... the objects involved are left exactly as they
+ * were."  A load that fails must not reorder the LRU: the spilled item stays
+ * beyond mem_items and no healthy item is pushed out (written) for it.
+ *   E D C B | A(spilled, corrupt): fbk_load(A) fails -> B is still in memory. */
+Test(failures, failed_load_leaves_the_lru_as_it_was)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_handle *h[5];
+    for (int i = 0; i < 5; i++)
+        h[i] = tc_insert(f.p, 100, (uint64_t)i);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1);
+    fbk_key ka = tc_key(h[0]);
+    cr_assert_eq(counting_corrupt(f.cb, &ka, 30), 0);
+    const void *obj;
+    cr_assert_eq(fbk_load(h[0], &obj), FBK_ECORRUPT);
+    counting_fail(f.cb, CB_LOAD, FBK_EIO, 1);
+    cr_assert_eq(fbk_load(h[0], &obj), FBK_EIO);
+    void *mobj;
+    cr_assert_eq(fbk_load_mut(h[0], &mobj), FBK_ECORRUPT);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1, "a failed load pushed a healthy item out");
+    for (int i = 1; i < 5; i++) {
+        cr_assert_eq(fbk_try_load(h[i], &obj), 0, "item %d was dropped by a failed load", i);
+        fbk_unload(h[i]);
+    }
+    cr_assert_eq(counting_corrupt(f.cb, &ka, 30), 0);
+    cr_assert_eq(tc_check(h[0], 100, 0), 0);
+    for (int i = 0; i < 5; i++)
+        fbk_handle_release(h[i]);
     fx_close(&f);
 }

@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -341,7 +342,8 @@ Test(handles, write_after_load_mut_is_not_lost_on_eviction)
     fbk_handle *o2 = tc_insert(f.p, 10, 3);
     cr_assert_eq(fbk_store_drain(f.s), 0);
     fbk_key k = tc_key(h);
-    cr_assert_eq(counting_times_stored(f.cb, &k), 1, "the mutated item was not written under its new key");
+    cr_assert_eq(counting_times_stored(f.cb, &k), 1,
+                 "the mutated item was not written under its new key");
     const void *ro;
     cr_assert_eq(fbk_load(h, &ro), 0);
     const fbk_blob *b = ro;
@@ -584,5 +586,55 @@ Test(handles, load_during_eviction_write_waits_and_returns_the_value, .timeout =
     fbk_handle_release(a);
     fbk_handle_release(b);
     fbk_handle_release(c);
+    fx_close(&f);
+}
+
+typedef struct inserter {
+    fbk_pool *p;
+    int n;
+    fbk_handle *h[8];
+} inserter;
+
+static void *insert_thread(void *arg)
+{
+    inserter *in = arg;
+    for (int i = 0; i < in->n; i++)
+        in->h[i] = tc_insert(in->p, 10, 100 + (uint64_t)i);
+    return NULL;
+}
+
+/* fbk_try_load "never blocks on I/O": not even when the store has many
+ * eviction writes queued (another thread's inserts outran a stuck backend)
+ * and the access itself pushes one more item out.  A try_load that waits
+ * for the workers here hangs until the timeout. */
+Test(handles, try_load_never_waits_for_queued_writes, .timeout = 30)
+{
+    fx f = {0};
+    f.opts.threads = 1;
+    fx_open(&f, 1);
+    fbk_handle *a = tc_insert(f.p, 10, 1);
+    const void *obj;
+    cr_assert_eq(fbk_load(a, &obj), 0); /* pinned: stays in memory beyond mem_items */
+    counting_gate_close(f.cb, CB_STORE);
+    inserter in = {.p = f.p, .n = 6};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
+    /* the inserter's six inserts queue five writes; wait until all are in */
+    while (fbk_pool_size(f.p) < 7)
+        sched_yield();
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    const void *again;
+    int rc = fbk_try_load(a, &again); /* moves a to the front: pushes one more out */
+    cr_assert(rc == 0 || rc == FBK_EAGAIN, "%s", fbk_err_name(rc));
+    if (rc == 0)
+        fbk_unload(a);
+    counting_gate_open(f.cb, CB_STORE);
+    pthread_join(th, NULL);
+    fbk_unload(a);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(tc_check(a, 10, 1), 0);
+    fbk_handle_release(a);
+    for (int i = 0; i < 6; i++)
+        fbk_handle_release(in.h[i]);
     fx_close(&f);
 }

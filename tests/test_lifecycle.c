@@ -4,6 +4,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <string.h>
 
 Test(lifecycle, handles_keep_working_after_store_close, .timeout = 60)
 {
@@ -253,4 +254,86 @@ Test(lifecycle, task_holding_the_last_reference_frees_everything, .timeout = 60)
     cr_assert_eq(counting_spill_size(cb), 0);
     cr_assert_eq(counting_violations(cb), 0);
     counting_free(cb);
+}
+
+/* fbk_pool_create copies *codec: changing the caller's struct afterwards
+ * changes nothing. */
+Test(lifecycle, pool_keeps_its_own_copy_of_the_codec)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *q = NULL;
+    cr_assert_eq(fbk_pool_create(&q, f.s, &c, 2), 0);
+    memset(&c, 0, sizeof c);
+    fbk_handle *h[3];
+    for (int i = 0; i < 3; i++)
+        h[i] = tc_insert(q, 50, (uint64_t)i);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(tc_check(h[i], 50, (uint64_t)i), 0);
+        fbk_handle_release(h[i]);
+    }
+    fbk_pool_release(q);
+    fx_close(&f);
+}
+
+/* Evictions are written by opts.threads workers (default 2) at once.
+ * (expect + 1 evictions are queued: one more than can run, and few enough
+ * that fbk_insert's backpressure, if any, does not hold the inserting
+ * thread while the stores are held at the gate.) */
+static void evictions_in_parallel(unsigned threads, unsigned expect)
+{
+    fx f = {0};
+    f.opts.threads = threads;
+    fx_open(&f, 1);
+    counting_gate_close(f.cb, CB_STORE);
+    const unsigned n = expect + 2;
+    fbk_handle *h[8];
+    for (unsigned i = 0; i < n; i++)
+        h[i] = tc_insert(f.p, 10, (uint64_t)i);
+    counting_gate_wait(f.cb, CB_STORE, expect);
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), n - 1);
+    cr_assert_eq(counting_max_active(f.cb, CB_STORE), expect, "%u stores at once with %u threads",
+                 counting_max_active(f.cb, CB_STORE), threads);
+    for (unsigned i = 0; i < n; i++)
+        fbk_handle_release(h[i]);
+    fx_close(&f);
+}
+
+Test(lifecycle, one_worker_writes_one_eviction_at_a_time, .timeout = 60)
+{
+    evictions_in_parallel(1, 1);
+}
+
+Test(lifecycle, default_is_two_workers, .timeout = 60) { evictions_in_parallel(0, 2); }
+
+Test(lifecycle, three_workers_write_three_evictions_at_once, .timeout = 60)
+{
+    evictions_in_parallel(3, 3);
+}
+
+Test(lifecycle, registered_handles_outlive_their_location)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(f.s, "L", &loc), 0);
+    fbk_handle *h = tc_insert(f.p, 40, 6);
+    fbk_key k = tc_key(h);
+    cr_assert_eq(fbk_persist(h, loc), 0);
+    fbk_handle_release(h);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    fbk_handle *r = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r), 0);
+    fbk_location_close(loc);
+    cr_assert_eq(counting_calls(f.cb, CB_CLOSE_LOCATION), 1);
+    cr_assert_eq(tc_check(r, 40, 6), 0);
+    fbk_handle_release(r);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_spill_size(f.cb), 0);
+    cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1);
+    fx_close(&f);
 }

@@ -219,7 +219,8 @@ Test(lru, item_already_in_spill_area_is_dropped_without_a_store)
     for (int i = 1; i < 5; i++)
         h[i] = tc_insert(f.p, 100, (uint64_t)i);
     cr_assert_eq(fbk_store_drain(f.s), 0);
-    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1, "an item already in the spill area was stored again");
+    cr_assert_eq(counting_calls(f.cb, CB_STORE), 1,
+                 "an item already in the spill area was stored again");
     const void *obj;
     cr_assert_eq(fbk_try_load(h[0], &obj), FBK_EAGAIN, "the item was not dropped from memory");
     cr_assert_eq(tc_check(h[0], 100, 0), 0);
@@ -448,5 +449,34 @@ Test(lru, pinned_item_beyond_does_not_block_the_next_eviction)
     cr_assert_eq(was_stored(&f, h[0]), 1);
     cr_assert_eq(counting_calls(f.cb, CB_STORE), 2);
     release_all(h, 6);
+    fx_close(&f);
+}
+
+/* fbk_insert, fbk_unload and fbk_handle_release do no I/O on the caller's
+ * thread: with every store and remove held at the gate they still return
+ * (if one did the write itself, the test would hang and time out). */
+Test(lru, insert_unload_and_release_never_wait_for_backend_io, .timeout = 60)
+{
+    fx f = {0};
+    fx_open(&f, 2);
+    counting_gate_close(f.cb, CB_STORE);
+    counting_gate_close(f.cb, CB_REMOVE);
+    fbk_handle *h[4];
+    h[0] = tc_insert(f.p, 10, 0);
+    const void *obj;
+    cr_assert_eq(fbk_load(h[0], &obj), 0);
+    for (int i = 1; i < 4; i++)
+        h[i] = tc_insert(f.p, 10, (uint64_t)i); /* pushes out h0 (pinned), then h1 */
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    fbk_unload(h[0]); /* h0 is beyond mem_items: its write is queued, not done here */
+    for (int i = 0; i < 4; i++)
+        fbk_handle_release(h[i]);
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 0);
+    counting_gate_open(f.cb, CB_STORE);
+    counting_gate_open(f.cb, CB_REMOVE);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_removed_count(f.cb), counting_stored_count(f.cb));
+    cr_assert_eq(counting_spill_size(f.cb), 0);
+    cr_assert_eq(fbk_pool_size(f.p), 0);
     fx_close(&f);
 }

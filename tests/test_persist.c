@@ -203,7 +203,8 @@ Test(persist, persisted_value_survives_release_and_registers_back)
     fbk_handle_release(h);
     cr_assert_eq(fbk_store_drain(f.s), 0);
     cr_assert_eq(counting_spill_has(f.cb, &k), 0, "the spill copy outlived the last release");
-    cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1, "releasing a handle removed the persisted copy");
+    cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1,
+                 "releasing a handle removed the persisted copy");
     counting_reset(f.cb);
 
     fbk_handle *r = NULL;
@@ -630,6 +631,36 @@ Test(persist, many_keys_persist_remove_and_persist_again)
     }
     free(h);
     free(k);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+/* Spill copies are per store, not per pool: one key registered into two
+ * pools is copied once and removed once. */
+Test(persist, one_key_registered_into_two_pools_shares_one_copy)
+{
+    fx f = {0};
+    fx_open(&f, 4);
+    fbk_location *loc = open_loc(&f, "L");
+    fbk_key k = persisted_key(&f, loc, 64, 4);
+    fbk_codec c = tc_codec(NULL, 1);
+    fbk_pool *q = NULL;
+    cr_assert_eq(fbk_pool_create(&q, f.s, &c, 4), 0);
+    counting_reset(f.cb);
+    fbk_handle *r1 = NULL, *r2 = NULL;
+    cr_assert_eq(fbk_register(f.p, loc, &k, &r1), 0);
+    cr_assert_eq(fbk_register(q, loc, &k, &r2), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_REGISTER_KEY), 1);
+    cr_assert_eq(fbk_handle_pool(r2), q);
+    cr_assert_eq(tc_check(r1, 64, 4), 0);
+    cr_assert_eq(tc_check(r2, 64, 4), 0);
+    fbk_handle_release(r1);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 0);
+    fbk_handle_release(r2);
+    cr_assert_eq(fbk_store_drain(f.s), 0);
+    cr_assert_eq(counting_calls(f.cb, CB_REMOVE), 1);
+    fbk_pool_release(q);
     fbk_location_close(loc);
     fx_close(&f);
 }

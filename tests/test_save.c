@@ -4,13 +4,14 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <string.h>
 
 typedef struct commit_log {
     int calls;
     int result;
-    unsigned long syncs_seen;     /* sync calls when commit ran */
-    unsigned long removes_seen;   /* remove_persisted calls when commit ran */
+    unsigned long syncs_seen;   /* sync calls when commit ran */
+    unsigned long removes_seen; /* remove_persisted calls when commit ran */
     counting *cb;
 } commit_log;
 
@@ -271,6 +272,69 @@ Test(save, many_handles_with_max_parallel_1_and_spilled_items)
         cr_assert_eq(counting_times_stored(f.cb, &k), 1, "item %d written %zu times", i,
                      counting_times_stored(f.cb, &k));
     }
+    for (int i = 0; i < M; i++)
+        fbk_handle_release(h[i]);
+    fbk_location_close(loc);
+    fx_close(&f);
+}
+
+/* The same handle twice, and two handles of one key: each key is copied
+ * once, and nothing races on it. */
+Test(save, duplicate_keys_in_one_save_are_copied_once)
+{
+    sv t;
+    sv_open(&t);
+    fbk_handle *A2 = fbk_handle_retain(t.A);
+    fbk_handle *hs[] = {t.A, t.B, t.A, A2, t.B};
+    cr_assert_eq(fbk_save(t.loc, hs, 5, 4, commit_fn, &t.log), 0);
+    cr_assert_eq(counting_calls(t.f.cb, CB_PERSIST), 2);
+    cr_assert_eq(counting_calls(t.f.cb, CB_STORE), 2);
+    cr_assert_eq(fbk_location_count(t.loc), 2);
+    cr_assert_eq(counting_loc_count(t.f.cb, "L"), 2);
+    fbk_handle_release(A2);
+    sv_close(&t);
+}
+
+typedef struct saver {
+    fbk_location *loc;
+    fbk_handle **h;
+    size_t n;
+    unsigned par;
+    int rc;
+} saver;
+
+static void *save_thread(void *arg)
+{
+    saver *v = arg;
+    v->rc = fbk_save(v->loc, v->h, v->n, v->par, NULL, NULL);
+    return NULL;
+}
+
+/* At most max_parallel persists at a time, even with more workers idle. */
+Test(save, max_parallel_bounds_persists_in_flight, .timeout = 60)
+{
+    fx f = {0};
+    f.opts.threads = 4;
+    fx_open(&f, 16);
+    fbk_location *loc = NULL;
+    cr_assert_eq(fbk_location_open(f.s, "L", &loc), 0);
+    enum { M = 12 };
+    fbk_handle *h[M];
+    for (int i = 0; i < M; i++) {
+        h[i] = tc_insert(f.p, 32, (uint64_t)i);
+        cr_assert_eq(fbk_write_now(h[i]), 0);
+    }
+    counting_gate_close(f.cb, CB_PERSIST);
+    saver v = {.loc = loc, .h = h, .n = M, .par = 2, .rc = -100};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, save_thread, &v), 0);
+    counting_gate_wait(f.cb, CB_PERSIST, 2);
+    counting_gate_open(f.cb, CB_PERSIST);
+    pthread_join(th, NULL);
+    cr_assert_eq(v.rc, 0, "%s", fbk_err_name(v.rc));
+    cr_assert_eq(counting_calls(f.cb, CB_PERSIST), M);
+    cr_assert_leq(counting_max_active(f.cb, CB_PERSIST), 2,
+                  "%u persists at once with max_parallel 2", counting_max_active(f.cb, CB_PERSIST));
     for (int i = 0; i < M; i++)
         fbk_handle_release(h[i]);
     fbk_location_close(loc);

@@ -138,8 +138,8 @@ Test(tasks, persist_async_with_location_closed_before_it_runs, .timeout = 60)
     fbk_task *t = NULL;
     cr_assert_eq(fbk_persist_async(h, loc, &t), 0);
     counting_gate_wait(f.cb, CB_STORE, 1);
-    fbk_location_close(loc);  /* the task keeps it alive */
-    fbk_handle_release(h);    /* the task keeps the item alive */
+    fbk_location_close(loc); /* the task keeps it alive */
+    fbk_handle_release(h);   /* the task keeps the item alive */
     counting_gate_open(f.cb, CB_STORE);
     cr_assert_eq(fbk_task_wait(t), 0);
     cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1);
@@ -310,6 +310,48 @@ Test(tasks, task_wait_hands_the_error_message_to_the_waiter)
     cr_assert_neq(fbk_errmsg()[0], '\0', "no message on the waiting thread");
     cr_assert(strstr(fbk_errmsg(), "injected") != NULL, "message \"%s\" is not the backend's",
               fbk_errmsg());
+    fbk_handle_release(h);
+    fx_close(&f);
+}
+
+/* A failure with someone to return it to is not a background failure. */
+Test(tasks, error_of_an_awaited_task_does_not_go_to_on_error)
+{
+    errlog e = {0};
+    fx f = {0};
+    f.opts.on_error = on_err;
+    f.opts.on_error_arg = &e;
+    fx_open(&f, 4);
+    fbk_handle *h = tc_insert(f.p, 100, 1);
+    counting_fail(f.cb, CB_STORE, FBK_EIO, 1);
+    fbk_task *t = NULL;
+    cr_assert_eq(fbk_write_now_async(h, &t), 0);
+    cr_assert_eq(fbk_task_wait(t), FBK_EIO);
+    cr_assert_eq(fbk_store_drain(f.s), 0, "the error was returned by fbk_task_wait already");
+    cr_assert_eq(atomic_load(&e.calls), 0);
+    fbk_handle_release(h);
+    fx_close(&f);
+}
+
+/* ... but once the caller stopped waiting (fbk_task_release), it is. */
+Test(tasks, error_of_a_released_task_goes_to_on_error, .timeout = 60)
+{
+    errlog e = {0};
+    fx f = {0};
+    f.opts.on_error = on_err;
+    f.opts.on_error_arg = &e;
+    fx_open(&f, 4);
+    fbk_handle *h = tc_insert(f.p, 100, 1);
+    counting_fail(f.cb, CB_STORE, FBK_ENOSPC, 1);
+    counting_gate_close(f.cb, CB_STORE);
+    fbk_task *t = NULL;
+    cr_assert_eq(fbk_write_now_async(h, &t), 0);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    fbk_task_release(t);
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_store_drain(f.s), FBK_ENOSPC);
+    cr_assert_eq(atomic_load(&e.calls), 1);
+    cr_assert_eq(atomic_load(&e.last), FBK_ENOSPC);
     fbk_handle_release(h);
     fx_close(&f);
 }

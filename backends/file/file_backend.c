@@ -89,12 +89,21 @@ typedef struct file_loc {
     fbk_key files[FILE_FSYNC_MAX];
 
     pthread_mutex_t sync_mu; /* one sync at a time; taken before mu */
+    /* The first sync after open makes the whole location durable (syncfs):
+     * scan reported keys that an earlier process -- or an earlier handle
+     * whose sync failed -- linked but never made durable, and the core
+     * trusts them (fbk_save persists no key the location holds), so a
+     * commit after a sync that only covered this handle's own persists
+     * could name values a power cut loses.  0 when scan found no key. */
+    int need_full;
     int sticky;
     int sticky_errno;
     char sticky_msg[400];
 } file_loc;
 
 static const fbk__file_io *io_(void) { return fbk__file_io_get(); }
+
+int fbk__file_skip_dir_fsync = 0;
 
 /* ------------------------------------------------------------- helpers */
 
@@ -407,8 +416,8 @@ static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_
     char shard[3] = {name[0], name[1], '\0'};
     int out = io_()->openat(dst_at, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0 && errno == ENOENT) {
-        if (io_()->mkdirat(dst_at, shard, 0755) == 0)
-            *made_shard = 1;
+        if (io_()->mkdirat(dst_at, shard, 0755) == 0 || errno == EEXIST)
+            *made_shard = 1; /* EEXIST: see transfer() */
         out = io_()->openat(dst_at, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
     if (out < 0) {
@@ -709,6 +718,7 @@ static int file_open_location(void *self, const char *location, void **out)
         return rc;
     }
     l->dev = st.st_dev;
+    l->need_full = 1;
     atomic_init(&l->cross, 0);
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->sync_mu, NULL);
@@ -744,7 +754,7 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
     (void)self;
     file_loc *l = loc;
-    long junk = 0;
+    long junk = 0, keys = 0;
     for (int i = 0; i < FILE_SHARDS; i++) {
         char shard[3];
         snprintf(shard, sizeof shard, "%02x", i);
@@ -781,6 +791,7 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
                           S_ISREG(st.st_mode));
             }
             if (is_key) {
+                keys++;
                 int rc = each(&key, arg);
                 if (rc != 0) {
                     io_()->closedir(d);
@@ -798,6 +809,11 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
         io_()->closedir(d);
         if (e)
             return fail(e, "list", l->path, shard);
+    }
+    if (keys == 0) {
+        pthread_mutex_lock(&l->sync_mu);
+        l->need_full = 0; /* nothing to make durable but what comes */
+        pthread_mutex_unlock(&l->sync_mu);
     }
     return junk > INT_MAX ? INT_MAX : (int)junk;
 }
@@ -833,9 +849,12 @@ static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc
                 if (io_()->fstatat(src, name, &st, 0) != 0)
                     return fbk_error_from_errno(errno, "file: %s %s/%s", op, sbase, name);
                 char shard[3] = {name[0], name[1], '\0'};
-                if (io_()->mkdirat(dst, shard, 0755) == 0)
+                /* EEXIST: another persist made the shard a moment ago and
+                 * may not have recorded it yet; this sync must still make
+                 * the shard's name durable in the root */
+                if (io_()->mkdirat(dst, shard, 0755) == 0 || errno == EEXIST)
                     made_shard = 1;
-                else if (errno != EEXIST)
+                else
                     return fail(errno, "create", dbase, shard);
             } else if (to_loc) {
                 /* already there (an earlier run?): replace it with this copy,
@@ -936,9 +955,10 @@ static int file_sync(void *self, void *loc)
     for (int i = 0; i < FILE_SHARDS / 64; i++)
         nshards += (size_t)__builtin_popcountll(dirty[i]);
     int rc = FBK_OK;
-    if (nshards == 0 && nfiles == 0 && !root) {
+    int full = l->need_full;
+    if (nshards == 0 && nfiles == 0 && !root && !full) {
         rc = FBK_OK;
-    } else if (nfiles + nshards + (size_t)root <= FILE_FSYNC_MAX) {
+    } else if (!full && nfiles + nshards + (size_t)root <= FILE_FSYNC_MAX) {
         /* a few entries: fsync each file (its data: spill files are written
          * without fsync), then each directory holding a new or removed entry */
         for (size_t i = 0; i < nfiles && rc == FBK_OK; i++) {
@@ -959,6 +979,8 @@ static int file_sync(void *self, void *loc)
                 continue;
             char shard[3];
             snprintf(shard, sizeof shard, "%02x", i);
+            if (fbk__file_skip_dir_fsync)
+                continue; /* the negative control of the power-loss test */
             if (fsync_dir_at(l->fd, shard) != 0)
                 rc = fail(errno, "fsync", l->path, shard);
         }
@@ -970,6 +992,8 @@ static int file_sync(void *self, void *loc)
     } else if (io_()->syncfs(l->fd) != 0) {
         rc = fail(errno, "syncfs", l->path, NULL);
     }
+    if (rc == FBK_OK)
+        l->need_full = 0;
     if (rc != FBK_OK) {
         l->sticky = rc;
         l->sticky_errno = fbk_last_os_error();

@@ -59,4 +59,10 @@ const fbk__file_io *fbk__file_io_get(void);
  * table they started with. */
 void fbk__file_io_set(const fbk__file_io *io);
 
+/* Tests only, and only as a negative control: when non-zero, a location
+ * sync skips the fsync of the shard directories it touched, so a power cut
+ * can lose names the sync claimed durable (tests/test_powerloss.c proves
+ * that its checker notices).  Set it before opening a store; 0 otherwise. */
+extern int fbk__file_skip_dir_fsync;
+
 #endif

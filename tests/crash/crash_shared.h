@@ -27,7 +27,7 @@ typedef struct crash_log {
 
     /* ---- crash_child run: progress, written while it may be killed ---- */
     _Atomic int64_t started;   /* last cycle begun */
-    _Atomic int64_t renamed;   /* last cycle whose manifest rename returned */
+    _Atomic int64_t renamed;   /* last cycle whose manifest rename was begun */
     _Atomic int64_t acked;     /* last cycle whose fbk_save returned 0 */
     _Atomic int64_t objects;   /* objects in the last acknowledged save */
     _Atomic uint32_t crash_hit; /* the chosen crash point was reached */
@@ -49,6 +49,7 @@ typedef struct crash_log {
     uint64_t f_api_errors;     /* public calls that returned an error */
     uint64_t f_bg_errors;      /* background errors (on_error) */
     uint64_t f_bad_codes;      /* errors that were not FBK_E* codes or had no message */
+    uint64_t f_drain_nomsg;    /* fbk_store_drain errors without a message (core issue) */
     uint64_t f_wrong_bytes;    /* a load that returned bytes other than written */
     uint64_t f_commit_after_fail; /* commit called although fbk_save failed before it */
     uint32_t f_nsynced;        /* work objects acknowledged by a successful sync */

@@ -48,7 +48,8 @@ static void on_alarm(int sig)
 
 int main(void)
 {
-    int passed = 0, failed = 0, skipped = 0;
+    /* volatile: modified between setjmp and longjmp */
+    volatile int passed = 0, failed = 0, skipped = 0;
     signal(SIGALRM, on_alarm);
     for (int i = 0; i < ntests; i++) {
         running = &tests[i];
@@ -64,7 +65,10 @@ int main(void)
                 tests[i].opts.fini();
             alarm(0);
             printf("[%s] %s::%s\n", expect_failed ? "FAIL" : "PASS", tests[i].suite, tests[i].name);
-            expect_failed ? failed++ : passed++;
+            if (expect_failed)
+                failed++;
+            else
+                passed++;
         } else {
             alarm(0);
             printf("[SKIP] %s::%s\n", tests[i].suite, tests[i].name);

@@ -1,0 +1,204 @@
+/* test_lmdb_faults.c -- the lmdb: backend under failing system calls: every
+ * failure comes back as an FBK_E* code (to the caller or to on_error), the
+ * process does not crash, the store reopens cleanly afterwards, and what was
+ * synced before (and what a successful sync or save acknowledged during the
+ * faults) is intact, byte for byte.
+ *
+ * The faults come from libfiu's POSIX preload library: a helper program
+ * (tests/crash/lmdb_fault_child.c) runs a workload with
+ * LD_PRELOAD=fiu_posix_preload.so and makes exactly the N-th call of one
+ * function fail (pwrite, writev, fdatasync, fsync, short pwrite, ftruncate,
+ * open, pread, mmap, munmap), for every N up to the number of calls the
+ * workload makes (sampled when there are many).  A separate process, without
+ * faults, then verifies the store.
+ *
+ * Skipped when libfiu is not installed (Debian: libfiu-dev fiu-utils), and
+ * under sanitizers: the ASan runtime must come first in the list of loaded
+ * libraries, which LD_PRELOAD of libfiu breaks.
+ *
+ * Environment: FBK_FAULT_SAMPLES (runs per fault point, default 12). */
+#include "crash/crash_proc.h"
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+
+typedef struct sweep {
+    char child[4200];
+    const char *preload;
+    char dir[4096];
+    char logpath[4200];
+    crash_log *log;
+    unsigned long runs, fired, errors, bg_errors, checked, acked_checked, drain_nomsg;
+} sweep;
+
+typedef struct fpoint {
+    const char *name;
+    int err;
+    int must_surface; /* a fired failure must reach the caller or on_error */
+} fpoint;
+
+static void sweep_open(sweep *w, const char *name)
+{
+    if (CRASH_SANITIZED)
+        cr_skip_test("LD_PRELOAD of libfiu does not mix with the sanitizer runtimes");
+    const char *preload = getenv("FBK_FIU_PRELOAD");
+    char buf[4200];
+    const char *child = crash_helper("lmdb_fault_child", buf, sizeof buf);
+    if (!preload || access(preload, R_OK) != 0 || !child)
+        cr_skip_test("libfiu (fiu_posix_preload.so) or lmdb_fault_child not available");
+    memset(w, 0, sizeof *w);
+    w->preload = preload;
+    snprintf(w->child, sizeof w->child, "%s", child);
+    snprintf(w->dir, sizeof w->dir, "%s", tu_fresh_dir(name));
+    snprintf(w->logpath, sizeof w->logpath, "%s.log", w->dir);
+    w->log = crash_log_create(w->logpath);
+    char *argv[] = {w->child, "setup", w->dir, w->logpath, NULL};
+    char sbuf[64];
+    int st = crash_wait(crash_spawn(argv, NULL, NULL));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "setup: %s: %s",
+              crash_status_str(st, sbuf, sizeof sbuf), w->log->msg);
+    cr_assert_eq(w->log->nbase, 6);
+}
+
+/* Clears what one run reports; keeps the baseline. */
+static void log_clear(crash_log *l)
+{
+    size_t keep = offsetof(crash_log, f_calls);
+    memset((char *)l + keep, 0, sizeof *l - keep);
+    memset((char *)l + offsetof(crash_log, v_cycle), 0,
+           offsetof(crash_log, nbase) - offsetof(crash_log, v_cycle));
+}
+
+static void verify(sweep *w, const char *what)
+{
+    uint32_t acked = w->log->f_nsynced;
+    char *argv[] = {w->child, "verify", w->dir, w->logpath, NULL};
+    char sbuf[64];
+    int st = crash_wait(crash_spawn(argv, NULL, NULL));
+    crash_log *l = w->log;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: clean reopen failed: %s: %s", what,
+              crash_status_str(st, sbuf, sizeof sbuf), l->msg);
+    cr_assert_eq(l->v_lost, 0, "%s: %" PRIu64 " synced objects lost: %s", what, l->v_lost,
+                 l->msg);
+    cr_assert_eq(l->v_corrupt, 0, "%s: %" PRIu64 " synced objects unreadable: %s", what,
+                 l->v_corrupt, l->msg);
+    cr_assert_eq(l->f_wrong_bytes, 0, "%s: wrong bytes returned as data: %s", what, l->msg);
+    cr_assert_eq(l->v_checked, l->nbase + acked);
+    w->checked += l->v_checked;
+    w->acked_checked += acked;
+}
+
+/* One run with the nth call of p failing (nth = 0: count only).  Returns the
+ * calls the workload made. */
+static unsigned long run_one(sweep *w, const fpoint *p, unsigned long nth, size_t map_size)
+{
+    log_clear(w->log);
+    char n[32], e[16], m[32], what[160];
+    snprintf(n, sizeof n, "%lu", nth);
+    snprintf(e, sizeof e, "%d", p->err);
+    snprintf(m, sizeof m, "%zu", map_size);
+    snprintf(what, sizeof what, "%s call %lu failing with errno %d (map %zu)", p->name, nth,
+             p->err, map_size);
+    char *argv[] = {w->child, "fault", w->dir, w->logpath, (char *)p->name, n, e, m, NULL};
+    char sbuf[64];
+    int st = crash_wait(crash_spawn(argv, w->preload, NULL));
+    crash_log *l = w->log;
+    w->runs++;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the workload died: %s: %s", what,
+              crash_status_str(st, sbuf, sizeof sbuf), l->msg);
+    cr_assert_eq(l->f_bad_codes, 0,
+                 "%s: %" PRIu64 " errors were not FBK_E* codes with a message; first: %s", what,
+                 l->f_bad_codes, l->msg);
+    cr_assert_eq(l->f_wrong_bytes, 0, "%s: a load returned wrong bytes", what);
+    if (nth == 0) {
+        cr_assert_eq(l->f_api_errors + l->f_bg_errors, 0, "%s: errors without a fault: %s", what,
+                     l->f_first_msg);
+    } else if (l->f_fired > 0 && p->must_surface) {
+        cr_assert_gt(l->f_api_errors + l->f_bg_errors, 0,
+                     "%s: the failure was injected but no call reported an error (swallowed)",
+                     what);
+    }
+    w->fired += l->f_fired;
+    w->errors += l->f_api_errors;
+    w->bg_errors += l->f_bg_errors;
+    w->drain_nomsg += l->f_drain_nomsg;
+    unsigned long calls = l->f_calls;
+    verify(w, what);
+    return calls;
+}
+
+static void sweep_point(sweep *w, const fpoint *p, size_t map_size, unsigned long *points)
+{
+    unsigned long calls = run_one(w, p, 0, map_size);
+    unsigned long samples = (unsigned long)crash_env_long("FBK_FAULT_SAMPLES", 12);
+    if (strstr(p->name, "/sync/"))
+        samples = calls; /* the durability-critical calls: every one of them */
+    if (calls == 0)
+        return;
+    unsigned long step = calls <= samples ? 1 : (calls + samples - 1) / samples;
+    fprintf(stderr, "test_lmdb_faults: %s (errno %d, map %zu): %lu calls, every %lu-th fails\n",
+            p->name, p->err, map_size, calls, step);
+    for (unsigned long nth = 1; nth <= calls; nth += step) {
+        run_one(w, p, nth, map_size);
+        (*points)++;
+    }
+    if (step > 1 && (calls - 1) % step != 0) { /* always try the last call too */
+        run_one(w, p, calls, map_size);
+        (*points)++;
+    }
+}
+
+static void sweep_report(sweep *w, const char *what, unsigned long points)
+{
+    fprintf(stderr,
+            "test_lmdb_faults %s: %lu fault points tried (%lu runs), %lu failures injected, "
+            "%lu errors returned to callers, %lu background errors, %lu objects verified "
+            "byte-exact after clean reopens (%lu of them acknowledged under faults), 0 lost, "
+            "0 corrupt; %lu fbk_store_drain errors came without a message\n",
+            what, points, w->runs, w->fired, w->errors, w->bg_errors, w->checked,
+            w->acked_checked, w->drain_nomsg);
+    crash_log_destroy(w->log);
+}
+
+Test(lmdb_faults, failed_writes_and_syncs_are_reported_and_synced_data_survives, .timeout = 300)
+{
+    static const fpoint pts[] = {
+        /* name, errno, a fired failure must reach the caller or on_error */
+        {"posix/io/rw/pwrite", EIO, 1},       {"posix/io/rw/pwrite", ENOSPC, 1},
+        /* a short write; libfiu's reduction (count -= random() % count) may
+         * leave the count as it was, so it need not surface */
+        {"posix/io/rw/pwrite/reduce", 0, 0},  {"posix/io/rw/writev", EIO, 1},
+        {"posix/io/rw/write", EIO, 1},        {"posix/io/sync/fdatasync", EIO, 1},
+        {"posix/io/sync/fsync", EIO, 1},      {"posix/io/rw/ftruncate", EIO, 1},
+        {"posix/io/oc/open", EIO, 1},         {"posix/io/rw/pread", EIO, 1},
+    };
+    sweep w;
+    sweep_open(&w, "io");
+    unsigned long points = 0;
+    for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++)
+        sweep_point(&w, &pts[i], 0, &points);
+    cr_assert_gt(w.fired, 0, "no fault was ever injected: is the preload library working?");
+    sweep_report(&w, "I/O faults, default map", points);
+}
+
+Test(lmdb_faults, failures_while_a_tiny_map_grows_are_reported_and_synced_data_survives,
+     .timeout = 300)
+{
+    /* 64 KiB maps: the workload's 8 objects of up to 90 KB make both
+     * environments grow several times (munmap + mmap in mdb_env_set_mapsize).
+     * LMDB ignores munmap's result, so a failed munmap need not surface. */
+    static const fpoint pts[] = {
+        {"posix/mm/mmap", ENOMEM, 1},
+        {"posix/mm/munmap", EINVAL, 0},
+        {"posix/io/rw/pwrite", ENOSPC, 1},
+        {"posix/io/sync/fdatasync", EIO, 1},
+    };
+    sweep w;
+    sweep_open(&w, "growth");
+    unsigned long points = 0;
+    for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++)
+        sweep_point(&w, &pts[i], 64 << 10, &points);
+    cr_assert_gt(w.fired, 0, "no fault was ever injected: is the preload library working?");
+    sweep_report(&w, "faults during map growth (64 KiB maps)", points);
+}
