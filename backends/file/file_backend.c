@@ -40,6 +40,8 @@
 #endif
 /* Write buffers kept for reuse, and the biggest one kept. */
 #define FILE_BUF_CACHE 8
+/* location directories remembered as failed (see file_backend.failed) */
+#define FILE_FAILED_MAX 64
 #define FILE_BUF_KEEP_MAX ((size_t)32 << 20)
 /* "ab/" + 32 hex + NUL */
 #define FILE_NAME_LEN 36
@@ -74,12 +76,26 @@ typedef struct file_backend {
     pthread_mutex_t spill_sync_mu;
     int spill_err;
     int spill_errno;
+
+    /* Location directories whose sync failed in this store, so that a
+     * reopened fbk_location of the same directory stays failed (its keys'
+     * pages may be gone, and a retried flush would report success).  Past
+     * FILE_FAILED_MAX entries every location counts as failed. */
+    pthread_mutex_t failed_mu;
+    struct {
+        dev_t dev;
+        ino_t ino;
+        int err, os_errno;
+    } failed[FILE_FAILED_MAX];
+    size_t nfailed;
+    int failed_overflow;
 } file_backend;
 
 typedef struct file_loc {
     char *path; /* for messages: absolute, or DIR/location */
     int fd;
     dev_t dev;
+    ino_t ino;
     atomic_int cross; /* EXDEV seen: copy instead of linking */
 
     pthread_mutex_t mu; /* guards what is not yet durable */
@@ -718,7 +734,24 @@ static int file_open_location(void *self, const char *location, void **out)
         return rc;
     }
     l->dev = st.st_dev;
+    l->ino = st.st_ino;
     l->need_full = 1;
+    pthread_mutex_lock(&b->failed_mu);
+    for (size_t i = 0; i < b->nfailed; i++) {
+        if (b->failed[i].dev == l->dev && b->failed[i].ino == l->ino) {
+            l->sticky = b->failed[i].err;
+            l->sticky_errno = b->failed[i].os_errno;
+        }
+    }
+    if (b->failed_overflow && !l->sticky) {
+        l->sticky = FBK_EIO;
+        l->sticky_errno = EIO;
+    }
+    pthread_mutex_unlock(&b->failed_mu);
+    if (l->sticky)
+        snprintf(l->sticky_msg, sizeof l->sticky_msg,
+                 "file: a sync of location %s failed earlier in this store (%s)", l->path,
+                 fbk_err_name(l->sticky));
     atomic_init(&l->cross, 0);
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->sync_mu, NULL);
@@ -998,6 +1031,17 @@ static int file_sync(void *self, void *loc)
         l->sticky = rc;
         l->sticky_errno = fbk_last_os_error();
         snprintf(l->sticky_msg, sizeof l->sticky_msg, "%s", fbk_errmsg());
+        pthread_mutex_lock(&b->failed_mu);
+        if (b->nfailed < FILE_FAILED_MAX) {
+            b->failed[b->nfailed].dev = l->dev;
+            b->failed[b->nfailed].ino = l->ino;
+            b->failed[b->nfailed].err = rc;
+            b->failed[b->nfailed].os_errno = l->sticky_errno;
+            b->nfailed++;
+        } else {
+            b->failed_overflow = 1;
+        }
+        pthread_mutex_unlock(&b->failed_mu);
     }
     pthread_mutex_unlock(&l->sync_mu);
     return rc;
@@ -1022,6 +1066,7 @@ static void file_close(void *self)
         free(b->bufs[i].p);
     pthread_mutex_destroy(&b->buf_mu);
     pthread_mutex_destroy(&b->spill_sync_mu);
+    pthread_mutex_destroy(&b->failed_mu);
     free(b->spill);
     free(b->dir);
     free(b);
@@ -1072,6 +1117,7 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     atomic_init(&b->link_proc, 0);
     pthread_mutex_init(&b->buf_mu, NULL);
     pthread_mutex_init(&b->spill_sync_mu, NULL);
+    pthread_mutex_init(&b->failed_mu, NULL);
 
     int rc = mkdir_p(AT_FDCWD, dir, "create");
     if (rc == FBK_OK) {

@@ -161,7 +161,8 @@ static void node_write(pl_node *n, size_t off, const void *buf, size_t len)
     }
     if (off > n->cur_len)
         memset(n->cur + n->cur_len, 0, off - n->cur_len);
-    memcpy(n->cur + off, buf, len);
+    if (len)
+        memcpy(n->cur + off, buf, len);
     if (end > n->cur_len)
         n->cur_len = end;
     if (n->poisoned && off <= n->pois_from && end >= n->pois_to)
@@ -217,7 +218,8 @@ static void node_capture(pl_node *n)
     if (n->is_dir)
         return;
     unsigned char *syn = xrealloc(NULL, n->cur_len);
-    memcpy(syn, n->cur, n->cur_len);
+    if (n->cur_len)
+        memcpy(syn, n->cur, n->cur_len);
     for (size_t i = n->pois_from; n->poisoned && i < n->pois_to && i < n->cur_len; i++)
         syn[i] = i < n->syn_len ? n->syn[i] : 0;
     free(n->syn);
