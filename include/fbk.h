@@ -252,7 +252,9 @@ fbk_pool *fbk_handle_pool(const fbk_handle *h);
 
 /* Pins the item in memory and gives read access to it until fbk_unload().
  * Blocking: reads the item back if spilled (FBK_ECORRUPT, FBK_ECODEC,
- * FBK_EIO... leave it spilled).  Several threads may hold loads at once. */
+ * FBK_EIO... leave it spilled and the LRU unchanged).  Several threads may
+ * hold loads at once.  A pin keeps the item alive: releasing its last handle
+ * before fbk_unload() is allowed. */
 int fbk_load(fbk_handle *h, const void **obj);
 /* As fbk_load, but FBK_EAGAIN if the item is not in memory or is being
  * evicted right now; never blocks on I/O. */
