@@ -386,7 +386,8 @@ static void at_path(int dirfd, const char *path, char out[PATH_MAX])
         ssize_t n = readlink(proc, base, sizeof base - 1);
         base[n < 0 ? 0 : n] = '\0';
     }
-    snprintf(out, PATH_MAX, "%s/%s", base, path);
+    if (snprintf(out, PATH_MAX, "%s/%s", base, path) >= PATH_MAX)
+        out[0] = '\0'; /* too long to model: no path, so no match */
 }
 
 /* ----------------------------------------------------------------- cuts */
