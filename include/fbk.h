@@ -155,10 +155,12 @@ typedef struct fbk_store_options {
     unsigned threads;      /* background worker threads; 0 = default (2) */
     fbk_error_fn on_error; /* background failures; NULL = counted only */
     void *on_error_arg;
-    size_t map_size;         /* lmdb: initial map size of each environment in
-                                bytes; 0 = default (64 MiB); grows on demand */
-    const char *durable_dir; /* lmdb: directory of the durable environment;
-                                NULL = DIR/durable */
+    size_t map_size;            /* lmdb: initial map size of each environment in
+                                   bytes; 0 = default (64 MiB); grows on demand */
+    const char *durable_dir;    /* lmdb: directory of the durable environment;
+                                   NULL = DIR/durable */
+    unsigned max_queued_writes; /* eviction writes queued or running before a
+                               blocking call waits for the workers; 0 = 32 x threads */
     /* every field's zero value means its default, so `{0}` is valid */
 } fbk_store_options;
 
@@ -232,9 +234,9 @@ void fbk_pool_release(fbk_pool *p);
 /* Puts obj in the pool (in memory only, at the front of the LRU) and returns
  * a handle.  Takes ownership of obj on success; on failure the caller keeps
  * it.  No I/O on the caller's thread: the item pushed out of memory is
- * written by a worker.  When more than 4 x threads such writes are queued,
- * waits for the workers to catch up (so memory stays bounded when inserts
- * outrun the backend). */
+ * written by a worker.  When more than max_queued_writes (default
+ * 32 x threads) such writes are queued, waits for the workers to catch up (so memory stays bounded
+ * when inserts outrun the backend). */
 int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
 /* A handle for key as held by loc, without loading it.  Blocking (copies the
  * value into the spill area unless that key is already registered there).

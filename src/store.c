@@ -80,9 +80,10 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     pthread_mutex_init(&s->bp_mu, NULL);
     pthread_cond_init(&s->bp_cv, NULL);
     atomic_init(&s->evict_inflight, 0);
-    /* enough queued writes to keep every worker busy (and an LMDB group
-     * commit fed), few enough that memory stays near mem_items */
-    s->evict_limit = 4 * (long)s->threads;
+    /* enough queued writes to keep every worker busy and an LMDB group
+     * commit fed, few enough that memory stays near mem_items */
+    s->evict_limit =
+        (opts && opts->max_queued_writes) ? (long)opts->max_queued_writes : 32 * (long)s->threads;
     fbk__keymap_init(&s->tokens);
     int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
     if (rc) {
@@ -179,6 +180,9 @@ void fbk__store_report(fbk_store *s, int err)
         s->on_error(err, fbk_errmsg(), s->on_error_arg);
 }
 
+/* Hysteresis: a caller that finds more than evict_limit writes in flight
+ * waits until half of them are done, so that it sleeps once per burst of
+ * writes rather than once per write. */
 void fbk__store_backpressure(fbk_store *s)
 {
     if (atomic_load_explicit(&s->evict_inflight, memory_order_relaxed) <= s->evict_limit ||
@@ -186,7 +190,7 @@ void fbk__store_backpressure(fbk_store *s)
         return;
     pthread_mutex_lock(&s->bp_mu);
     s->bp_waiters++;
-    while (atomic_load(&s->evict_inflight) > s->evict_limit)
+    while (atomic_load(&s->evict_inflight) > s->evict_limit / 2)
         pthread_cond_wait(&s->bp_cv, &s->bp_mu);
     s->bp_waiters--;
     pthread_mutex_unlock(&s->bp_mu);
@@ -195,7 +199,7 @@ void fbk__store_backpressure(fbk_store *s)
 void fbk__store_evict_done(fbk_store *s)
 {
     long left = atomic_fetch_sub(&s->evict_inflight, 1) - 1;
-    if (left > s->evict_limit)
+    if (left > s->evict_limit / 2)
         return;
     pthread_mutex_lock(&s->bp_mu);
     if (s->bp_waiters)

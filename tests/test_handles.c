@@ -611,6 +611,7 @@ Test(handles, try_load_never_waits_for_queued_writes, .timeout = 30)
 {
     fx f = {0};
     f.opts.threads = 1;
+    f.opts.max_queued_writes = 4; /* the inserter's five writes exceed it */
     fx_open(&f, 1);
     fbk_handle *a = tc_insert(f.p, 10, 1);
     const void *obj;
