@@ -278,7 +278,7 @@ Test(lifecycle, pool_keeps_its_own_copy_of_the_codec)
     fx_close(&f);
 }
 
-/* Evictions are written by opts.threads workers (default 2) at once.
+/* Evictions are written by opts.threads workers (default 1) at once.
  * (expect + 1 evictions are queued: one more than can run, and few enough
  * that fbk_insert's backpressure, if any, does not hold the inserting
  * thread while the stores are held at the gate.) */
@@ -308,7 +308,12 @@ Test(lifecycle, one_worker_writes_one_eviction_at_a_time, .timeout = 60)
     evictions_in_parallel(1, 1);
 }
 
-Test(lifecycle, default_is_two_workers, .timeout = 60) { evictions_in_parallel(0, 2); }
+Test(lifecycle, default_is_one_worker, .timeout = 60) { evictions_in_parallel(0, 1); }
+
+Test(lifecycle, two_workers_write_two_evictions_at_once, .timeout = 60)
+{
+    evictions_in_parallel(2, 2);
+}
 
 Test(lifecycle, three_workers_write_three_evictions_at_once, .timeout = 60)
 {
