@@ -14,9 +14,10 @@
 
 const char *fbk_version(void) { return "0.1.0"; }
 
-static void store_finalize(void *arg)
+/* Closes the backend and frees what fbk_store_open_backend made, workers
+ * aside (they are stopped and destroyed by then). */
+static void store_free(fbk_store *s)
 {
-    fbk_store *s = arg;
     s->ops->close(s->self);
     for (size_t i = 0; i < s->tokens.cap; i++)
         if (s->tokens.used[i])
@@ -27,8 +28,14 @@ static void store_finalize(void *arg)
     pthread_mutex_destroy(&s->err_mu);
     pthread_mutex_destroy(&s->bp_mu);
     pthread_cond_destroy(&s->bp_cv);
-    fbk__workers_destroy(&s->workers);
     fbk__free(s);
+}
+
+static void store_finalize(void *arg)
+{
+    fbk_store *s = arg;
+    fbk__workers_destroy(&s->workers);
+    store_free(s);
 }
 
 void fbk__store_retain(fbk_store *s)
@@ -91,15 +98,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     fbk__keymap_init(&s->tokens);
     int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
     if (rc) {
-        /* workers are already destroyed; finalize the rest by hand */
-        ops->close(self);
-        fbk__keymap_free(&s->tokens);
-        pthread_mutex_destroy(&s->tok_mu);
-        pthread_cond_destroy(&s->tok_cv);
-        pthread_mutex_destroy(&s->err_mu);
-        pthread_mutex_destroy(&s->bp_mu);
-        pthread_cond_destroy(&s->bp_cv);
-        fbk__free(s);
+        store_free(s); /* the workers are stopped and destroyed already */
         return rc;
     }
     *out = s;
