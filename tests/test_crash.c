@@ -35,7 +35,7 @@ typedef struct campaign {
     int64_t durable; /* cycle of the manifest the last verification found */
     uint64_t rng;
     /* figures */
-    unsigned long runs, hit, killed_random, finished, verifies;
+    unsigned long runs, hit, missed, killed_random, finished, verifies;
     unsigned long long checked, lost, corrupt, orphans, junk, max_objects;
 } campaign;
 
@@ -129,6 +129,16 @@ static void crash_at(campaign *c, const char *spec)
     char sbuf[64];
     int st = crash_wait(crash_spawn(argv, NULL, NULL));
     c->runs++;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && atomic_load(&c->log->crash_hit) == 0) {
+        /* the point was not reached in 40 cycles: how many fsyncs or renames
+         * a cycle makes depends on eviction timing (e.g. a sync of <= 4
+         * entries fsyncs each, more take one syncfs).  The run itself is a
+         * clean one: verify it; chosen() requires most points to be hit. */
+        c->missed++;
+        c->finished++;
+        verify(c, spec);
+        return;
+    }
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
               "%s: crash point %s: the child ended with %s, not SIGKILL (point reached: %u): %s",
               c->backend, spec, crash_status_str(st, sbuf, sizeof sbuf),
@@ -214,11 +224,13 @@ static void run_clean(campaign *c, long cycles)
 static void report(campaign *c, const char *what)
 {
     fprintf(stderr,
-            "test_crash %s (%s): %lu child runs, %lu chosen crash points hit, %lu random kills, "
+            "test_crash %s (%s): %lu child runs, %lu chosen crash points hit (%lu not reached), "
+            "%lu random kills, "
             "%lu clean runs; %lu fresh-process verifications, %llu objects checked byte-exact, "
             "%llu lost, %llu corrupt; %llu orphan keys (stale, harmless), %llu junk entries "
             "removed by scans, up to %llu objects per save, last durable cycle %" PRId64 "\n",
-            c->backend, what, c->runs, c->hit, c->killed_random, c->finished, c->verifies,
+            c->backend, what, c->runs, c->hit, c->missed, c->killed_random, c->finished,
+            c->verifies,
             c->checked, c->lost, c->corrupt, c->orphans, c->junk, c->max_objects, c->durable);
     crash_log_destroy(c->log);
 }
@@ -245,8 +257,11 @@ static const char *const file_points[] = {
 
 static void chosen(campaign *c, const char *const *pts, size_t n)
 {
+    unsigned long hit0 = c->hit;
     for (size_t i = 0; i < n; i++)
         crash_at(c, pts[i]);
+    cr_assert_geq((c->hit - hit0) * 4, n * 3, "%s: only %lu of %zu chosen crash points reached",
+                  c->backend, c->hit - hit0, n);
 }
 
 static void random_kills(campaign *c)
