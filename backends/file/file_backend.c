@@ -32,12 +32,6 @@
  * of them; a bigger one calls syncfs() once (see docs/file-backend.md for the
  * measurements behind the number). */
 #define FILE_FSYNC_MAX 4
-/* 1: store through O_TMPFILE + linkat; 0: a named temporary + rename.
- * Both never show a partial value under a key's name; the named temporary
- * measured faster on ext4 here (docs/file-backend.md). */
-#ifndef FILE_STORE_O_TMPFILE
-#define FILE_STORE_O_TMPFILE 0
-#endif
 /* Write buffers kept for reuse, and the biggest one kept. */
 #define FILE_BUF_CACHE 8
 /* location directories remembered as failed (see file_backend.failed) */
@@ -62,7 +56,6 @@ typedef struct file_backend {
     int spillfd;
     dev_t spill_dev;
     atomic_uint_fast64_t tmp_seq;
-    atomic_int link_proc; /* 1: AT_EMPTY_PATH refused, link O_TMPFILEs via /proc */
 
     pthread_mutex_t buf_mu;
     file_buf bufs[FILE_BUF_CACHE];
@@ -337,21 +330,27 @@ static int remove_tree_at(int at, const char *name, int depth)
     return io_()->unlinkat(at, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -1;
 }
 
-/* Gives the O_TMPFILE file fd the name at/name.  0 or -1. */
-static int link_tmpfile(file_backend *b, int fd, int at, const char *name)
+/* Ends a write to the temporary at/tmp through fd: closes fd and, if all
+ * went well (ok, else `what` failed with errno e), renames it to at/name;
+ * otherwise removes it.  So a name only ever appears with its whole value. */
+static int finish_tmp(int at, const char *base, const char *tmp, const char *name, int fd, int ok,
+                      const char *what, int e)
 {
-    if (!atomic_load_explicit(&b->link_proc, memory_order_relaxed)) {
-        if (io_()->linkat(fd, "", at, name, AT_EMPTY_PATH) == 0)
-            return 0;
-        if (errno != EPERM && errno != ENOENT && errno != EINVAL)
-            return -1;
-        /* without CAP_DAC_READ_SEARCH (before Linux 6.10) AT_EMPTY_PATH is
-         * refused; the /proc link below is the documented alternative */
-        atomic_store_explicit(&b->link_proc, 1, memory_order_relaxed);
+    if (io_()->close(fd) != 0 && ok) {
+        what = "close";
+        e = errno;
+        ok = 0;
     }
-    char proc[48];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    return io_()->linkat(AT_FDCWD, proc, at, name, AT_SYMLINK_FOLLOW);
+    if (ok) {
+        what = "rename into place";
+        ok = io_()->renameat(at, tmp, at, name) == 0;
+        e = errno;
+    }
+    if (!ok) {
+        io_()->unlinkat(at, tmp, 0);
+        return fail(e, what, base, tmp);
+    }
+    return FBK_OK;
 }
 
 /* Copies bytes [0, size) of in to out (in-kernel when it can).  0 or -1. */
@@ -449,84 +448,25 @@ static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_
     }
     int e = errno;
     io_()->close(in);
-    if (io_()->close(out) != 0 && ok) {
-        what = "close";
-        e = errno;
-        ok = 0;
-    }
-    if (ok) {
-        what = "rename into place";
-        ok = io_()->renameat(dst_at, tmp, dst_at, name) == 0;
-        e = errno;
-    }
-    if (!ok) {
-        io_()->unlinkat(dst_at, tmp, 0);
-        return fail(e, what, dst_base, tmp);
-    }
-    return FBK_OK;
+    return finish_tmp(dst_at, dst_base, tmp, name, out, ok, what, e);
 }
 
 /* Creates spill/name holding buf[0..len) so that the name only ever appears
- * with the whole value behind it: a temporary name + rename (or O_TMPFILE +
- * linkat, see FILE_STORE_O_TMPFILE).  No fsync: the spill area is
- * disposable. */
+ * with the whole value behind it: a named temporary, renamed when complete.
+ * (O_TMPFILE + linkat measured 4-5x slower here: docs/file-backend.md.)
+ * No fsync: the spill area is disposable. */
 static int spill_write(file_backend *b, const char *name, const void *buf, size_t len)
 {
     char shard[3] = {name[0], name[1], '\0'};
-    int fd = -1;
-    errno = EOPNOTSUPP;
-    if (FILE_STORE_O_TMPFILE) {
-        fd = io_()->openat(b->spillfd, shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-        if (fd < 0 && errno == ENOENT && mkdir_ok(b->spillfd, shard) == 0)
-            fd = io_()->openat(b->spillfd, shard, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-    }
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-        /* no O_TMPFILE here: a named temporary, renamed when complete */
-        char tmp[FILE_TMP_LEN];
-        tmp_name(b, name, tmp);
+    char tmp[FILE_TMP_LEN];
+    tmp_name(b, name, tmp);
+    int fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT && mkdir_ok(b->spillfd, shard) == 0)
         fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 && errno == ENOENT && mkdir_ok(b->spillfd, shard) == 0)
-            fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return fail(errno, "create", b->spill, tmp);
-        const char *what = "write";
-        int ok = write_all(fd, buf, len) == 0;
-        int e = errno;
-        if (io_()->close(fd) != 0 && ok) {
-            what = "close";
-            e = errno;
-            ok = 0;
-        }
-        if (ok) {
-            what = "rename into place";
-            ok = io_()->renameat(b->spillfd, tmp, b->spillfd, name) == 0;
-            e = errno;
-        }
-        if (!ok) {
-            io_()->unlinkat(b->spillfd, tmp, 0);
-            return fail(e, what, b->spill, tmp);
-        }
-        return FBK_OK;
-    }
     if (fd < 0)
-        return fail(errno, "create a file in", b->spill, shard);
-    if (write_all(fd, buf, len) != 0) {
-        int e = errno;
-        io_()->close(fd);
-        return fail(e, "write", b->spill, name);
-    }
-    int r = link_tmpfile(b, fd, b->spillfd, name);
-    if (r != 0 && errno == EEXIST && io_()->unlinkat(b->spillfd, name, 0) == 0)
-        r = link_tmpfile(b, fd, b->spillfd, name); /* a stale copy: replace it */
-    int e = errno;
-    if (io_()->close(fd) != 0 && r == 0) {
-        e = errno;
-        io_()->unlinkat(b->spillfd, name, 0);
-        return fail(e, "close", b->spill, name);
-    }
-    if (r != 0)
-        return fail(e, "link", b->spill, name);
-    return FBK_OK;
+        return fail(errno, "create", b->spill, tmp);
+    int ok = write_all(fd, buf, len) == 0;
+    return finish_tmp(b->spillfd, b->spill, tmp, name, fd, ok, "write", errno);
 }
 
 /* ------------------------------------------------------------ spill ops */
@@ -1114,7 +1054,6 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     snprintf(b->spill, dlen + sizeof "/spill", "%s/spill", dir);
     b->rootfd = b->lockfd = b->spillfd = -1;
     atomic_init(&b->tmp_seq, 0);
-    atomic_init(&b->link_proc, 0);
     pthread_mutex_init(&b->buf_mu, NULL);
     pthread_mutex_init(&b->spill_sync_mu, NULL);
     pthread_mutex_init(&b->failed_mu, NULL);
