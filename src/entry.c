@@ -160,6 +160,21 @@ static int load_locked(fbk_handle *h)
     return rc;
 }
 
+/* One step towards having the value in memory, for a caller that found it
+ * absent or held exclusively: waits for the holder, or reads the value back
+ * (setting *loaded).  Called and returns with h->mu held. */
+static int advance_locked(fbk_handle *h, bool *loaded)
+{
+    if (h->excl != FBK__EX_NONE) {
+        pthread_cond_wait(&h->cv, &h->mu);
+        return FBK_OK;
+    }
+    int rc = load_locked(h);
+    if (rc == FBK_OK)
+        *loaded = true;
+    return rc;
+}
+
 int fbk_load(fbk_handle *h, const void **obj)
 {
     if (!h || !obj)
@@ -183,16 +198,11 @@ int fbk_load(fbk_handle *h, const void **obj)
             return fbk_error_set(FBK_EBUSY, 0,
                                  "fbk_load: this thread holds fbk_load_mut on the item");
         }
-        if (h->excl != FBK__EX_NONE) {
-            pthread_cond_wait(&h->cv, &h->mu);
-            continue;
-        }
-        int rc = load_locked(h);
+        int rc = advance_locked(h, &loaded);
         if (rc) {
             pthread_mutex_unlock(&h->mu);
             return rc;
         }
-        loaded = true;
     }
 }
 
@@ -259,16 +269,11 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
                 return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
                                      in_memory ? "being evicted" : "not in memory");
             }
-            if (h->excl != FBK__EX_NONE) {
-                pthread_cond_wait(&h->cv, &h->mu);
-                continue;
-            }
-            int rc = load_locked(h);
+            int rc = advance_locked(h, &loaded);
             if (rc) {
                 pthread_mutex_unlock(&h->mu);
                 return rc;
             }
-            loaded = true;
             continue;
         }
         break;
@@ -398,16 +403,9 @@ int fbk__entry_fill(fbk_handle *h)
     int rc = FBK_OK;
     bool loaded = false;
     pthread_mutex_lock(&h->mu);
-    while (!h->obj) {
-        if (h->excl == FBK__EX_LOAD) {
-            pthread_cond_wait(&h->cv, &h->mu);
-            continue;
-        }
-        rc = load_locked(h);
-        if (rc)
-            break;
-        loaded = true;
-    }
+    /* pinned: excl can only be none or LOAD here */
+    while (!h->obj && rc == FBK_OK)
+        rc = advance_locked(h, &loaded);
     pthread_mutex_unlock(&h->mu);
     if (rc == FBK_OK)
         (void)fbk__pool_touch(h->pool, h, loaded); /* on a worker: never waits */

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alloc.h"
 #include "keymap.h"
 
 /* ------------------------------------------------------------- error.c */
@@ -23,13 +24,6 @@ int fbk__errno_code(int os_errno);
 /* Makes sure fbk_errmsg() describes `code` (keeps a message a callee set). */
 int fbk__error_keep(int code);
 void fbk__error_clear(void);
-
-/* ------------------------------------------------------------- alloc.c */
-void *fbk__malloc(size_t n);
-void *fbk__calloc(size_t count, size_t size);
-void *fbk__realloc(void *p, size_t n);
-void fbk__free(void *p);
-char *fbk__strdup(const char *s);
 
 /* --------------------------------------------------------------- uri.c */
 #define FBK__SCHEME_MAX 15

@@ -5,17 +5,12 @@
 #ifndef FBK_KEYMAP_H
 #define FBK_KEYMAP_H
 
+#include "alloc.h"
 #include "fbk.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* alloc.c: libfbk's allocator (also used by the mem backend) */
-void *fbk__malloc(size_t n);
-void *fbk__calloc(size_t count, size_t size);
-void fbk__free(void *p);
-char *fbk__strdup(const char *s);
 
 typedef struct fbk__keymap {
     fbk_key *keys;
