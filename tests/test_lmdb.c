@@ -28,43 +28,17 @@ static backend open_backend(const char *dir, const fbk_store_options *opts)
     return b;
 }
 
-struct bytes {
-    size_t len;
-    uint64_t seed;
-    int fail; /* fill returns FBK_ECODEC after writing */
-};
-
-static int fill_bytes(void *dst, size_t len, void *arg)
-{
-    struct bytes *b = arg;
-    if (len != b->len)
-        return FBK_EINVAL;
-    tu_fill(dst, len, b->seed);
-    return b->fail ? fbk_error_set(FBK_ECODEC, 0, "test: fill refused") : FBK_OK;
-}
-
-static int check_bytes(const void *src, size_t len, void *arg)
-{
-    struct bytes *b = arg;
-    if (len != b->len)
-        return FBK_ECORRUPT;
-    unsigned char *want = malloc(len ? len : 1);
-    tu_fill(want, len, b->seed);
-    int same = memcmp(want, src, len) == 0;
-    free(want);
-    return same ? FBK_OK : FBK_ECORRUPT;
-}
 
 static int store_seed(backend *b, const fbk_key *k, size_t len, uint64_t seed)
 {
-    struct bytes want = {len, seed, 0};
-    return b->ops->store(b->self, k, len, fill_bytes, &want);
+    tu_bytes want = {len, seed, 0};
+    return b->ops->store(b->self, k, len, tu_fill_bytes, &want);
 }
 
 static int load_seed(backend *b, const fbk_key *k, size_t len, uint64_t seed)
 {
-    struct bytes want = {len, seed, 0};
-    return b->ops->load(b->self, k, check_bytes, &want);
+    tu_bytes want = {len, seed, 0};
+    return b->ops->load(b->self, k, tu_check_bytes, &want);
 }
 
 struct keyset {
@@ -117,8 +91,8 @@ Test(lmdb_ops, failed_fill_leaves_no_value)
     fbk_key good, bad;
     fbk_key_generate(&good);
     fbk_key_generate(&bad);
-    struct bytes refuse = {5000, 7, 1};
-    cr_assert_eq(b.ops->store(b.self, &bad, 5000, fill_bytes, &refuse), FBK_ECODEC);
+    tu_bytes refuse = {5000, 7, 1};
+    cr_assert_eq(b.ops->store(b.self, &bad, 5000, tu_fill_bytes, &refuse), FBK_ECODEC);
     cr_assert_str_eq(fbk_errmsg(), "test: fill refused");
     cr_assert_eq(store_seed(&b, &good, 5000, 8), FBK_OK);
     cr_assert_eq(load_seed(&b, &bad, 5000, 7), FBK_ENOTFOUND);
@@ -322,8 +296,8 @@ Test(lmdb_ops, spill_area_is_emptied_after_a_crash)
         if (fbk_backend_lmdb_create(d, NULL, &ops, &self) != FBK_OK)
             _exit(2);
         for (int i = 0; i < 3; i++) {
-            struct bytes want = {1000, (uint64_t)i, 0};
-            if (ops->store(self, &k[i], 1000, fill_bytes, &want) != FBK_OK)
+            tu_bytes want = {1000, (uint64_t)i, 0};
+            if (ops->store(self, &k[i], 1000, tu_fill_bytes, &want) != FBK_OK)
                 _exit(3);
         }
         _exit(0);

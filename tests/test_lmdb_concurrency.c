@@ -11,34 +11,6 @@
 
 #define THREADS 8
 
-struct bytes {
-    size_t len;
-    uint64_t seed;
-    int fail;
-};
-
-static int fill_bytes(void *dst, size_t len, void *arg)
-{
-    struct bytes *b = arg;
-    if (len != b->len)
-        return FBK_EINVAL;
-    tu_fill(dst, len, b->seed);
-    return b->fail ? fbk_error_set(FBK_ECODEC, 0, "test: fill refused") : FBK_OK;
-}
-
-static int check_bytes(const void *src, size_t len, void *arg)
-{
-    struct bytes *b = arg;
-    if (len != b->len)
-        return FBK_ECORRUPT;
-    unsigned char *want = malloc(len ? len : 1);
-    if (!want)
-        return FBK_ENOMEM;
-    tu_fill(want, len, b->seed);
-    int same = memcmp(want, src, len) == 0;
-    free(want);
-    return same ? FBK_OK : FBK_ECORRUPT;
-}
 
 static size_t size_of(int t, int i) { return (size_t)((t * 7919 + i * 104729) % 200000) + 1; }
 
@@ -74,8 +46,8 @@ static void *spill_worker(void *arg)
     pthread_barrier_wait(&w->sh->start);
     for (int i = 0; i < w->iters; i++) {
         fbk_key_generate(&k[i]);
-        struct bytes b = {size_of(w->t, i), (uint64_t)(w->t * 100000 + i), i % 5 == 4};
-        int rc = ops->store(self, &k[i], b.len, fill_bytes, &b);
+        tu_bytes b = {size_of(w->t, i), (uint64_t)(w->t * 100000 + i), i % 5 == 4};
+        int rc = ops->store(self, &k[i], b.len, tu_fill_bytes, &b);
         if (rc != (b.fail ? FBK_ECODEC : FBK_OK))
             fail(w, "store", i, rc);
         if (i % 3 == 2) { /* remove an earlier one */
@@ -86,9 +58,9 @@ static void *spill_worker(void *arg)
         }
     }
     for (int i = 0; i < w->iters; i++) {
-        struct bytes b = {size_of(w->t, i), (uint64_t)(w->t * 100000 + i), 0};
+        tu_bytes b = {size_of(w->t, i), (uint64_t)(w->t * 100000 + i), 0};
         int gone = i % 5 == 4 || i % 3 == 0;
-        int rc = ops->load(self, &k[i], check_bytes, &b);
+        int rc = ops->load(self, &k[i], tu_check_bytes, &b);
         if (rc != (gone ? FBK_ENOTFOUND : FBK_OK))
             fail(w, "load", i, rc);
     }
@@ -151,8 +123,8 @@ static void *durable_worker(void *arg)
     for (int i = 0; i < w->iters; i += BULK) {
         for (int j = 0; j < BULK; j++) {
             fbk_key_generate(&k[j]);
-            struct bytes b = {size_of(w->t, i + j), (uint64_t)(w->t * 100000 + i + j), 0};
-            int rc = ops->store(self, &k[j], b.len, fill_bytes, &b);
+            tu_bytes b = {size_of(w->t, i + j), (uint64_t)(w->t * 100000 + i + j), 0};
+            int rc = ops->store(self, &k[j], b.len, tu_fill_bytes, &b);
             if (rc != FBK_OK)
                 fail(w, "store", i + j, rc);
         }
@@ -176,8 +148,8 @@ static void *durable_worker(void *arg)
         if (rc != FBK_OK)
             fail(w, "register_many", i, rc);
         for (int j = 0; j < BULK; j++) {
-            struct bytes b = {size_of(w->t, i + j), (uint64_t)(w->t * 100000 + i + j), 0};
-            if ((rc = ops->load(self, &k[j], check_bytes, &b)) != FBK_OK)
+            tu_bytes b = {size_of(w->t, i + j), (uint64_t)(w->t * 100000 + i + j), 0};
+            if ((rc = ops->load(self, &k[j], tu_check_bytes, &b)) != FBK_OK)
                 fail(w, "load", i + j, rc);
             if ((rc = ops->remove_persisted(self, loc, &k[j])) != FBK_OK)
                 fail(w, "remove_persisted", i + j, rc);

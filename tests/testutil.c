@@ -93,3 +93,26 @@ int tu_blob_check(const fbk_blob *b, size_t len, uint64_t seed)
     free(want);
     return ok;
 }
+
+int tu_fill_bytes(void *dst, size_t len, void *arg)
+{
+    tu_bytes *b = arg;
+    if (len != b->len)
+        return FBK_EINVAL;
+    tu_fill(dst, len, b->seed);
+    return b->fail ? fbk_error_set(FBK_ECODEC, 0, "test: fill refused") : FBK_OK;
+}
+
+int tu_check_bytes(const void *src, size_t len, void *arg)
+{
+    tu_bytes *b = arg;
+    if (len != b->len)
+        return FBK_ECORRUPT;
+    unsigned char *want = malloc(len ? len : 1);
+    if (!want)
+        return FBK_ENOMEM;
+    tu_fill(want, len, b->seed);
+    int same = memcmp(want, src, len) == 0;
+    free(want);
+    return same ? FBK_OK : FBK_ECORRUPT;
+}

@@ -19,4 +19,16 @@ fbk_blob *tu_blob(size_t len, uint64_t seed);
 /* 1 if blob holds exactly the bytes tu_blob(len, seed) would. */
 int tu_blob_check(const fbk_blob *b, size_t len, uint64_t seed);
 
+/* For tests that call a backend table directly: the arg of tu_fill_bytes
+ * (an fbk_fill_fn writing tu_fill(len, seed), then failing with FBK_ECODEC
+ * when `fail`) and of tu_check_bytes (an fbk_read_fn: FBK_ECORRUPT unless
+ * the bytes are exactly those). */
+typedef struct tu_bytes {
+    size_t len;
+    uint64_t seed;
+    int fail;
+} tu_bytes;
+int tu_fill_bytes(void *dst, size_t len, void *arg);
+int tu_check_bytes(const void *src, size_t len, void *arg);
+
 #endif
