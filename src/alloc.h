@@ -7,7 +7,6 @@
 
 void *fbk__malloc(size_t n);
 void *fbk__calloc(size_t count, size_t size);
-void *fbk__realloc(void *p, size_t n);
 void fbk__free(void *p);
 char *fbk__strdup(const char *s);
 
