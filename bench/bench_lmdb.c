@@ -10,6 +10,7 @@
  *            plain: copy spill -> durable in one write transaction + sync)
  *
  * usage: bench_lmdb [N] [DIR]   (N defaults to 20000, DIR to /tmp/fbk-bench-lmdb-PID)
+ * BENCH_ONLY=fbk or BENCH_ONLY=plain runs one side only, for profilers.
  */
 #include <fbk.h>
 #include <lmdb.h>
@@ -101,8 +102,10 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
     r.secs[1] = now() - t0;
     fbk_store_stats st;
     fbk_store_stats_get(s, &st);
-    printf("libfbk after the reads: %llu backend stores, %llu loads, %llu removes\n",
-           (unsigned long long)st.stores, (unsigned long long)st.loads,
+    printf("libfbk after the reads: %llu backend stores (%llu in %llu batches), %llu loads, "
+           "%llu removes\n",
+           (unsigned long long)st.stores, (unsigned long long)st.batched_stores,
+           (unsigned long long)st.store_batches, (unsigned long long)st.loads,
            (unsigned long long)st.removes);
 
     if ((rc = fbk_location_open(s, "bench", &loc)) != 0)
@@ -224,8 +227,11 @@ int main(int argc, char **argv)
     size_t *order = malloc(n * sizeof *order);
     shuffle(order, n);
 
-    struct phase plain = run_plain(dir, n, order);
-    struct phase fbk = run_fbk(dir, n, order);
+    /* BENCH_ONLY=fbk or =plain runs one side (for perf/callgrind); ratios are then meaningless */
+    const char *only = getenv("BENCH_ONLY");
+    struct phase none = {{1, 1, 1}};
+    struct phase plain = only && strcmp(only, "plain") != 0 ? none : run_plain(dir, n, order);
+    struct phase fbk = only && strcmp(only, "fbk") != 0 ? none : run_fbk(dir, n, order);
 
     static const char *names[] = {"put", "read (random)", "persist+sync"};
     printf("N = %zu objects of %d bytes, pool = %zu items, dir = %s\n", n, OBJ,

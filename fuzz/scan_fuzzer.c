@@ -73,7 +73,8 @@ static void rmtree(const char *path) { (void)nftw(path, rm_one, 32, FTW_DEPTH | 
 static void mkdir_p(const char *path)
 {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s", path);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s", path) >= sizeof tmp)
+        return;
     for (char *p = tmp + 1; *p; p++)
         if (*p == '/') {
             *p = 0;

@@ -191,6 +191,8 @@ typedef struct fbk_store_stats {
     uint64_t evictions;         /* items dropped from memory after a write */
     uint64_t eviction_failures; /* eviction writes that failed (item kept) */
     uint64_t background_errors; /* all failures reported to on_error */
+    uint64_t store_batches;     /* store_many calls (each wrote `stores` of several values) */
+    uint64_t batched_stores;    /* values written through them */
 } fbk_store_stats;
 void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out);
 

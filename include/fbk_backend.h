@@ -50,7 +50,18 @@ typedef int (*fbk_read_fn)(const void *src, size_t len, void *arg);
  * returned by it. */
 typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 
-#define FBK_BACKEND_OPS_VERSION 1
+/* 1: the contract's table.  2: appends store_many. */
+#define FBK_BACKEND_OPS_VERSION 2
+
+/* One value of a batched store (version 2): the same four arguments as
+ * `store`, plus the outcome of this one value, set by the backend. */
+typedef struct fbk_store_req {
+    const fbk_key *key;
+    size_t len;
+    fbk_fill_fn fill;
+    void *arg;
+    int result; /* out: 0 when the value is readable, else its FBK_E* code */
+} fbk_store_req;
 
 /*
  * The table.  `version` comes first; later versions only append members, so a
@@ -103,6 +114,16 @@ struct fbk_backend_ops {
     /* ---- optional batch forms; NULL means the core loops ---- */
     int (*persist_many)(void *self, void *loc, const fbk_key *keys, size_t n);
     int (*register_many)(void *self, void *loc, const fbk_key *keys, size_t n);
+
+    /* ---- version 2 (read only when version >= 2) ---- */
+    /* Optional: store n values at once, with the guarantees of n `store`
+     * calls (distinct keys, each fill called once per attempt, a failed value
+     * left unreadable).  Sets every reqs[i].result and returns 0 when all
+     * succeeded, else the first failure's code (with its message).  The core
+     * hands over the eviction writes that queued up together, so a backend
+     * with a costly commit (LMDB) pays it once per batch.  NULL: the core
+     * calls `store` once per value. */
+    int (*store_many)(void *self, fbk_store_req *reqs, size_t n);
 };
 
 /*

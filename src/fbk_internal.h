@@ -57,6 +57,11 @@ int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out);
  * allocates and cannot fail. */
 typedef struct fbk__job {
     void (*run)(struct fbk__job *job);
+    /* Optional: runs n jobs of the same kind at once (they are linked through
+     * `next`, the last one's next is NULL).  A worker that pops a job with
+     * run_many also takes the jobs queued right behind it that have the same
+     * run_many, up to the batch limit. */
+    void (*run_many)(struct fbk__job *first, size_t n);
     struct fbk__job *next;
 } fbk__job;
 
@@ -67,6 +72,7 @@ typedef struct fbk__workers {
     pthread_cond_t exit_cv; /* a worker exited */
     fbk__job *head, *tail;
     size_t pending; /* queued + running */
+    size_t batch_max; /* most jobs one run_many call gets (>= 1) */
     unsigned alive;
     bool stop;
     bool free_on_exit; /* last worker out calls finalize(arg) */
@@ -77,6 +83,8 @@ typedef struct fbk__workers {
 int fbk__workers_start(fbk__workers *w, unsigned n, void (*finalize)(void *), void *arg);
 void fbk__workers_submit(fbk__workers *w, fbk__job *job);
 void fbk__workers_drain(fbk__workers *w);
+/* Most jobs one run_many call gets (default 1: no batching). */
+void fbk__workers_set_batch(fbk__workers *w, size_t batch_max);
 /* Stops the workers once the queue is empty.  From a non-worker thread it
  * waits for them and returns true: the caller finalizes.  From one of w's own
  * workers it returns false: the last worker to exit calls finalize. */
@@ -105,7 +113,8 @@ struct fbk_store {
     int drain_errno;        /* ... its errno and message */
     char drain_msg[256];
 
-    atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors;
+    atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors,
+        n_store_batches, n_batched_stores;
 
     /* backpressure: eviction writes queued or running, and callers waiting
      * for that number to fall to evict_limit */
@@ -144,6 +153,22 @@ typedef struct fbk__token {
 /* Writes obj under key (a key unknown to the store); *out has one use. */
 int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
                      fbk__token **out);
+/* Most eviction writes one worker hands to store_many at once. */
+#define FBK__EVICT_BATCH 64
+/* One value of fbk__token_store_many. */
+typedef struct fbk__store_item {
+    fbk_key key;
+    const fbk_codec *codec;
+    const void *obj;
+    fbk__token *tok; /* out: set when rc == 0 */
+    int rc;          /* out */
+} fbk__store_item;
+/* fbk__token_store for n values, through the backend's store_many (in
+ * chunks of bounded size) when it has one.  Each item gets its own outcome;
+ * a failed item's message is reported by the caller. */
+void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n);
+/* The backend's store_many, or NULL (a version-1 table has none). */
+#define FBK__STORE_MANY(s) ((s)->ops->version >= 2 ? (s)->ops->store_many : NULL)
 /* Registers key from a backend location (one register_key however many
  * callers); *out has one use. */
 int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out);

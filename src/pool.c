@@ -54,6 +54,7 @@ void fbk_pool_release(fbk_pool *p)
 }
 
 static void evict_job(fbk__job *job);
+static void evict_many(fbk__job *first, size_t n);
 
 /* What one LRU change decided, acted on after p->mu is released: objects to
  * destroy (never under a lock: a codec's destroy may release handles) and
@@ -85,6 +86,7 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
         fbk_store *s = p->store;
         atomic_fetch_add_explicit(&s->evict_inflight, 1, memory_order_relaxed);
         h->evict_job.run = evict_job;
+        h->evict_job.run_many = FBK__STORE_MANY(s) ? evict_many : NULL;
         fbk__workers_submit(&s->workers, &h->evict_job);
         b->queued = true;
     }
@@ -187,27 +189,16 @@ void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* The eviction write, on a worker.  Holds the item exclusively (no pins can
- * start), writes it unless already stored, then drops it from memory.  A
- * failed write keeps the object in memory: nothing is lost, and the item is
- * retried on a later LRU change. */
-static void evict_job(fbk__job *job)
+/* The end of an eviction: with the write's outcome, drop the object from
+ * memory (rc == 0) or keep it and queue the item for a retry.  t is the new
+ * token when this eviction wrote the value. */
+static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
 {
-    fbk_handle *h = (fbk_handle *)((char *)job - offsetof(fbk_handle, evict_job));
     fbk_pool *p = h->pool;
     fbk_store *s = p->store;
-    int rc = FBK_OK;
     pthread_mutex_lock(&h->mu);
-    if (!h->tok) {
-        fbk_key key = h->key;
-        void *obj = h->obj;
-        fbk__token *t = NULL;
-        pthread_mutex_unlock(&h->mu);
-        rc = fbk__token_store(s, &key, &p->codec, obj, &t);
-        pthread_mutex_lock(&h->mu);
-        if (rc == FBK_OK)
-            h->tok = t;
-    }
+    if (t)
+        h->tok = t;
     void *drop = NULL;
     if (rc == FBK_OK) {
         drop = h->obj;
@@ -227,4 +218,51 @@ static void evict_job(fbk__job *job)
     }
     fbk__store_evict_done(s);
     fbk__entry_unref(h);
+}
+
+/* The eviction write, on a worker.  Holds the item exclusively (no pins can
+ * start), writes it unless already stored, then drops it from memory.  A
+ * failed write keeps the object in memory: nothing is lost, and the item is
+ * retried on a later LRU change. */
+static void evict_job(fbk__job *job)
+{
+    fbk_handle *h = (fbk_handle *)((char *)job - offsetof(fbk_handle, evict_job));
+    fbk_pool *p = h->pool;
+    int rc = FBK_OK;
+    fbk__token *t = NULL;
+    pthread_mutex_lock(&h->mu);
+    bool write = !h->tok;
+    fbk_key key = h->key;
+    void *obj = h->obj;
+    pthread_mutex_unlock(&h->mu);
+    if (write)
+        rc = fbk__token_store(p->store, &key, &p->codec, obj, &t);
+    evict_finish(h, rc, t);
+}
+
+/* n eviction jobs queued together (linked through next): their writes go to
+ * the backend's store_many at once, then each ends as evict_job would.  The
+ * items are held exclusively (EVICT), so their objects stay put meanwhile. */
+static void evict_many(fbk__job *first, size_t n)
+{
+    fbk_handle *hs[FBK__EVICT_BATCH];
+    bool write[FBK__EVICT_BATCH];
+    fbk__store_item items[FBK__EVICT_BATCH];
+    size_t m = 0, k = 0;
+    for (fbk__job *j = first; j && k < n && k < FBK__EVICT_BATCH; j = j->next, k++) {
+        fbk_handle *h = (fbk_handle *)((char *)j - offsetof(fbk_handle, evict_job));
+        hs[k] = h;
+        pthread_mutex_lock(&h->mu);
+        write[k] = !h->tok;
+        if (write[k])
+            items[m++] = (fbk__store_item){.key = h->key, .codec = &h->pool->codec, .obj = h->obj};
+        pthread_mutex_unlock(&h->mu);
+    }
+    if (m > 0)
+        fbk__token_store_many(hs[0]->pool->store, items, m);
+    for (size_t i = 0, w = 0; i < k; i++) {
+        fbk__store_item *it = write[i] ? &items[w++] : NULL;
+        int rc = it ? it->rc : FBK_OK;
+        evict_finish(hs[i], rc, rc == FBK_OK && it ? it->tok : NULL);
+    }
 }

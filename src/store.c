@@ -101,6 +101,11 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
         store_free(s); /* the workers are stopped and destroyed already */
         return rc;
     }
+    /* A worker takes at most half the backpressure limit of queued eviction
+     * writes at once, so the program can queue the next ones meanwhile. */
+    long half = s->evict_limit / 2;
+    fbk__workers_set_batch(&s->workers,
+                           half < 1 ? 1 : half > FBK__EVICT_BATCH ? FBK__EVICT_BATCH : (size_t)half);
     *out = s;
     return FBK_OK;
 }
@@ -220,4 +225,6 @@ void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out)
     out->evictions = atomic_load(&s->n_evictions);
     out->eviction_failures = atomic_load(&s->n_evict_fail);
     out->background_errors = atomic_load(&s->n_bg_errors);
+    out->store_batches = atomic_load(&s->n_store_batches);
+    out->batched_stores = atomic_load(&s->n_batched_stores);
 }

@@ -92,6 +92,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
     if (loc)
         fbk__location_retain(loc);
     t->job.run = task_run;
+    t->job.run_many = NULL;
     if (out)
         *out = t;
     fbk__workers_submit(&h->pool->store->workers, &t->job);

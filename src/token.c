@@ -34,8 +34,8 @@ static void token_settle(fbk_store *s, fbk__token *t, int rc)
         fbk__free(t);
 }
 
-int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
-                     fbk__token **out)
+/* Claims key for a new stored value: a BUSY token with one use. */
+static int token_begin(fbk_store *s, const fbk_key *key, fbk__token **out)
 {
     fbk__token *t = token_new(s, key);
     if (!t)
@@ -51,21 +51,110 @@ int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, c
                              rc == FBK_EINVAL ? "store: key already in the spill area"
                                               : "store: cannot grow the token table");
     }
+    *out = t;
+    return FBK_OK;
+}
+
+/* The framed length of obj, or an error for a size that cannot be framed. */
+static int framed_len(const fbk_codec *codec, const void *obj, fbk__fill_ctx *fc, size_t *len)
+{
     size_t payload = codec->size(obj, codec->ctx);
-    if (payload > SIZE_MAX - FBK__FRAME_HDR) {
-        rc = fbk_error_set(FBK_ECODEC, 0, "codec size %zu too large", payload);
-    } else {
-        fbk__fill_ctx fc = {.codec = codec, .obj = obj, .payload = payload};
-        rc = s->ops->store(s->self, key, FBK__FRAME_HDR + payload, fbk__frame_fill, &fc);
-        if (rc)
-            fbk__error_keep(rc);
-        else
-            atomic_fetch_add_explicit(&s->n_stores, 1, memory_order_relaxed);
-    }
-    token_settle(s, t, rc);
+    if (payload > SIZE_MAX - FBK__FRAME_HDR)
+        return fbk_error_set(FBK_ECODEC, 0, "codec size %zu too large", payload);
+    *fc = (fbk__fill_ctx){.codec = codec, .obj = obj, .payload = payload};
+    *len = FBK__FRAME_HDR + payload;
+    return FBK_OK;
+}
+
+/* Ends a token_begin with the store's outcome. */
+static int token_end(fbk_store *s, fbk__token *t, int rc)
+{
     if (rc == FBK_OK)
+        atomic_fetch_add_explicit(&s->n_stores, 1, memory_order_relaxed);
+    token_settle(s, t, rc);
+    return rc;
+}
+
+int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, const void *obj,
+                     fbk__token **out)
+{
+    fbk__token *t;
+    int rc = token_begin(s, key, &t);
+    if (rc)
+        return rc;
+    fbk__fill_ctx fc;
+    size_t len = 0;
+    rc = framed_len(codec, obj, &fc, &len);
+    if (rc == FBK_OK)
+        rc = s->ops->store(s->self, key, len, fbk__frame_fill, &fc);
+    if (rc)
+        fbk__error_keep(rc);
+    if (token_end(s, t, rc) == FBK_OK)
         *out = t;
     return rc;
+}
+
+/* A store_many call carries at most this many bytes (one item always fits). */
+#define FBK__BATCH_BYTES ((size_t)16 << 20)
+
+/* Writes items[0..n) (n <= FBK__EVICT_BATCH) whose tokens are begun, in
+ * store_many calls of at most FBK__BATCH_BYTES each. */
+static void store_chunk(fbk_store *s, fbk__store_item *items, size_t n)
+{
+    fbk_store_req req[FBK__EVICT_BATCH];
+    fbk__fill_ctx fc[FBK__EVICT_BATCH];
+    size_t idx[FBK__EVICT_BATCH];
+    size_t i = 0;
+    while (i < n) {
+        size_t m = 0, bytes = 0;
+        for (; i < n; i++) {
+            if (items[i].rc != FBK_OK)
+                continue; /* its token could not be begun */
+            fbk__fill_ctx c;
+            size_t len = 0;
+            items[i].rc = framed_len(items[i].codec, items[i].obj, &c, &len);
+            if (items[i].rc != FBK_OK)
+                continue;
+            if (m > 0 && bytes + len > FBK__BATCH_BYTES)
+                break; /* the next call starts with item i */
+            fc[m] = c;
+            req[m] = (fbk_store_req){&items[i].key, len, fbk__frame_fill, &fc[m], FBK_EIO};
+            idx[m++] = i;
+            bytes += len;
+        }
+        if (m == 0)
+            break;
+        (void)FBK__STORE_MANY(s)(s->self, req, m); /* the outcome is per request */
+        atomic_fetch_add_explicit(&s->n_store_batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->n_batched_stores, m, memory_order_relaxed);
+        for (size_t j = 0; j < m; j++)
+            items[idx[j]].rc = req[j].result;
+    }
+}
+
+void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n)
+{
+    if (!FBK__STORE_MANY(s) || n == 1) {
+        for (size_t i = 0; i < n; i++)
+            items[i].rc = fbk__token_store(s, &items[i].key, items[i].codec, items[i].obj,
+                                           &items[i].tok);
+        return;
+    }
+    for (size_t base = 0; base < n; base += FBK__EVICT_BATCH) {
+        size_t k = n - base < FBK__EVICT_BATCH ? n - base : FBK__EVICT_BATCH;
+        fbk__store_item *it = items + base;
+        for (size_t i = 0; i < k; i++) {
+            it[i].tok = NULL;
+            it[i].rc = token_begin(s, &it[i].key, &it[i].tok);
+        }
+        store_chunk(s, it, k);
+        for (size_t i = 0; i < k; i++) {
+            if (!it[i].tok)
+                continue; /* token_begin failed */
+            if (token_end(s, it[i].tok, it[i].rc) != FBK_OK)
+                it[i].tok = NULL;
+        }
+    }
 }
 
 int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out)
@@ -157,5 +246,6 @@ void fbk__token_release(fbk__token *t)
         return;
     fbk__store_retain(s);
     t->job.run = token_remove_job;
+    t->job.run_many = NULL;
     fbk__workers_submit(&s->workers, &t->job);
 }

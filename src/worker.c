@@ -24,15 +24,27 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&w->work_cv, &w->mu);
         if (!w->head)
             break; /* stop, and nothing left */
-        fbk__job *job = w->head;
-        w->head = job->next;
+        fbk__job *job = w->head, *last = job;
+        size_t n = 1;
+        if (job->run_many)
+            while (n < w->batch_max && last->next && last->next->run_many == job->run_many) {
+                last = last->next;
+                n++;
+            }
+        w->head = last->next;
         if (!w->head)
             w->tail = NULL;
+        last->next = NULL;
         pthread_mutex_unlock(&w->mu);
         fbk__error_clear();
-        job->run(job); /* may free the object the job is embedded in */
+        /* both may free the objects the jobs are embedded in */
+        if (n > 1)
+            job->run_many(job, n);
+        else
+            job->run(job);
         pthread_mutex_lock(&w->mu);
-        if (--w->pending == 0)
+        w->pending -= n;
+        if (w->pending == 0)
             pthread_cond_broadcast(&w->idle_cv);
     }
     bool last = --w->alive == 0;
@@ -50,6 +62,7 @@ int fbk__workers_start(fbk__workers *w, unsigned n, void (*finalize)(void *), vo
     memset(w, 0, sizeof *w);
     w->finalize = finalize;
     w->arg = arg;
+    w->batch_max = 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->work_cv, NULL);
     pthread_cond_init(&w->idle_cv, NULL);
@@ -93,6 +106,13 @@ void fbk__workers_submit(fbk__workers *w, fbk__job *job)
     w->tail = job;
     w->pending++;
     pthread_cond_signal(&w->work_cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void fbk__workers_set_batch(fbk__workers *w, size_t batch_max)
+{
+    pthread_mutex_lock(&w->mu);
+    w->batch_max = batch_max ? batch_max : 1;
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -182,6 +182,8 @@ struct counting {
     unsigned gate_blocked[CB_NOPS];
     inflight *fl;
     size_t nfl, capfl;
+    size_t batch_sizes[256]; /* the first store_many calls' sizes */
+    size_t nbatch_sizes;
 };
 
 counting *counting_new(void)
@@ -680,45 +682,72 @@ static int cb_register_many(void *self, void *loc, const fbk_key *keys, size_t n
     return rc;
 }
 
-static const fbk_backend_ops counting_table = {
-    .version = FBK_BACKEND_OPS_VERSION,
-    .name = "counting",
-    .store = cb_store,
-    .load = cb_load,
-    .remove = cb_remove,
-    .open_location = cb_open_location,
-    .close_location = cb_close_location,
-    .scan = cb_scan,
-    .persist = cb_persist,
-    .register_key = cb_register_key,
-    .remove_persisted = cb_remove_persisted,
-    .sync = cb_sync,
-    .close = cb_close,
-    .persist_many = NULL,
-    .register_many = NULL,
-};
-
-static const fbk_backend_ops counting_table_batch = {
-    .version = FBK_BACKEND_OPS_VERSION,
-    .name = "counting-batch",
-    .store = cb_store,
-    .load = cb_load,
-    .remove = cb_remove,
-    .open_location = cb_open_location,
-    .close_location = cb_close_location,
-    .scan = cb_scan,
-    .persist = cb_persist,
-    .register_key = cb_register_key,
-    .remove_persisted = cb_remove_persisted,
-    .sync = cb_sync,
-    .close = cb_close,
-    .persist_many = cb_persist_many,
-    .register_many = cb_register_many,
-};
-
-const fbk_backend_ops *counting_ops(int batch)
+/* store_many: a fault injected on CB_STORE_MANY fails the whole call (no
+ * value written); otherwise each value goes through cb_store, so CB_STORE
+ * faults, gates and counts apply per value. */
+static int cb_store_many(void *self, fbk_store_req *reqs, size_t n)
 {
-    return batch ? &counting_table_batch : &counting_table;
+    counting *cb = self;
+    int rc = enter(cb, CB_STORE_MANY);
+    pthread_mutex_lock(&cb->mu);
+    if (cb->nbatch_sizes < sizeof cb->batch_sizes / sizeof cb->batch_sizes[0])
+        cb->batch_sizes[cb->nbatch_sizes] = n;
+    cb->nbatch_sizes++;
+    pthread_mutex_unlock(&cb->mu);
+    int first = rc;
+    for (size_t i = 0; i < n; i++) {
+        reqs[i].result = rc ? rc : cb_store(self, reqs[i].key, reqs[i].len, reqs[i].fill, reqs[i].arg);
+        if (first == 0)
+            first = reqs[i].result;
+    }
+    leave(self, CB_STORE_MANY);
+    return first;
+}
+
+size_t counting_store_many_sizes(counting *cb, size_t *out, size_t cap)
+{
+    pthread_mutex_lock(&cb->mu);
+    size_t total = cb->nbatch_sizes;
+    size_t kept = total < sizeof cb->batch_sizes / sizeof cb->batch_sizes[0]
+                      ? total
+                      : sizeof cb->batch_sizes / sizeof cb->batch_sizes[0];
+    for (size_t i = 0; i < cap && i < kept; i++)
+        out[i] = cb->batch_sizes[i];
+    pthread_mutex_unlock(&cb->mu);
+    return total;
+}
+
+static fbk_backend_ops counting_tables[8];
+
+static void counting_tables_init(void)
+{
+    for (unsigned f = 0; f < 8; f++) {
+        counting_tables[f] = (fbk_backend_ops){
+            .version = (f & COUNTING_STORE_MANY_V1) ? 1 : FBK_BACKEND_OPS_VERSION,
+            .name = "counting",
+            .store = cb_store,
+            .load = cb_load,
+            .remove = cb_remove,
+            .open_location = cb_open_location,
+            .close_location = cb_close_location,
+            .scan = cb_scan,
+            .persist = cb_persist,
+            .register_key = cb_register_key,
+            .remove_persisted = cb_remove_persisted,
+            .sync = cb_sync,
+            .close = cb_close,
+            .persist_many = (f & COUNTING_BATCH) ? cb_persist_many : NULL,
+            .register_many = (f & COUNTING_BATCH) ? cb_register_many : NULL,
+            .store_many = (f & (COUNTING_STORE_MANY | COUNTING_STORE_MANY_V1)) ? cb_store_many : NULL,
+        };
+    }
+}
+
+const fbk_backend_ops *counting_ops(unsigned flags)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, counting_tables_init);
+    return &counting_tables[flags & 7u];
 }
 
 int counting_open_flags(fbk_store **out, const fbk_store_options *opts, unsigned flags,
@@ -729,7 +758,7 @@ int counting_open_flags(fbk_store **out, const fbk_store_options *opts, unsigned
         return FBK_ENOMEM;
     atomic_fetch_add(&cb->refs, 1); /* the store's reference, dropped by close */
     *cbp = cb;
-    return fbk_store_open_backend(out, counting_ops((flags & COUNTING_BATCH) != 0), cb, opts);
+    return fbk_store_open_backend(out, counting_ops(flags), cb, opts);
 }
 
 int counting_open(fbk_store **out, const fbk_store_options *opts, counting **cb)
@@ -1061,7 +1090,7 @@ void fx_open(fx *f, size_t mem_items)
     counting *cb = NULL;
     f->s = NULL;
     f->p = NULL;
-    int rc = counting_open(&f->s, &f->opts, &cb);
+    int rc = counting_open_flags(&f->s, &f->opts, f->flags, &cb);
     cr_assert_eq(rc, 0, "counting_open: %s (%s)", fbk_err_name(rc), fbk_errmsg());
     f->cb = cb;
     fbk_codec c = tc_codec(&f->ctx, 1);

@@ -38,16 +38,23 @@ typedef enum counting_op {
     CB_SYNC,
     CB_PERSIST_MANY,
     CB_REGISTER_MANY,
+    CB_STORE_MANY, /* each value of a store_many also counts as a CB_STORE call */
     CB_NOPS
 } counting_op;
 
 /* Flags for counting_open_flags(). */
-#define COUNTING_BATCH 1u /* fill persist_many/register_many in the table */
+#define COUNTING_BATCH 1u       /* fill persist_many/register_many in the table */
+#define COUNTING_STORE_MANY 2u  /* fill store_many (version 2) in the table */
+#define COUNTING_STORE_MANY_V1 4u /* ... but say version 1: the core must not call it */
 
 /* A fresh backend state (refcount 1, owned by the caller).  NULL on ENOMEM. */
 counting *counting_new(void);
-/* The table: persist_many/register_many NULL unless batch != 0. */
-const fbk_backend_ops *counting_ops(int batch);
+/* The table: persist_many/register_many NULL unless flags has COUNTING_BATCH,
+ * store_many NULL unless it has COUNTING_STORE_MANY (or _V1). */
+const fbk_backend_ops *counting_ops(unsigned flags);
+/* Copies the sizes of the first store_many calls (at most 256 are kept), in
+ * call order, into out[0..cap); returns how many calls there were in all. */
+size_t counting_store_many_sizes(counting *cb, size_t *out, size_t cap);
 /* Opens a store over a fresh counting backend; *cb gets the test's
  * reference (free it with counting_free after the store is closed).  Returns
  * fbk_store_open_backend's result; on failure *cb is still set (and closed). */
@@ -146,6 +153,7 @@ typedef struct fx {
     fbk_pool *p;
     tc_ctx ctx;
     fbk_store_options opts;
+    unsigned flags; /* counting_open_flags() flags, e.g. COUNTING_STORE_MANY */
 } fx;
 /* Opens f->s over a counting backend (f->opts as set by the caller, e.g.
  * threads / on_error; zero it for defaults) and creates f->p with mem_items

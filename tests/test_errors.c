@@ -156,7 +156,7 @@ Test(errors, store_open_backend_rejects_version_0_and_closes_self)
 {
     counting *cb = counting_new();
     cr_assert_not_null(cb);
-    fbk_backend_ops bad = *counting_ops(0);
+    fbk_backend_ops bad = *counting_ops(0u);
     bad.version = 0;
     fbk_store *s = NULL;
     cr_assert_eq(fbk_store_open_backend(&s, &bad, counting_ref(cb), NULL), FBK_EINVAL);
@@ -265,7 +265,7 @@ Test(errors, store_open_backend_rejects_an_incomplete_table_and_closes_self)
 {
     counting *cb = counting_new();
     cr_assert_not_null(cb);
-    fbk_backend_ops bad = *counting_ops(0);
+    fbk_backend_ops bad = *counting_ops(0u);
     bad.load = NULL;
     fbk_store *s = NULL;
     cr_assert_eq(fbk_store_open_backend(&s, &bad, counting_ref(cb), NULL), FBK_EINVAL);

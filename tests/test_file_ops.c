@@ -91,7 +91,8 @@ static int exists(const char *dir, const char *sub, const fbk_key *k)
 {
     char hex[33], path[4096];
     fbk_key_format_hex(k, hex);
-    snprintf(path, sizeof path, "%s/%s/%.2s/%s", dir, sub, hex, hex);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s/%.2s/%s", dir, sub, hex, hex) >= sizeof path)
+        return 0;
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }

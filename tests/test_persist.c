@@ -243,7 +243,7 @@ Test(persist, register_in_a_new_store_reads_the_persisted_value)
     }
     /* a second store over the same backend state (same locations) */
     fbk_store *s = NULL;
-    cr_assert_eq(fbk_store_open_backend(&s, counting_ops(0), counting_ref(cb), NULL), 0);
+    cr_assert_eq(fbk_store_open_backend(&s, counting_ops(0u), counting_ref(cb), NULL), 0);
     fbk_location *loc = NULL;
     cr_assert_eq(fbk_location_open(s, "L", &loc), 0);
     cr_assert_eq(fbk_location_count(loc), 1);

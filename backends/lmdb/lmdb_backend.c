@@ -59,6 +59,50 @@ static int lmdb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fi
     return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len);
 }
 
+struct store_many_arg {
+    MDB_dbi dbi;
+    fbk_store_req *reqs;
+    size_t n;
+};
+
+/* All of a batch's values in one write transaction (so one commit).  A value
+ * whose fill fails is taken out again and the others go on; an LMDB error
+ * dooms the transaction, and fbk__lmdb_write runs the op again after a map
+ * growth, so every result is set afresh on each run. */
+static int store_many_op(MDB_txn *txn, void *p)
+{
+    struct store_many_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        fbk_store_req *r = &a->reqs[i];
+        struct store_arg one = {a->dbi, r->key, r->len, r->fill, r->arg};
+        int rc = store_op(txn, &one);
+        if (FBK__LMDB_FATAL(rc))
+            return rc;
+        r->result = rc;
+    }
+    return 0;
+}
+
+static int lmdb_store_many(void *self, fbk_store_req *reqs, size_t n)
+{
+    fbk__lmdb *b = self;
+    size_t pages = 0, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        pages += fbk__lmdb_pages_for(&b->spill, reqs[i].len);
+        bytes += reqs[i].len;
+    }
+    struct store_many_arg a = {b->spill.main, reqs, n};
+    int rc = fbk__lmdb_write(&b->spill, store_many_op, &a, pages, bytes);
+    int first = FBK_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (rc != FBK_OK)
+            reqs[i].result = rc; /* the transaction did not commit */
+        if (first == FBK_OK)
+            first = reqs[i].result;
+    }
+    return first;
+}
+
 int fbk__lmdb_not_found(const char *what, const fbk_key *key)
 {
     char hex[33];
@@ -120,7 +164,8 @@ static int clear_spill(const char *spill)
     static const char *const files[] = {"data.mdb", "lock.mdb"};
     char path[4200];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", spill, files[i]);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", spill, files[i]) >= sizeof path)
+            return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long: %s", spill);
         if (unlink(path) != 0 && errno != ENOENT)
             return fbk_error_from_errno(errno, "lmdb: remove %s", path);
     }
@@ -158,6 +203,7 @@ static const fbk_backend_ops lmdb_ops = {
     .close = lmdb_close,
     .persist_many = fbk__lmdb_persist_many,
     .register_many = fbk__lmdb_register_many,
+    .store_many = lmdb_store_many,
 };
 
 static int take_lock(fbk__lmdb *b, const char *dir)

@@ -481,7 +481,9 @@ static void plan_dir(pl_plan *p, int node, const char *rel, int variant, long ca
     }
     for (size_t i = 0; i < ne; i++) {
         char child[PATH_MAX];
-        snprintf(child, sizeof child, "%s%s%s", rel, rel[0] ? "/" : "", e[i].name);
+        if ((size_t)snprintf(child, sizeof child, "%s%s%s", rel, rel[0] ? "/" : "", e[i].name) >=
+            sizeof child)
+            continue; /* cannot be part of a store tree (paths are short) */
         int c = e[i].node;
         if (P.nodes[c].is_dir) {
             plan_dir(p, c, child, variant, call, visited, nvisited, depth + 1);
