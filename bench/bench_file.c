@@ -21,6 +21,9 @@
  * Dirty data is flushed (untimed) before each phase so every phase starts
  * from the same state.  Each phase is run REPS times (default 3) and the
  * fastest run is reported.
+ *
+ * BENCH_ONLY=fbk|plain|table runs one column only (for profilers);
+ * BENCH_THREADS=N sets the store's worker threads (default: the default).
  */
 #include <fbk.h>
 
@@ -94,7 +97,10 @@ static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char
     char uri[4200];
     snprintf(uri, sizeof uri, "file:%s/fbk", dir);
     fbk_store *s;
-    int rc = fbk_store_open(&s, uri, NULL);
+    fbk_store_options o = {0};
+    const char *th = getenv("BENCH_THREADS");
+    o.threads = th ? (unsigned)atoi(th) : 0;
+    int rc = fbk_store_open(&s, uri, &o);
     if (rc)
         die("fbk_store_open", rc);
     fbk_pool *p;
@@ -315,6 +321,9 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
             if (mkdir(dir, 0755) != 0)
                 die_errno("mkdir", dir);
             int which = (k + r) % 3;
+            const char *only = getenv("BENCH_ONLY");
+            if (only && strcmp(only, which == 0 ? "fbk" : which == 1 ? "plain" : "table") != 0)
+                continue;
             times *dst = which == 0 ? &f : which == 1 ? &p : &o;
             times t = which == 0   ? run_fbk(dir, size, n, src, order)
                       : which == 1 ? run_plain(dir, size, n, src, order)

@@ -120,6 +120,21 @@ typedef struct fbk_codec {
     int (*clone)(const void *obj, void **out,
                  void *ctx); /* optional (make_mut); NULL = encode+decode */
     void *ctx;
+
+    /* Optional, for zero copy (libfbk's addition; leave NULL to always use
+     * encode/decode).  A backend that can write or read a value in pieces
+     * (file:) then moves the bytes between the object and the file with no
+     * copy in between:
+     * view: the encoded bytes of obj when they already lie contiguous in the
+     *   object: a pointer to size(obj) bytes that stays valid while the
+     *   object is neither changed nor destroyed; NULL means "use encode".
+     * reserve: a new object whose encoded form will be exactly the len bytes
+     *   written to *dst; the object must be complete once they are there (the
+     *   object IS its bytes, as fbk_blob is).  Returns 0 or non-zero as
+     *   decode does.  If the bytes then fail the frame check, the object is
+     *   handed to destroy. */
+    const void *(*view)(const void *obj, void *ctx);
+    int (*reserve)(size_t len, void **obj, void **dst, void *ctx);
 } fbk_codec;
 
 /* A ready-made object type: a length-prefixed byte string. */

@@ -36,6 +36,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/uio.h> /* struct iovec */
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,8 +50,14 @@ typedef int (*fbk_read_fn)(const void *src, size_t len, void *arg);
 /* Called once per key found by scan; a non-zero result stops the scan and is
  * returned by it. */
 typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
+/* load_into's callback (version 2): told the stored length, sets iov[0..*n)
+ * (*n <= FBK_PLACE_MAX) to where those len bytes go, in order, summing to
+ * exactly len.  Returns 0, or an FBK_E* code that load_into must return
+ * without reading further. */
+#define FBK_PLACE_MAX 2
+typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
-/* 1: the contract's table.  2: appends store_many. */
+/* 1: the contract's table.  2: appends store_many, store_iov, load_into. */
 #define FBK_BACKEND_OPS_VERSION 2
 
 /* One value of a batched store (version 2): the same four arguments as
@@ -124,6 +131,19 @@ struct fbk_backend_ops {
      * with a costly commit (LMDB) pays it once per batch.  NULL: the core
      * calls `store` once per value. */
     int (*store_many)(void *self, fbk_store_req *reqs, size_t n);
+    /* Optional zero-copy forms of store and load, for a backend whose
+     * natural I/O is a gather write / scatter read (file:).  NULL: the core
+     * uses store/load.
+     * store_iov: `store` with the value given as iov[0..n) (n <= 4; the
+     *   framed header, then the object's own bytes), written as they are
+     *   (writev).  The segments stay valid and unchanged during the call.
+     *   Same guarantees as store.
+     * load_into: `load` that reads straight into memory the core places:
+     *   call place(len, iov, &n, arg) once with the stored length, then fill
+     *   those segments completely (a value that turns out shorter than len:
+     *   FBK_ECORRUPT).  FBK_ENOTFOUND if the key is absent. */
+    int (*store_iov)(void *self, const fbk_key *key, const struct iovec *iov, int n);
+    int (*load_into)(void *self, const fbk_key *key, fbk_place_fn place, void *arg);
 };
 
 /*

@@ -63,6 +63,24 @@ static int blob_clone(const void *obj, void **out, void *ctx)
     return 0;
 }
 
+/* zero copy: a blob's encoded form is its data */
+static const void *blob_view(const void *obj, void *ctx)
+{
+    (void)ctx;
+    return ((const fbk_blob *)obj)->data;
+}
+
+static int blob_reserve(size_t len, void **obj, void **dst, void *ctx)
+{
+    (void)ctx;
+    fbk_blob *b = fbk_blob_new(NULL, len);
+    if (!b)
+        return FBK_ENOMEM;
+    *obj = b;
+    *dst = b->data;
+    return 0;
+}
+
 const fbk_codec fbk_blob_codec = {
     .size = blob_size,
     .encode = blob_encode,
@@ -70,4 +88,6 @@ const fbk_codec fbk_blob_codec = {
     .destroy = blob_destroy,
     .clone = blob_clone,
     .ctx = NULL,
+    .view = blob_view,
+    .reserve = blob_reserve,
 };

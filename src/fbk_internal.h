@@ -42,6 +42,16 @@ typedef struct fbk__fill_ctx {
     size_t payload;
 } fbk__fill_ctx;
 int fbk__frame_fill(void *dst, size_t len, void *arg); /* fbk_fill_fn, arg = fbk__fill_ctx */
+/* The header of a frame around payload[0..len). */
+void fbk__frame_header(unsigned char hdr[FBK__FRAME_HDR], const void *payload, size_t len);
+/* Checks everything but the checksum of a frame of len bytes whose header is
+ * hdr; *plen gets the payload length.  0 or FBK_ECORRUPT. */
+int fbk__frame_check_header(const unsigned char *hdr, size_t len, size_t *plen);
+/* Checks payload[0..plen) against the checksum in hdr.  0 or FBK_ECORRUPT. */
+int fbk__frame_check_sum(const unsigned char *hdr, const void *payload, size_t plen);
+/* A codec callback's non-zero result as an FBK_E* code (ENOMEM stays ENOMEM,
+ * anything else is ECODEC), with a message naming `what`. */
+int fbk__codec_error(int rc, const char *what);
 /* Checks a frame; on success *payload and *plen describe the codec bytes. */
 int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen);
 typedef struct fbk__read_ctx {
@@ -167,8 +177,10 @@ typedef struct fbk__store_item {
  * chunks of bounded size) when it has one.  Each item gets its own outcome;
  * a failed item's message is reported by the caller. */
 void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n);
-/* The backend's store_many, or NULL (a version-1 table has none). */
+/* The backend's version-2 members, or NULL (a version-1 table has none). */
 #define FBK__STORE_MANY(s) ((s)->ops->version >= 2 ? (s)->ops->store_many : NULL)
+#define FBK__STORE_IOV(s) ((s)->ops->version >= 2 ? (s)->ops->store_iov : NULL)
+#define FBK__LOAD_INTO(s) ((s)->ops->version >= 2 ? (s)->ops->load_into : NULL)
 /* Registers key from a backend location (one register_key however many
  * callers); *out has one use. */
 int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out);

@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#ifdef FBK_HAVE_XXH_DISPATCH
+/* the same XXH3, with the widest vector unit the CPU has (CMakeLists.txt) */
+#include <xxh_x86dispatch.h>
+#endif
 
 static void put_le64(unsigned char *p, uint64_t v)
 {
@@ -30,11 +34,20 @@ static uint64_t get_le64(const unsigned char *p)
 }
 
 /* A codec's non-zero result: ENOMEM is passed on, anything else is ECODEC. */
-static int codec_error(int rc, const char *what)
+int fbk__codec_error(int rc, const char *what)
 {
     if (rc == FBK_ENOMEM)
         return fbk_error_set(FBK_ENOMEM, 0, "codec %s: out of memory", what);
     return fbk_error_set(FBK_ECODEC, 0, "codec %s failed (returned %d)", what, rc);
+}
+
+void fbk__frame_header(unsigned char hdr[FBK__FRAME_HDR], const void *payload, size_t len)
+{
+    memcpy(hdr, FBK__FRAME_MAGIC, 4);
+    hdr[4] = FBK__FRAME_VERSION;
+    hdr[5] = hdr[6] = hdr[7] = 0;
+    put_le64(hdr + 8, (uint64_t)len);
+    put_le64(hdr + 16, XXH3_64bits(payload, len));
 }
 
 int fbk__frame_fill(void *dst, size_t len, void *arg)
@@ -46,18 +59,13 @@ int fbk__frame_fill(void *dst, size_t len, void *arg)
                              (size_t)FBK__FRAME_HDR + c->payload);
     int rc = c->codec->encode(c->obj, p + FBK__FRAME_HDR, c->payload, c->codec->ctx);
     if (rc)
-        return codec_error(rc, "encode");
-    memcpy(p, FBK__FRAME_MAGIC, 4);
-    p[4] = FBK__FRAME_VERSION;
-    p[5] = p[6] = p[7] = 0;
-    put_le64(p + 8, (uint64_t)c->payload);
-    put_le64(p + 16, XXH3_64bits(p + FBK__FRAME_HDR, c->payload));
+        return fbk__codec_error(rc, "encode");
+    fbk__frame_header(p, p + FBK__FRAME_HDR, c->payload);
     return FBK_OK;
 }
 
-int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen)
+int fbk__frame_check_header(const unsigned char *p, size_t len, size_t *plen)
 {
-    const unsigned char *p = src;
     if (!p || len < FBK__FRAME_HDR)
         return fbk_error_set(FBK_ECORRUPT, 0, "frame: %zu bytes, shorter than the %d-byte header",
                              len, FBK__FRAME_HDR);
@@ -72,14 +80,32 @@ int fbk__frame_check(const void *src, size_t len, const unsigned char **payload,
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "frame: header says %llu payload bytes, %zu are stored",
                              (unsigned long long)n, len - FBK__FRAME_HDR);
-    uint64_t want = get_le64(p + 16);
-    uint64_t got = XXH3_64bits(p + FBK__FRAME_HDR, (size_t)n);
+    *plen = (size_t)n;
+    return FBK_OK;
+}
+
+int fbk__frame_check_sum(const unsigned char *hdr, const void *payload, size_t plen)
+{
+    uint64_t want = get_le64(hdr + 16);
+    uint64_t got = XXH3_64bits(payload, plen);
     if (want != got)
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "frame: checksum mismatch (stored %016llx, computed %016llx)",
                              (unsigned long long)want, (unsigned long long)got);
+    return FBK_OK;
+}
+
+int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen)
+{
+    const unsigned char *p = src;
+    size_t n;
+    int rc = fbk__frame_check_header(p, len, &n);
+    if (rc == FBK_OK)
+        rc = fbk__frame_check_sum(p, p + FBK__FRAME_HDR, n);
+    if (rc)
+        return rc;
     *payload = p + FBK__FRAME_HDR;
-    *plen = (size_t)n;
+    *plen = n;
     return FBK_OK;
 }
 
@@ -94,7 +120,7 @@ int fbk__frame_read(const void *src, size_t len, void *arg)
     void *obj = NULL;
     rc = c->codec->decode(payload, plen, &obj, c->codec->ctx);
     if (rc)
-        return codec_error(rc, "decode");
+        return fbk__codec_error(rc, "decode");
     c->obj = obj;
     return FBK_OK;
 }
@@ -104,7 +130,7 @@ int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out)
     int rc;
     if (codec->clone) {
         rc = codec->clone(obj, out, codec->ctx);
-        return rc ? codec_error(rc, "clone") : FBK_OK;
+        return rc ? fbk__codec_error(rc, "clone") : FBK_OK;
     }
     size_t n = codec->size(obj, codec->ctx);
     void *buf = fbk__malloc(n ? n : 1);
@@ -113,9 +139,9 @@ int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out)
     rc = codec->encode(obj, buf, n, codec->ctx);
     if (rc) {
         fbk__free(buf);
-        return codec_error(rc, "encode");
+        return fbk__codec_error(rc, "encode");
     }
     rc = codec->decode(buf, n, out, codec->ctx);
     fbk__free(buf);
-    return rc ? codec_error(rc, "decode") : FBK_OK;
+    return rc ? fbk__codec_error(rc, "decode") : FBK_OK;
 }

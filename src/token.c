@@ -6,6 +6,7 @@
 #include "fbk_internal.h"
 
 #include <stdlib.h>
+#include <sys/uio.h>
 
 static fbk__token *token_new(fbk_store *s, const fbk_key *key)
 {
@@ -85,8 +86,18 @@ int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, c
     fbk__fill_ctx fc;
     size_t len = 0;
     rc = framed_len(codec, obj, &fc, &len);
-    if (rc == FBK_OK)
+    const void *view = NULL;
+    if (rc == FBK_OK && FBK__STORE_IOV(s) && codec->view)
+        view = codec->view(obj, codec->ctx);
+    if (rc == FBK_OK && view) {
+        /* zero copy: header + the object's own bytes, written as they are */
+        unsigned char hdr[FBK__FRAME_HDR];
+        fbk__frame_header(hdr, view, fc.payload);
+        struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)view, fc.payload}};
+        rc = FBK__STORE_IOV(s)(s->self, key, iov, fc.payload ? 2 : 1);
+    } else if (rc == FBK_OK) {
         rc = s->ops->store(s->self, key, len, fbk__frame_fill, &fc);
+    }
     if (rc)
         fbk__error_keep(rc);
     if (token_end(s, t, rc) == FBK_OK)
@@ -192,20 +203,78 @@ int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token
     return rc;
 }
 
+/* load_into: the header lands in hdr, the payload straight in an object
+ * from codec->reserve. */
+typedef struct place_ctx {
+    const fbk_codec *codec;
+    unsigned char hdr[FBK__FRAME_HDR];
+    size_t plen;
+    void *obj; /* reserved (to destroy if anything fails) */
+    void *dst;
+    int placed;
+} place_ctx;
+
+static int place_frame(size_t len, struct iovec *iov, int *n, void *arg)
+{
+    place_ctx *c = arg;
+    if (c->placed++)
+        return fbk_error_set(FBK_EIO, 0, "backend called place twice");
+    if (len < FBK__FRAME_HDR)
+        return fbk_error_set(FBK_ECORRUPT, 0, "frame: %zu bytes, shorter than the %d-byte header",
+                             len, FBK__FRAME_HDR);
+    c->plen = len - FBK__FRAME_HDR;
+    int rc = c->codec->reserve(c->plen, &c->obj, &c->dst, c->codec->ctx);
+    if (rc) {
+        c->obj = NULL;
+        return fbk__codec_error(rc, "reserve");
+    }
+    iov[0] = (struct iovec){c->hdr, FBK__FRAME_HDR};
+    iov[1] = (struct iovec){c->dst, c->plen};
+    *n = c->plen ? 2 : 1;
+    return FBK_OK;
+}
+
+static int load_placed(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj)
+{
+    place_ctx c = {.codec = codec};
+    int rc = FBK__LOAD_INTO(s)(s->self, &t->key, place_frame, &c);
+    size_t n = 0;
+    if (rc == FBK_OK && !c.placed)
+        rc = fbk_error_set(FBK_EIO, 0, "backend %s: load_into returned success without data",
+                           s->ops->name ? s->ops->name : "?");
+    if (rc == FBK_OK)
+        rc = fbk__frame_check_header(c.hdr, FBK__FRAME_HDR + c.plen, &n);
+    if (rc == FBK_OK)
+        rc = fbk__frame_check_sum(c.hdr, c.dst, c.plen);
+    if (rc) {
+        if (c.obj)
+            codec->destroy(c.obj, codec->ctx);
+        return rc;
+    }
+    *obj = c.obj;
+    return FBK_OK;
+}
+
 int fbk__token_load(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj)
 {
-    fbk__read_ctx rc_ctx = {.codec = codec, .obj = NULL};
-    int rc = s->ops->load(s->self, &t->key, fbk__frame_read, &rc_ctx);
-    if (rc) {
-        if (rc_ctx.obj) /* the backend failed after a successful decode */
+    int rc;
+    void *got = NULL;
+    if (FBK__LOAD_INTO(s) && codec->reserve) {
+        rc = load_placed(s, t, codec, &got);
+    } else {
+        fbk__read_ctx rc_ctx = {.codec = codec, .obj = NULL};
+        rc = s->ops->load(s->self, &t->key, fbk__frame_read, &rc_ctx);
+        if (rc && rc_ctx.obj) /* the backend failed after a successful decode */
             codec->destroy(rc_ctx.obj, codec->ctx);
-        return fbk__error_keep(rc);
+        if (rc == FBK_OK && !rc_ctx.obj)
+            rc = fbk_error_set(FBK_EIO, 0, "backend %s: load returned success without data",
+                               s->ops->name ? s->ops->name : "?");
+        got = rc_ctx.obj;
     }
-    if (!rc_ctx.obj)
-        return fbk_error_set(FBK_EIO, 0, "backend %s: load returned success without data",
-                             s->ops->name ? s->ops->name : "?");
+    if (rc)
+        return fbk__error_keep(rc);
     atomic_fetch_add_explicit(&s->n_loads, 1, memory_order_relaxed);
-    *obj = rc_ctx.obj;
+    *obj = got;
     return FBK_OK;
 }
 

@@ -717,11 +717,70 @@ size_t counting_store_many_sizes(counting *cb, size_t *out, size_t cap)
     return total;
 }
 
-static fbk_backend_ops counting_tables[8];
+/* store_iov/load_into: the value gathered into / scattered out of one
+ * buffer, through do_store/do_load (so CB_STORE/CB_LOAD faults, gates,
+ * counts and corruption apply). */
+typedef struct cb_gather {
+    const struct iovec *iov;
+    int n;
+} cb_gather;
+
+static int cb_gather_fill(void *dst, size_t len, void *arg)
+{
+    const cb_gather *g = arg;
+    size_t off = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (g->iov[i].iov_len > len - off)
+            return fbk_error_set(FBK_EINVAL, 0, "counting: segments longer than the value");
+        memcpy((char *)dst + off, g->iov[i].iov_base, g->iov[i].iov_len);
+        off += g->iov[i].iov_len;
+    }
+    return 0;
+}
+
+static int cb_store_iov(void *self, const fbk_key *key, const struct iovec *iov, int n)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    cb_gather g = {iov, n};
+    return cb_store(self, key, len, cb_gather_fill, &g);
+}
+
+typedef struct cb_scatter {
+    fbk_place_fn place;
+    void *arg;
+} cb_scatter;
+
+static int cb_scatter_read(const void *src, size_t len, void *arg)
+{
+    const cb_scatter *sc = arg;
+    struct iovec iov[FBK_PLACE_MAX];
+    int n = 0;
+    int rc = sc->place(len, iov, &n, sc->arg);
+    if (rc)
+        return rc;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > len - off)
+            return fbk_error_set(FBK_EINVAL, 0, "counting: place gave more room than the value");
+        memcpy(iov[i].iov_base, (const char *)src + off, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    return off == len ? 0 : fbk_error_set(FBK_EINVAL, 0, "counting: place gave too little room");
+}
+
+static int cb_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+{
+    cb_scatter sc = {place, arg};
+    return cb_load(self, key, cb_scatter_read, &sc);
+}
+
+static fbk_backend_ops counting_tables[16];
 
 static void counting_tables_init(void)
 {
-    for (unsigned f = 0; f < 8; f++) {
+    for (unsigned f = 0; f < 16; f++) {
         counting_tables[f] = (fbk_backend_ops){
             .version = (f & COUNTING_STORE_MANY_V1) ? 1 : FBK_BACKEND_OPS_VERSION,
             .name = "counting",
@@ -739,6 +798,8 @@ static void counting_tables_init(void)
             .persist_many = (f & COUNTING_BATCH) ? cb_persist_many : NULL,
             .register_many = (f & COUNTING_BATCH) ? cb_register_many : NULL,
             .store_many = (f & (COUNTING_STORE_MANY | COUNTING_STORE_MANY_V1)) ? cb_store_many : NULL,
+            .store_iov = (f & COUNTING_IOV) ? cb_store_iov : NULL,
+            .load_into = (f & COUNTING_IOV) ? cb_load_into : NULL,
         };
     }
 }
@@ -747,7 +808,7 @@ const fbk_backend_ops *counting_ops(unsigned flags)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, counting_tables_init);
-    return &counting_tables[flags & 7u];
+    return &counting_tables[flags & 15u];
 }
 
 int counting_open_flags(fbk_store **out, const fbk_store_options *opts, unsigned flags,

@@ -46,11 +46,14 @@ typedef enum counting_op {
 #define COUNTING_BATCH 1u       /* fill persist_many/register_many in the table */
 #define COUNTING_STORE_MANY 2u  /* fill store_many (version 2) in the table */
 #define COUNTING_STORE_MANY_V1 4u /* ... but say version 1: the core must not call it */
+#define COUNTING_IOV 8u /* fill store_iov/load_into (version 2); they count as CB_STORE/CB_LOAD */
 
 /* A fresh backend state (refcount 1, owned by the caller).  NULL on ENOMEM. */
 counting *counting_new(void);
 /* The table: persist_many/register_many NULL unless flags has COUNTING_BATCH,
- * store_many NULL unless it has COUNTING_STORE_MANY (or _V1). */
+ * store_many NULL unless it has COUNTING_STORE_MANY (or _V1), store_iov and
+ * load_into NULL unless it has COUNTING_IOV (with _V1 the table says
+ * version 1, so the core must ignore all three). */
 const fbk_backend_ops *counting_ops(unsigned flags);
 /* Copies the sizes of the first store_many calls (at most 256 are kept), in
  * call order, into out[0..cap); returns how many calls there were in all. */

@@ -10,6 +10,7 @@
 #include "keymap.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,71 @@ static int mem_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
                              key_text(key, t));
     /* the core never removes a key while it is being loaded: no lock needed */
     return read(v->data, v->len, arg);
+}
+
+/* The zero-copy forms (table version 2), as a reference for backend
+ * authors: store_iov gathers the segments, load_into scatters the value. */
+typedef struct gather {
+    const struct iovec *iov;
+    int n;
+} gather;
+
+static int gather_fill(void *dst, size_t len, void *arg)
+{
+    const gather *g = arg;
+    size_t off = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (g->iov[i].iov_len > len - off)
+            return fbk_error_set(FBK_EINVAL, 0, "mem: segments longer than the value");
+        memcpy((char *)dst + off, g->iov[i].iov_base, g->iov[i].iov_len);
+        off += g->iov[i].iov_len;
+    }
+    return FBK_OK;
+}
+
+static int mem_store_iov(void *self, const fbk_key *key, const struct iovec *iov, int n)
+{
+    if (n < 0 || (n > 0 && !iov))
+        return fbk_error_set(FBK_EINVAL, 0, "mem: store_iov: bad segment list");
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > SIZE_MAX - len)
+            return fbk_error_set(FBK_EINVAL, 0, "mem: store_iov: segments too long");
+        len += iov[i].iov_len;
+    }
+    gather g = {iov, n};
+    return mem_store(self, key, len, gather_fill, &g);
+}
+
+typedef struct scatter {
+    fbk_place_fn place;
+    void *arg;
+} scatter;
+
+static int scatter_read(const void *src, size_t len, void *arg)
+{
+    const scatter *sc = arg;
+    struct iovec iov[FBK_PLACE_MAX];
+    int n = 0;
+    int rc = sc->place(len, iov, &n, sc->arg);
+    if (rc)
+        return rc;
+    if (n < 0 || n > FBK_PLACE_MAX)
+        return fbk_error_set(FBK_EINVAL, 0, "mem: place gave %d segments", n);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > len - off)
+            return fbk_error_set(FBK_EINVAL, 0, "mem: place gave more room than the value");
+        memcpy(iov[i].iov_base, (const char *)src + off, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    return off == len ? FBK_OK : fbk_error_set(FBK_EINVAL, 0, "mem: place gave too little room");
+}
+
+static int mem_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+{
+    scatter sc = {place, arg};
+    return mem_load(self, key, scatter_read, &sc);
 }
 
 static int mem_remove(void *self, const fbk_key *key)
@@ -295,6 +361,8 @@ static const fbk_backend_ops mem_ops = {
     .close = mem_close,
     .persist_many = NULL,
     .register_many = NULL,
+    .store_iov = mem_store_iov,
+    .load_into = mem_load_into,
 };
 
 static mem_ns *ns_new(const char *name)
