@@ -16,8 +16,9 @@
  * Both produce the same bytes from the same source buffer; libfbk's put
  * includes making the fbk_blob (a copy) since that is what a user does.
  * A third column, "table", runs the same phases on the backend table alone
- * (fbk_backend_file_create + ops->store/load/persist/sync, no pool): the
- * file: backend's own share, without the core's framing and allocation.
+ * (fbk_backend_file_create + ops->store_iov/load_into (or store/load when
+ * the table lacks them)/persist/sync, no pool): the file: backend's own
+ * share, without the core's framing and allocation.
  * Dirty data is flushed (untimed) before each phase so every phase starts
  * from the same state.  Each phase is run REPS times (default 3) and the
  * fastest run is reported.
@@ -26,6 +27,7 @@
  * BENCH_THREADS=N sets the store's worker threads (default: the default).
  */
 #include <fbk.h>
+#include <fbk_backend.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -249,6 +251,28 @@ static int ops_read(const void *src, size_t len, void *arg)
     return 0;
 }
 
+/* The zero-copy forms, as the core uses them for fbk_blob: a 24-byte
+ * header segment plus the object's bytes, and a read placed straight into a
+ * fresh object. */
+typedef struct {
+    unsigned char hdr[24];
+    unsigned char *obj;
+} ops_place_arg;
+
+static int ops_place(size_t len, struct iovec *iov, int *n, void *arg)
+{
+    ops_place_arg *a = arg;
+    if (len < 24)
+        return FBK_ECORRUPT;
+    a->obj = malloc(len - 24 ? len - 24 : 1);
+    if (!a->obj)
+        return FBK_ENOMEM;
+    iov[0] = (struct iovec){a->hdr, 24};
+    iov[1] = (struct iovec){a->obj, len - 24};
+    *n = 2;
+    return 0;
+}
+
 static times run_ops(const char *dir, size_t size, size_t n, const unsigned char *src,
                      const size_t *order)
 {
@@ -267,17 +291,32 @@ static times run_ops(const char *dir, size_t size, size_t n, const unsigned char
         fbk_key_generate(&keys[i]);
     flush(dir);
     double t0 = now();
+    int iov = ops->version >= 2 && ops->store_iov && ops->load_into;
+    unsigned char hdr[24] = {0};
     for (size_t i = 0; i < n; i++) {
         ops_fill_arg a = {src + (i % 64)};
-        if ((rc = ops->store(self, &keys[i], size, ops_fill, &a)))
+        struct iovec v[2] = {{hdr, sizeof hdr}, {(void *)(src + (i % 64)), size}};
+        rc = iov ? ops->store_iov(self, &keys[i], v, 2)
+                 : ops->store(self, &keys[i], size, ops_fill, &a);
+        if (rc)
             die("store", rc);
     }
     t.put = now() - t0;
     flush(dir);
     t0 = now();
-    for (size_t i = 0; i < n; i++)
-        if ((rc = ops->load(self, &keys[order[i]], ops_read, NULL)))
+    for (size_t i = 0; i < n; i++) {
+        if (iov) {
+            ops_place_arg a = {{0}, NULL};
+            rc = ops->load_into(self, &keys[order[i]], ops_place, &a);
+            if (a.obj)
+                sink += a.obj[size / 2];
+            free(a.obj);
+        } else {
+            rc = ops->load(self, &keys[order[i]], ops_read, NULL);
+        }
+        if (rc)
             die("load", rc);
+    }
     t.read = now() - t0;
     flush(dir);
     void *loc;

@@ -10,7 +10,9 @@
  *            plain: copy spill -> durable in one write transaction + sync)
  *
  * usage: bench_lmdb [N] [DIR]   (N defaults to 20000, DIR to /tmp/fbk-bench-lmdb-PID)
- * BENCH_ONLY=fbk or BENCH_ONLY=plain runs one side only, for profilers.
+ * BENCH_ONLY=fbk or BENCH_ONLY=plain runs one side only, for profilers;
+ * BENCH_THREADS and BENCH_QUEUE set fbk_store_options.threads and
+ * .max_queued_writes (default: the defaults).
  */
 #include <fbk.h>
 #include <lmdb.h>
@@ -74,7 +76,12 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
     fbk_pool *p;
     fbk_location *loc;
     int rc;
-    if ((rc = fbk_store_open(&s, uri, NULL)) != 0)
+    fbk_store_options o = {0};
+    if (getenv("BENCH_THREADS"))
+        o.threads = (unsigned)atoi(getenv("BENCH_THREADS"));
+    if (getenv("BENCH_QUEUE"))
+        o.max_queued_writes = (unsigned)atoi(getenv("BENCH_QUEUE"));
+    if ((rc = fbk_store_open(&s, uri, &o)) != 0)
         die("fbk_store_open", rc);
     if ((rc = fbk_pool_create(&p, s, &fbk_blob_codec, n / 100 ? n / 100 : 1)) != 0)
         die("fbk_pool_create", rc);
