@@ -9,12 +9,15 @@
  *   persist  all N to a durable location, then sync (libfbk: fbk_save;
  *            plain: copy spill -> durable in one write transaction + sync)
  *
+ * Dirty data is written back (untimed) before every phase on both sides.
+ *
  * usage: bench_lmdb [N] [DIR]   (N defaults to 20000, DIR to /tmp/fbk-bench-lmdb-PID)
  * BENCH_ONLY=fbk or BENCH_ONLY=plain runs one side only, for profilers;
  * BENCH_THREADS and BENCH_QUEUE set fbk_store_options.threads and
  * .max_queued_writes (default: the defaults).
  */
 #include <fbk.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +34,18 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Writes back all dirty data of DIR's file system (untimed), so that each
+ * phase starts from the same state instead of meeting the writeback of the
+ * one before (which otherwise lands on whichever side runs second). */
+static void flush(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+    }
 }
 
 static void die(const char *what, int rc)
@@ -87,6 +102,7 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
         die("fbk_pool_create", rc);
     fbk_handle **h = malloc(n * sizeof *h);
 
+    flush(dir);
     double t0 = now();
     for (size_t i = 0; i < n; i++) {
         fbk_blob *b = fbk_blob_new(NULL, OBJ);
@@ -98,6 +114,7 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
         die("fbk_store_drain", rc);
     r.secs[0] = now() - t0;
 
+    flush(dir);
     t0 = now();
     for (size_t i = 0; i < n; i++) {
         const void *obj;
@@ -117,6 +134,7 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
 
     if ((rc = fbk_location_open(s, "bench", &loc)) != 0)
         die("fbk_location_open", rc);
+    flush(dir);
     t0 = now();
     if ((rc = fbk_save(loc, h, n, 0, NULL, NULL)) != 0)
         die("fbk_save", rc);
@@ -165,6 +183,7 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
     uint64_t *keys = calloc(n, 2 * sizeof *keys);
     unsigned char *obj = malloc(OBJ);
 
+    flush(dir);
     double t0 = now();
     for (size_t i = 0; i < n; i++) {
         keys[2 * i] = i * 0x9E3779B97F4A7C15ull;
@@ -180,6 +199,7 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
     }
     r.secs[0] = now() - t0;
 
+    flush(dir);
     t0 = now();
     for (size_t i = 0; i < n; i++) {
         MDB_val k = {16, &keys[2 * order[i]]}, v;
@@ -193,6 +213,7 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
     }
     r.secs[1] = now() - t0;
 
+    flush(dir);
     t0 = now();
     if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) ||
         (rc = mdb_txn_begin(durable, NULL, 0, &wtxn)))

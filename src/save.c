@@ -52,7 +52,7 @@ static int start_write(fbk_handle *h, fbk_location *loc, fbk_task **out)
 /* With a batch-capable backend: write every item out (in parallel), then
  * persist them in chunks of one backend call each (one LMDB transaction and
  * one commit per chunk instead of one per item). */
-#define FBK__PERSIST_CHUNK 512
+#define FBK__PERSIST_CHUNK 2048
 
 static int persist_batched(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
 {
