@@ -24,7 +24,8 @@
  * fastest run is reported.
  *
  * BENCH_ONLY=fbk|plain|table runs one column only (for profilers);
- * BENCH_THREADS=N sets the store's worker threads (default: the default).
+ * BENCH_THREADS=N and BENCH_QUEUE=N set the store's worker threads and
+ * max_queued_writes (default: the defaults).
  */
 #include <fbk.h>
 #include <fbk_backend.h>
@@ -102,6 +103,8 @@ static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char
     fbk_store_options o = {0};
     const char *th = getenv("BENCH_THREADS");
     o.threads = th ? (unsigned)atoi(th) : 0;
+    const char *q = getenv("BENCH_QUEUE");
+    o.max_queued_writes = q ? (unsigned)atoi(q) : 0;
     int rc = fbk_store_open(&s, uri, &o);
     if (rc)
         die("fbk_store_open", rc);

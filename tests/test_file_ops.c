@@ -414,8 +414,8 @@ static int bad_sync(int fd)
     return -1;
 }
 
-/* plain links (persist, register) fail as across file systems; the
- * O_TMPFILE links of store (flags set) still work */
+/* plain links (persist, register) fail as across file systems; links with
+ * flags set (none are made today) pass through */
 static int bad_linkat(int a, const char *b, int c, const char *d, int f)
 {
     if (f != 0)

@@ -6,9 +6,13 @@
  *   LOC/00..ff/<hex>         a location (absolute, or relative to DIR)
  *
  * <hex> is fbk_key_format_hex() of the key; the shard is its first byte.
+ * A spill store writes the final name directly (O_EXCL; the spill area is
+ * disposable and the core never reads a key before its store returned).
  * Persist and register are hard links (a copy to a temporary name + fsync +
- * rename across file systems).  docs/file-backend.md gives the layout and the
- * crash-consistency argument; every system call goes through file_io.h.
+ * rename across file systems).  A location's shards are made when it is
+ * opened (lazily, on first persist, if it was read-only then).
+ * docs/file-backend.md gives the layout and the crash-consistency argument;
+ * every system call goes through file_io.h.
  */
 #include "file_io.h"
 
@@ -42,6 +46,8 @@
 /* "ab/.tmp-" + 32 hex + "-" + 16 hex + NUL */
 #define FILE_TMP_LEN 64
 #define FILE_TMP_PREFIX ".tmp-"
+/* store_iov takes at most this many segments (fbk_backend.h) */
+#define FILE_IOV_MAX 4
 
 typedef struct file_buf {
     void *p;
@@ -174,6 +180,95 @@ static int write_all(int fd, const void *buf, size_t len)
         }
         p += n;
         len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Moves the segments cur[0..*cnt) past `done` bytes just transferred. */
+static void iov_advance(struct iovec **cur, int *cnt, size_t done)
+{
+    while (*cnt > 0 && done >= (*cur)->iov_len) {
+        done -= (*cur)->iov_len;
+        (*cur)++;
+        (*cnt)--;
+    }
+    if (*cnt > 0) {
+        (*cur)->iov_base = (char *)(*cur)->iov_base + done;
+        (*cur)->iov_len -= done;
+    }
+}
+
+/* Whether to use the table's writev (preadv): not when it has none, nor
+ * when it hooks write (pread) but leaves writev (preadv) the POSIX one -- a
+ * table written before these existed, by copying fbk__file_io_posix and
+ * replacing some calls: its hook must still see every byte (file_io.h). */
+static int use_writev(const fbk__file_io *io)
+{
+    return io->writev &&
+           (io->writev != fbk__file_io_posix.writev || io->write == fbk__file_io_posix.write);
+}
+
+static int use_preadv(const fbk__file_io *io)
+{
+    return io->preadv &&
+           (io->preadv != fbk__file_io_posix.preadv || io->pread == fbk__file_io_posix.pread);
+}
+
+/* Writes iov[0..n) (n <= FILE_IOV_MAX) completely: writev, resumed after a
+ * partial write or EINTR; one write per segment instead when use_writev()
+ * says so.  0, or -1 with errno. */
+static int writev_all(int fd, const struct iovec *iov, int n)
+{
+    struct iovec v[FILE_IOV_MAX], *cur = v;
+    int cnt = 0;
+    for (int i = 0; i < n; i++)
+        if (iov[i].iov_len > 0)
+            v[cnt++] = iov[i];
+    while (cnt > 0) {
+        const fbk__file_io *io = io_();
+        ssize_t w = use_writev(io) ? io->writev(fd, cur, cnt)
+                                   : io->write(fd, cur->iov_base, cur->iov_len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        iov_advance(&cur, &cnt, (size_t)w);
+    }
+    return 0;
+}
+
+/* Reads bytes [0, sum of iov_len) of fd into iov[0..n) (n <= FBK_PLACE_MAX):
+ * preadv, resumed after a partial read or EINTR, until done or end of file;
+ * *got is how many bytes arrived.  One pread per segment instead when
+ * use_preadv() says so.  0, or -1 with errno. */
+static int preadv_all(int fd, const struct iovec *iov, int n, size_t *got)
+{
+    struct iovec v[FBK_PLACE_MAX], *cur = v;
+    int cnt = 0;
+    for (int i = 0; i < n; i++)
+        if (iov[i].iov_len > 0)
+            v[cnt++] = iov[i];
+    size_t off = 0;
+    *got = 0;
+    while (cnt > 0) {
+        const fbk__file_io *io = io_();
+        ssize_t r = use_preadv(io) ? io->preadv(fd, cur, cnt, (off_t)off)
+                                   : io->pread(fd, cur->iov_base, cur->iov_len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break; /* end of file */
+        off += (size_t)r;
+        *got = off;
+        iov_advance(&cur, &cnt, (size_t)r);
     }
     return 0;
 }
@@ -451,22 +546,62 @@ static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_
     return finish_tmp(dst_at, dst_base, tmp, name, out, ok, what, e);
 }
 
-/* Creates spill/name holding buf[0..len) so that the name only ever appears
- * with the whole value behind it: a named temporary, renamed when complete.
- * (O_TMPFILE + linkat measured 4-5x slower here: docs/file-backend.md.)
- * No fsync: the spill area is disposable. */
+/* Creates spill/name for writing, directly under the key's name: the spill
+ * area is disposable (emptied at open) and the core neither reads nor
+ * persists a key before its store returned, so a temporary + rename would
+ * buy nothing but a syscall and a directory update (docs/file-backend.md).
+ * O_EXCL: an existing file is never written into -- it may be hard-linked
+ * into a location.  One that exists is a partial file a failed store could
+ * not remove (the core stores a key only when the spill area has no value
+ * for it): it is unlinked and the create retried. */
+static int spill_create(file_backend *b, const char *name, int *out)
+{
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    int fd = io_()->openat(b->spillfd, name, flags, 0644);
+    if (fd < 0 && errno == ENOENT) {
+        char shard[3] = {name[0], name[1], '\0'};
+        if (mkdir_ok(b->spillfd, shard) == 0)
+            fd = io_()->openat(b->spillfd, name, flags, 0644);
+    }
+    if (fd < 0 && errno == EEXIST) {
+        if (io_()->unlinkat(b->spillfd, name, 0) != 0 && errno != ENOENT)
+            return fail(errno, "store: remove stale", b->spill, name);
+        fd = io_()->openat(b->spillfd, name, flags, 0644);
+    }
+    if (fd < 0)
+        return fail(errno, "create", b->spill, name);
+    *out = fd;
+    return FBK_OK;
+}
+
+/* Ends a write to spill/name through fd: closes fd and, unless all went well
+ * (ok; else `what` failed with errno e), unlinks the partial file, so that
+ * a failed store leaves no readable value under the key.  Should that unlink
+ * fail too, the file stays until the key's next store or register replaces
+ * it, or the next open empties the spill area. */
+static int spill_finish(file_backend *b, const char *name, int fd, int ok, const char *what, int e)
+{
+    if (io_()->close(fd) != 0 && ok) {
+        what = "close";
+        e = errno;
+        ok = 0;
+    }
+    if (ok)
+        return FBK_OK;
+    io_()->unlinkat(b->spillfd, name, 0);
+    return fail(e, what, b->spill, name);
+}
+
+/* Creates spill/name holding buf[0..len).  No fsync: the spill area is
+ * disposable. */
 static int spill_write(file_backend *b, const char *name, const void *buf, size_t len)
 {
-    char shard[3] = {name[0], name[1], '\0'};
-    char tmp[FILE_TMP_LEN];
-    tmp_name(b, name, tmp);
-    int fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT && mkdir_ok(b->spillfd, shard) == 0)
-        fd = io_()->openat(b->spillfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fail(errno, "create", b->spill, tmp);
+    int fd;
+    int rc = spill_create(b, name, &fd);
+    if (rc != FBK_OK)
+        return rc;
     int ok = write_all(fd, buf, len) == 0;
-    return finish_tmp(b->spillfd, b->spill, tmp, name, fd, ok, "write", errno);
+    return spill_finish(b, name, fd, ok, "write", errno);
 }
 
 /* ------------------------------------------------------------ spill ops */
@@ -532,6 +667,75 @@ static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg
     int rc = read(buf, got, arg);
     buf_put(b, buf, cap);
     return rc;
+}
+
+/* store with the value already in memory as iov[0..n) (the frame header,
+ * then the object's own bytes): written as they are, with no copy. */
+static int file_store_iov(void *self, const fbk_key *key, const struct iovec *iov, int n)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    if (n < 0 || n > FILE_IOV_MAX || (n > 0 && !iov))
+        return fbk_error_set(FBK_EINVAL, 0, "file: store %s/%s: %d segments (0 to %d allowed)",
+                             b->spill, name, n, FILE_IOV_MAX);
+    int fd;
+    int rc = spill_create(b, name, &fd);
+    if (rc != FBK_OK)
+        return rc;
+    int ok = writev_all(fd, iov, n) == 0;
+    return spill_finish(b, name, fd, ok, "write", errno);
+}
+
+/* load straight into the segments place() hands out for the file's length:
+ * no intermediate buffer. */
+static int file_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    int fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "load", b->spill, name);
+    struct stat st;
+    if (io_()->fstat(fd, &st) != 0) {
+        int e = errno;
+        io_()->close(fd);
+        return fail(e, "stat", b->spill, name);
+    }
+    size_t len = (size_t)st.st_size;
+    struct iovec iov[FBK_PLACE_MAX];
+    int n = 0;
+    int rc = place(len, iov, &n, arg);
+    if (rc != FBK_OK) {
+        io_()->close(fd);
+        return rc;
+    }
+    size_t sum = 0;
+    int bad = n < 0 || n > FBK_PLACE_MAX;
+    for (int i = 0; i < n && !bad; i++) {
+        bad = iov[i].iov_len > len - sum || (iov[i].iov_len > 0 && !iov[i].iov_base);
+        sum += bad ? 0 : iov[i].iov_len;
+    }
+    if (bad || sum != len) {
+        io_()->close(fd);
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "file: load %s/%s: place() gave %d segments that do not hold "
+                             "exactly the %zu bytes stored",
+                             b->spill, name, n, len);
+    }
+    size_t got = 0;
+    int ok = preadv_all(fd, iov, n, &got) == 0;
+    int e = errno;
+    io_()->close(fd);
+    if (!ok)
+        return fail(e, "read", b->spill, name);
+    if (got < len)
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "file: load %s/%s: the file ended after %zu of its %zu bytes "
+                             "(shortened while it was read)",
+                             b->spill, name, got, len);
+    return FBK_OK;
 }
 
 static int file_remove(void *self, const fbk_key *key)
@@ -629,6 +833,96 @@ static void loc_touch(file_loc *l, const char *name, int file, const fbk_key *ke
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Makes l failed for good with rc and the current message (a flush failed:
+ * its pages may be gone, and a retry would "succeed"), and remembers its
+ * directory as failed for the rest of the store.  Called with l->sync_mu
+ * held, or before l is shared. */
+static void loc_fail(file_backend *b, file_loc *l, int rc)
+{
+    l->sticky = rc;
+    l->sticky_errno = fbk_last_os_error();
+    snprintf(l->sticky_msg, sizeof l->sticky_msg, "%s", fbk_errmsg());
+    pthread_mutex_lock(&b->failed_mu);
+    if (b->nfailed < FILE_FAILED_MAX) {
+        b->failed[b->nfailed].dev = l->dev;
+        b->failed[b->nfailed].ino = l->ino;
+        b->failed[b->nfailed].err = rc;
+        b->failed[b->nfailed].os_errno = l->sticky_errno;
+        b->nfailed++;
+    } else {
+        b->failed_overflow = 1;
+    }
+    pthread_mutex_unlock(&b->failed_mu);
+}
+
+/* Makes the missing shard directories of a freshly opened location, then
+ * fsyncs its root, so that every shard name present is durable before any
+ * key is linked into it: a sync then never needs the root (unless persist
+ * had to make a shard after all).  The fsync is made even when no shard was
+ * missing: a process killed between its mkdirs and its fsync leaves shards
+ * whose names are not durable yet.  A location where mkdir fails (read-only:
+ * EROFS, EACCES, EPERM; full: ENOSPC; or any other error) is left as it is,
+ * silently: its missing shards are made lazily by the first persist, which
+ * marks the root for the next sync (and reports the error if it recurs).
+ * Returns 0 or an FBK_E* code for the open to fail with (only if the
+ * location cannot be listed); a failed fsync does not fail the open (the
+ * location can still be read) but makes the location failed. */
+static int loc_make_shards(file_backend *b, file_loc *l)
+{
+    uint64_t present[FILE_SHARDS / 64] = {0};
+    int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "open location", l->path, NULL);
+    DIR *d = io_()->fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        io_()->close(fd);
+        return fail(e, "list location", l->path, NULL);
+    }
+    struct dirent *de;
+    errno = 0;
+    while ((de = io_()->readdir(d)) != NULL) {
+        /* any entry by a shard's name counts: a file there is scan's to
+         * remove, and persist then makes the shard */
+        int i = strlen(de->d_name) == 2 ? shard_index(de->d_name) : -1;
+        if (i >= 0)
+            present[i / 64] |= (uint64_t)1 << (i % 64);
+        errno = 0;
+    }
+    int e = errno;
+    io_()->closedir(d);
+    if (e)
+        return fail(e, "list location", l->path, NULL);
+    int made = 0;
+    for (int i = 0; i < FILE_SHARDS; i++) {
+        if (present[i / 64] >> (i % 64) & 1)
+            continue;
+        char shard[3];
+        snprintf(shard, sizeof shard, "%02x", i);
+        if (io_()->mkdirat(l->fd, shard, 0755) == 0) {
+            made++;
+            continue;
+        }
+        if (errno == EEXIST)
+            continue;
+        /* Read-only (EROFS, EACCES, EPERM), full (ENOSPC) or failing: the
+         * location can still be read, so the open goes on, and the missing
+         * shards are made by the first persist that needs them (which then
+         * reports the error, if it persists). */
+        if (made == 0)
+            return FBK_OK;
+        break; /* what was made must still be durable */
+    }
+    if (io_()->fsync(l->fd) == 0)
+        return FBK_OK;
+    e = errno;
+    if (made == 0 && (e == EROFS || e == EINVAL))
+        return FBK_OK; /* nothing made, and a file system that cannot sync */
+    loc_fail(b, l, fbk_error_from_errno(e, "file: fsync %s (the shard directories, at open)",
+                                        l->path));
+    return FBK_OK;
+}
+
 static int file_open_location(void *self, const char *location, void **out)
 {
     file_backend *b = self;
@@ -692,6 +986,13 @@ static int file_open_location(void *self, const char *location, void **out)
         snprintf(l->sticky_msg, sizeof l->sticky_msg,
                  "file: a sync of location %s failed earlier in this store (%s)", l->path,
                  fbk_err_name(l->sticky));
+    rc = loc_make_shards(b, l);
+    if (rc != FBK_OK) {
+        io_()->close(l->fd);
+        free(l->path);
+        free(l);
+        return rc;
+    }
     atomic_init(&l->cross, 0);
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->sync_mu, NULL);
@@ -734,7 +1035,7 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
         int fd = io_()->openat(l->fd, shard, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (fd < 0) {
             if (errno == ENOENT)
-                continue; /* shards are made on first use */
+                continue; /* made on first persist (read-only at open) */
             if (errno == ENOTDIR || errno == ELOOP) {
                 /* our name, not our kind of entry: junk */
                 if (remove_tree_at(l->fd, shard, 0) == 0)
@@ -791,9 +1092,29 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
     return junk > INT_MAX ? INT_MAX : (int)junk;
 }
 
-/* Links (or, across file systems, copies) src_at/name to dst_at/name.
- * dst_is_loc: the destination is the location l (the copy is then fsynced
- * and the touched directories remembered for sync). */
+/* Replaces the existing dst/name by a link to src/name, atomically: link
+ * to a temporary name, rename it over.  (rename() does nothing when both
+ * names are links to one file -- persisted twice -- so the temporary may
+ * remain: it is removed either way.) */
+static int replace_link(file_backend *b, int src, const char *sbase, int dst, const char *dbase,
+                        const char *name, const char *op)
+{
+    char tmp[FILE_TMP_LEN];
+    tmp_name(b, name, tmp);
+    if (io_()->linkat(src, name, dst, tmp, 0) != 0)
+        return fbk_error_from_errno(errno, "file: %s: link %s/%s to %s/%s", op, sbase, name, dbase,
+                                    tmp);
+    int r = io_()->renameat(dst, tmp, dst, name);
+    int e = errno;
+    io_()->unlinkat(dst, tmp, 0);
+    if (r != 0)
+        return fbk_error_from_errno(e, "file: %s: rename into place %s/%s", op, dbase, tmp);
+    return FBK_OK;
+}
+
+/* Links (or, across file systems, copies) the key's file from the spill
+ * area into the location l (to_loc: persist; the touched directories are
+ * then remembered for sync and a copy is fsynced) or back (register). */
 static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc)
 {
     char name[FILE_NAME_LEN];
@@ -814,42 +1135,32 @@ static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc
                 atomic_store_explicit(&l->cross, 1, memory_order_relaxed);
                 break;
             }
-            if (attempt > 0 || (e != ENOENT && e != EEXIST))
+            if (e == EEXIST) {
+                /* persist: the key is already there (an earlier run?);
+                 * register: a partial spill file a failed store could not
+                 * remove.  Either way this copy is the good one. */
+                int rc = replace_link(b, src, sbase, dst, dbase, name, op);
+                if (rc == FBK_OK && to_loc)
+                    loc_touch(l, name, 1, key, made_shard);
+                return rc;
+            }
+            if (attempt > 0 || e != ENOENT)
                 return fbk_error_from_errno(e, "file: %s: link %s/%s to %s/%s", op, sbase, name,
                                             dbase, name);
-            if (e == ENOENT) {
-                struct stat st;
-                if (io_()->fstatat(src, name, &st, 0) != 0)
-                    return fbk_error_from_errno(errno, "file: %s %s/%s", op, sbase, name);
-                char shard[3] = {name[0], name[1], '\0'};
-                /* EEXIST: another persist made the shard a moment ago and
-                 * may not have recorded it yet; this sync must still make
-                 * the shard's name durable in the root */
-                if (io_()->mkdirat(dst, shard, 0755) == 0 || errno == EEXIST)
-                    made_shard = 1;
-                else
-                    return fail(errno, "create", dbase, shard);
-            } else if (to_loc) {
-                /* already there (an earlier run?): replace it with this copy,
-                 * which is known good, through a temporary name */
-                char tmp[FILE_TMP_LEN];
-                tmp_name(b, name, tmp);
-                if (io_()->linkat(src, name, dst, tmp, 0) != 0)
-                    return fbk_error_from_errno(errno, "file: persist: link %s/%s to %s/%s",
-                                                sbase, name, dbase, tmp);
-                int r = io_()->renameat(dst, tmp, dst, name);
-                e = errno;
-                /* rename() does nothing when both names are links to one
-                 * file (persisted twice), so the temporary may remain */
-                io_()->unlinkat(dst, tmp, 0);
-                if (r != 0)
-                    return fail(e, "persist: rename into place", dbase, tmp);
-                loc_touch(l, name, 1, key, made_shard);
-                return FBK_OK;
-            } else if (io_()->unlinkat(dst, name, 0) != 0 && errno != ENOENT) {
-                /* a stale spill copy: drop it and link again */
-                return fail(errno, "register: remove stale", dbase, name);
-            }
+            /* ENOENT: the source is missing, or the destination shard (a
+             * location read-only when it was opened, or a shard scan found
+             * to be a file and removed) */
+            struct stat st;
+            if (io_()->fstatat(src, name, &st, 0) != 0)
+                return fbk_error_from_errno(errno, "file: %s %s/%s", op, sbase, name);
+            char shard[3] = {name[0], name[1], '\0'};
+            /* EEXIST: another persist made the shard a moment ago and may
+             * not have recorded it yet; this sync must still make the
+             * shard's name durable in the root */
+            if (io_()->mkdirat(dst, shard, 0755) == 0 || errno == EEXIST)
+                made_shard = 1;
+            else
+                return fail(errno, "create", dbase, shard);
         }
     }
     int rc = copy_file(b, src, sbase, dst, dbase, name, to_loc, &made_shard);
@@ -967,22 +1278,8 @@ static int file_sync(void *self, void *loc)
     }
     if (rc == FBK_OK)
         l->need_full = 0;
-    if (rc != FBK_OK) {
-        l->sticky = rc;
-        l->sticky_errno = fbk_last_os_error();
-        snprintf(l->sticky_msg, sizeof l->sticky_msg, "%s", fbk_errmsg());
-        pthread_mutex_lock(&b->failed_mu);
-        if (b->nfailed < FILE_FAILED_MAX) {
-            b->failed[b->nfailed].dev = l->dev;
-            b->failed[b->nfailed].ino = l->ino;
-            b->failed[b->nfailed].err = rc;
-            b->failed[b->nfailed].os_errno = l->sticky_errno;
-            b->nfailed++;
-        } else {
-            b->failed_overflow = 1;
-        }
-        pthread_mutex_unlock(&b->failed_mu);
-    }
+    else
+        loc_fail(b, l, rc);
     pthread_mutex_unlock(&l->sync_mu);
     return rc;
 }
@@ -1028,6 +1325,9 @@ static const fbk_backend_ops file_ops = {
     .close = file_close,
     .persist_many = NULL,
     .register_many = NULL,
+    .store_many = NULL,
+    .store_iov = file_store_iov,
+    .load_into = file_load_into,
 };
 
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,

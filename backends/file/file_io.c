@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static int io_openat(int dirfd, const char *path, int flags, mode_t mode)
@@ -86,6 +87,13 @@ static ssize_t io_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *o
     return copy_file_range(fd_in, off_in, fd_out, off_out, len, flags);
 }
 
+static ssize_t io_writev(int fd, const struct iovec *iov, int n) { return writev(fd, iov, n); }
+
+static ssize_t io_preadv(int fd, const struct iovec *iov, int n, off_t off)
+{
+    return preadv(fd, iov, n, off);
+}
+
 const fbk__file_io fbk__file_io_posix = {
     .openat = io_openat,
     .close = io_close,
@@ -110,6 +118,8 @@ const fbk__file_io fbk__file_io_posix = {
     .readdir = io_readdir,
     .closedir = io_closedir,
     .copy_file_range = io_copy_file_range,
+    .writev = io_writev,
+    .preadv = io_preadv,
 };
 
 static _Atomic(const fbk__file_io *) current_io = &fbk__file_io_posix;

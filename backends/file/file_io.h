@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 typedef struct fbk__file_io {
     int (*openat)(int dirfd, const char *path, int flags, mode_t mode);
@@ -46,6 +47,14 @@ typedef struct fbk__file_io {
      * read/write when it fails with EXDEV, EINVAL, ENOSYS or EOPNOTSUPP */
     ssize_t (*copy_file_range)(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len,
                                unsigned flags);
+    /* gather write (store_iov) and scatter read (load_into).  The backend
+     * makes one write / pread per segment instead, through the same table,
+     * when writev / preadv is NULL (a table whose designated initializers
+     * predate them) or is the POSIX one while write / pread is not (a copy
+     * of fbk__file_io_posix with write / pread hooked): a table written
+     * before these members existed still sees every byte. */
+    ssize_t (*writev)(int fd, const struct iovec *iov, int n);
+    ssize_t (*preadv)(int fd, const struct iovec *iov, int n, off_t off);
 } fbk__file_io;
 
 /* The default table: the plain system calls. */
