@@ -310,7 +310,7 @@ static times run_ops(const char *dir, size_t size, size_t n, const unsigned char
     for (size_t i = 0; i < n; i++) {
         if (iov) {
             ops_place_arg a = {{0}, NULL};
-            rc = ops->load_into(self, &keys[order[i]], ops_place, &a);
+            rc = ops->load_into(self, &keys[order[i]], size + 24, ops_place, &a);
             if (a.obj)
                 sink += a.obj[size / 2];
             free(a.obj);

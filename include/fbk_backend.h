@@ -141,9 +141,13 @@ struct fbk_backend_ops {
      * load_into: `load` that reads straight into memory the core places:
      *   call place(len, iov, &n, arg) once with the stored length, then fill
      *   those segments completely (a value that turns out shorter than len:
-     *   FBK_ECORRUPT).  FBK_ENOTFOUND if the key is absent. */
+     *   FBK_ECORRUPT).  FBK_ENOTFOUND if the key is absent.  `hint` is the
+     *   length the core stored under the key (0: unknown, e.g. after a
+     *   register): a backend may trust it instead of finding the length out
+     *   (file: saves an fstat), calling place(hint) -- but must then fail
+     *   with FBK_ECORRUPT if the value is not exactly hint bytes long. */
     int (*store_iov)(void *self, const fbk_key *key, const struct iovec *iov, int n);
-    int (*load_into)(void *self, const fbk_key *key, fbk_place_fn place, void *arg);
+    int (*load_into)(void *self, const fbk_key *key, size_t hint, fbk_place_fn place, void *arg);
 };
 
 /*

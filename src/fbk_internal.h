@@ -158,6 +158,7 @@ typedef struct fbk__token {
     fbk__tok_state state;
     fbk_store *store;
     fbk__job job; /* the background remove */
+    size_t len;   /* framed length stored under key (0: registered, unknown) */
 } fbk__token;
 
 /* Writes obj under key (a key unknown to the store); *out has one use. */

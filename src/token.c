@@ -100,6 +100,7 @@ int fbk__token_store(fbk_store *s, const fbk_key *key, const fbk_codec *codec, c
     }
     if (rc)
         fbk__error_keep(rc);
+    t->len = len;
     if (token_end(s, t, rc) == FBK_OK)
         *out = t;
     return rc;
@@ -138,8 +139,10 @@ static void store_chunk(fbk_store *s, fbk__store_item *items, size_t n)
         (void)FBK__STORE_MANY(s)(s->self, req, m); /* the outcome is per request */
         atomic_fetch_add_explicit(&s->n_store_batches, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->n_batched_stores, m, memory_order_relaxed);
-        for (size_t j = 0; j < m; j++)
+        for (size_t j = 0; j < m; j++) {
             items[idx[j]].rc = req[j].result;
+            items[idx[j]].tok->len = req[j].len;
+        }
     }
 }
 
@@ -237,7 +240,7 @@ static int place_frame(size_t len, struct iovec *iov, int *n, void *arg)
 static int load_placed(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj)
 {
     place_ctx c = {.codec = codec};
-    int rc = FBK__LOAD_INTO(s)(s->self, &t->key, place_frame, &c);
+    int rc = FBK__LOAD_INTO(s)(s->self, &t->key, t->len, place_frame, &c);
     size_t n = 0;
     if (rc == FBK_OK && !c.placed)
         rc = fbk_error_set(FBK_EIO, 0, "backend %s: load_into returned success without data",

@@ -770,8 +770,10 @@ static int cb_scatter_read(const void *src, size_t len, void *arg)
     return off == len ? 0 : fbk_error_set(FBK_EINVAL, 0, "counting: place gave too little room");
 }
 
-static int cb_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+static int cb_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
+                        void *arg)
 {
+    (void)hint;
     cb_scatter sc = {place, arg};
     return cb_load(self, key, cb_scatter_read, &sc);
 }

@@ -189,7 +189,7 @@ static void expect_loads(be *b, const fbk_key *k, const unsigned char *want, siz
     static const size_t splits[] = {0, 24, 1};
     for (size_t s = 0; s < sizeof splits / sizeof splits[0]; s++) {
         place_arg a = {.split = splits[s]};
-        rc = b->ops->load_into(b->self, k, place_buf, &a);
+        rc = b->ops->load_into(b->self, k, 0, place_buf, &a);
         cr_assert_eq(rc, FBK_OK, "%s: load_into (split %zu): %s", what, splits[s], fbk_errmsg());
         cr_assert_eq(a.calls, 1, "%s: place called %d times", what, a.calls);
         cr_assert_eq(a.len, len, "%s: place told %zu bytes, %zu stored", what, a.len, len);
@@ -332,7 +332,7 @@ Test(file_iov, short_and_interrupted_writev_and_preadv_are_resumed, .fini = io_r
     cr_assert_eq(store_split(&b, &k, buf, seg, 4), FBK_OK, "%s", fbk_errmsg());
     cr_assert_gt(g_writev_calls, 40, "writev was not resumed (%ld calls)", g_writev_calls);
     place_arg a = {.split = 24};
-    cr_assert_eq(b.ops->load_into(b.self, &k, place_buf, &a), FBK_OK, "%s", fbk_errmsg());
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_OK, "%s", fbk_errmsg());
     cr_assert_gt(g_preadv_calls, 40, "preadv was not resumed (%ld calls)", g_preadv_calls);
     cr_assert_gt(g_eintr, 0);
     cr_assert(memcmp(a.buf, buf, len) == 0, "bytes differ after short transfers");
@@ -377,7 +377,7 @@ Test(file_iov, a_table_hooking_only_write_and_pread_sees_every_byte, .fini = io_
     cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK, "%s", fbk_errmsg());
     cr_assert_eq(g_write_bytes, 100024);
     place_arg a = {.split = 24};
-    cr_assert_eq(b.ops->load_into(b.self, &k, place_buf, &a), FBK_OK, "%s", fbk_errmsg());
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_OK, "%s", fbk_errmsg());
     cr_assert_eq(g_pread_bytes, 100024);
     cr_assert(memcmp(a.buf, buf, 100024) == 0);
     free(a.buf);
@@ -431,7 +431,7 @@ Test(file_iov, load_into_returns_the_error_of_place_without_reading, .fini = io_
     static const int codes[] = {FBK_ENOMEM, FBK_ECODEC, FBK_ECORRUPT};
     for (size_t i = 0; i < 3; i++) {
         place_arg a = {.result = codes[i]};
-        int rc = b.ops->load_into(b.self, &k, place_buf, &a);
+        int rc = b.ops->load_into(b.self, &k, 0, place_buf, &a);
         cr_assert_eq(rc, codes[i], "load_into gave %s, place said %s", fbk_err_name(rc),
                      fbk_err_name(codes[i]));
         cr_assert_eq(a.calls, 1);
@@ -459,7 +459,7 @@ Test(file_iov, load_into_of_a_file_shortened_while_it_is_read_is_ecorrupt)
     /* place() truncates the file after fstat told its length, before the
      * read: someone shortening the file behind the backend's back */
     place_arg a = {.split = 24, .shorten = p};
-    int rc = b.ops->load_into(b.self, &k, place_buf, &a);
+    int rc = b.ops->load_into(b.self, &k, 0, place_buf, &a);
     cr_assert_eq(rc, FBK_ECORRUPT, "gave %s: %s", fbk_err_name(rc), fbk_errmsg());
     cr_assert(strstr(fbk_errmsg(), "spill") != NULL && strstr(fbk_errmsg(), "35012") != NULL,
               "message: %s", fbk_errmsg());
@@ -476,7 +476,7 @@ Test(file_iov, load_into_of_a_missing_key_is_enotfound_without_calling_place)
     fbk_key k;
     fbk_key_generate(&k);
     place_arg a = {0};
-    cr_assert_eq(b.ops->load_into(b.self, &k, place_buf, &a), FBK_ENOTFOUND);
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
     cr_assert_eq(a.calls, 0);
     cr_assert(strstr(fbk_errmsg(), "spill") != NULL, "message: %s", fbk_errmsg());
     /* stored, removed: absent again */
@@ -484,7 +484,7 @@ Test(file_iov, load_into_of_a_missing_key_is_enotfound_without_calling_place)
     unsigned char buf[10] = {1, 2, 3};
     cr_assert_eq(store_split(&b, &k, buf, seg, 1), FBK_OK);
     cr_assert_eq(b.ops->remove(b.self, &k), FBK_OK);
-    cr_assert_eq(b.ops->load_into(b.self, &k, place_buf, &a), FBK_ENOTFOUND);
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
     cr_assert_eq(a.calls, 0);
     be_close(&b);
 }
@@ -522,7 +522,7 @@ Test(file_iov, bad_segment_counts_are_einval)
     cr_assert(!exists(dir, "spill", &k));
     cr_assert_eq(b.ops->store_iov(b.self, &k, iov, 4), FBK_OK, "%s", fbk_errmsg());
     for (int how = 0; how < 3; how++) {
-        int rc = b.ops->load_into(b.self, &k, place_bad, &how);
+        int rc = b.ops->load_into(b.self, &k, 0, place_bad, &how);
         cr_assert_eq(rc, FBK_EINVAL, "case %d gave %s", how, fbk_err_name(rc));
     }
     be_close(&b);
@@ -623,7 +623,7 @@ Test(file_iov, failed_store_iov_is_enospc_and_leaves_no_file, .fini = io_reset)
     fbk__file_io_set(NULL);
     cr_assert_eq(shard_entries(dir, "spill", &k), 0, "a file was left in the spill shard");
     place_arg a = {0};
-    cr_assert_eq(b.ops->load_into(b.self, &k, place_buf, &a), FBK_ENOTFOUND);
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
     /* the key can be stored again */
     cr_assert_eq(store_split(&b, &k, buf, seg, 3), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 300000, "stored again");

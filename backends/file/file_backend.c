@@ -242,13 +242,13 @@ static int writev_all(int fd, const struct iovec *iov, int n)
     return 0;
 }
 
-/* Reads bytes [0, sum of iov_len) of fd into iov[0..n) (n <= FBK_PLACE_MAX):
+/* Reads bytes [0, sum of iov_len) of fd into iov[0..n) (n <= FBK_PLACE_MAX + 1):
  * preadv, resumed after a partial read or EINTR, until done or end of file;
  * *got is how many bytes arrived.  One pread per segment instead when
  * use_preadv() says so.  0, or -1 with errno. */
 static int preadv_all(int fd, const struct iovec *iov, int n, size_t *got)
 {
-    struct iovec v[FBK_PLACE_MAX], *cur = v;
+    struct iovec v[FBK_PLACE_MAX + 1], *cur = v;
     int cnt = 0;
     for (int i = 0; i < n; i++)
         if (iov[i].iov_len > 0)
@@ -689,7 +689,8 @@ static int file_store_iov(void *self, const fbk_key *key, const struct iovec *io
 
 /* load straight into the segments place() hands out for the file's length:
  * no intermediate buffer. */
-static int file_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
+                          void *arg)
 {
     file_backend *b = self;
     char name[FILE_NAME_LEN];
@@ -697,14 +698,19 @@ static int file_load_into(void *self, const fbk_key *key, fbk_place_fn place, vo
     int fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return fail(errno, "load", b->spill, name);
-    struct stat st;
-    if (io_()->fstat(fd, &st) != 0) {
-        int e = errno;
-        io_()->close(fd);
-        return fail(e, "stat", b->spill, name);
+    /* With the core's hint (the length it stored) no fstat is needed: one
+     * byte more is asked for, so a file longer than the hint shows too. */
+    size_t len = hint;
+    if (len == 0) {
+        struct stat st;
+        if (io_()->fstat(fd, &st) != 0) {
+            int e = errno;
+            io_()->close(fd);
+            return fail(e, "stat", b->spill, name);
+        }
+        len = (size_t)st.st_size;
     }
-    size_t len = (size_t)st.st_size;
-    struct iovec iov[FBK_PLACE_MAX];
+    struct iovec iov[FBK_PLACE_MAX + 1];
     int n = 0;
     int rc = place(len, iov, &n, arg);
     if (rc != FBK_OK) {
@@ -724,6 +730,9 @@ static int file_load_into(void *self, const fbk_key *key, fbk_place_fn place, vo
                              "exactly the %zu bytes stored",
                              b->spill, name, n, len);
     }
+    unsigned char probe;
+    if (hint)
+        iov[n++] = (struct iovec){&probe, 1};
     size_t got = 0;
     int ok = preadv_all(fd, iov, n, &got) == 0;
     int e = errno;
@@ -735,6 +744,10 @@ static int file_load_into(void *self, const fbk_key *key, fbk_place_fn place, vo
                              "file: load %s/%s: the file ended after %zu of its %zu bytes "
                              "(shortened while it was read)",
                              b->spill, name, got, len);
+    if (got > len)
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "file: load %s/%s: the file is longer than the %zu bytes stored",
+                             b->spill, name, len);
     return FBK_OK;
 }
 

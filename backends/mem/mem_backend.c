@@ -176,8 +176,10 @@ static int scatter_read(const void *src, size_t len, void *arg)
     return off == len ? FBK_OK : fbk_error_set(FBK_EINVAL, 0, "mem: place gave too little room");
 }
 
-static int mem_load_into(void *self, const fbk_key *key, fbk_place_fn place, void *arg)
+static int mem_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
+                         void *arg)
 {
+    (void)hint; /* the length is at hand */
     scatter sc = {place, arg};
     return mem_load(self, key, scatter_read, &sc);
 }

@@ -18,12 +18,29 @@
  * where the process kills itself with SIGKILL: "none", or OP:WHEN:N, the N-th
  * time (counted from process start) OP reaches WHEN:
  *   store|load|persist|sync|remove_persisted|register_key : before|after
- *       (calls of the backend table, wrapped)
+ *       (calls of the backend table, wrapped; the batch and version-2 forms
+ *       count as their plain op, so a point means the same whichever member
+ *       the core picks:
+ *         store    counts VALUES: a store or store_iov call is one; a
+ *                  store_many of n values reaches store:before n times
+ *                  just before the call and store:after n times just after
+ *                  it (so store:before:N kills before the call that would
+ *                  write the N-th value, store:after:N right after the call
+ *                  that wrote it, the whole batch included);
+ *         load     load or load_into, one per call;
+ *         persist / register_key   one per call, single or _many)
+ *   store_many : before|after|mid   (backends with store_many: lmdb:)
+ *       before/after: once per store_many call (on top of the per-value
+ *       store points); mid: inside a store_many, just before the fill of its
+ *       2nd, 3rd, ... value -- the process dies in the middle of a batch,
+ *       with earlier values of it already handed to the backend
  *   commit : written|synced|renamed|dirsynced   (inside the commit callback)
  *   saved : after    (fbk_save returned 0, ack not yet recorded)
  *   acked : after    (ack recorded)
  *   io.linkat|io.renameat|io.unlinkat|io.fsync|io.fdatasync|io.syncfs|
- *   io.write|io.openat : before|after   (file: backend system calls)
+ *   io.write|io.writev|io.openat : before|after   (file: backend system calls;
+ *       io.writev is the gather write of store_iov -- spill files --, io.write
+ *       the plain writes of store and of the cross-file-system copy)
  * Exit: 0 after CYCLES cycles, 2 usage, 3 an operation failed (LOG->msg).
  *
  * verify: opens the store and the location as a fresh process would, reads
@@ -127,6 +144,71 @@ static int w_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
     return rc;
 }
 
+/* store_iov: one value, like store. */
+static int w_store_iov(void *self, const fbk_key *key, const struct iovec *iov, int n)
+{
+    point("store", "before");
+    int rc = g_real->store_iov(self, key, iov, n);
+    point("store", "after");
+    return rc;
+}
+
+/* A value of a store_many, its fill wrapped to place store_many:mid. */
+typedef struct many_fill {
+    fbk_fill_fn fill;
+    void *arg;
+    size_t index; /* position in the batch */
+} many_fill;
+
+static int w_many_fill(void *dst, size_t len, void *arg)
+{
+    many_fill *m = arg;
+    if (m->index > 0)
+        point("store_many", "mid");
+    return m->fill(dst, len, m->arg);
+}
+
+/* store_many of n values: n store points on each side of the call (see the
+ * top of this file), one store_many point, and store_many:mid inside. */
+static int w_store_many(void *self, fbk_store_req *reqs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        point("store", "before");
+    point("store_many", "before");
+    /* the backend sees the same requests with each fill wrapped; the
+     * originals are put back afterwards (results stay where it set them) */
+    many_fill *m = n > 0 ? malloc(n * sizeof *m) : NULL;
+    if (m) {
+        for (size_t i = 0; i < n; i++) {
+            m[i] = (many_fill){reqs[i].fill, reqs[i].arg, i};
+            reqs[i].fill = w_many_fill;
+            reqs[i].arg = &m[i];
+        }
+    }
+    int rc = g_real->store_many(self, reqs, n);
+    if (m) {
+        for (size_t i = 0; i < n; i++) {
+            reqs[i].fill = m[i].fill;
+            reqs[i].arg = m[i].arg;
+        }
+        free(m);
+    }
+    point("store_many", "after");
+    for (size_t i = 0; i < n; i++)
+        point("store", "after");
+    return rc;
+}
+
+/* load_into: one load. */
+static int w_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
+                       void *arg)
+{
+    point("load", "before");
+    int rc = g_real->load_into(self, key, hint, place, arg);
+    point("load", "after");
+    return rc;
+}
+
 static int w_persist(void *self, void *loc, const fbk_key *key)
 {
     point("persist", "before");
@@ -187,6 +269,13 @@ static void wrap_table(const fbk_backend_ops *real)
     g_wrap.sync = w_sync;
     g_wrap.persist_many = real->persist_many ? w_persist_many : NULL;
     g_wrap.register_many = real->register_many ? w_register_many : NULL;
+    /* version 2 members: wrapped when the table has them; the version stays
+     * the inner table's, so the core picks the same members it would pick
+     * unwrapped (a version-1 table's are never read) */
+    int v2 = real->version >= 2;
+    g_wrap.store_many = v2 && real->store_many ? w_store_many : NULL;
+    g_wrap.store_iov = v2 && real->store_iov ? w_store_iov : NULL;
+    g_wrap.load_into = v2 && real->load_into ? w_load_into : NULL;
 }
 
 /* --------------------------------------- the file: backend's system calls */
@@ -232,6 +321,19 @@ static ssize_t io_write(int fd, const void *buf, size_t len)
     return rc;
 }
 
+/* Hooked, so that store_iov's gather writes are seen as they are made (the
+ * backend would otherwise turn them into one hooked write per segment,
+ * file_io.h). */
+static ssize_t io_writev(int fd, const struct iovec *iov, int n)
+{
+    point("io.writev", "before");
+    ssize_t rc = fbk__file_io_posix.writev(fd, iov, n);
+    int e = errno;
+    point("io.writev", "after");
+    errno = e;
+    return rc;
+}
+
 static void wrap_io(void)
 {
     g_io = fbk__file_io_posix;
@@ -243,6 +345,7 @@ static void wrap_io(void)
     g_io.syncfs = io_syncfs;
     g_io.openat = io_openat;
     g_io.write = io_write;
+    g_io.writev = io_writev;
     fbk__file_io_set(&g_io);
 }
 
@@ -536,10 +639,25 @@ static int run(const char *backend, const char *spec, uint64_t seed, long cycles
             fill(b->data, b->len, objs[i].seed);
             fbk_unload_mut(objs[i].h);
         }
-        /* insert some */
+        /* insert some: 1 to 4, or in about one cycle of four a burst of 6
+         * to 10 -- more than the pool's 4 slots, so the eviction writes of
+         * the new objects queue up behind each other and reach the backend
+         * together (store_many on lmdb:).  A burst first drops objects to
+         * make room for all of it. */
         r = mix(r);
-        unsigned add = 1 + (unsigned)(r % 4);
-        for (unsigned j = 0; j < add && n < MAX_OBJ; j++) {
+        int burst = (r >> 40) % 4 == 0;
+        unsigned add = burst ? 6 + (unsigned)((r >> 8) % 5) : 1 + (unsigned)(r % 4);
+        while (burst && n > 0 && n + add > MAX_OBJ) {
+            r = mix(r);
+            size_t i = (size_t)(r % n);
+            release_obj(&objs[i]);
+            objs[i] = objs[--n];
+        }
+        /* the objects are made first and inserted back to back, so that
+         * nothing slows the inserts down while the evictions queue up */
+        fbk_blob *made[MAX_OBJ];
+        unsigned nmade = 0;
+        for (unsigned j = 0; j < add && n + nmade < MAX_OBJ; j++) {
             r = mix(r);
             size_t len = r % 50 == 0 ? 300000 + (size_t)(r % 4096) : 1 + (size_t)((r >> 8) % 40000);
             uint64_t oseed = (uint64_t)cycle * 1000 + j;
@@ -547,11 +665,14 @@ static int run(const char *backend, const char *spec, uint64_t seed, long cycles
             if (!b)
                 die(3, "out of memory");
             fill(b->data, len, oseed);
-            rc = fbk_insert(p, b, &objs[n].h);
+            made[nmade++] = b;
+            objs[n + j].seed = oseed;
+            objs[n + j].len = len;
+        }
+        for (unsigned j = 0; j < nmade; j++) {
+            rc = fbk_insert(p, made[j], &objs[n].h);
             if (rc != FBK_OK)
                 die(3, "cycle %lld: insert: %s: %s", cycle, fbk_err_name(rc), fbk_errmsg());
-            objs[n].seed = oseed;
-            objs[n].len = len;
             n++;
         }
         fbk_handle *hs[MAX_OBJ];
