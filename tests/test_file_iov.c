@@ -1012,3 +1012,55 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     be_close(&b);
     free(buf);
 }
+
+/* The core's length hint: trusted instead of an fstat, but a file of any
+ * other length is refused (FBK_ECORRUPT), longer as well as shorter. */
+static long g_fstats;
+static int counting_fstat(int fd, struct stat *st)
+{
+    g_fstats++;
+    return fstat(fd, st);
+}
+
+Test(file_iov, load_into_trusts_the_hint_and_refuses_other_lengths, .fini = io_reset)
+{
+    const char *dir = fresh("iov_hint");
+    be b = be_open(dir);
+    size_t seg[2] = {24, 5000};
+    unsigned char *buf = seeded(5024, 21);
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK);
+    hooked = fbk__file_io_posix;
+    hooked.fstat = counting_fstat;
+    fbk__file_io_set(&hooked);
+    g_fstats = 0;
+
+    place_arg a = {.split = 24};
+    cr_assert_eq(b.ops->load_into(b.self, &k, 5024, place_buf, &a), FBK_OK, "%s", fbk_errmsg());
+    cr_assert_eq(g_fstats, 0, "an fstat although the hint gave the length");
+    cr_assert_eq(a.len, 5024);
+    cr_assert(memcmp(a.buf, buf, 5024) == 0);
+    free(a.buf);
+
+    place_arg longer = {.split = 24};
+    int rc = b.ops->load_into(b.self, &k, 5000, place_buf, &longer);
+    cr_assert_eq(rc, FBK_ECORRUPT, "a file longer than the hint gave %s", fbk_err_name(rc));
+    cr_assert(strstr(fbk_errmsg(), "longer") != NULL, "message: %s", fbk_errmsg());
+    free(longer.buf);
+
+    place_arg shorter = {.split = 24};
+    rc = b.ops->load_into(b.self, &k, 6000, place_buf, &shorter);
+    cr_assert_eq(rc, FBK_ECORRUPT, "a file shorter than the hint gave %s", fbk_err_name(rc));
+    free(shorter.buf);
+
+    g_fstats = 0;
+    place_arg none = {.split = 24};
+    cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &none), FBK_OK);
+    cr_assert_eq(g_fstats, 1, "no hint: the length comes from fstat");
+    cr_assert_eq(none.len, 5024);
+    free(none.buf);
+    fbk__file_io_set(NULL);
+    free(buf);
+    be_close(&b);
+}
