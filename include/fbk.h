@@ -167,7 +167,7 @@ typedef struct fbk_backend_ops fbk_backend_ops; /* see fbk_backend.h */
 typedef void (*fbk_error_fn)(int err, const char *message, void *arg);
 
 typedef struct fbk_store_options {
-    unsigned threads;      /* background worker threads; 0 = default (1) */
+    unsigned threads;      /* background worker threads; 0 = default (2 for file:, else 1) */
     fbk_error_fn on_error; /* background failures; NULL = counted only */
     void *on_error_arg;
     size_t map_size;            /* lmdb: initial map size of each environment in
