@@ -277,6 +277,18 @@ Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_a
 
 static long g_writev_calls, g_preadv_calls, g_eintr;
 
+/* The first `room` bytes of iov[0..n) as at most 8 segments in v. */
+static int clip(const struct iovec *iov, int n, size_t room, struct iovec v[8])
+{
+    int m = 0;
+    for (int i = 0; i < n && room > 0 && m < 8; i++) {
+        size_t l = iov[i].iov_len < room ? iov[i].iov_len : room;
+        v[m++] = (struct iovec){iov[i].iov_base, l};
+        room -= l;
+    }
+    return m;
+}
+
 /* at most 777 bytes a call; every third call interrupted */
 static ssize_t short_writev(int fd, const struct iovec *iov, int n)
 {
@@ -286,14 +298,7 @@ static ssize_t short_writev(int fd, const struct iovec *iov, int n)
         return -1;
     }
     struct iovec v[8];
-    size_t room = 777;
-    int m = 0;
-    for (int i = 0; i < n && room > 0 && m < 8; i++) {
-        size_t l = iov[i].iov_len < room ? iov[i].iov_len : room;
-        v[m++] = (struct iovec){iov[i].iov_base, l};
-        room -= l;
-    }
-    return fbk__file_io_posix.writev(fd, v, m);
+    return fbk__file_io_posix.writev(fd, v, clip(iov, n, 777, v));
 }
 
 static ssize_t short_preadv(int fd, const struct iovec *iov, int n, off_t off)
@@ -304,14 +309,7 @@ static ssize_t short_preadv(int fd, const struct iovec *iov, int n, off_t off)
         return -1;
     }
     struct iovec v[8];
-    size_t room = 1000;
-    int m = 0;
-    for (int i = 0; i < n && room > 0 && m < 8; i++) {
-        size_t l = iov[i].iov_len < room ? iov[i].iov_len : room;
-        v[m++] = (struct iovec){iov[i].iov_base, l};
-        room -= l;
-    }
-    return fbk__file_io_posix.preadv(fd, v, m, off);
+    return fbk__file_io_posix.preadv(fd, v, clip(iov, n, 1000, v), off);
 }
 
 static fbk__file_io hooked;

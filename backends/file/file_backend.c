@@ -164,6 +164,15 @@ static int close_keep_errno(int fd)
     return -1;
 }
 
+/* fdopendir(fd); when that fails, fd is closed and errno kept. */
+static DIR *dir_of(int fd)
+{
+    DIR *d = io_()->fdopendir(fd);
+    if (!d)
+        close_keep_errno(fd);
+    return d;
+}
+
 static int write_all(int fd, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
@@ -401,9 +410,9 @@ static int remove_tree_at(int at, const char *name, int depth)
     int fd = io_()->openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    DIR *d = io_()->fdopendir(fd);
+    DIR *d = dir_of(fd);
     if (!d)
-        return close_keep_errno(fd);
+        return -1;
     struct dirent *de;
     int rc = 0;
     errno = 0;
@@ -768,12 +777,9 @@ static int spill_empty(file_backend *b, int create)
     int fd = io_()->openat(b->spillfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return fail(errno, "open", b->spill, NULL);
-    DIR *d = io_()->fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        io_()->close(fd);
-        return fail(e, "list", b->spill, NULL);
-    }
+    DIR *d = dir_of(fd);
+    if (!d)
+        return fail(errno, "list", b->spill, NULL);
     int rc = FBK_OK;
     struct dirent *de;
     errno = 0;
@@ -787,10 +793,9 @@ static int spill_empty(file_backend *b, int create)
             int sfd = io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
                                     0);
             if (sfd >= 0) {
-                DIR *sd = io_()->fdopendir(sfd);
+                DIR *sd = dir_of(sfd);
                 if (!sd) {
                     rc = fail(errno, "list", b->spill, n);
-                    io_()->close(sfd);
                     break;
                 }
                 struct dirent *se;
@@ -886,12 +891,9 @@ static int loc_make_shards(file_backend *b, file_loc *l)
     int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return fail(errno, "open location", l->path, NULL);
-    DIR *d = io_()->fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        io_()->close(fd);
-        return fail(e, "list location", l->path, NULL);
-    }
+    DIR *d = dir_of(fd);
+    if (!d)
+        return fail(errno, "list location", l->path, NULL);
     struct dirent *de;
     errno = 0;
     while ((de = io_()->readdir(d)) != NULL) {
@@ -1057,12 +1059,9 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
             }
             return fail(errno, "open", l->path, shard);
         }
-        DIR *d = io_()->fdopendir(fd);
-        if (!d) {
-            int e = errno;
-            io_()->close(fd);
-            return fail(e, "list", l->path, shard);
-        }
+        DIR *d = dir_of(fd);
+        if (!d)
+            return fail(errno, "list", l->path, shard);
         struct dirent *de;
         errno = 0;
         while ((de = io_()->readdir(d)) != NULL) {
