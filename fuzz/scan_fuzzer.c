@@ -132,6 +132,9 @@ static void cleanup(void)
     fbk_store_close(store);
     store = NULL;
     rmtree(base);
+    const char *t = getenv("FBK_TEST_DIR");
+    if (t && *t)
+        (void)rmdir(t); /* the per-build folder (in /dev/shm), once empty */
 }
 
 /* Opens the store and makes NFRAMES valid frames by persisting blobs to a
