@@ -173,26 +173,6 @@ static DIR *dir_of(int fd)
     return d;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-    while (len > 0) {
-        ssize_t n = io_()->write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (n == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Moves the segments cur[0..*cnt) past `done` bytes just transferred. */
 static void iov_advance(struct iovec **cur, int *cnt, size_t done)
 {
@@ -224,8 +204,8 @@ static int use_preadv(const fbk__file_io *io)
 }
 
 /* Writes iov[0..n) (n <= FILE_IOV_MAX) completely: writev, resumed after a
- * partial write or EINTR; one write per segment instead when use_writev()
- * says so.  0, or -1 with errno. */
+ * partial write or EINTR; plain writes for a single buffer (n == 1), or when
+ * use_writev() says so.  0, or -1 with errno. */
 static int writev_all(int fd, const struct iovec *iov, int n)
 {
     struct iovec v[FILE_IOV_MAX], *cur = v;
@@ -235,8 +215,8 @@ static int writev_all(int fd, const struct iovec *iov, int n)
             v[cnt++] = iov[i];
     while (cnt > 0) {
         const fbk__file_io *io = io_();
-        ssize_t w = use_writev(io) ? io->writev(fd, cur, cnt)
-                                   : io->write(fd, cur->iov_base, cur->iov_len);
+        ssize_t w = n > 1 && use_writev(io) ? io->writev(fd, cur, cnt)
+                                            : io->write(fd, cur->iov_base, cur->iov_len);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -253,8 +233,8 @@ static int writev_all(int fd, const struct iovec *iov, int n)
 
 /* Reads bytes [0, sum of iov_len) of fd into iov[0..n) (n <= FBK_PLACE_MAX + 1):
  * preadv, resumed after a partial read or EINTR, until done or end of file;
- * *got is how many bytes arrived.  One pread per segment instead when
- * use_preadv() says so.  0, or -1 with errno. */
+ * *got is how many bytes arrived.  Plain preads for a single buffer (n == 1),
+ * or when use_preadv() says so.  0, or -1 with errno. */
 static int preadv_all(int fd, const struct iovec *iov, int n, size_t *got)
 {
     struct iovec v[FBK_PLACE_MAX + 1], *cur = v;
@@ -266,8 +246,9 @@ static int preadv_all(int fd, const struct iovec *iov, int n, size_t *got)
     *got = 0;
     while (cnt > 0) {
         const fbk__file_io *io = io_();
-        ssize_t r = use_preadv(io) ? io->preadv(fd, cur, cnt, (off_t)off)
-                                   : io->pread(fd, cur->iov_base, cur->iov_len, (off_t)off);
+        ssize_t r = n > 1 && use_preadv(io)
+                        ? io->preadv(fd, cur, cnt, (off_t)off)
+                        : io->pread(fd, cur->iov_base, cur->iov_len, (off_t)off);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -502,7 +483,7 @@ static int copy_bytes(file_backend *b, int in, int out, off_t size)
         }
         if (n == 0)
             break;
-        if (write_all(out, buf, (size_t)n) != 0) {
+        if (writev_all(out, &(struct iovec){buf, (size_t)n}, 1) != 0) {
             rc = -1;
             break;
         }
@@ -601,15 +582,15 @@ static int spill_finish(file_backend *b, const char *name, int fd, int ok, const
     return fail(e, what, b->spill, name);
 }
 
-/* Creates spill/name holding buf[0..len).  No fsync: the spill area is
- * disposable. */
-static int spill_write(file_backend *b, const char *name, const void *buf, size_t len)
+/* Creates spill/name holding the segments iov[0..n) (n <= FILE_IOV_MAX).
+ * No fsync: the spill area is disposable. */
+static int spill_write(file_backend *b, const char *name, const struct iovec *iov, int n)
 {
-    int fd;
+    int fd = -1;
     int rc = spill_create(b, name, &fd);
     if (rc != FBK_OK)
         return rc;
-    int ok = write_all(fd, buf, len) == 0;
+    int ok = writev_all(fd, iov, n) == 0;
     return spill_finish(b, name, fd, ok, "write", errno);
 }
 
@@ -627,53 +608,7 @@ static int file_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fi
                              b->spill, name, len);
     int rc = fill(buf, len, arg);
     if (rc == FBK_OK)
-        rc = spill_write(b, name, buf, len);
-    buf_put(b, buf, cap);
-    return rc;
-}
-
-static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
-{
-    file_backend *b = self;
-    char name[FILE_NAME_LEN];
-    key_name(key, name);
-    int fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fail(errno, "load", b->spill, name);
-    struct stat st;
-    if (io_()->fstat(fd, &st) != 0) {
-        int e = errno;
-        io_()->close(fd);
-        return fail(e, "stat", b->spill, name);
-    }
-    /* pread into a reused buffer, not mmap: on the machine measured
-     * (docs/file-backend.md) mapping a 1 MiB value cost 3.7x a pread of it,
-     * and a mapping would turn a file truncated under us into SIGBUS */
-    size_t len = (size_t)st.st_size;
-    size_t cap;
-    void *buf = buf_get(b, len, &cap);
-    if (!buf) {
-        io_()->close(fd);
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: load %s/%s: cannot allocate %zu bytes",
-                             b->spill, name, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = io_()->pread(fd, (char *)buf + got, len - got, (off_t)got);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            io_()->close(fd);
-            buf_put(b, buf, cap);
-            return fail(e, "read", b->spill, name);
-        }
-        if (n == 0)
-            break; /* shrank since fstat: hand over what is there */
-        got += (size_t)n;
-    }
-    io_()->close(fd);
-    int rc = read(buf, got, arg);
+        rc = spill_write(b, name, &(struct iovec){buf, len}, 1);
     buf_put(b, buf, cap);
     return rc;
 }
@@ -688,12 +623,7 @@ static int file_store_iov(void *self, const fbk_key *key, const struct iovec *io
     if (n < 0 || n > FILE_IOV_MAX || (n > 0 && !iov))
         return fbk_error_set(FBK_EINVAL, 0, "file: store %s/%s: %d segments (0 to %d allowed)",
                              b->spill, name, n, FILE_IOV_MAX);
-    int fd;
-    int rc = spill_create(b, name, &fd);
-    if (rc != FBK_OK)
-        return rc;
-    int ok = writev_all(fd, iov, n) == 0;
-    return spill_finish(b, name, fd, ok, "write", errno);
+    return spill_write(b, name, iov, n);
 }
 
 /* load straight into the segments place() hands out for the file's length:
@@ -758,6 +688,43 @@ static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place
                              "file: load %s/%s: the file is longer than the %zu bytes stored",
                              b->spill, name, len);
     return FBK_OK;
+}
+
+/* load: load_into a reused buffer (pread, not mmap: on the machine
+ * measured, docs/file-backend.md, mapping a 1 MiB value cost 3.7x a pread of
+ * it, and a mapping would turn a file truncated under us into SIGBUS), then
+ * read() from it. */
+typedef struct buf_place {
+    file_backend *b;
+    const char *name;
+    void *buf;
+    size_t cap, len;
+} buf_place;
+
+static int place_in_buf(size_t len, struct iovec *iov, int *n, void *arg)
+{
+    buf_place *p = arg;
+    p->buf = buf_get(p->b, len, &p->cap);
+    if (!p->buf)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: load %s/%s: cannot allocate %zu bytes",
+                             p->b->spill, p->name, len);
+    p->len = len;
+    iov[0] = (struct iovec){p->buf, len};
+    *n = 1;
+    return FBK_OK;
+}
+
+static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    file_backend *b = self;
+    char name[FILE_NAME_LEN];
+    key_name(key, name);
+    buf_place p = {.b = b, .name = name};
+    int rc = file_load_into(self, key, 0, place_in_buf, &p);
+    if (rc == FBK_OK)
+        rc = read(p.buf, p.len, arg);
+    buf_put(b, p.buf, p.cap);
+    return rc;
 }
 
 static int file_remove(void *self, const fbk_key *key)
