@@ -174,8 +174,8 @@ typedef struct fbk__store_item {
     fbk__token *tok; /* out: set when rc == 0 */
     int rc;          /* out */
 } fbk__store_item;
-/* fbk__token_store for n values, through the backend's store_many (in
- * chunks of bounded size) when it has one.  Each item gets its own outcome;
+/* fbk__token_store for n (<= FBK__EVICT_BATCH) values, through the
+ * backend's store_many (in calls of bounded size) when it has one.  Each item gets its own outcome;
  * a failed item's message is reported by the caller. */
 void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n);
 /* The backend's version-2 members, or NULL (a version-1 table has none). */

@@ -220,29 +220,12 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
     fbk__entry_unref(h);
 }
 
-/* The eviction write, on a worker.  Holds the item exclusively (no pins can
- * start), writes it unless already stored, then drops it from memory.  A
- * failed write keeps the object in memory: nothing is lost, and the item is
+/* The eviction writes of n jobs queued together (linked through next), on a
+ * worker.  Each item is held exclusively (EVICT: no pins can start, its
+ * object stays put); those not yet stored are written -- through the
+ * backend's store_many when it has one -- and then dropped from memory.  A
+ * failed write keeps its object in memory: nothing is lost, and the item is
  * retried on a later LRU change. */
-static void evict_job(fbk__job *job)
-{
-    fbk_handle *h = (fbk_handle *)((char *)job - offsetof(fbk_handle, evict_job));
-    fbk_pool *p = h->pool;
-    int rc = FBK_OK;
-    fbk__token *t = NULL;
-    pthread_mutex_lock(&h->mu);
-    bool write = !h->tok;
-    fbk_key key = h->key;
-    void *obj = h->obj;
-    pthread_mutex_unlock(&h->mu);
-    if (write)
-        rc = fbk__token_store(p->store, &key, &p->codec, obj, &t);
-    evict_finish(h, rc, t);
-}
-
-/* n eviction jobs queued together (linked through next): their writes go to
- * the backend's store_many at once, then each ends as evict_job would.  The
- * items are held exclusively (EVICT), so their objects stay put meanwhile. */
 static void evict_many(fbk__job *first, size_t n)
 {
     fbk_handle *hs[FBK__EVICT_BATCH];
@@ -266,3 +249,5 @@ static void evict_many(fbk__job *first, size_t n)
         evict_finish(hs[i], rc, rc == FBK_OK && it ? it->tok : NULL);
     }
 }
+
+static void evict_job(fbk__job *job) { evict_many(job, 1); }

@@ -154,21 +154,14 @@ void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n)
                                            &items[i].tok);
         return;
     }
-    for (size_t base = 0; base < n; base += FBK__EVICT_BATCH) {
-        size_t k = n - base < FBK__EVICT_BATCH ? n - base : FBK__EVICT_BATCH;
-        fbk__store_item *it = items + base;
-        for (size_t i = 0; i < k; i++) {
-            it[i].tok = NULL;
-            it[i].rc = token_begin(s, &it[i].key, &it[i].tok);
-        }
-        store_chunk(s, it, k);
-        for (size_t i = 0; i < k; i++) {
-            if (!it[i].tok)
-                continue; /* token_begin failed */
-            if (token_end(s, it[i].tok, it[i].rc) != FBK_OK)
-                it[i].tok = NULL;
-        }
+    for (size_t i = 0; i < n; i++) {
+        items[i].tok = NULL;
+        items[i].rc = token_begin(s, &items[i].key, &items[i].tok);
     }
+    store_chunk(s, items, n);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].tok && token_end(s, items[i].tok, items[i].rc) != FBK_OK)
+            items[i].tok = NULL;
 }
 
 int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out)
