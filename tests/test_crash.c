@@ -307,44 +307,41 @@ static void random_kills(campaign *c)
 
 #define NPTS(a) (sizeof(a) / sizeof((a)[0]))
 
-Test(crash, lmdb_acknowledged_saves_survive_sigkill_at_chosen_points)
+/* A campaign on one backend: clean cycles, then the common and the
+ * backend's own chosen points (pts) or, with pts NULL, random kills, then
+ * clean cycles again. */
+static void campaign_run(const char *backend, const char *name, const char *const *pts,
+                         size_t npts)
 {
     campaign c;
-    campaign_open(&c, "lmdb", "lmdb_chosen");
+    campaign_open(&c, backend, name);
     run_clean(&c, 3);
-    chosen(&c, common_points, NPTS(common_points));
-    chosen(&c, lmdb_points, NPTS(lmdb_points));
+    if (pts) {
+        chosen(&c, common_points, NPTS(common_points));
+        chosen(&c, pts, npts);
+    } else {
+        random_kills(&c);
+    }
     run_clean(&c, 3);
-    report(&c, "chosen points");
+    report(&c, pts ? "chosen points" : "random kills");
+}
+
+Test(crash, lmdb_acknowledged_saves_survive_sigkill_at_chosen_points)
+{
+    campaign_run("lmdb", "lmdb_chosen", lmdb_points, NPTS(lmdb_points));
 }
 
 Test(crash, lmdb_acknowledged_saves_survive_sigkill_at_random_moments)
 {
-    campaign c;
-    campaign_open(&c, "lmdb", "lmdb_random");
-    run_clean(&c, 3);
-    random_kills(&c);
-    run_clean(&c, 3);
-    report(&c, "random kills");
+    campaign_run("lmdb", "lmdb_random", NULL, 0);
 }
 
 Test(crash, file_acknowledged_saves_survive_sigkill_at_chosen_points)
 {
-    campaign c;
-    campaign_open(&c, "file", "file_chosen");
-    run_clean(&c, 3);
-    chosen(&c, common_points, NPTS(common_points));
-    chosen(&c, file_points, NPTS(file_points));
-    run_clean(&c, 3);
-    report(&c, "chosen points");
+    campaign_run("file", "file_chosen", file_points, NPTS(file_points));
 }
 
 Test(crash, file_acknowledged_saves_survive_sigkill_at_random_moments)
 {
-    campaign c;
-    campaign_open(&c, "file", "file_random");
-    run_clean(&c, 3);
-    random_kills(&c);
-    run_clean(&c, 3);
-    report(&c, "random kills");
+    campaign_run("file", "file_random", NULL, 0);
 }
