@@ -176,6 +176,8 @@ typedef struct fbk_store_options {
                                    NULL = DIR/durable */
     unsigned max_queued_writes; /* eviction writes queued or running before a
                                blocking call waits for the workers; 0 = 32 x threads */
+    size_t max_queued_bytes;    /* the same bound on their bytes, counted for
+                                   codecs with `view` (fbk_blob): 0 = 16 MiB */
     /* every field's zero value means its default, so `{0}` is valid */
 } fbk_store_options;
 
@@ -252,8 +254,9 @@ void fbk_pool_release(fbk_pool *p);
  * a handle.  Takes ownership of obj on success; on failure the caller keeps
  * it.  No I/O on the caller's thread: the item pushed out of memory is
  * written by a worker.  When more than max_queued_writes (default
- * 32 x threads) such writes are queued, waits for the workers to catch up (so memory stays bounded
- * when inserts outrun the backend). */
+ * 32 x threads) such writes, or more than max_queued_bytes (default 16 MiB)
+ * of their objects, are queued, waits for the workers to catch up (so memory
+ * stays bounded when inserts outrun the backend). */
 int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
 /* A handle for key as held by loc, without loading it.  Blocking (copies the
  * value into the spill area unless that key is already registered there).

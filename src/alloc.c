@@ -2,6 +2,7 @@
  * (or the out-of-memory test loop) can plug in its own allocator. */
 #include "fbk_internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,4 +60,36 @@ char *fbk__strdup(const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
+}
+
+/* Two patterns make glibc hand memory back to the kernel and fault it in
+ * afresh -- one page fault per 4 KiB, several microseconds each on a VM:
+ *  - LMDB mallocs the dirty overflow pages of a write transaction (20 KiB
+ *    for a 16 KiB value) and frees them all at commit: a worker's arena then
+ *    finds its top chunk above the trim threshold (128 KiB until the program
+ *    first frees a large block) and gives the pages back after every commit;
+ *  - large objects are malloc'd on the program's threads and freed on the
+ *    workers' after their eviction write: with a 1 MiB blob, each one went
+ *    to fresh pages.
+ * Freeing one mmapped block (never touched, so it costs no page fault)
+ * makes glibc raise its thresholds the way it does by itself the first time
+ * a program frees a block over 128 KiB: mmap threshold 16 MiB, trim
+ * threshold 32 MiB, so the memory is reused instead.  Measured: libfbk-alone
+ * put on lmdb: 30-34 -> 13-20 us per 16 KiB object (BENCH_ONLY=fbk
+ * bench_lmdb 20000; page faults 33-37k -> 19k); see docs/design.md for
+ * file:.  Without effect when the program fixed the thresholds (mallopt,
+ * GLIBC_TUNABLES) or uses another allocator.  Once per process, at the
+ * first store open. */
+static void nudge(void)
+{
+#ifdef __GLIBC__
+    void *volatile p = malloc((size_t)16 << 20);
+    free(p);
+#endif
+}
+
+void fbk__malloc_nudge(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, nudge);
 }

@@ -8,6 +8,8 @@
 void *fbk__malloc(size_t n);
 void *fbk__calloc(size_t count, size_t size);
 void fbk__free(void *p);
+/* Raises glibc's malloc thresholds once per process (see alloc.c). */
+void fbk__malloc_nudge(void);
 char *fbk__strdup(const char *s);
 
 #endif

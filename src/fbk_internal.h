@@ -126,10 +126,13 @@ struct fbk_store {
     atomic_uint_fast64_t n_stores, n_loads, n_removes, n_evictions, n_evict_fail, n_bg_errors,
         n_store_batches, n_batched_stores;
 
-    /* backpressure: eviction writes queued or running, and callers waiting
-     * for that number to fall to evict_limit */
+    /* backpressure: eviction writes queued or running (and the bytes of
+     * their objects), and callers waiting for them to fall to half their
+     * limits */
     atomic_long evict_inflight;
     long evict_limit;
+    atomic_llong evict_bytes;
+    long long evict_bytes_limit;
     pthread_mutex_t bp_mu; /* leaf */
     pthread_cond_t bp_cv;
     int bp_waiters;
@@ -145,8 +148,10 @@ void fbk__store_report(fbk_store *s, int err);
  * thread only, never on a worker) for the workers to catch up.  The try_
  * calls and unloads never call it. */
 void fbk__store_backpressure(fbk_store *s);
-/* Called by the eviction job when it ends. */
-void fbk__store_evict_done(fbk_store *s);
+/* Counts an eviction write of `bytes` (0 when unknown) as queued. */
+void fbk__store_evict_queued(fbk_store *s, size_t bytes);
+/* Called by the eviction job when it ends, with the bytes it was queued with. */
+void fbk__store_evict_done(fbk_store *s, size_t bytes);
 
 /* ------------------------------------------------------------- token.c */
 /* One spill copy: the key's use count, so that a key shared by several
@@ -298,6 +303,7 @@ struct fbk_handle {
     bool storing; /* a pinned thread writes the value out */
     pthread_t mut_owner;
     fbk__job evict_job;
+    size_t evict_bytes; /* what the queued eviction write was counted as */
 };
 
 /* Takes one internal reference unless the item is already retiring. */

@@ -84,7 +84,10 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
     pthread_mutex_unlock(&h->mu);
     if (go) {
         fbk_store *s = p->store;
-        atomic_fetch_add_explicit(&s->evict_inflight, 1, memory_order_relaxed);
+        /* EVICT keeps h->obj put.  A codec with view holds its bytes, so its
+         * size() is cheap: count them for the byte bound. */
+        h->evict_bytes = p->codec.view ? p->codec.size(h->obj, p->codec.ctx) : 0;
+        fbk__store_evict_queued(s, h->evict_bytes);
         h->evict_job.run = evict_job;
         h->evict_job.run_many = FBK__STORE_MANY(s) ? evict_many : NULL;
         fbk__workers_submit(&s->workers, &h->evict_job);
@@ -216,7 +219,7 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
         fbk__store_report(s, rc);
         fbk__pool_evict_failed(p, h);
     }
-    fbk__store_evict_done(s);
+    fbk__store_evict_done(s, h->evict_bytes);
     fbk__entry_unref(h);
 }
 

@@ -2,6 +2,7 @@
  * store-wide counters.  URI parsing picks the backend at run time. */
 #include "fbk_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
  * each other's transactions (33 us); raise opts.threads for slow backends
  * whose writes overlap well (network file systems). */
 #define FBK__DEFAULT_THREADS 1
+/* default max_queued_bytes */
+#define FBK__DEFAULT_QUEUED_BYTES (16ll << 20)
 
 const char *fbk_version(void) { return "0.1.0"; }
 
@@ -74,6 +77,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
                                    "function is missing",
                              ops->version);
     }
+    fbk__malloc_nudge();
     fbk_store *s = fbk__calloc(1, sizeof *s);
     if (!s) {
         ops->close(self);
@@ -95,6 +99,14 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
      * commit fed, few enough that memory stays near mem_items */
     s->evict_limit =
         (opts && opts->max_queued_writes) ? (long)opts->max_queued_writes : 32 * (long)s->threads;
+    /* and few enough bytes that large objects do not pile up: the queue's
+     * memory is recycled by malloc instead of being faulted in afresh */
+    atomic_init(&s->evict_bytes, 0);
+    s->evict_bytes_limit = (opts && opts->max_queued_bytes)
+                               ? (opts->max_queued_bytes > (size_t)LLONG_MAX / 2
+                                      ? LLONG_MAX / 2
+                                      : (long long)opts->max_queued_bytes)
+                               : FBK__DEFAULT_QUEUED_BYTES;
     fbk__keymap_init(&s->tokens);
     int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
     if (rc) {
@@ -197,26 +209,39 @@ void fbk__store_report(fbk_store *s, int err)
         s->on_error(err, fbk_errmsg(), s->on_error_arg);
 }
 
-/* Hysteresis: a caller that finds more than evict_limit writes in flight
- * waits until half of them are done, so that it sleeps once per burst of
- * writes rather than once per write. */
+/* Hysteresis: a caller that finds more than evict_limit writes (or
+ * evict_bytes_limit bytes) in flight waits until half of them are done, so
+ * that it sleeps once per burst of writes rather than once per write. */
+static bool over(fbk_store *s, long n, long long bytes, int shift)
+{
+    return n > (s->evict_limit >> shift) || bytes > (s->evict_bytes_limit >> shift);
+}
+
 void fbk__store_backpressure(fbk_store *s)
 {
-    if (atomic_load_explicit(&s->evict_inflight, memory_order_relaxed) <= s->evict_limit ||
+    if (!over(s, atomic_load_explicit(&s->evict_inflight, memory_order_relaxed),
+              atomic_load_explicit(&s->evict_bytes, memory_order_relaxed), 0) ||
         fbk__workers_on_worker(&s->workers))
         return;
     pthread_mutex_lock(&s->bp_mu);
     s->bp_waiters++;
-    while (atomic_load(&s->evict_inflight) > s->evict_limit / 2)
+    while (over(s, atomic_load(&s->evict_inflight), atomic_load(&s->evict_bytes), 1))
         pthread_cond_wait(&s->bp_cv, &s->bp_mu);
     s->bp_waiters--;
     pthread_mutex_unlock(&s->bp_mu);
 }
 
-void fbk__store_evict_done(fbk_store *s)
+void fbk__store_evict_queued(fbk_store *s, size_t bytes)
 {
+    atomic_fetch_add_explicit(&s->evict_bytes, (long long)bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->evict_inflight, 1, memory_order_relaxed);
+}
+
+void fbk__store_evict_done(fbk_store *s, size_t bytes)
+{
+    long long b = atomic_fetch_sub(&s->evict_bytes, (long long)bytes) - (long long)bytes;
     long left = atomic_fetch_sub(&s->evict_inflight, 1) - 1;
-    if (left > s->evict_limit / 2)
+    if (over(s, left, b, 1))
         return;
     pthread_mutex_lock(&s->bp_mu);
     if (s->bp_waiters)

@@ -251,32 +251,9 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
     return err;
 }
 
-/* LMDB mallocs the dirty overflow pages of a write transaction (20 KiB for
- * a 16 KiB value) and frees them all at commit.  On glibc, a worker thread's
- * arena then finds its top chunk above the trim threshold (128 KiB until the
- * program first frees a large block) and hands the pages back with
- * MADV_DONTNEED after every commit, so the next transaction page-faults them
- * in again: one fault per value, and a fault costs microseconds on a VM.
- * Freeing one mmapped block (never touched, so it costs no page faults)
- * makes glibc raise its thresholds the way it does by itself the first time
- * a program frees a block over 128 KiB: mmap threshold 16 MiB, trim
- * threshold 32 MiB.  Measured with BENCH_ONLY=fbk bench_lmdb 20000: put
- * 30-34 us -> 13-20 us per 16 KiB object, page faults 33-37k -> 19k.
- * Without effect when the program fixed the thresholds (mallopt,
- * GLIBC_TUNABLES) or uses another allocator. */
-static void nudge_malloc(void)
-{
-#ifdef __GLIBC__
-    void *volatile p = malloc((size_t)16 << 20);
-    free(p);
-#endif
-}
-
 int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self)
 {
-    static pthread_once_t nudged = PTHREAD_ONCE_INIT;
-    pthread_once(&nudged, nudge_malloc);
     if (!dir || !dir[0] || !ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "lmdb: missing directory or out-parameter");
     if (strlen(dir) >= 4000)

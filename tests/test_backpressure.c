@@ -1,0 +1,159 @@
+/* test_backpressure.c -- the bounds on queued eviction writes: a blocking
+ * call that queued one waits for the workers once more than
+ * max_queued_writes writes, or more than max_queued_bytes bytes of objects
+ * whose codec has `view`, are queued; codecs without view are bounded by the
+ * count alone.  The backend's store is held at a gate, so nothing drains
+ * until the test says so; an inserter thread is seen blocked when it sleeps
+ * inside fbk_insert (it has no other reason to sleep: the worker holds no
+ * lock while it waits at the gate, and the test thread calls nothing). */
+#include "counting_backend.h"
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+enum { MEM = 2, LEN = 1000, N = 8 };
+
+typedef struct inserter {
+    fbk_pool *p;
+    fbk_handle *h[N];
+    _Atomic int done; /* inserts returned */
+    _Atomic pid_t tid;
+} inserter;
+
+static void *insert_thread(void *arg)
+{
+    inserter *in = arg;
+    atomic_store(&in->tid, (pid_t)syscall(SYS_gettid));
+    for (int i = 0; i < N; i++) {
+        fbk_blob *b = tu_blob(LEN, (uint64_t)i);
+        cr_assert_not_null(b);
+        int rc = fbk_insert(in->p, b, &in->h[i]);
+        cr_assert_eq(rc, 0, "fbk_insert: %s (%s)", fbk_err_name(rc), fbk_errmsg());
+        atomic_fetch_add(&in->done, 1);
+    }
+    return NULL;
+}
+
+/* The scheduler state of one of this process's threads ('R', 'S', ...). */
+static char thread_state(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    cr_assert(p && p[1] == ' ' && p[2], "unexpected %s: %s", path, buf);
+    return p[2];
+}
+
+/* A counting store (one worker, the given bounds) and a pool of mem_items
+ * MEM for codec c, with the store gate closed. */
+static void open_gated(fx *f, const fbk_codec *c, unsigned max_writes, size_t max_bytes)
+{
+    f->opts.threads = 1;
+    f->opts.max_queued_writes = max_writes;
+    f->opts.max_queued_bytes = max_bytes;
+    int rc = counting_open_flags(&f->s, &f->opts, 0, &f->cb);
+    cr_assert_eq(rc, 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_pool_create(&f->p, f->s, c, MEM), 0);
+    counting_gate_close(f->cb, CB_STORE);
+}
+
+static void check_and_close(fx *f, inserter *in)
+{
+    for (int i = 0; i < N; i++) {
+        int rc = tc_check(in->h[i], LEN, (uint64_t)i);
+        cr_assert_eq(rc, 0, "item %d: %s", i, fbk_err_name(rc));
+        fbk_handle_release(in->h[i]);
+    }
+    fx_close(f);
+}
+
+/* Three writes of LEN bytes fit under 3 * LEN; the insert that queues the
+ * fourth waits (the count bound, 1000, is far away). */
+Test(backpressure, byte_bound_blocks_the_inserter_until_writes_drain, .timeout = 60)
+{
+    fx f = {0};
+    open_gated(&f, &fbk_blob_codec, 1000, 3 * LEN);
+    inserter in = {.p = f.p};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
+    /* inserts 1-2 fill the pool, 3-5 queue three writes (the first held at
+     * the gate), the 6th queues a fourth: 4 * LEN > 3 * LEN */
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    while (atomic_load(&in.done) < MEM + 3 || !atomic_load(&in.tid))
+        sched_yield();
+    while (thread_state(atomic_load(&in.tid)) != 'S')
+        sched_yield();
+    cr_assert_eq(atomic_load(&in.done), MEM + 3, "the inserter went past the byte bound");
+    counting_gate_open(f.cb, CB_STORE);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&in.done), N);
+    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
+    check_and_close(&f, &in);
+}
+
+/* With the default byte bound (16 MiB) the same inserts all return while
+ * every write is still held: only the bound above made the inserter wait. */
+Test(backpressure, default_byte_bound_leaves_small_objects_alone, .timeout = 60)
+{
+    fx f = {0};
+    open_gated(&f, &fbk_blob_codec, 1000, 0);
+    inserter in = {.p = f.p};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
+    pthread_join(th, NULL); /* returns with the gate still closed */
+    cr_assert_eq(atomic_load(&in.done), N);
+    cr_assert_eq(counting_gate_blocked(f.cb, CB_STORE), 1);
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
+    check_and_close(&f, &in);
+}
+
+/* A codec without view: its size() is not called to count bytes (it may
+ * be costly), so a byte bound of 1 holds nothing back. */
+Test(backpressure, codecs_without_view_are_bounded_by_count_only, .timeout = 60)
+{
+    fx f = {0};
+    fbk_codec c = tc_codec(&f.ctx, 1);
+    cr_assert_null(c.view);
+    open_gated(&f, &c, 1000, 1);
+    inserter in = {.p = f.p};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&in.done), N);
+    counting_gate_open(f.cb, CB_STORE);
+    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
+    check_and_close(&f, &in);
+}
+
+/* The count bound still applies to blobs: 3 writes allowed, the 4th waits. */
+Test(backpressure, count_bound_blocks_the_inserter, .timeout = 60)
+{
+    fx f = {0};
+    open_gated(&f, &fbk_blob_codec, 3, 0);
+    inserter in = {.p = f.p};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    while (atomic_load(&in.done) < MEM + 3 || !atomic_load(&in.tid))
+        sched_yield();
+    while (thread_state(atomic_load(&in.tid)) != 'S')
+        sched_yield();
+    cr_assert_eq(atomic_load(&in.done), MEM + 3, "the inserter went past the count bound");
+    counting_gate_open(f.cb, CB_STORE);
+    pthread_join(th, NULL);
+    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
+    check_and_close(&f, &in);
+}
