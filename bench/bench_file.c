@@ -364,7 +364,7 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
                 die_errno("mkdir", dir);
             int which = (k + r) % 3;
             const char *only = getenv("BENCH_ONLY");
-            if (only && strcmp(only, which == 0 ? "fbk" : which == 1 ? "plain" : "table") != 0)
+            if (only && *only && strcmp(only, which == 0 ? "fbk" : which == 1 ? "plain" : "table") != 0)
                 continue;
             times *dst = which == 0 ? &f : which == 1 ? &p : &o;
             times t = which == 0   ? run_fbk(dir, size, n, src, order)
@@ -381,10 +381,21 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
     const char *names[3] = {"put", "read", "persist"};
     double fv[3] = {f.put, f.read, f.persist}, pv[3] = {p.put, p.read, p.persist},
            ov[3] = {o.put, o.read, o.persist};
-    for (int i = 0; i < 3; i++)
-        printf("%24s %-8s %10.1f %10.1f %7.2fx %10.1f %10.1f %7.2fx\n", "", names[i],
-               fv[i] * 1e3, pv[i] * 1e3, fv[i] / pv[i], fv[i] / (double)n * 1e6, ov[i] * 1e3,
-               ov[i] / pv[i]);
+    for (int i = 0; i < 3; i++) {
+        /* a column not run (BENCH_ONLY) prints as "-" */
+        char c[6][32];
+        double v[6] = {fv[i] * 1e3,  pv[i] * 1e3,  fv[i] / pv[i], fv[i] / (double)n * 1e6,
+                       ov[i] * 1e3, ov[i] / pv[i]};
+        int ran[6] = {fv[i] < 1e29, pv[i] < 1e29, fv[i] < 1e29 && pv[i] < 1e29,
+                      fv[i] < 1e29, ov[i] < 1e29, ov[i] < 1e29 && pv[i] < 1e29};
+        for (int j = 0; j < 6; j++)
+            snprintf(c[j], sizeof c[j], (j == 2 || j == 5) ? "%.2fx" : "%.1f", v[j]);
+        for (int j = 0; j < 6; j++)
+            if (!ran[j])
+                snprintf(c[j], sizeof c[j], "-");
+        printf("%24s %-8s %10s %10s %8s %10s %10s %8s\n", "", names[i], c[0], c[1], c[2], c[3],
+               c[4], c[5]);
+    }
     free(src);
     free(order);
 }

@@ -272,8 +272,8 @@ int main(int argc, char **argv)
 
     /* BENCH_ONLY=fbk or =plain runs one side (for perf/callgrind); ratios are then meaningless */
     const char *only = getenv("BENCH_ONLY");
-    int want_fbk = !only || strcmp(only, "fbk") == 0;
-    int want_plain = !only || strcmp(only, "plain") == 0;
+    int want_fbk = !only || !*only || strcmp(only, "fbk") == 0;
+    int want_plain = !only || !*only || strcmp(only, "plain") == 0;
     struct phase none = {{1e30, 1e30, 1e30}};
     struct phase plain = none, fbk = none;
     /* Whichever side runs second is slower on the VMs measured (it meets the
