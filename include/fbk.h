@@ -167,7 +167,8 @@ typedef struct fbk_backend_ops fbk_backend_ops; /* see fbk_backend.h */
 typedef void (*fbk_error_fn)(int err, const char *message, void *arg);
 
 typedef struct fbk_store_options {
-    unsigned threads;      /* background worker threads; 0 = default (2 for file:, else 1) */
+    unsigned threads;      /* background worker threads; 0 = the backend's preference
+                              (2 for file:, else 1; fbk_store_threads tells) */
     fbk_error_fn on_error; /* background failures; NULL = counted only */
     void *on_error_arg;
     size_t map_size;            /* lmdb: initial map size of each environment in
@@ -212,6 +213,10 @@ typedef struct fbk_store_stats {
     uint64_t batched_stores;    /* values written through them */
 } fbk_store_stats;
 void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out);
+/* The store's background worker threads: fbk_store_options.threads, or when
+ * that was 0 the backend's preference (2 for file:, 1 otherwise).  0 if s is
+ * NULL. */
+unsigned fbk_store_threads(const fbk_store *s);
 
 /* ------------------------------------------------------------- locations */
 

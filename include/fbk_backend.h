@@ -57,8 +57,9 @@ typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 #define FBK_PLACE_MAX 2
 typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
-/* 1: the contract's table.  2: appends store_many, store_iov, load_into. */
-#define FBK_BACKEND_OPS_VERSION 2
+/* 1: the contract's table.  2: appends store_many, store_iov, load_into.
+ * 3: appends workers. */
+#define FBK_BACKEND_OPS_VERSION 3
 
 /* One value of a batched store (version 2): the same four arguments as
  * `store`, plus the outcome of this one value, set by the backend. */
@@ -148,6 +149,14 @@ struct fbk_backend_ops {
      *   with FBK_ECORRUPT if the value is not exactly hint bytes long. */
     int (*store_iov)(void *self, const fbk_key *key, const struct iovec *iov, int n);
     int (*load_into)(void *self, const fbk_key *key, size_t hint, fbk_place_fn place, void *arg);
+
+    /* ---- version 3 (read only when version >= 3) ---- */
+    /* The worker threads this backend is best served by when the program
+     * leaves fbk_store_options.threads at 0; 0 means the core's default (1).
+     * file: says 2 (writes of different files overlap), lmdb: 1 (one writer
+     * per environment: a second worker only waits for the first one's
+     * transaction).  A table copied to wrap a built-in one keeps its value. */
+    unsigned workers;
 };
 
 /*

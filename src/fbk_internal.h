@@ -303,7 +303,8 @@ struct fbk_handle {
     bool storing; /* a pinned thread writes the value out */
     pthread_t mut_owner;
     fbk__job evict_job;
-    size_t evict_bytes; /* what the queued eviction write was counted as */
+    size_t evict_bytes; /* what the queued eviction write was counted as (set
+                           with excl = EVICT, read before it is cleared) */
 };
 
 /* Takes one internal reference unless the item is already retiring. */

@@ -78,16 +78,17 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
             h->obj = NULL;
         } else if (!h->tok && fbk__entry_try_ref(h)) {
             h->excl = FBK__EX_EVICT;
+            /* a codec with view holds its bytes, so its size() is cheap:
+             * count them for the byte bound */
+            h->evict_bytes = p->codec.view ? p->codec.size(h->obj, p->codec.ctx) : 0;
             go = true;
         }
     }
+    size_t bytes = h->evict_bytes;
     pthread_mutex_unlock(&h->mu);
     if (go) {
         fbk_store *s = p->store;
-        /* EVICT keeps h->obj put.  A codec with view holds its bytes, so its
-         * size() is cheap: count them for the byte bound. */
-        h->evict_bytes = p->codec.view ? p->codec.size(h->obj, p->codec.ctx) : 0;
-        fbk__store_evict_queued(s, h->evict_bytes);
+        fbk__store_evict_queued(s, bytes);
         h->evict_job.run = evict_job;
         h->evict_job.run_many = FBK__STORE_MANY(s) ? evict_many : NULL;
         fbk__workers_submit(&s->workers, &h->evict_job);
@@ -202,6 +203,8 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
     pthread_mutex_lock(&h->mu);
     if (t)
         h->tok = t;
+    /* read before excl goes: the item's next eviction sets it anew */
+    size_t bytes = h->evict_bytes;
     void *drop = NULL;
     if (rc == FBK_OK) {
         drop = h->obj;
@@ -219,7 +222,7 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
         fbk__store_report(s, rc);
         fbk__pool_evict_failed(p, h);
     }
-    fbk__store_evict_done(s, h->evict_bytes);
+    fbk__store_evict_done(s, bytes);
     fbk__entry_unref(h);
 }
 

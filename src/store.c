@@ -86,7 +86,9 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     atomic_init(&s->refs, 1);
     s->ops = ops;
     s->self = self;
-    s->threads = (opts && opts->threads) ? opts->threads : FBK__DEFAULT_THREADS;
+    s->threads = (opts && opts->threads)                ? opts->threads
+                 : (ops->version >= 3 && ops->workers) ? ops->workers
+                                                       : FBK__DEFAULT_THREADS;
     s->on_error = opts ? opts->on_error : NULL;
     s->on_error_arg = opts ? opts->on_error_arg : NULL;
     pthread_mutex_init(&s->tok_mu, NULL);
@@ -129,16 +131,10 @@ static const struct {
     const char *scheme;
     backend_ctor create;
     bool needs_arg;
-    unsigned threads; /* default worker threads */
 } schemes[] = {
-    /* lmdb: one writer per environment: a second worker only waits for the
-     * first one's transaction (put 33 us vs 23 us per 16 KiB object).
-     * file: writes of different files run in parallel: two workers put
-     * 16 KiB objects at 0.94-1.05x of plain files against 1.36-1.47x with
-     * one (bench/bench_file.c, docs/file-backend.md). */
-    {"lmdb", fbk_backend_lmdb_create, true, 1},
-    {"file", fbk_backend_file_create, true, 2},
-    {"mem", fbk_backend_mem_create, false, 1},
+    {"lmdb", fbk_backend_lmdb_create, true},
+    {"file", fbk_backend_file_create, true},
+    {"mem", fbk_backend_mem_create, false},
 };
 
 int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts)
@@ -160,10 +156,7 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
         rc = schemes[i].create(arg, opts, &ops, &self);
         if (rc)
             return fbk__error_keep(rc);
-        fbk_store_options o = opts ? *opts : (fbk_store_options){0};
-        if (o.threads == 0)
-            o.threads = schemes[i].threads;
-        return fbk_store_open_backend(out, ops, self, &o);
+        return fbk_store_open_backend(out, ops, self, opts);
     }
     return fbk_error_set(
         FBK_EINVAL, 0,
@@ -248,6 +241,8 @@ void fbk__store_evict_done(fbk_store *s, size_t bytes)
         pthread_cond_broadcast(&s->bp_cv);
     pthread_mutex_unlock(&s->bp_mu);
 }
+
+unsigned fbk_store_threads(const fbk_store *s) { return s ? s->threads : 0; }
 
 void fbk_store_stats_get(fbk_store *s, fbk_store_stats *out)
 {

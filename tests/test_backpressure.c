@@ -114,7 +114,8 @@ Test(backpressure, default_byte_bound_leaves_small_objects_alone, .timeout = 60)
     cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
     pthread_join(th, NULL); /* returns with the gate still closed */
     cr_assert_eq(atomic_load(&in.done), N);
-    cr_assert_eq(counting_gate_blocked(f.cb, CB_STORE), 1);
+    counting_gate_wait(f.cb, CB_STORE, 1);
+    cr_assert_eq(counting_stored_count(f.cb), 0, "a write got past the closed gate");
     counting_gate_open(f.cb, CB_STORE);
     cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
     check_and_close(&f, &in);

@@ -3,7 +3,9 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <fbk_backend.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 Test(lifecycle, handles_keep_working_after_store_close, .timeout = 60)
@@ -341,4 +343,53 @@ Test(lifecycle, registered_handles_outlive_their_location)
     cr_assert_eq(counting_spill_size(f.cb), 0);
     cr_assert_eq(counting_loc_has(f.cb, "L", &k), 1);
     fx_close(&f);
+}
+
+/* The default worker count is the backend table's preference (version 3
+ * `workers`): 2 for file:, 1 for lmdb: and mem:, also when the program opens
+ * the built-in table itself or wraps a copy of it; a version-2 table is
+ * never asked; opts.threads overrides. */
+static unsigned threads_of(const fbk_backend_ops *ops, void *self, unsigned threads)
+{
+    fbk_store *s = NULL;
+    fbk_store_options o = {.threads = threads};
+    int rc = fbk_store_open_backend(&s, ops, self, &o);
+    cr_assert_eq(rc, 0, "%s", fbk_errmsg());
+    unsigned n = fbk_store_threads(s);
+    fbk_store_close(s);
+    return n;
+}
+
+Test(lifecycle, default_workers_come_from_the_backend_table)
+{
+    char uri[4200];
+    const char *dir = tu_fresh_dir("workers_file");
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    fbk_store *s = NULL;
+    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_store_threads(s), 2);
+    fbk_store_close(s);
+    snprintf(uri, sizeof uri, "lmdb:%s", tu_fresh_dir("workers_lmdb"));
+    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_store_threads(s), 1);
+    fbk_store_close(s);
+    cr_assert_eq(fbk_store_open(&s, "mem:", NULL), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_store_threads(s), 1);
+    fbk_store_close(s);
+    cr_assert_eq(fbk_store_threads(NULL), 0);
+
+    const fbk_backend_ops *ops = NULL;
+    void *self = NULL;
+    cr_assert_eq(fbk_backend_file_create(dir, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(threads_of(ops, self, 0), 2, "the built-in file: table, opened directly");
+    /* a wrapper's copy keeps the preference; a version-2 copy is not asked */
+    static fbk_backend_ops copy;
+    copy = *ops;
+    cr_assert_eq(fbk_backend_file_create(dir, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(threads_of(&copy, self, 0), 2, "a copy of the file: table");
+    copy.version = 2;
+    cr_assert_eq(fbk_backend_file_create(dir, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(threads_of(&copy, self, 0), 1, "a version-2 table: the core's default");
+    cr_assert_eq(fbk_backend_file_create(dir, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(threads_of(ops, self, 3), 3, "opts.threads wins");
 }

@@ -204,6 +204,10 @@ static const fbk_backend_ops lmdb_ops = {
     .persist_many = fbk__lmdb_persist_many,
     .register_many = fbk__lmdb_register_many,
     .store_many = lmdb_store_many,
+    /* one writer per environment: a second worker only waits for the first
+     * one's transaction (put 33 us vs 23 us per 16 KiB object, measured
+     * before batched writes) */
+    .workers = 1,
 };
 
 static int take_lock(fbk__lmdb *b, const char *dir)

@@ -365,6 +365,7 @@ static const fbk_backend_ops mem_ops = {
     .register_many = NULL,
     .store_iov = mem_store_iov,
     .load_into = mem_load_into,
+    .workers = 0, /* the core's default */
 };
 
 static mem_ns *ns_new(const char *name)
