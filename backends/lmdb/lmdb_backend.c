@@ -177,7 +177,8 @@ static void lmdb_close(void *self)
     fbk__lmdb *b = self;
     if (!b)
         return;
-    int had_spill = b->spill.env != NULL;
+    /* opened by us (we hold the lock); env is NULL after a failed reopen */
+    int had_spill = b->spill.env != NULL || b->spill.reopenable;
     fbk__lmdb_env_close(&b->durable);
     fbk__lmdb_env_close(&b->spill);
     if (had_spill)
@@ -248,6 +249,13 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
         err = clear_spill(spill);
     if (err == FBK_OK)
         err = fbk__lmdb_env_open(&b->spill, "spill", spill, SPILL_FLAGS, map_size, 0);
+    /* After a failed write LMDB may mark an environment fatal (MDB_PANIC on
+     * every later transaction).  The spill environment is then reopened in
+     * place (lmdb_env.c fbk__lmdb_reopen): it holds what the last successful
+     * commit wrote, and nothing depends on its handles but the main
+     * database.  The durable one is not: see docs/lmdb-backend.md. */
+    if (err == FBK_OK)
+        b->spill.reopenable = 1;
     if (err == FBK_OK) {
         b->durable.durable = 1;
         err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size, MAXDBS);

@@ -91,44 +91,44 @@ static int init_locks(fbk__lmdb_env *e)
 void fbk__lmdb_env_refresh(fbk__lmdb_env *e)
 {
     MDB_envinfo info;
-    if (mdb_env_info(e->env, &info) == 0) {
+    if (e->env && mdb_env_info(e->env, &info) == 0) {
         e->used_pages = (size_t)info.me_last_pgno + 1;
         e->map_pages = info.me_mapsize / e->psize;
     }
 }
 
-static int open_main(fbk__lmdb_env *e)
+/* The handle of the unnamed database (always the same number). */
+static int open_main(fbk__lmdb_env *e, const char *verb, const char *why, MDB_dbi *dbi)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
     if (rc == 0) {
-        rc = mdb_dbi_open(txn, NULL, 0, &e->main);
+        rc = mdb_dbi_open(txn, NULL, 0, dbi);
         rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
     }
-    return rc ? fbk__lmdb_error(rc, "%s: open main database in %s", e->what, e->path) : FBK_OK;
+    return rc ? fbk__lmdb_error(rc, "%s: %s: open main database in %s%s", e->what, verb, e->path,
+                                why)
+              : FBK_OK;
 }
 
-int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, unsigned flags,
-                       size_t map_size, unsigned maxdbs)
+/* Creates e->env and opens it at e->path with e->flags and map_size; page
+ * size in *psize, main database in *dbi.  On failure e->env is NULL.  Does
+ * not touch the fields guarded by m (a reopen runs with m released).  verb
+ * and why: for messages ("lmdb: <what>: <verb> environment <path><why>"). */
+static int open_lmdb(fbk__lmdb_env *e, size_t map_size, const char *verb, const char *why,
+                     size_t *psize, MDB_dbi *dbi)
 {
-    e->what = what;
-    snprintf(e->path, sizeof e->path, "%s", path);
-    int err = init_locks(e);
-    if (err == FBK_OK)
-        err = fbk__lmdb_mkdirs(path);
-    if (err != FBK_OK) {
-        fbk__lmdb_env_close(e);
-        return err;
-    }
     int rc = mdb_env_create(&e->env);
+    if (rc != 0)
+        e->env = NULL;
     if (rc == 0)
         rc = mdb_env_set_mapsize(e->env, map_size);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(e->env, MAXREADERS);
-    if (rc == 0 && maxdbs)
-        rc = mdb_env_set_maxdbs(e->env, maxdbs);
+    if (rc == 0 && e->maxdbs)
+        rc = mdb_env_set_maxdbs(e->env, e->maxdbs);
     if (rc == 0)
-        rc = mdb_env_open(e->env, path, flags | MDB_NOTLS, 0644);
+        rc = mdb_env_open(e->env, e->path, e->flags | MDB_NOTLS, 0644);
     if (rc == 0) {
         int dead = 0;
         rc = mdb_reader_check(e->env, &dead); /* slots of crashed processes */
@@ -136,16 +136,81 @@ int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, uns
     MDB_stat st;
     if (rc == 0)
         rc = mdb_env_stat(e->env, &st);
-    if (rc != 0) {
-        err = fbk__lmdb_error(rc, "%s: open environment %s", what, path);
+    int err = FBK_OK;
+    if (rc != 0)
+        err = fbk__lmdb_error(rc, "%s: %s environment %s%s", e->what, verb, e->path, why);
+    else
+        err = open_main(e, verb, why, dbi);
+    if (err != FBK_OK) {
+        if (e->env)
+            mdb_env_close(e->env);
+        e->env = NULL;
+        return err;
+    }
+    *psize = st.ms_psize;
+    return FBK_OK;
+}
+
+int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, unsigned flags,
+                       size_t map_size, unsigned maxdbs)
+{
+    e->what = what;
+    snprintf(e->path, sizeof e->path, "%s", path);
+    e->flags = flags;
+    e->maxdbs = maxdbs;
+    int err = init_locks(e);
+    if (err == FBK_OK)
+        err = fbk__lmdb_mkdirs(path);
+    if (err == FBK_OK)
+        err = open_lmdb(e, map_size, "open", "", &e->psize, &e->main);
+    if (err != FBK_OK) {
         fbk__lmdb_env_close(e);
         return err;
     }
-    e->psize = st.ms_psize;
     fbk__lmdb_env_refresh(e);
-    err = open_main(e);
-    if (err != FBK_OK)
-        fbk__lmdb_env_close(e);
+    return FBK_OK;
+}
+
+int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen)
+{
+    if (e->env && e->reopens != seen)
+        return FBK_OK; /* another thread reopened it meanwhile */
+    size_t map_size = e->map_pages * e->psize;
+    e->state = FBK__LMDB_REOPENING;
+    pthread_mutex_unlock(&e->m);
+    /* No write transaction exists (state was IDLE); the write lock waits for
+     * every read transaction of this process to end. */
+    pthread_rwlock_wrlock(&e->maplock);
+    pthread_mutex_lock(&e->rpool_m);
+    for (unsigned i = 0; i < e->rpool_n; i++)
+        mdb_txn_abort(e->rpool[i]);
+    e->rpool_n = 0;
+    pthread_mutex_unlock(&e->rpool_m);
+    if (e->env)
+        mdb_env_close(e->env);
+    e->env = NULL;
+    size_t psize = 0;
+    MDB_dbi dbi = 0;
+    int err = open_lmdb(e, map_size, "reopen",
+                        " (LMDB had marked it fatal after a failed write; retried by the next "
+                        "operation)",
+                        &psize, &dbi);
+    if (err == FBK_OK && (psize != e->psize || dbi != e->main)) {
+        /* cannot happen: same file, and the unnamed database is always
+         * handle 1; but the values are read without locks, so refuse */
+        mdb_env_close(e->env);
+        e->env = NULL;
+        err = fbk_error_set(FBK_EIO, 0,
+                            "lmdb: %s: reopen %s: page size %zu or main database %u changed",
+                            e->what, e->path, psize, (unsigned)dbi);
+    }
+    if (err == FBK_OK)
+        e->reopens++;
+    pthread_rwlock_unlock(&e->maplock);
+    pthread_mutex_lock(&e->m);
+    fbk__lmdb_env_refresh(e);
+    e->state = FBK__LMDB_IDLE;
+    pthread_cond_broadcast(&e->cv);
     return err;
 }
 
@@ -172,7 +237,20 @@ static int adopt_resize(fbk__lmdb_env *e)
     pthread_mutex_lock(&e->m);
     while (e->state != FBK__LMDB_IDLE)
         pthread_cond_wait(&e->cv, &e->m);
-    int err = fbk__lmdb_grow(e, 0);
+    /* no environment: a reopen failed meanwhile; the next try reopens */
+    int err = e->env ? fbk__lmdb_grow(e, 0) : FBK_OK;
+    pthread_mutex_unlock(&e->m);
+    return err;
+}
+
+/* The read path's reopen: m is taken only after the caller released its
+ * maplock (lock order). */
+static int reopen_idle(fbk__lmdb_env *e, unsigned long long seen)
+{
+    pthread_mutex_lock(&e->m);
+    while (e->state != FBK__LMDB_IDLE)
+        pthread_cond_wait(&e->cv, &e->m);
+    int err = fbk__lmdb_reopen(e, seen);
     pthread_mutex_unlock(&e->m);
     return err;
 }
@@ -196,15 +274,25 @@ static int rtxn_try(fbk__lmdb_env *e, MDB_txn **out)
 
 int fbk__lmdb_rtxn_begin(fbk__lmdb_env *e, MDB_txn **out)
 {
-    for (int attempt = 0;; attempt++) {
+    int resized = 0, reopened = 0;
+    for (;;) {
         pthread_rwlock_rdlock(&e->maplock);
-        int rc = e->broken ? e->broken : rtxn_try(e, out);
+        /* no env: the last reopen failed (e->env only changes under maplock) */
+        int rc = e->broken ? e->broken : e->env ? rtxn_try(e, out) : MDB_PANIC;
+        unsigned long long seen = e->reopens;
         if (rc == 0)
             return FBK_OK;
         pthread_rwlock_unlock(&e->maplock);
-        if (rc != MDB_MAP_RESIZED || attempt > 0)
+        int err;
+        if (rc == MDB_PANIC && e->reopenable && !reopened) {
+            reopened = 1; /* LMDB marked it fatal: reopen, then try once more */
+            err = reopen_idle(e, seen);
+        } else if (rc == MDB_MAP_RESIZED && !resized) {
+            resized = 1;
+            err = adopt_resize(e);
+        } else {
             return fbk__lmdb_error(rc, "%s: begin read transaction", e->what);
-        int err = adopt_resize(e);
+        }
         if (err != FBK_OK)
             return err;
     }

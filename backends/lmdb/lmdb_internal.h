@@ -16,6 +16,17 @@
  * anything of the spill environment may wait for the durable one, never the
  * reverse.  A thread growing a map holds nothing else.  No thread takes the
  * same maplock twice.
+ *
+ * Reopen (spill environment only, after LMDB reported MDB_PANIC): like map
+ * growth.  The thread enters with m held and state IDLE (a read path first
+ * releases its maplock, then takes m and waits for IDLE), sets state
+ * REOPENING, releases m, takes maplock exclusively (every read transaction
+ * of this process has ended), takes rpool_m to drop the pooled read
+ * transactions, closes and reopens the environment, releases maplock and
+ * takes m again.  It holds nothing of the durable environment and no spill
+ * read transaction.  A persist holding a spill read transaction while it
+ * waits for a durable batch only delays a reopen: the durable environment
+ * never waits for the spill one.
  */
 #ifndef FBK_LMDB_INTERNAL_H
 #define FBK_LMDB_INTERNAL_H
@@ -38,7 +49,7 @@ typedef struct fbk__lmdb_waiter {
 /* One environment with its group-commit state. */
 typedef struct fbk__lmdb_env {
     MDB_env *env;
-    MDB_dbi main; /* the unnamed database (spill area) */
+    MDB_dbi main;     /* the unnamed database (spill area) */
     const char *what; /* "spill" or "durable", for messages */
     char path[4096];
     size_t psize; /* LMDB page size */
@@ -48,17 +59,17 @@ typedef struct fbk__lmdb_env {
     /* group commit (lmdb_txn.c); everything below is guarded by m */
     pthread_mutex_t m;
     pthread_cond_t cv;
-    int state;           /* FBK__LMDB_IDLE ... */
-    MDB_txn *txn;        /* the shared write transaction while OPEN/CLOSED */
-    unsigned members;    /* writers inside the open batch (leader included) */
-    size_t batch_pages;  /* upper bound of pages the open batch allocates */
-    size_t batch_bytes;  /* payload bytes written by the open batch */
+    int state;          /* FBK__LMDB_IDLE ... */
+    MDB_txn *txn;       /* the shared write transaction while OPEN/CLOSED */
+    unsigned members;   /* writers inside the open batch (leader included) */
+    size_t batch_pages; /* upper bound of pages the open batch allocates */
+    size_t batch_bytes; /* payload bytes written by the open batch */
     unsigned batch_ops;
-    int doomed;          /* LMDB code of an op that left the txn unusable */
+    int doomed;                /* LMDB code of an op that left the txn unusable */
     fbk__lmdb_waiter *waiters; /* writers of the open batch awaiting its commit */
-    size_t used_pages;   /* last page in use after the last commit */
-    size_t map_pages;    /* map size in pages */
-    int force_grow;      /* MDB_MAP_FULL happened despite the estimate */
+    size_t used_pages;         /* last page in use after the last commit */
+    size_t map_pages;          /* map size in pages */
+    int force_grow;            /* MDB_MAP_FULL happened despite the estimate */
 
     /* reset read transactions for reuse, guarded by rpool_m */
     pthread_mutex_t rpool_m;
@@ -68,11 +79,22 @@ typedef struct fbk__lmdb_env {
     /* durable env: the first failed sync or commit, returned by every later
      * sync (guarded by m) */
     int sync_rc;
-    int durable;      /* commit failures are sticky for sync */
-    int broken;       /* a failed resize left no usable map (under maplock) */
-    int live;         /* locks initialised */
-    unsigned queued;  /* writers waiting for the next batch (under m) */
+    int durable;                  /* commit failures are sticky for sync */
+    int broken;                   /* a failed resize left no usable map (under maplock) */
+    int live;                     /* locks initialised */
+    unsigned queued;              /* writers waiting for the next batch (under m) */
     unsigned long long batch_gen; /* batches opened so far (under m) */
+
+    /* reopen after MDB_PANIC (lmdb_env.c fbk__lmdb_reopen): the flags and
+     * maximum of named databases of the first open; reopenable (spill only)
+     * is set once after it; reopens counts successful reopens (written by
+     * the reopen, in state REOPENING with maplock held exclusively; read
+     * under maplock, or under m in state IDLE).  env itself changes only
+     * there too, and is NULL after a failed reopen. */
+    unsigned flags;
+    unsigned maxdbs;
+    int reopenable;
+    unsigned long long reopens;
 } fbk__lmdb_env;
 
 enum {
@@ -81,7 +103,8 @@ enum {
     FBK__LMDB_OPEN,       /* a shared write transaction accepts writers */
     FBK__LMDB_CLOSED,     /* open, but full: commits when its members leave */
     FBK__LMDB_COMMITTING, /* its leader is committing (m released) */
-    FBK__LMDB_GROWING     /* a thread is resizing the map */
+    FBK__LMDB_GROWING,    /* a thread is resizing the map */
+    FBK__LMDB_REOPENING   /* a thread is reopening the environment */
 };
 
 /* The backend state (`self`). */
@@ -124,6 +147,15 @@ int fbk__lmdb_fits(const fbk__lmdb_env *e, size_t need);
 int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need);
 /* Re-reads the used pages and map size (m held, no write txn). */
 void fbk__lmdb_env_refresh(fbk__lmdb_env *e);
+/* Called with e->m held and state IDLE on an environment that LMDB marked
+ * fatal (MDB_PANIC) or whose last reopen failed (e->env NULL): closes it and
+ * opens the same path again with the same flags and map size, so it holds
+ * the last committed transaction.  seen: e->reopens when the caller met the
+ * panic; if another thread has reopened since, returns 0 at once.  Releases
+ * m while waiting for readers (state REOPENING keeps writers out).  0, or
+ * FBK_E* with a message (e->env is then NULL and the next operation tries
+ * again). */
+int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen);
 
 /* ---- lmdb_txn.c ---- */
 /* An operation run inside a shared write transaction, on the caller's thread

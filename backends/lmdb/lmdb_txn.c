@@ -34,13 +34,24 @@ static int joinable(const fbk__lmdb_env *e, size_t need)
 }
 
 /* Begins the next batch as its leader (m held, state IDLE).  1: begun;
- * 0: the map was resized meanwhile, look again; < 0: error.  LMDB's writer
- * mutex is taken with m released (state BEGINNING keeps others out), so m is
- * never held while waiting for it. */
-static int begin_batch(fbk__lmdb_env *e, size_t need)
+ * 0: the map was resized or the environment reopened meanwhile, look again;
+ * < 0: error.  LMDB's writer mutex is taken with m released (state BEGINNING
+ * keeps others out), so m is never held while waiting for it.  *reopened:
+ * this writer already reopened the environment once (it does not twice). */
+static int begin_batch(fbk__lmdb_env *e, size_t need, int *reopened)
 {
     if (e->broken)
         return fbk__lmdb_error(e->broken, "%s: unusable after a failed map resize", e->what);
+    if (!e->env && !*reopened) { /* the last reopen failed: try again */
+        *reopened = 1;
+        int err = fbk__lmdb_reopen(e, e->reopens);
+        return err ? err : 0;
+    }
+    if (!e->env) {
+        pthread_cond_broadcast(&e->cv);
+        return fbk__lmdb_error(MDB_PANIC, "%s: environment %s could not be reopened", e->what,
+                               e->path);
+    }
     if (e->force_grow || !fbk__lmdb_fits(e, need)) {
         int err = fbk__lmdb_grow(e, need);
         return err ? err : 0;
@@ -53,6 +64,14 @@ static int begin_batch(fbk__lmdb_env *e, size_t need)
     e->state = FBK__LMDB_IDLE;
     if (rc == MDB_MAP_RESIZED) { /* another process grew the map */
         int err = fbk__lmdb_grow(e, 0);
+        return err ? err : 0;
+    }
+    if (rc == MDB_PANIC && e->reopenable && !*reopened) {
+        /* LMDB marked the environment fatal (a failed meta-page write of an
+         * earlier commit, whose writers got that error): reopen it in
+         * place, then begin on it. */
+        *reopened = 1;
+        int err = fbk__lmdb_reopen(e, e->reopens);
         return err ? err : 0;
     }
     if (rc != 0) {
@@ -81,12 +100,13 @@ static int enter(fbk__lmdb_env *e, size_t need, int *leader)
     if (e->state == FBK__LMDB_OPEN)
         e->state = FBK__LMDB_CLOSED; /* commit it soon; we take the next one */
     unsigned long long ticket = e->batch_gen + 1;
+    int reopened = 0;
     e->queued++;
     for (;;) {
         if (e->batch_gen >= ticket)
             return FBK_OK; /* admitted: the leader counted us in members */
         if (e->state == FBK__LMDB_IDLE) {
-            int r = begin_batch(e, need);
+            int r = begin_batch(e, need, &reopened);
             if (r == 1)
                 *leader = 1;
             if (r == 1)

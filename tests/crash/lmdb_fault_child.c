@@ -5,6 +5,7 @@
  *   lmdb_fault_child setup  DIR LOG
  *   lmdb_fault_child fault  DIR LOG POINT N ERRNO MAPSIZE
  *   lmdb_fault_child verify DIR LOG
+ *   lmdb_fault_child recover DIR LOG POINT N ERRNO REOPEN_FAILS
  *
  * The store is lmdb:DIR/store; LOG holds a crash_log (crash_shared.h).
  *
@@ -29,6 +30,37 @@
  * every acknowledged object registers and loads byte-exact (v_checked,
  * v_lost, v_corrupt); any other key in "work" loads byte-exact or fails with
  * an error, never with wrong bytes (f_wrong_bytes).
+ *
+ * recover: must run with LD_PRELOAD=fiu_posix_preload.so.  One store, one
+ * process, three phases (a pool of 2 memory slots, one worker):
+ *   1. spill: RK objects, each written at once (fbk_write_now, one commit
+ *      each, so the phase is the same in every run) and then pushed out of
+ *      memory by the next inserts (no further write: it is stored);
+ *   2. fault: the N-th call of POINT fails with ERRNO (N = 0: count only)
+ *      while three more objects are inserted; the third insert evicts the
+ *      first of them, i.e. exactly one spill commit of one value, whose last
+ *      pwrite is the meta-page write; drain;
+ *   3. after, fault off, in the same open store: every object of phases 1
+ *      and 2 loads byte-exact, RK new objects are inserted (their evictions
+ *      spill), drained and loaded byte-exact.  REOPEN_FAILS = 1: the first
+ *      open() of phase 3 fails with EIO (the reopen of the spill
+ *      environment, when phase 2 made it fatal), so the first load fails
+ *      and the next one reopens again.
+ * Records in LOG (crash_shared.h has no fields of its own for this mode):
+ *   f_calls, f_fired      calls of POINT in phase 2, failures injected
+ *   v_cycle               what fbk_store_drain returned after phase 2
+ *   f_bg_errors           on_error calls (any phase); f_bad_codes: errors
+ *                         that were not FBK_E* codes with a message
+ *   v_objects             fbk_store_stats.eviction_failures at the end
+ *   f_api_errors          public calls that failed in phase 3 (the first
+ *                         one's code and message in f_first_err/f_first_msg)
+ *   v_checked             phase-3 loads that returned the right bytes
+ *   v_lost                objects spilled before the fault whose phase-3
+ *                         load failed (before the spill environment was
+ *                         reopened after MDB_PANIC: all of them, FBK_EIO)
+ *   f_wrong_bytes         loads that returned other bytes
+ *   v_orphans             open() calls in phase 3 (> 0: the backend reopened
+ *                         an environment; nothing else opens files there)
  *
  * Exit 0, or 2 (usage) / 3 (setup or verification could not run; LOG->msg).
  * FBK_FAULT_DEBUG=1 prints the backtrace of the injected failure and every
@@ -166,8 +198,8 @@ static int note(int rc, const char *what)
     }
     if (rc > 0 || rc < FBK_ECLOSED || !msg[0]) {
         if (g_log->f_bad_codes++ == 0)
-            snprintf(g_log->msg, sizeof g_log->msg, "%s returned %d (%s) with message \"%s\"",
-                     what, rc, fbk_err_name(rc), msg);
+            snprintf(g_log->msg, sizeof g_log->msg, "%s returned %d (%s) with message \"%s\"", what,
+                     rc, fbk_err_name(rc), msg);
     }
     if (g_log->f_first_err == 0) {
         g_log->f_first_err = rc;
@@ -300,6 +332,135 @@ static int fault(const char *point, unsigned long nth, int err, size_t map_size)
     return 0;
 }
 
+/* ------------------------------------------------------------- recover */
+
+#define RK 6 /* objects spilled before the fault, and new ones after it */
+
+static _Atomic int g_count_opens;
+static _Atomic unsigned long g_opens;
+static int g_fail_open; /* fail the first open() of phase 3 */
+
+static int open_cb(const char *name, int *failnum, void **failinfo, unsigned *flags)
+{
+    (void)name;
+    (void)failnum;
+    (void)failinfo;
+    (void)flags;
+    if (!atomic_load(&g_count_opens))
+        return 0;
+    return atomic_fetch_add(&g_opens, 1) == 0 && g_fail_open;
+}
+
+static size_t rec_len(unsigned i) { return 200 + (size_t)(mix(i + 300) % 40000); }
+
+/* Phase 3: loads h and counts the outcome.  before: h was spilled before
+ * the fault. */
+static void rec_check(fbk_handle *h, unsigned i, int before)
+{
+    const void *o;
+    int rc = note(fbk_load(h, &o), before ? "load (spilled before the fault)" : "load");
+    if (rc != FBK_OK) {
+        if (before)
+            g_log->v_lost++;
+        return;
+    }
+    if (matches(o, rec_len(i), 7000 + i))
+        g_log->v_checked++;
+    else
+        g_log->f_wrong_bytes++;
+    fbk_unload(h);
+}
+
+static int recover(const char *point, unsigned long nth, int err, int fail_open)
+{
+    g_fail_open = fail_open;
+    if (fiu_init(0) != 0)
+        die("fiu_init failed");
+    g_nth = nth;
+    if (fiu_enable_external(point, 1, (void *)(intptr_t)err, 0, fault_cb) != 0)
+        die("fiu_enable_external(%s) failed", point);
+    if (strcmp(point, "posix/io/oc/open") != 0 &&
+        fiu_enable_external("posix/io/oc/open", 1, (void *)(intptr_t)EIO, 0, open_cb) != 0)
+        die("fiu_enable_external(posix/io/oc/open) failed");
+    char uri[2200];
+    store_uri(uri, sizeof uri);
+    fbk_store_options opts = {0};
+    opts.threads = 1;
+    opts.on_error = on_error;
+    fbk_store *s;
+    int rc = fbk_store_open(&s, uri, &opts);
+    if (rc != FBK_OK)
+        die("open %s: %s: %s", uri, fbk_err_name(rc), fbk_errmsg());
+    fbk_pool *p;
+    rc = fbk_pool_create(&p, s, &fbk_blob_codec, 2);
+    if (rc != FBK_OK)
+        die("pool: %s", fbk_errmsg());
+    fbk_handle *h[3 * RK + 3] = {0};
+    unsigned n = 0;
+
+    /* 1: spill RK objects, one commit each */
+    for (; n < RK; n++) {
+        fbk_blob *b = make(rec_len(n), 7000 + n);
+        if (!b || fbk_insert(p, b, &h[n]) != FBK_OK)
+            die("phase 1: insert: %s", fbk_errmsg());
+        rc = fbk_write_now(h[n]);
+        if (rc != FBK_OK)
+            die("phase 1: write_now: %s: %s", fbk_err_name(rc), fbk_errmsg());
+    }
+    rc = fbk_store_drain(s);
+    if (rc != FBK_OK)
+        die("phase 1: drain: %s", fbk_err_name(rc));
+
+    /* 2: one spill commit with the fault armed */
+    atomic_store(&g_armed, 1);
+    for (; n < RK + 3; n++) {
+        fbk_blob *b = make(rec_len(n), 7000 + n);
+        if (!b || fbk_insert(p, b, &h[n]) != FBK_OK)
+            die("phase 2: insert: %s", fbk_errmsg());
+    }
+    g_log->v_cycle = fbk_store_drain(s);
+    atomic_store(&g_armed, 0);
+    fiu_disable(point);
+    g_log->f_calls = atomic_load(&g_calls);
+    g_log->f_fired = atomic_load(&g_fired);
+
+    /* 3: fault off, same store */
+    atomic_store(&g_count_opens, 1);
+    for (unsigned i = 0; i < n; i++)
+        rec_check(h[i], i, i < RK); /* RK: its eviction met the fault */
+    unsigned first_new = n;
+    for (; n < first_new + RK; n++) {
+        fbk_blob *b = make(rec_len(n), 7000 + n);
+        if (!b)
+            die("out of memory");
+        if (note(fbk_insert(p, b, &h[n]), "insert after the fault") != FBK_OK) {
+            fbk_blob_free(b);
+            break;
+        }
+    }
+    note(fbk_store_drain(s), "drain after the fault");
+    for (unsigned i = first_new; i < n; i++)
+        rec_check(h[i], i, 0);
+    note(fbk_store_drain(s), "drain after the fault");
+    atomic_store(&g_count_opens, 0);
+
+    fbk_store_stats st;
+    fbk_store_stats_get(s, &st);
+    g_log->v_objects = st.eviction_failures;
+    g_log->v_orphans = atomic_load(&g_opens);
+    g_log->f_bg_errors = atomic_load(&g_bg);
+    g_log->f_bad_codes += atomic_load(&g_bg_bad);
+    if (g_log->v_cycle > 0 || g_log->v_cycle < FBK_ECLOSED)
+        g_log->f_bad_codes++;
+    for (unsigned i = 0; i < n; i++)
+        fbk_handle_release(h[i]);
+    fbk_store_drain(s);
+    fbk_pool_release(p);
+    atomic_store(&g_closing, 1);
+    fbk_store_close(s);
+    return 0;
+}
+
 /* ------------------------------------------------------ setup / verify */
 
 static void open_plain(fbk_store **s, fbk_pool **p)
@@ -363,8 +524,7 @@ static int check_one(fbk_pool *p, fbk_location *loc, const fbk_key *k, size_t le
     if (rc == FBK_ENOTFOUND)
         return 0;
     if (rc != FBK_OK) {
-        snprintf(g_log->msg, sizeof g_log->msg, "register: %s: %s", fbk_err_name(rc),
-                 fbk_errmsg());
+        snprintf(g_log->msg, sizeof g_log->msg, "register: %s: %s", fbk_err_name(rc), fbk_errmsg());
         return -1;
     }
     const void *o;
@@ -469,8 +629,11 @@ int main(int argc, char **argv)
         if (argc == 8 && strcmp(argv[1], "fault") == 0)
             return fault(argv[4], strtoul(argv[5], NULL, 10), atoi(argv[6]),
                          (size_t)strtoull(argv[7], NULL, 10));
+        if (argc == 8 && strcmp(argv[1], "recover") == 0)
+            return recover(argv[4], strtoul(argv[5], NULL, 10), atoi(argv[6]), atoi(argv[7]));
     }
     fprintf(stderr, "usage: lmdb_fault_child setup|verify DIR LOG\n"
-                    "       lmdb_fault_child fault DIR LOG POINT N ERRNO MAPSIZE\n");
+                    "       lmdb_fault_child fault DIR LOG POINT N ERRNO MAPSIZE\n"
+                    "       lmdb_fault_child recover DIR LOG POINT N ERRNO REOPEN_FAILS\n");
     return 2;
 }
