@@ -364,7 +364,10 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
                 die_errno("mkdir", dir);
             int which = (k + r) % 3;
             const char *only = getenv("BENCH_ONLY");
-            if (only && *only && strcmp(only, which == 0 ? "fbk" : which == 1 ? "plain" : "table") != 0)
+            if (only && *only &&
+                strcmp(only, which == 0   ? "fbk"
+                             : which == 1 ? "plain"
+                                          : "table") != 0)
                 continue;
             times *dst = which == 0 ? &f : which == 1 ? &p : &o;
             times t = which == 0   ? run_fbk(dir, size, n, src, order)
@@ -384,7 +387,7 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
     for (int i = 0; i < 3; i++) {
         /* a column not run (BENCH_ONLY) prints as "-" */
         char c[6][32];
-        double v[6] = {fv[i] * 1e3,  pv[i] * 1e3,  fv[i] / pv[i], fv[i] / (double)n * 1e6,
+        double v[6] = {fv[i] * 1e3, pv[i] * 1e3,  fv[i] / pv[i], fv[i] / (double)n * 1e6,
                        ov[i] * 1e3, ov[i] / pv[i]};
         int ran[6] = {fv[i] < 1e29, pv[i] < 1e29, fv[i] < 1e29 && pv[i] < 1e29,
                       fv[i] < 1e29, ov[i] < 1e29, ov[i] < 1e29 && pv[i] < 1e29};

@@ -86,7 +86,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     atomic_init(&s->refs, 1);
     s->ops = ops;
     s->self = self;
-    s->threads = (opts && opts->threads)                ? opts->threads
+    s->threads = (opts && opts->threads)               ? opts->threads
                  : (ops->version >= 3 && ops->workers) ? ops->workers
                                                        : FBK__DEFAULT_THREADS;
     s->on_error = opts ? opts->on_error : NULL;
@@ -104,11 +104,11 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     /* and few enough bytes that large objects do not pile up: the queue's
      * memory is recycled by malloc instead of being faulted in afresh */
     atomic_init(&s->evict_bytes, 0);
-    s->evict_bytes_limit = (opts && opts->max_queued_bytes)
-                               ? (opts->max_queued_bytes > (size_t)LLONG_MAX / 2
-                                      ? LLONG_MAX / 2
-                                      : (long long)opts->max_queued_bytes)
-                               : FBK__DEFAULT_QUEUED_BYTES;
+    s->evict_bytes_limit =
+        (opts && opts->max_queued_bytes)
+            ? (opts->max_queued_bytes > (size_t)LLONG_MAX / 2 ? LLONG_MAX / 2
+                                                              : (long long)opts->max_queued_bytes)
+            : FBK__DEFAULT_QUEUED_BYTES;
     fbk__keymap_init(&s->tokens);
     int rc = fbk__workers_start(&s->workers, s->threads, store_finalize, s);
     if (rc) {
@@ -118,8 +118,9 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     /* A worker takes at most half the backpressure limit of queued eviction
      * writes at once, so the program can queue the next ones meanwhile. */
     long half = s->evict_limit / 2;
-    fbk__workers_set_batch(&s->workers,
-                           half < 1 ? 1 : half > FBK__EVICT_BATCH ? FBK__EVICT_BATCH : (size_t)half);
+    fbk__workers_set_batch(&s->workers, half < 1                  ? 1
+                                        : half > FBK__EVICT_BATCH ? FBK__EVICT_BATCH
+                                                                  : (size_t)half);
     *out = s;
     return FBK_OK;
 }

@@ -150,8 +150,8 @@ void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n)
 {
     if (!FBK__STORE_MANY(s) || n == 1) {
         for (size_t i = 0; i < n; i++)
-            items[i].rc = fbk__token_store(s, &items[i].key, items[i].codec, items[i].obj,
-                                           &items[i].tok);
+            items[i].rc =
+                fbk__token_store(s, &items[i].key, items[i].codec, items[i].obj, &items[i].tok);
         return;
     }
     for (size_t i = 0; i < n; i++) {

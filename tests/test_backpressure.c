@@ -56,6 +56,18 @@ static char thread_state(pid_t tid)
     return p[2];
 }
 
+/* With the first eviction write held at the gate: waits until the inserter
+ * has returned from `done` inserts and sleeps inside the next one. */
+static void expect_blocked_after(fx *f, inserter *in, int done)
+{
+    counting_gate_wait(f->cb, CB_STORE, 1);
+    while (atomic_load(&in->done) < done || !atomic_load(&in->tid))
+        sched_yield();
+    while (thread_state(atomic_load(&in->tid)) != 'S')
+        sched_yield();
+    cr_assert_eq(atomic_load(&in->done), done, "the inserter went past the bound");
+}
+
 /* A counting store (one worker, the given bounds) and a pool of mem_items
  * MEM for codec c, with the store gate closed. */
 static void open_gated(fx *f, const fbk_codec *c, unsigned max_writes, size_t max_bytes)
@@ -90,12 +102,7 @@ Test(backpressure, byte_bound_blocks_the_inserter_until_writes_drain, .timeout =
     cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
     /* inserts 1-2 fill the pool, 3-5 queue three writes (the first held at
      * the gate), the 6th queues a fourth: 4 * LEN > 3 * LEN */
-    counting_gate_wait(f.cb, CB_STORE, 1);
-    while (atomic_load(&in.done) < MEM + 3 || !atomic_load(&in.tid))
-        sched_yield();
-    while (thread_state(atomic_load(&in.tid)) != 'S')
-        sched_yield();
-    cr_assert_eq(atomic_load(&in.done), MEM + 3, "the inserter went past the byte bound");
+    expect_blocked_after(&f, &in, MEM + 3);
     counting_gate_open(f.cb, CB_STORE);
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&in.done), N);
@@ -147,12 +154,7 @@ Test(backpressure, count_bound_blocks_the_inserter, .timeout = 60)
     inserter in = {.p = f.p};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
-    counting_gate_wait(f.cb, CB_STORE, 1);
-    while (atomic_load(&in.done) < MEM + 3 || !atomic_load(&in.tid))
-        sched_yield();
-    while (thread_state(atomic_load(&in.tid)) != 'S')
-        sched_yield();
-    cr_assert_eq(atomic_load(&in.done), MEM + 3, "the inserter went past the count bound");
+    expect_blocked_after(&f, &in, MEM + 3);
     counting_gate_open(f.cb, CB_STORE);
     pthread_join(th, NULL);
     cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());

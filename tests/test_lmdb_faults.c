@@ -88,18 +88,12 @@ static void verify(sweep *w, const char *what)
     w->acked_checked += acked;
 }
 
-/* One run with the nth call of p failing (nth = 0: count only).  Returns the
- * calls the workload made. */
-static unsigned long run_one(sweep *w, const fpoint *p, unsigned long nth, size_t map_size)
+/* Runs the child with argv (its log cleared first) and checks what every
+ * run must show: it exited cleanly, every error was an FBK_E* code with a
+ * message, no load returned wrong bytes.  Returns the child's log. */
+static crash_log *run_child(sweep *w, char **argv, const char *what)
 {
     log_clear(w->log);
-    char n[32], e[16], m[32], what[160];
-    snprintf(n, sizeof n, "%lu", nth);
-    snprintf(e, sizeof e, "%d", p->err);
-    snprintf(m, sizeof m, "%zu", map_size);
-    snprintf(what, sizeof what, "%s call %lu failing with errno %d (map %zu)", p->name, nth, p->err,
-             map_size);
-    char *argv[] = {w->child, "fault", w->dir, w->logpath, (char *)p->name, n, e, m, NULL};
     char sbuf[64];
     int st = crash_wait(crash_spawn(argv, w->preload, NULL));
     crash_log *l = w->log;
@@ -110,6 +104,21 @@ static unsigned long run_one(sweep *w, const fpoint *p, unsigned long nth, size_
                  "%s: %" PRIu64 " errors were not FBK_E* codes with a message; first: %s", what,
                  l->f_bad_codes, l->msg);
     cr_assert_eq(l->f_wrong_bytes, 0, "%s: a load returned wrong bytes", what);
+    return l;
+}
+
+/* One run with the nth call of p failing (nth = 0: count only).  Returns the
+ * calls the workload made. */
+static unsigned long run_one(sweep *w, const fpoint *p, unsigned long nth, size_t map_size)
+{
+    char n[32], e[16], m[32], what[160];
+    snprintf(n, sizeof n, "%lu", nth);
+    snprintf(e, sizeof e, "%d", p->err);
+    snprintf(m, sizeof m, "%zu", map_size);
+    snprintf(what, sizeof what, "%s call %lu failing with errno %d (map %zu)", p->name, nth, p->err,
+             map_size);
+    char *argv[] = {w->child, "fault", w->dir, w->logpath, (char *)p->name, n, e, m, NULL};
+    crash_log *l = run_child(w, argv, what);
     if (nth == 0) {
         cr_assert_eq(l->f_api_errors + l->f_bg_errors, 0, "%s: errors without a fault: %s", what,
                      l->f_first_msg);
@@ -224,7 +233,6 @@ typedef struct rec_tally {
 static unsigned long recover_one(sweep *w, const fpoint *p, unsigned long nth, int fail_open,
                                  rec_tally *t)
 {
-    log_clear(w->log);
     char n[32], e[16], f[4], what[200];
     snprintf(n, sizeof n, "%lu", nth);
     snprintf(e, sizeof e, "%d", p->err);
@@ -232,15 +240,7 @@ static unsigned long recover_one(sweep *w, const fpoint *p, unsigned long nth, i
     snprintf(what, sizeof what, "recover: %s call %lu failing with errno %d%s", p->name, nth,
              p->err, fail_open ? ", first reopen failing" : "");
     char *argv[] = {w->child, "recover", w->dir, w->logpath, (char *)p->name, n, e, f, NULL};
-    char sbuf[64];
-    int st = crash_wait(crash_spawn(argv, w->preload, NULL));
-    crash_log *l = w->log;
-    w->runs++;
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the workload died: %s: %s", what,
-              crash_status_str(st, sbuf, sizeof sbuf), l->msg);
-    cr_assert_eq(l->f_bad_codes, 0, "%s: errors that were not FBK_E* codes with a message: %s",
-                 what, l->msg);
-    cr_assert_eq(l->f_wrong_bytes, 0, "%s: a load returned wrong bytes", what);
+    crash_log *l = run_child(w, argv, what);
     int reopened = nth > 0 && l->f_fired > 0 && l->v_orphans > 0;
     /* A failed reopen costs the one load that tried it, nothing more: the
      * next load reopens again. */

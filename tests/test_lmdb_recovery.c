@@ -26,17 +26,6 @@ static _Atomic int g_armed;  /* fail the next meta-page write of the spill area 
 static _Atomic int g_failed; /* meta-page writes failed so far */
 static _Atomic int g_metas;  /* meta-page writes of the spill area seen */
 
-static int is_spill_data(int fd)
-{
-    char link[64], path[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, path, sizeof path - 1);
-    if (n <= 0)
-        return 0;
-    path[n] = '\0';
-    return strstr(path, "/spill/data.mdb") != NULL;
-}
-
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 
 ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
@@ -50,7 +39,7 @@ ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
     long page = sysconf(_SC_PAGESIZE);
     /* a meta page: a short write into page 0 or 1 (LMDB's page size is the
      * OS page size) */
-    if (offset < 2 * (off_t)page && count < (size_t)page && is_spill_data(fd)) {
+    if (offset < 2 * (off_t)page && count < (size_t)page && tu_fd_path_has(fd, "/spill/data.mdb")) {
         atomic_fetch_add(&g_metas, 1);
         if (atomic_exchange(&g_armed, 0)) {
             atomic_fetch_add(&g_failed, 1);
@@ -111,15 +100,22 @@ static void spill(fbk_pool *p, fbk_handle **h, unsigned from, unsigned to)
     }
 }
 
+/* A pool of 2 in s with objects [0, RK) in h, each written to the spill area. */
+static fbk_pool *spilled_pool(fbk_store *s, fbk_handle **h)
+{
+    fbk_pool *p;
+    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), FBK_OK);
+    spill(p, h, 0, RK);
+    cr_assert_eq(fbk_store_drain(s), FBK_OK);
+    return p;
+}
+
 Test(lmdb_recovery, failed_meta_page_write_is_reported_and_spilled_data_stays_readable,
      .timeout = 120)
 {
     fbk_store *s = open_store("meta");
-    fbk_pool *p;
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), FBK_OK);
     fbk_handle *h[3 * RK] = {0};
-    spill(p, h, 0, RK);
-    cr_assert_eq(fbk_store_drain(s), FBK_OK);
+    fbk_pool *p = spilled_pool(s, h);
     cr_assert_gt(atomic_load(&g_metas), 0, "no meta-page write seen: is pwrite interposed?");
 
     /* the commit of object RK fails at its meta page: LMDB marks the spill
@@ -187,11 +183,8 @@ static void *reader(void *p)
 Test(lmdb_recovery, readers_keep_loading_while_the_spill_environment_is_reopened, .timeout = 120)
 {
     fbk_store *s = open_store("readers");
-    fbk_pool *p;
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), FBK_OK);
     fbk_handle *h[3 * RK] = {0};
-    spill(p, h, 0, RK);
-    cr_assert_eq(fbk_store_drain(s), FBK_OK);
+    fbk_pool *p = spilled_pool(s, h);
 
     _Atomic int stop = 0;
     reader_arg args[READERS];

@@ -34,20 +34,9 @@ __attribute__((constructor)) static void resolve_real(void)
     real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
 }
 
-static int durable_fd(int fd)
-{
-    char link[64], target[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, target, sizeof target - 1);
-    if (n <= 0)
-        return 0;
-    target[n] = '\0';
-    return strstr(target, "/durable/data.mdb") != NULL;
-}
-
 static int flush_fault(int fd)
 {
-    if (!atomic_load(&g_fail_lmdb) || !durable_fd(fd))
+    if (!atomic_load(&g_fail_lmdb) || !tu_fd_path_has(fd, "/durable/data.mdb"))
         return 0;
     atomic_fetch_add(&g_lmdb_injected, 1);
     errno = EIO;

@@ -116,3 +116,14 @@ int tu_check_bytes(const void *src, size_t len, void *arg)
     free(want);
     return same ? FBK_OK : FBK_ECORRUPT;
 }
+
+int tu_fd_path_has(int fd, const char *part)
+{
+    char link[64], target[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return 0;
+    target[n] = '\0';
+    return strstr(target, part) != NULL;
+}

@@ -31,4 +31,9 @@ typedef struct tu_bytes {
 int tu_fill_bytes(void *dst, size_t len, void *arg);
 int tu_check_bytes(const void *src, size_t len, void *arg);
 
+/* 1 if fd is open on a file whose path contains `part` (read through
+ * /proc/self/fd), for tests that interpose a system call and fail it only on
+ * one file. */
+int tu_fd_path_has(int fd, const char *part);
+
 #endif

@@ -769,8 +769,8 @@ static int spill_empty(file_backend *b, int create)
         int shard = strlen(n) == 2 ? shard_index(n) : -1;
         if (shard >= 0) {
             /* keep the shard directory, drop its content */
-            int sfd = io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-                                    0);
+            int sfd =
+                io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
             if (sfd >= 0) {
                 DIR *sd = dir_of(sfd);
                 if (!sd) {
@@ -912,8 +912,8 @@ static int loc_make_shards(file_backend *b, file_loc *l)
     e = errno;
     if (made == 0 && (e == EROFS || e == EINVAL))
         return FBK_OK; /* nothing made, and a file system that cannot sync */
-    loc_fail(b, l, fbk_error_from_errno(e, "file: fsync %s (the shard directories, at open)",
-                                        l->path));
+    loc_fail(b, l,
+             fbk_error_from_errno(e, "file: fsync %s (the shard directories, at open)", l->path));
     return FBK_OK;
 }
 
@@ -928,8 +928,7 @@ static int file_open_location(void *self, const char *location, void **out)
         l->path = malloc(plen);
     if (!l || !l->path) {
         free(l);
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory",
-                             location);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory", location);
     }
     if (location[0] == '/')
         snprintf(l->path, plen, "%s", location);
@@ -1194,8 +1193,9 @@ static int spill_syncfs(file_backend *b)
     int rc = b->spill_err, e = b->spill_errno;
     pthread_mutex_unlock(&b->spill_sync_mu);
     if (rc != FBK_OK)
-        return fbk_error_from_errno(e, "file: syncfs %s (a writeback error on the spill area's "
-                                       "file system, which persisted files share)",
+        return fbk_error_from_errno(e,
+                                    "file: syncfs %s (a writeback error on the spill area's "
+                                    "file system, which persisted files share)",
                                     b->spill);
     return FBK_OK;
 }
@@ -1206,8 +1206,9 @@ static int file_sync(void *self, void *loc)
     file_loc *l = loc;
     pthread_mutex_lock(&l->sync_mu);
     if (l->sticky != FBK_OK) {
-        int rc = fbk_error_set(l->sticky, l->sticky_errno, "%s (an earlier sync failed; reopen "
-                                                           "the location to see what it holds)",
+        int rc = fbk_error_set(l->sticky, l->sticky_errno,
+                               "%s (an earlier sync failed; reopen "
+                               "the location to see what it holds)",
                                l->sticky_msg);
         pthread_mutex_unlock(&l->sync_mu);
         return rc;
@@ -1379,9 +1380,9 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     if (rc == FBK_OK) {
         b->spillfd = io_()->openat(b->rootfd, "spill", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (b->spillfd < 0)
-            rc = errno == ENOTDIR ? fbk_error_set(FBK_EIO, ENOTDIR,
-                                                  "file: %s is not a directory", b->spill)
-                                  : fail(errno, "open", b->spill, NULL);
+            rc = errno == ENOTDIR
+                     ? fbk_error_set(FBK_EIO, ENOTDIR, "file: %s is not a directory", b->spill)
+                     : fail(errno, "open", b->spill, NULL);
     }
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(b->spillfd, &st) != 0)
