@@ -91,72 +91,58 @@ static void check_and_close(fx *f, inserter *in)
     fx_close(f);
 }
 
-/* Three writes of LEN bytes fit under 3 * LEN; the insert that queues the
- * fourth waits (the count bound, 1000, is far away). */
-Test(backpressure, byte_bound_blocks_the_inserter_until_writes_drain, .timeout = 60)
+/* Runs the inserter against a store bounded by max_writes / max_bytes with
+ * every write held at the gate.  blocked_after >= 0: the inserter must sleep
+ * inside its next insert once that many returned, and go on when the gate
+ * opens; < 0: all N inserts must return while every write is still held. */
+static void scenario(const fbk_codec *c, unsigned max_writes, size_t max_bytes, int blocked_after)
 {
     fx f = {0};
-    open_gated(&f, &fbk_blob_codec, 1000, 3 * LEN);
+    fbk_codec copy = c ? *c : tc_codec(&f.ctx, 1);
+    open_gated(&f, &copy, max_writes, max_bytes);
     inserter in = {.p = f.p};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
-    /* inserts 1-2 fill the pool, 3-5 queue three writes (the first held at
-     * the gate), the 6th queues a fourth: 4 * LEN > 3 * LEN */
-    expect_blocked_after(&f, &in, MEM + 3);
-    counting_gate_open(f.cb, CB_STORE);
-    pthread_join(th, NULL);
+    if (blocked_after >= 0) {
+        expect_blocked_after(&f, &in, blocked_after);
+        counting_gate_open(f.cb, CB_STORE);
+        pthread_join(th, NULL);
+    } else {
+        pthread_join(th, NULL); /* returns with the gate still closed */
+        counting_gate_wait(f.cb, CB_STORE, 1);
+        cr_assert_eq(counting_stored_count(f.cb), 0, "a write got past the closed gate");
+        counting_gate_open(f.cb, CB_STORE);
+    }
     cr_assert_eq(atomic_load(&in.done), N);
     cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
     check_and_close(&f, &in);
+}
+
+/* Inserts 1-2 fill the pool, 3-5 queue three writes of LEN bytes (the first
+ * held at the gate), the 6th queues a fourth: 4 * LEN > 3 * LEN, so it
+ * waits (the count bound, 1000, is far away). */
+Test(backpressure, byte_bound_blocks_the_inserter_until_writes_drain, .timeout = 60)
+{
+    scenario(&fbk_blob_codec, 1000, 3 * LEN, MEM + 3);
 }
 
 /* With the default byte bound (16 MiB) the same inserts all return while
  * every write is still held: only the bound above made the inserter wait. */
 Test(backpressure, default_byte_bound_leaves_small_objects_alone, .timeout = 60)
 {
-    fx f = {0};
-    open_gated(&f, &fbk_blob_codec, 1000, 0);
-    inserter in = {.p = f.p};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
-    pthread_join(th, NULL); /* returns with the gate still closed */
-    cr_assert_eq(atomic_load(&in.done), N);
-    counting_gate_wait(f.cb, CB_STORE, 1);
-    cr_assert_eq(counting_stored_count(f.cb), 0, "a write got past the closed gate");
-    counting_gate_open(f.cb, CB_STORE);
-    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
-    check_and_close(&f, &in);
+    scenario(&fbk_blob_codec, 1000, 0, -1);
 }
 
-/* A codec without view: its size() is not called to count bytes (it may
- * be costly), so a byte bound of 1 holds nothing back. */
+/* A codec without view (the test codec): its size() is not called to count
+ * bytes (it may be costly), so a byte bound of 1 holds nothing back. */
 Test(backpressure, codecs_without_view_are_bounded_by_count_only, .timeout = 60)
 {
-    fx f = {0};
-    fbk_codec c = tc_codec(&f.ctx, 1);
-    cr_assert_null(c.view);
-    open_gated(&f, &c, 1000, 1);
-    inserter in = {.p = f.p};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
-    pthread_join(th, NULL);
-    cr_assert_eq(atomic_load(&in.done), N);
-    counting_gate_open(f.cb, CB_STORE);
-    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
-    check_and_close(&f, &in);
+    cr_assert_null(tc_codec(NULL, 1).view);
+    scenario(NULL, 1000, 1, -1);
 }
 
 /* The count bound still applies to blobs: 3 writes allowed, the 4th waits. */
 Test(backpressure, count_bound_blocks_the_inserter, .timeout = 60)
 {
-    fx f = {0};
-    open_gated(&f, &fbk_blob_codec, 3, 0);
-    inserter in = {.p = f.p};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, insert_thread, &in), 0);
-    expect_blocked_after(&f, &in, MEM + 3);
-    counting_gate_open(f.cb, CB_STORE);
-    pthread_join(th, NULL);
-    cr_assert_eq(fbk_store_drain(f.s), 0, "%s", fbk_errmsg());
-    check_and_close(&f, &in);
+    scenario(&fbk_blob_codec, 3, 0, MEM + 3);
 }
