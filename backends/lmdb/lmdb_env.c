@@ -173,9 +173,17 @@ int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, uns
 
 int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen)
 {
-    if (e->env && e->reopens != seen)
+    if (e->env && !e->broken && e->reopens != seen)
         return FBK_OK; /* another thread reopened it meanwhile */
+    /* The last map size that worked: map_pages is only re-read after a
+     * successful open, growth or commit, never after a failed resize (whose
+     * size LMDB could not map).  A resize writes nothing to the data file, so
+     * the file still holds the last committed transaction. */
     size_t map_size = e->map_pages * e->psize;
+    const char *why = e->broken ? " (a failed map resize had left it without a map; retried by "
+                                  "the next operation)"
+                                : " (LMDB had marked it fatal after a failed write; retried by "
+                                  "the next operation)";
     e->state = FBK__LMDB_REOPENING;
     pthread_mutex_unlock(&e->m);
     /* No write transaction exists (state was IDLE); the write lock waits for
@@ -187,14 +195,12 @@ int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen)
     e->rpool_n = 0;
     pthread_mutex_unlock(&e->rpool_m);
     if (e->env)
-        mdb_env_close(e->env);
+        mdb_env_close(e->env); /* safe without a map: LMDB unmaps only a map it has */
     e->env = NULL;
+    e->broken = 0; /* from now on env NULL says "reopen" if this fails */
     size_t psize = 0;
     MDB_dbi dbi = 0;
-    int err = open_lmdb(e, map_size, "reopen",
-                        " (LMDB had marked it fatal after a failed write; retried by the next "
-                        "operation)",
-                        &psize, &dbi);
+    int err = open_lmdb(e, map_size, "reopen", why, &psize, &dbi);
     if (err == FBK_OK && (psize != e->psize || dbi != e->main)) {
         /* cannot happen: same file, and the unnamed database is always
          * handle 1; but the values are read without locks, so refuse */
@@ -237,8 +243,9 @@ static int adopt_resize(fbk__lmdb_env *e)
     pthread_mutex_lock(&e->m);
     while (e->state != FBK__LMDB_IDLE)
         pthread_cond_wait(&e->cv, &e->m);
-    /* no environment: a reopen failed meanwhile; the next try reopens */
-    int err = e->env ? fbk__lmdb_grow(e, 0) : FBK_OK;
+    /* no environment or no map: a reopen or a resize failed meanwhile; the
+     * next try reopens (spill) or reports it (durable) */
+    int err = e->env && !e->broken ? fbk__lmdb_grow(e, 0) : FBK_OK;
     pthread_mutex_unlock(&e->m);
     return err;
 }
@@ -277,19 +284,26 @@ int fbk__lmdb_rtxn_begin(fbk__lmdb_env *e, MDB_txn **out)
     int resized = 0, reopened = 0;
     for (;;) {
         pthread_rwlock_rdlock(&e->maplock);
-        /* no env: the last reopen failed (e->env only changes under maplock) */
-        int rc = e->broken ? e->broken : e->env ? rtxn_try(e, out) : MDB_PANIC;
+        /* no env: the last reopen failed; broken: a resize failed and left
+         * no map (both only change under maplock held exclusively) */
+        int broken = e->broken;
+        int rc = broken ? broken : e->env ? rtxn_try(e, out) : MDB_PANIC;
         unsigned long long seen = e->reopens;
         if (rc == 0)
             return FBK_OK;
         pthread_rwlock_unlock(&e->maplock);
         int err;
-        if (rc == MDB_PANIC && e->reopenable && !reopened) {
-            reopened = 1; /* LMDB marked it fatal: reopen, then try once more */
+        if ((rc == MDB_PANIC || broken) && e->reopenable && !reopened) {
+            /* LMDB marked it fatal, or it has no map: reopen, then try once
+             * more */
+            reopened = 1;
             err = reopen_idle(e, seen);
         } else if (rc == MDB_MAP_RESIZED && !resized) {
             resized = 1;
             err = adopt_resize(e);
+        } else if (broken) {
+            return fbk__lmdb_error(rc, "%s: begin read transaction (no map since a failed resize)",
+                                   e->what);
         } else {
             return fbk__lmdb_error(rc, "%s: begin read transaction", e->what);
         }
@@ -362,6 +376,11 @@ int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need)
     }
     e->state = FBK__LMDB_IDLE;
     pthread_cond_broadcast(&e->cv);
+    if (rc != 0 && e->reopenable)
+        return fbk_error_set(FBK_ENOSPC, rc > 0 ? rc : 0,
+                             "lmdb: %s: grow map to %zu bytes: %s (no map left: the next "
+                             "operation reopens the environment at %zu bytes)",
+                             e->what, size, mdb_strerror(rc), e->map_pages * e->psize);
     if (rc != 0)
         return fbk_error_set(FBK_ENOSPC, rc > 0 ? rc : 0, "lmdb: %s: grow map to %zu bytes: %s",
                              e->what, size, mdb_strerror(rc));

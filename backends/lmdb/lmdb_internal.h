@@ -17,7 +17,8 @@
  * reverse.  A thread growing a map holds nothing else.  No thread takes the
  * same maplock twice.
  *
- * Reopen (spill environment only, after LMDB reported MDB_PANIC): like map
+ * Reopen (spill environment only, after LMDB reported MDB_PANIC, after a
+ * failed map resize left no map (broken), or after a failed reopen): like map
  * growth.  The thread enters with m held and state IDLE (a read path first
  * releases its maplock, then takes m and waits for IDLE), sets state
  * REOPENING, releases m, takes maplock exclusively (every read transaction
@@ -26,7 +27,11 @@
  * takes m again.  It holds nothing of the durable environment and no spill
  * read transaction.  A persist holding a spill read transaction while it
  * waits for a durable batch only delays a reopen: the durable environment
- * never waits for the spill one.
+ * never waits for the spill one.  A failed resize does not reopen by itself:
+ * the grower sets broken and returns to IDLE (holding, like every grower,
+ * nothing else), and the next operation meets broken -- a writer under m in
+ * state IDLE, a reader under its shared maplock, which it releases first --
+ * and reopens as above.
  */
 #ifndef FBK_LMDB_INTERNAL_H
 #define FBK_LMDB_INTERNAL_H
@@ -80,10 +85,16 @@ typedef struct fbk__lmdb_env {
      * sync (guarded by m) */
     int sync_rc;
     int durable;                  /* commit failures are sticky for sync */
-    int broken;                   /* a failed resize left no usable map (under maplock) */
     int live;                     /* locks initialised */
     unsigned queued;              /* writers waiting for the next batch (under m) */
     unsigned long long batch_gen; /* batches opened so far (under m) */
+
+    /* a failed resize left no usable map (the errno of mdb_env_set_mapsize):
+     * set by the grower (state GROWING, maplock held exclusively), cleared
+     * by a reopen (state REOPENING, likewise); read under maplock, or under
+     * m in state IDLE.  The spill environment is then reopened by the next
+     * operation; the durable one stays broken until the store is reopened. */
+    int broken;
 
     /* reopen after MDB_PANIC (lmdb_env.c fbk__lmdb_reopen): the flags and
      * maximum of named databases of the first open; reopenable (spill only)
@@ -148,13 +159,14 @@ int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need);
 /* Re-reads the used pages and map size (m held, no write txn). */
 void fbk__lmdb_env_refresh(fbk__lmdb_env *e);
 /* Called with e->m held and state IDLE on an environment that LMDB marked
- * fatal (MDB_PANIC) or whose last reopen failed (e->env NULL): closes it and
- * opens the same path again with the same flags and map size, so it holds
- * the last committed transaction.  seen: e->reopens when the caller met the
- * panic; if another thread has reopened since, returns 0 at once.  Releases
- * m while waiting for readers (state REOPENING keeps writers out).  0, or
- * FBK_E* with a message (e->env is then NULL and the next operation tries
- * again). */
+ * fatal (MDB_PANIC), that a failed map resize left without a map (e->broken)
+ * or whose last reopen failed (e->env NULL): closes it and opens the same
+ * path again with the same flags and the last map size that worked, so it
+ * holds the last committed transaction.  seen: e->reopens when the caller met
+ * the panic; if another thread has reopened since (and the environment is
+ * not broken), returns 0 at once.  Releases m while waiting for readers
+ * (state REOPENING keeps writers out).  0, or FBK_E* with a message (e->env
+ * is then NULL and the next operation tries again). */
 int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen);
 
 /* ---- lmdb_txn.c ---- */

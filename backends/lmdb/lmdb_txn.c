@@ -40,9 +40,13 @@ static int joinable(const fbk__lmdb_env *e, size_t need)
  * this writer already reopened the environment once (it does not twice). */
 static int begin_batch(fbk__lmdb_env *e, size_t need, int *reopened)
 {
-    if (e->broken)
+    if (e->broken && (!e->reopenable || *reopened)) {
+        pthread_cond_broadcast(&e->cv);
         return fbk__lmdb_error(e->broken, "%s: unusable after a failed map resize", e->what);
-    if (!e->env && !*reopened) { /* the last reopen failed: try again */
+    }
+    if ((e->broken || !e->env) && !*reopened) {
+        /* a resize failed and left no map, or the last reopen failed: reopen
+         * at the last map size that worked, then look again */
         *reopened = 1;
         int err = fbk__lmdb_reopen(e, e->reopens);
         return err ? err : 0;
