@@ -325,19 +325,55 @@ static void *reader(void *p)
     return NULL;
 }
 
+typedef struct readers {
+    _Atomic int stop;
+    reader_arg args[READERS];
+    pthread_t t[READERS];
+} readers;
+
+static void readers_start(readers *rs, fbk_handle **h)
+{
+    atomic_init(&rs->stop, 0);
+    for (int r = 0; r < READERS; r++) {
+        rs->args[r] = (reader_arg){h, &rs->stop, (unsigned)r, 0, 0, 0};
+        cr_assert_eq(pthread_create(&rs->t[r], NULL, reader, &rs->args[r]), 0);
+    }
+}
+
+static void readers_stop(readers *rs)
+{
+    atomic_store(&rs->stop, 1);
+    for (int r = 0; r < READERS; r++)
+        pthread_join(rs->t[r], NULL);
+}
+
+/* After a background fault and its recovery with readers running: the first
+ * drain reported the failure (an FBK_E* code, also to on_error), the second
+ * found none, and no reader's load failed or returned other bytes. */
+static void expect_reported_then_recovered(int drc, int drc2, const readers *rs)
+{
+    cr_assert(drc < 0 && drc >= FBK_ECLOSED, "drain after the fault returned %d", drc);
+    cr_assert_eq(drc2, FBK_OK, "drain after recovery returned %d", drc2);
+    cr_assert_geq(atomic_load(&g_bg), 1, "on_error was not called");
+    cr_assert_eq(atomic_load(&g_bg_bad), 0, "on_error got a code that is not FBK_E* or no message");
+    unsigned long loads = 0, errors = 0, wrong = 0;
+    for (int r = 0; r < READERS; r++) {
+        loads += rs->args[r].loads;
+        errors += rs->args[r].errors;
+        wrong += rs->args[r].wrong;
+    }
+    cr_assert_eq(errors, 0, "%lu of %lu loads failed during the recovery", errors, loads + errors);
+    cr_assert_eq(wrong, 0, "%lu loads returned wrong bytes", wrong);
+}
+
 Test(lmdb_recovery, readers_keep_loading_while_the_spill_environment_is_reopened, .timeout = 120)
 {
     fbk_store *s = open_store("readers", 0);
     fbk_handle *h[3 * RK] = {0};
     fbk_pool *p = spilled_pool(s, h);
 
-    _Atomic int stop = 0;
-    reader_arg args[READERS];
-    pthread_t t[READERS];
-    for (int r = 0; r < READERS; r++) {
-        args[r] = (reader_arg){h, &stop, (unsigned)r, 0, 0, 0};
-        cr_assert_eq(pthread_create(&t[r], NULL, reader, &args[r]), 0);
-    }
+    readers rs;
+    readers_start(&rs, h);
     /* evictions write these in the background; the first commit fails at
      * its meta page (reported to on_error and by the drain) */
     atomic_store(&g_armed, 1);
@@ -347,25 +383,12 @@ Test(lmdb_recovery, readers_keep_loading_while_the_spill_environment_is_reopened
     for (unsigned i = 2 * RK; i < 3 * RK; i++)
         cr_assert_eq(fbk_insert(p, tu_blob(len_of(i), 500 + i), &h[i]), FBK_OK);
     int drc2 = fbk_store_drain(s);
-    atomic_store(&stop, 1);
-    unsigned long loads = 0, errors = 0, wrong = 0;
-    for (int r = 0; r < READERS; r++) {
-        pthread_join(t[r], NULL);
-        loads += args[r].loads;
-        errors += args[r].errors;
-        wrong += args[r].wrong;
-    }
+    readers_stop(&rs);
     cr_assert_eq(atomic_load(&g_failed), 1, "the meta-page write was not reached");
-    cr_assert(drc < 0 && drc >= FBK_ECLOSED, "drain after the fault returned %d", drc);
-    cr_assert_eq(drc2, FBK_OK, "drain after recovery returned %d", drc2);
-    cr_assert_geq(atomic_load(&g_bg), 1, "on_error was not called");
-    cr_assert_eq(atomic_load(&g_bg_bad), 0, "on_error got a code that is not FBK_E* or no message");
+    expect_reported_then_recovered(drc, drc2, &rs);
     fbk_store_stats st;
     fbk_store_stats_get(s, &st);
     cr_assert_geq(st.eviction_failures, 1);
-    cr_assert_eq(errors, 0, "%lu of %lu loads failed while the environment was reopened", errors,
-                 loads + errors);
-    cr_assert_eq(wrong, 0, "%lu loads returned wrong bytes", wrong);
     for (unsigned i = 0; i < 3 * RK; i++)
         check(h[i], i);
 
@@ -386,13 +409,8 @@ Test(lmdb_recovery, readers_keep_loading_while_a_failed_growth_is_recovered, .ti
     fbk_handle *h[GK] = {0};
     fbk_pool *p = spilled_pool(s, h);
 
-    _Atomic int stop = 0;
-    reader_arg args[READERS];
-    pthread_t t[READERS];
-    for (int r = 0; r < READERS; r++) {
-        args[r] = (reader_arg){h, &stop, (unsigned)r, 0, 0, 0};
-        cr_assert_eq(pthread_create(&t[r], NULL, reader, &args[r]), 0);
-    }
+    readers rs;
+    readers_start(&rs, h);
     /* evictions write these in the background until one needs a growth,
      * which fails (reported to on_error and by the drain) */
     atomic_store(&g_map_armed, 1);
@@ -407,25 +425,12 @@ Test(lmdb_recovery, readers_keep_loading_while_a_failed_growth_is_recovered, .ti
     for (unsigned more = n + RK; n < more; n++)
         cr_assert_eq(fbk_insert(p, tu_blob(len_of(n), 500 + n), &h[n]), FBK_OK);
     int drc2 = fbk_store_drain(s);
-    atomic_store(&stop, 1);
-    unsigned long loads = 0, errors = 0, wrong = 0;
-    for (int r = 0; r < READERS; r++) {
-        pthread_join(t[r], NULL);
-        loads += args[r].loads;
-        errors += args[r].errors;
-        wrong += args[r].wrong;
-    }
+    readers_stop(&rs);
     cr_assert_eq(failed, 1, "no map growth in %u objects", n - 2 * RK);
-    cr_assert(drc < 0 && drc >= FBK_ECLOSED, "drain after the fault returned %d", drc);
-    cr_assert_eq(drc2, FBK_OK, "drain after recovery returned %d", drc2);
-    cr_assert_geq(atomic_load(&g_bg), 1, "on_error was not called");
-    cr_assert_eq(atomic_load(&g_bg_bad), 0, "on_error got a code that is not FBK_E* or no message");
+    expect_reported_then_recovered(drc, drc2, &rs);
     cr_assert_eq(atomic_load(&g_map_failed), 1);
     cr_assert_gt(atomic_load(&g_map_after_len), 0, "the spill data file was not mapped again");
     cr_assert_lt(atomic_load(&g_map_after_len), atomic_load(&g_fail_len));
-    cr_assert_eq(errors, 0, "%lu of %lu loads failed while the growth was recovered", errors,
-                 loads + errors);
-    cr_assert_eq(wrong, 0, "%lu loads returned wrong bytes", wrong);
     for (unsigned i = 0; i < n; i++)
         check(h[i], i);
 
