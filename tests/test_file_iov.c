@@ -133,11 +133,11 @@ static int store_split(be *b, const fbk_key *k, const unsigned char *buf, const 
 /* ---- load_into's place callback: into a fresh buffer, in one or two
  * segments (split after `split` bytes, like the core's header + payload) */
 typedef struct place_arg {
-    size_t split;     /* 0: one segment */
+    size_t split; /* 0: one segment */
     unsigned char *buf;
     size_t len;
     int calls;
-    int result;       /* returned instead of placing when non-zero */
+    int result;          /* returned instead of placing when non-zero */
     const char *shorten; /* a path to truncate to half before reading */
 } place_arg;
 
@@ -658,8 +658,7 @@ Test(file_iov, a_partial_file_whose_removal_failed_is_replaced_by_the_next_store
     fbk__file_io_set(NULL);
     cr_assert(exists(dir, "spill", &k2));
     tu_bytes tb = {123456, 13, 0};
-    cr_assert_eq(b.ops->store(b.self, &k2, tb.len, tu_fill_bytes, &tb), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(b.ops->store(b.self, &k2, tb.len, tu_fill_bytes, &tb), FBK_OK, "%s", fbk_errmsg());
     unsigned char *want = seeded(tb.len, 13);
     expect_loads(&b, &k2, want, tb.len, "store over a leftover");
     free(want);
@@ -849,8 +848,8 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         g_mkdirs = 0;
         fbk__file_io_set(&hooked);
         void *loc;
-        cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s: %s",
-                     strerror(errs[e]), fbk_errmsg());
+        cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s: %s", strerror(errs[e]),
+                     fbk_errmsg());
         cr_assert_eq(g_mkdirs, 1, "kept trying after the first refusal");
         cr_assert_eq(g_root_fsyncs, 0, "nothing was made: no fsync");
         cr_assert_eq(count_shards(p), 0);
@@ -1064,6 +1063,47 @@ Test(file_iov, load_into_trusts_the_hint_and_refuses_other_lengths, .fini = io_r
     cr_assert_eq(g_fstats, 1, "no hint: the length comes from fstat");
     cr_assert_eq(none.len, 5024);
     free(none.buf);
+    fbk__file_io_set(NULL);
+    free(buf);
+    be_close(&b);
+}
+
+/* Loads open spill files with O_NOATIME: reading a value back must not
+ * dirty its inode (on ext4 an atime update cost 16 KiB reads ~15%,
+ * docs/file-backend.md).  A file the process does not own refuses
+ * O_NOATIME with EPERM: the load then opens it without. */
+static int g_noatime_opens, g_eperm;
+static int noatime_openat(int at, const char *path, int flags, mode_t mode)
+{
+    if (flags & O_NOATIME) {
+        g_noatime_opens++;
+        if (g_eperm) {
+            errno = EPERM;
+            return -1;
+        }
+    }
+    return fbk__file_io_posix.openat(at, path, flags, mode);
+}
+
+Test(file_iov, loads_open_with_noatime_and_fall_back_on_eperm, .fini = io_reset)
+{
+    const char *dir = fresh("iov_noatime");
+    be b = be_open(dir);
+    size_t seg[2] = {24, 5000};
+    unsigned char *buf = seeded(5024, 33);
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK);
+    hooked = fbk__file_io_posix;
+    hooked.openat = noatime_openat;
+    fbk__file_io_set(&hooked);
+    g_noatime_opens = 0;
+    g_eperm = 0;
+    expect_loads(&b, &k, buf, 5024, "O_NOATIME");
+    cr_assert_eq(g_noatime_opens, 4, "%d of 4 loads opened with O_NOATIME", g_noatime_opens);
+    g_eperm = 1;
+    expect_loads(&b, &k, buf, 5024, "O_NOATIME refused");
+    cr_assert_eq(g_noatime_opens, 8, "the loads did not try O_NOATIME first");
     fbk__file_io_set(NULL);
     free(buf);
     be_close(&b);
