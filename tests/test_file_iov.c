@@ -1010,6 +1010,19 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     free(buf);
 }
 
+/* A backend on a fresh directory `name` holding, under a new key *k, a
+ * seeded value of 5024 bytes stored as a 24-byte header and a body (as the
+ * core stores a frame).  Returns the bytes (to free). */
+static unsigned char *framed_value(const char *name, uint64_t seed, be *b, fbk_key *k)
+{
+    *b = be_open(fresh(name));
+    size_t seg[2] = {24, 5000};
+    unsigned char *buf = seeded(5024, seed);
+    fbk_key_generate(k);
+    cr_assert_eq(store_split(b, k, buf, seg, 2), FBK_OK, "%s", fbk_errmsg());
+    return buf;
+}
+
 /* The core's length hint: trusted instead of an fstat, but a file of any
  * other length is refused (FBK_ECORRUPT), longer as well as shorter. */
 static long g_fstats;
@@ -1021,13 +1034,9 @@ static int counting_fstat(int fd, struct stat *st)
 
 Test(file_iov, load_into_trusts_the_hint_and_refuses_other_lengths, .fini = io_reset)
 {
-    const char *dir = fresh("iov_hint");
-    be b = be_open(dir);
-    size_t seg[2] = {24, 5000};
-    unsigned char *buf = seeded(5024, 21);
+    be b;
     fbk_key k;
-    fbk_key_generate(&k);
-    cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK);
+    unsigned char *buf = framed_value("iov_hint", 21, &b, &k);
     hooked = fbk__file_io_posix;
     hooked.fstat = counting_fstat;
     hooked.preadv = counted_preadv;
@@ -1087,13 +1096,9 @@ static int noatime_openat(int at, const char *path, int flags, mode_t mode)
 
 Test(file_iov, loads_open_with_noatime_and_fall_back_on_eperm, .fini = io_reset)
 {
-    const char *dir = fresh("iov_noatime");
-    be b = be_open(dir);
-    size_t seg[2] = {24, 5000};
-    unsigned char *buf = seeded(5024, 33);
+    be b;
     fbk_key k;
-    fbk_key_generate(&k);
-    cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK);
+    unsigned char *buf = framed_value("iov_noatime", 33, &b, &k);
     hooked = fbk__file_io_posix;
     hooked.openat = noatime_openat;
     fbk__file_io_set(&hooked);
