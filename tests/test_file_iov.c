@@ -201,13 +201,6 @@ static void expect_loads(be *b, const fbk_key *k, const unsigned char *want, siz
 
 static void io_reset(void) { fbk__file_io_set(NULL); }
 
-static int count_key(const fbk_key *key, void *arg)
-{
-    (void)key;
-    (*(size_t *)arg)++;
-    return 0;
-}
-
 /* ------------------------------------------------------------ round trips */
 
 Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_and_load_into)
@@ -732,17 +725,24 @@ static void watch_root(const char *path)
     g_root_fsyncs = g_fsyncs = 0;
 }
 
+/* A backend on a fresh directory `name` (its path in d) and an empty
+ * location directory d/loc (its path in p) whose fsyncs watch_root counts. */
+static be watched_location(const char *name, const char *loc, char d[4096], char p[4300])
+{
+    cr_assert_lt((size_t)snprintf(d, 4096, "%s", fresh(name)), (size_t)4096);
+    be b = be_open(d);
+    cr_assert_lt((size_t)snprintf(p, 4300, "%s/%s", d, loc), (size_t)4300);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    watch_root(p);
+    return b;
+}
+
 Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_not_in_sync,
      .fini = io_reset)
 {
-    const char *dir = fresh("iov_shards");
     char d[4096], p[4300];
-    PATHF(d, "%s", dir);
-    be b = be_open(d);
     /* a location made by this open */
-    PATHF(p, "%s/fresh", d);
-    cr_assert_eq(mkdir(p, 0755), 0);
-    watch_root(p);
+    be b = watched_location("iov_shards", "fresh", d, p);
     hooked = fbk__file_io_posix;
     hooked.fsync = watching_fsync;
     fbk__file_io_set(&hooked);
@@ -751,7 +751,7 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
     cr_assert_eq(count_shards(p), 256);
     cr_assert_eq(g_root_fsyncs, 1, "the root was fsynced %ld times at open", g_root_fsyncs);
     size_t n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0, "scan of an empty location");
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0, "scan of an empty location");
     /* persist one key + sync: the file and its shard, not the root */
     fbk_key k;
     fbk_key_generate(&k);
@@ -789,7 +789,7 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
     /* scan removes the file named like a shard; a persist into that shard
      * then makes it, and the sync makes the root durable again */
     n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 1);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 1);
     fbk_key kc;
     do
         fbk_key_generate(&kc);
@@ -834,13 +834,8 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
     for (size_t e = 0; e < 3; e++) {
         char name[32];
         PATHF(name, "iov_ro_%zu", e);
-        const char *dir = fresh(name);
         char d[4096], p[4300];
-        PATHF(d, "%s", dir);
-        be b = be_open(d);
-        PATHF(p, "%s/loc", d);
-        cr_assert_eq(mkdir(p, 0755), 0);
-        watch_root(p);
+        be b = watched_location(name, "loc", d, p);
         hooked = fbk__file_io_posix;
         hooked.mkdirat = refusing_mkdirat;
         hooked.fsync = watching_fsync;
@@ -854,7 +849,7 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         cr_assert_eq(g_root_fsyncs, 0, "nothing was made: no fsync");
         cr_assert_eq(count_shards(p), 0);
         size_t n = 0;
-        cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0, "%s", fbk_errmsg());
+        cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0, "%s", fbk_errmsg());
         cr_assert_eq(n, 0);
         cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
         /* writable again */
@@ -876,7 +871,7 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
         cr_assert_eq(count_shards(p), 256);
         n = 0;
-        cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0);
+        cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
         cr_assert_eq(n, 1);
         cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
         expect_loads(&b, &k, buf, 3024, "after a read-only open");
@@ -921,7 +916,7 @@ Test(file_iov, a_read_only_location_still_opens_and_scans)
     cr_assert_eq(rc, FBK_OK, "a read-only location did not open: %s", fbk_errmsg());
     cr_assert_eq(count_shards(p), 1);
     size_t n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0, "%s", fbk_errmsg());
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0, "%s", fbk_errmsg());
     cr_assert_eq(n, 1);
     cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 7000, "registered from a read-only location");
@@ -964,13 +959,8 @@ Test(file_iov, full_disk_at_open_leaves_the_shards_for_later, .fini = io_reset)
  * same directory reopened in this store -- and a new store starts clean. */
 Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io_reset)
 {
-    const char *dir = fresh("iov_open_fsync");
     char d[4096], p[4300];
-    PATHF(d, "%s", dir);
-    be b = be_open(d);
-    PATHF(p, "%s/loc", d);
-    cr_assert_eq(mkdir(p, 0755), 0);
-    watch_root(p);
+    be b = watched_location("iov_open_fsync", "loc", d, p);
     hooked = fbk__file_io_posix;
     hooked.fsync = watching_fsync;
     fbk__file_io_set(&hooked);
@@ -980,7 +970,7 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     g_fsync_errno = 0;
     cr_assert_eq(g_root_fsyncs, 1);
     size_t n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     fbk_key k;
     fbk_key_generate(&k);
     size_t seg[1] = {100};
@@ -999,7 +989,7 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     b = be_open(d);
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
     n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, 1);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "a new store did not start clean: %s",
                  fbk_errmsg());

@@ -105,13 +105,6 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-static int count_key(const fbk_key *key, void *arg)
-{
-    (void)key;
-    (*(size_t *)arg)++;
-    return 0;
-}
-
 Test(file_ops, store_load_roundtrip_all_sizes_and_remove)
 {
     const char *dir = tu_fresh_dir("roundtrip");
@@ -265,14 +258,14 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
     b = be_open(d);
     cr_assert_eq(b.ops->open_location(b.self, "locA", &loc), FBK_OK, "%s", fbk_errmsg());
     size_t n = 0;
-    int junk = b.ops->scan(b.self, loc, count_key, &n);
+    int junk = b.ops->scan(b.self, loc, tu_count_key, &n);
     cr_assert_eq(n, 19);
     cr_assert_eq(junk, 4 + shard_as_file, "junk %d", junk);
     snprintf(p, sizeof p, "%s/locA/zz", d);
     struct stat st;
     cr_assert_eq(stat(p, &st), 0, "a user's file at the root was removed");
     n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, 19);
     for (int i = 0; i < 19; i++) {
         cr_assert(!exists(d, "spill", &k[i]));
@@ -334,7 +327,7 @@ Test(file_ops, location_on_another_file_system_is_copied)
     b = be_open(d);
     cr_assert_eq(b.ops->open_location(b.self, shm, &loc), FBK_OK, "%s", fbk_errmsg());
     size_t n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, 3);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(b.ops->register_key(b.self, loc, &k[i]), FBK_OK, "%s", fbk_errmsg());
@@ -493,7 +486,7 @@ static void sticky_case(const char *name, int nkeys)
      * again -- the keys it lists may have lost their pages */
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     size_t n = 0;
-    cr_assert_geq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_geq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_EIO);
     b.ops->close_location(b.self, loc);
     be_close(&b);
@@ -501,7 +494,7 @@ static void sticky_case(const char *name, int nkeys)
     b = be_open(dir);
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     n = 0;
-    cr_assert_geq(b.ops->scan(b.self, loc, count_key, &n), 0);
+    cr_assert_geq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, (size_t)nkeys + 1);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
@@ -559,7 +552,7 @@ Test(file_ops, copy_failure_leaves_no_value_in_the_location, .fini = io_reset)
     cr_assert_eq(b.ops->persist(b.self, loc, &k), FBK_EIO);
     fbk__file_io_set(NULL);
     size_t n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, count_key, &n), 0, "a temporary was left behind");
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0, "a temporary was left behind");
     cr_assert_eq(n, 0);
     expect_load(&b, &k, 3 << 20, 5);
     b.ops->close_location(b.self, loc);

@@ -127,3 +127,10 @@ int tu_fd_path_has(int fd, const char *part)
     target[n] = '\0';
     return strstr(target, part) != NULL;
 }
+
+int tu_count_key(const fbk_key *key, void *arg)
+{
+    (void)key;
+    (*(size_t *)arg)++;
+    return 0;
+}

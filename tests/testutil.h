@@ -36,4 +36,7 @@ int tu_check_bytes(const void *src, size_t len, void *arg);
  * one file. */
 int tu_fd_path_has(int fd, const char *part);
 
+/* An fbk_key_fn for scan: counts the keys in the size_t at arg. */
+int tu_count_key(const fbk_key *key, void *arg);
+
 #endif
