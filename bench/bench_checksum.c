@@ -13,6 +13,8 @@
  * columns is what the kernel's copy costs the check: the copy leaves the
  * data outside the near caches.
  */
+#include "bench_util.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +28,6 @@
 #else
 #define HASH XXH3_64bits
 #endif
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv)
 {
@@ -63,16 +58,16 @@ int main(int argc, char **argv)
         }
         double tr = 0, ta = 0, tc = 0;
         for (int r = 0; r < rounds; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             if (pread(fd, buf, len, 0) != (ssize_t)len) {
                 perror("pread");
                 return 1;
             }
-            double t1 = now();
+            double t1 = bench_now();
             sink += HASH(buf, len);
-            double t2 = now();
+            double t2 = bench_now();
             sink += HASH(buf, len);
-            double t3 = now();
+            double t3 = bench_now();
             tr += t1 - t0;
             ta += t2 - t1;
             tc += t3 - t2;

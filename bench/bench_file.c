@@ -31,6 +31,8 @@
 #include <fbk_backend.h>
 
 #include <errno.h>
+#include "bench_util.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -39,13 +41,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, int rc)
 {
@@ -57,25 +52,6 @@ static void die_errno(const char *what, const char *path)
 {
     fprintf(stderr, "bench_file: %s %s: %s\n", what, path, strerror(errno));
     exit(1);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rmtree(const char *path) { nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS); }
-
-static void flush(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        syncfs(fd);
-        close(fd);
-    }
 }
 
 static uint64_t rng = 88172645463325252ull;
@@ -115,9 +91,9 @@ static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char
     fbk_handle **h = calloc(n, sizeof *h);
     if (!h)
         die("calloc", FBK_ENOMEM);
-    flush(dir);
+    bench_flush(dir);
 
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         fbk_blob *b = fbk_blob_new(src + (i % 64), size);
         if (!b)
@@ -127,10 +103,10 @@ static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char
     }
     if ((rc = fbk_store_drain(s)))
         die("fbk_store_drain", rc);
-    t.put = now() - t0;
-    flush(dir);
+    t.put = bench_now() - t0;
+    bench_flush(dir);
 
-    t0 = now();
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         const void *obj;
         if ((rc = fbk_load(h[order[i]], &obj)))
@@ -139,21 +115,21 @@ static times run_fbk(const char *dir, size_t size, size_t n, const unsigned char
         sink += b->data[b->len / 2];
         fbk_unload(h[order[i]]);
     }
-    t.read = now() - t0;
+    t.read = bench_now() - t0;
     if ((rc = fbk_store_drain(s)))
         die("fbk_store_drain", rc);
-    flush(dir);
+    bench_flush(dir);
 
     fbk_location *loc;
     if ((rc = fbk_location_open(s, "loc", &loc)))
         die("fbk_location_open", rc);
-    t0 = now();
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++)
         if ((rc = fbk_persist(h[i], loc)))
             die("fbk_persist", rc);
     if ((rc = fbk_location_sync(loc)))
         die("fbk_location_sync", rc);
-    t.persist = now() - t0;
+    t.persist = bench_now() - t0;
 
     for (size_t i = 0; i < n; i++)
         fbk_handle_release(h[i]);
@@ -179,9 +155,9 @@ static times run_plain(const char *dir, size_t size, size_t n, const unsigned ch
         die("malloc", FBK_ENOMEM);
     for (size_t i = 0; i < n; i++)
         fbk_key_generate(&keys[i]);
-    flush(dir);
+    bench_flush(dir);
 
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         char hex[33];
         fbk_key_format_hex(&keys[i], hex);
@@ -191,10 +167,10 @@ static times run_plain(const char *dir, size_t size, size_t n, const unsigned ch
             die_errno("write", path);
         close(fd);
     }
-    t.put = now() - t0;
-    flush(dir);
+    t.put = bench_now() - t0;
+    bench_flush(dir);
 
-    t0 = now();
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         char hex[33];
         fbk_key_format_hex(&keys[order[i]], hex);
@@ -208,10 +184,10 @@ static times run_plain(const char *dir, size_t size, size_t n, const unsigned ch
         free(obj);
         close(fd);
     }
-    t.read = now() - t0;
-    flush(dir);
+    t.read = bench_now() - t0;
+    bench_flush(dir);
 
-    t0 = now();
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         char hex[33];
         fbk_key_format_hex(&keys[i], hex);
@@ -224,7 +200,7 @@ static times run_plain(const char *dir, size_t size, size_t n, const unsigned ch
     if (fd < 0 || syncfs(fd) != 0)
         die_errno("syncfs", locd);
     close(fd);
-    t.persist = now() - t0;
+    t.persist = bench_now() - t0;
     free(keys);
     free(buf);
     return t;
@@ -292,8 +268,8 @@ static times run_ops(const char *dir, size_t size, size_t n, const unsigned char
         die("malloc", FBK_ENOMEM);
     for (size_t i = 0; i < n; i++)
         fbk_key_generate(&keys[i]);
-    flush(dir);
-    double t0 = now();
+    bench_flush(dir);
+    double t0 = bench_now();
     int iov = ops->version >= 2 && ops->store_iov && ops->load_into;
     unsigned char hdr[24] = {0};
     for (size_t i = 0; i < n; i++) {
@@ -304,9 +280,9 @@ static times run_ops(const char *dir, size_t size, size_t n, const unsigned char
         if (rc)
             die("store", rc);
     }
-    t.put = now() - t0;
-    flush(dir);
-    t0 = now();
+    t.put = bench_now() - t0;
+    bench_flush(dir);
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         if (iov) {
             ops_place_arg a = {{0}, NULL};
@@ -320,18 +296,18 @@ static times run_ops(const char *dir, size_t size, size_t n, const unsigned char
         if (rc)
             die("load", rc);
     }
-    t.read = now() - t0;
-    flush(dir);
+    t.read = bench_now() - t0;
+    bench_flush(dir);
     void *loc;
     if ((rc = ops->open_location(self, "loc", &loc)))
         die("open_location", rc);
-    t0 = now();
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++)
         if ((rc = ops->persist(self, loc, &keys[i])))
             die("persist", rc);
     if ((rc = ops->sync(self, loc)))
         die("sync", rc);
-    t.persist = now() - t0;
+    t.persist = bench_now() - t0;
     ops->close_location(self, loc);
     ops->close(self);
     free(keys);
@@ -359,7 +335,7 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
     for (int r = 0; r < reps; r++) {
         /* rotate which goes first, so none always meets another's writeback */
         for (int k = 0; k < 3; k++) {
-            rmtree(dir);
+            bench_rmtree(dir);
             if (mkdir(dir, 0755) != 0)
                 die_errno("mkdir", dir);
             int which = (k + r) % 3;
@@ -378,7 +354,7 @@ static void bench(const char *dir, size_t size, size_t n, int reps)
             dst->persist = best(dst->persist, t.persist);
         }
     }
-    rmtree(dir);
+    bench_rmtree(dir);
     printf("%7zu KiB x %6zu  %-8s %10s %10s %8s %10s %10s %8s\n", size >> 10, n, "phase",
            "file: ms", "plain ms", "ratio", "us/op", "table ms", "ratio");
     const char *names[3] = {"put", "read", "persist"};

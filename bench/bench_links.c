@@ -12,6 +12,8 @@
  * dirtied: few links spread over 256 directories dirty more blocks than the
  * same links in one directory, many links fewer.
  */
+#include "bench_util.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -20,21 +22,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static void die(const char *what, const char *path)
 {
@@ -64,7 +51,7 @@ int main(int argc, char **argv)
     char p[4300], q[4300];
     double best[2] = {1e30, 1e30};
     for (int r = 0; r < reps; r++) {
-        nftw(dir, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+        bench_rmtree(dir);
         snprintf(p, sizeof p, "%s/src", dir);
         if (mkdir(dir, 0755) != 0 || mkdir(p, 0755) != 0)
             die("mkdir", dir);
@@ -89,7 +76,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < 2; k++) {
             int sharded = (k + r) % 2;
             syncfs_at(dir); /* every rep and layout starts clean */
-            double t0 = now();
+            double t0 = bench_now();
             for (int i = 0; i < n; i++) {
                 snprintf(p, sizeof p, "%s/src/%08d", dir, i);
                 if (sharded)
@@ -101,12 +88,12 @@ int main(int argc, char **argv)
                     die("link", q);
             }
             syncfs_at(dir);
-            double t = now() - t0;
+            double t = bench_now() - t0;
             if (t < best[sharded])
                 best[sharded] = t;
         }
     }
-    nftw(dir, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+    bench_rmtree(dir);
     printf("%d links of %zu-byte files + syncfs: flat %.2f ms, 256 shards %.2f ms (%.2fx)\n", n,
            bytes, best[0] * 1e3, best[1] * 1e3, best[1] / best[0]);
     free(buf);

@@ -20,6 +20,8 @@
  * .max_queued_writes (default: the defaults).
  */
 #include <fbk.h>
+#include "bench_util.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
@@ -32,35 +34,6 @@
 #include <unistd.h>
 
 #define OBJ 16384
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Writes back all dirty data of DIR's file system (untimed), so that each
- * phase starts from the same state instead of meeting the writeback of the
- * one before (which otherwise lands on whichever side runs second). */
-static void flush(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        syncfs(fd);
-        close(fd);
-    }
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rmtree(const char *path) { nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS); }
 
 static void die(const char *what, int rc)
 {
@@ -116,8 +89,8 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
         die("fbk_pool_create", rc);
     fbk_handle **h = malloc(n * sizeof *h);
 
-    flush(dir);
-    double t0 = now();
+    bench_flush(dir);
+    double t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         fbk_blob *b = fbk_blob_new(NULL, OBJ);
         fill(b->data, OBJ, i);
@@ -126,10 +99,10 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
     }
     if ((rc = fbk_store_drain(s)) != 0)
         die("fbk_store_drain", rc);
-    r.secs[0] = now() - t0;
+    r.secs[0] = bench_now() - t0;
 
-    flush(dir);
-    t0 = now();
+    bench_flush(dir);
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         const void *obj;
         if ((rc = fbk_load(h[order[i]], &obj)) != 0)
@@ -137,7 +110,7 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
         sink += ((const fbk_blob *)obj)->data[OBJ - 1];
         fbk_unload(h[order[i]]);
     }
-    r.secs[1] = now() - t0;
+    r.secs[1] = bench_now() - t0;
     fbk_store_stats st;
     fbk_store_stats_get(s, &st);
     printf("libfbk after the reads: %llu backend stores (%llu in %llu batches), %llu loads, "
@@ -148,11 +121,11 @@ static struct phase run_fbk(const char *dir, size_t n, const size_t *order)
 
     if ((rc = fbk_location_open(s, "bench", &loc)) != 0)
         die("fbk_location_open", rc);
-    flush(dir);
-    t0 = now();
+    bench_flush(dir);
+    t0 = bench_now();
     if ((rc = fbk_save(loc, h, n, 0, NULL, NULL)) != 0)
         die("fbk_save", rc);
-    r.secs[2] = now() - t0;
+    r.secs[2] = bench_now() - t0;
 
     fbk_location_close(loc);
     for (size_t i = 0; i < n; i++)
@@ -169,7 +142,8 @@ static MDB_env *plain_env(const char *path, unsigned flags, size_t map)
     int rc;
     mkdir(path, 0755);
     if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, map)) ||
-        (rc = mdb_env_set_maxdbs(env, 4)) || (rc = mdb_env_open(env, path, flags | MDB_NOTLS, 0644)))
+        (rc = mdb_env_set_maxdbs(env, 4)) ||
+        (rc = mdb_env_open(env, path, flags | MDB_NOTLS, 0644)))
         die("mdb_env_open", rc);
     return env;
 }
@@ -197,8 +171,8 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
     uint64_t *keys = calloc(n, 2 * sizeof *keys);
     unsigned char *obj = malloc(OBJ);
 
-    flush(dir);
-    double t0 = now();
+    bench_flush(dir);
+    double t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         keys[2 * i] = i * 0x9E3779B97F4A7C15ull;
         keys[2 * i + 1] = i;
@@ -211,13 +185,14 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
         if ((rc = mdb_txn_commit(txn)))
             die("commit", rc);
     }
-    r.secs[0] = now() - t0;
+    r.secs[0] = bench_now() - t0;
 
-    flush(dir);
-    t0 = now();
+    bench_flush(dir);
+    t0 = bench_now();
     for (size_t i = 0; i < n; i++) {
         MDB_val k = {16, &keys[2 * order[i]]}, v;
-        if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) || (rc = mdb_get(txn, sdbi, &k, &v)))
+        if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) ||
+            (rc = mdb_get(txn, sdbi, &k, &v)))
             die("get", rc);
         unsigned char *copy = malloc(v.mv_size); /* the program's own object */
         memcpy(copy, v.mv_data, v.mv_size);
@@ -225,10 +200,10 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
         sink += copy[OBJ - 1];
         free(copy);
     }
-    r.secs[1] = now() - t0;
+    r.secs[1] = bench_now() - t0;
 
-    flush(dir);
-    t0 = now();
+    bench_flush(dir);
+    t0 = bench_now();
     if ((rc = mdb_txn_begin(spill, NULL, MDB_RDONLY, &txn)) ||
         (rc = mdb_txn_begin(durable, NULL, 0, &wtxn)))
         die("begin", rc);
@@ -244,7 +219,7 @@ static struct phase run_plain(const char *dir, size_t n, const size_t *order)
     mdb_txn_abort(txn);
     if ((rc = mdb_txn_commit(wtxn)) || (rc = mdb_env_sync(durable, 1)))
         die("commit/sync", rc);
-    r.secs[2] = now() - t0;
+    r.secs[2] = bench_now() - t0;
 
     free(obj);
     free(keys);
@@ -283,7 +258,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         int fbk_first = r % 2 == 1;
         for (int k = 0; k < 2; k++) {
-            rmtree(dir);
+            bench_rmtree(dir);
             mkdir(dir, 0755);
             int is_fbk = (k == 0) == fbk_first;
             if (is_fbk && want_fbk) {
@@ -297,7 +272,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    rmtree(dir);
+    bench_rmtree(dir);
     if (!want_fbk)
         fbk = (struct phase){{1, 1, 1}};
     if (!want_plain)
