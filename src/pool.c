@@ -84,7 +84,7 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
             go = true;
         }
     }
-    size_t bytes = h->evict_bytes;
+    size_t bytes = go ? h->evict_bytes : 0;
     pthread_mutex_unlock(&h->mu);
     if (go) {
         fbk_store *s = p->store;

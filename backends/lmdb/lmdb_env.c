@@ -376,13 +376,14 @@ int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need)
     }
     e->state = FBK__LMDB_IDLE;
     pthread_cond_broadcast(&e->cv);
-    if (rc != 0 && e->reopenable)
-        return fbk_error_set(FBK_ENOSPC, rc > 0 ? rc : 0,
-                             "lmdb: %s: grow map to %zu bytes: %s (no map left: the next "
-                             "operation reopens the environment at %zu bytes)",
-                             e->what, size, mdb_strerror(rc), e->map_pages * e->psize);
-    if (rc != 0)
-        return fbk_error_set(FBK_ENOSPC, rc > 0 ? rc : 0, "lmdb: %s: grow map to %zu bytes: %s",
-                             e->what, size, mdb_strerror(rc));
+    if (rc != 0) {
+        char next[96] = "";
+        if (e->reopenable)
+            snprintf(next, sizeof next,
+                     " (no map left: the next operation reopens the environment at %zu bytes)",
+                     e->map_pages * e->psize);
+        return fbk_error_set(FBK_ENOSPC, rc > 0 ? rc : 0, "lmdb: %s: grow map to %zu bytes: %s%s",
+                             e->what, size, mdb_strerror(rc), next);
+    }
     return FBK_OK;
 }
