@@ -200,8 +200,7 @@ static int w_store_many(void *self, fbk_store_req *reqs, size_t n)
 }
 
 /* load_into: one load. */
-static int w_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
-                       void *arg)
+static int w_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place, void *arg)
 {
     point("load", "before");
     int rc = g_real->load_into(self, key, hint, place, arg);
@@ -285,7 +284,7 @@ static fbk__file_io g_io;
 #define IO_POINT(name, call)                                                                       \
     do {                                                                                           \
         point("io." name, "before");                                                               \
-        int rc_ = (call);                                                                          \
+        __typeof__(call) rc_ = (call);                                                             \
         int e_ = errno;                                                                            \
         point("io." name, "after");                                                                \
         errno = e_;                                                                                \
@@ -313,12 +312,7 @@ static int io_openat(int d, const char *p, int f, mode_t m)
 }
 static ssize_t io_write(int fd, const void *buf, size_t len)
 {
-    point("io.write", "before");
-    ssize_t rc = fbk__file_io_posix.write(fd, buf, len);
-    int e = errno;
-    point("io.write", "after");
-    errno = e;
-    return rc;
+    IO_POINT("write", fbk__file_io_posix.write(fd, buf, len));
 }
 
 /* Hooked, so that store_iov's gather writes are seen as they are made (the
@@ -326,12 +320,7 @@ static ssize_t io_write(int fd, const void *buf, size_t len)
  * file_io.h). */
 static ssize_t io_writev(int fd, const struct iovec *iov, int n)
 {
-    point("io.writev", "before");
-    ssize_t rc = fbk__file_io_posix.writev(fd, iov, n);
-    int e = errno;
-    point("io.writev", "after");
-    errno = e;
-    return rc;
+    IO_POINT("writev", fbk__file_io_posix.writev(fd, iov, n));
 }
 
 static void wrap_io(void)
@@ -479,8 +468,8 @@ static int commit_manifest(void *arg)
     commit_ctx *c = arg;
     static char buf[MAX_MANIFEST];
     size_t len = 0;
-    len += (size_t)snprintf(buf + len, sizeof buf - len, "fbk-crash-manifest 1\ncycle %lld\ncount %zu\n",
-                            c->cycle, c->n);
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            "fbk-crash-manifest 1\ncycle %lld\ncount %zu\n", c->cycle, c->n);
     for (size_t i = 0; i < c->n; i++) {
         fbk_key k;
         char hex[FBK_KEY_STRLEN + 1];
