@@ -24,28 +24,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct {
-    const fbk_backend_ops *ops;
-    void *self;
-} be;
-
-static be be_open(const char *dir)
-{
-    be b = {0};
-    int rc = fbk_backend_file_create(dir, NULL, &b.ops, &b.self);
-    cr_assert_eq(rc, FBK_OK, "file_create(%s): %s", dir, fbk_errmsg());
-    cr_assert_geq(b.ops->version, 2u);
-    cr_assert_not_null(b.ops->store_iov);
-    cr_assert_not_null(b.ops->load_into);
-    return b;
-}
-
-static void be_close(be *b)
-{
-    b->ops->close(b->self);
-    b->self = NULL;
-}
-
 /* snprintf into a char array, failing the test on truncation */
 #define PATHF(buf, ...) cr_assert_lt((size_t)snprintf(buf, sizeof buf, __VA_ARGS__), sizeof buf)
 
@@ -118,7 +96,8 @@ static unsigned char *seeded(size_t len, uint64_t seed)
 }
 
 /* Stores buf[0..sum of seg) as the segments seg[0..n) of it. */
-static int store_split(be *b, const fbk_key *k, const unsigned char *buf, const size_t *seg, int n)
+static int store_split(tu_be *b, const fbk_key *k, const unsigned char *buf, const size_t *seg,
+                       int n)
 {
     struct iovec iov[4];
     size_t off = 0;
@@ -179,7 +158,7 @@ static int read_cmp(const void *src, size_t len, void *arg)
     return FBK_OK;
 }
 
-static void expect_loads(be *b, const fbk_key *k, const unsigned char *want, size_t len,
+static void expect_loads(tu_be *b, const fbk_key *k, const unsigned char *want, size_t len,
                          const char *what)
 {
     cmp_arg c = {want, len, 0, 0};
@@ -206,7 +185,7 @@ static void io_reset(void) { fbk__file_io_set(NULL); }
 Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_and_load_into)
 {
     const char *dir = fresh("iov_roundtrip");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     const size_t M = (size_t)1 << 20;
     static const struct {
         int n;
@@ -263,7 +242,7 @@ Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_a
     for (size_t i = 0; i < ncases; i++)
         cr_assert_geq(shard_entries(dir, "spill", &keys[i]), 1);
     free(keys);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* ---- short and interrupted transfers ---- */
@@ -310,7 +289,7 @@ static fbk__file_io hooked;
 Test(file_iov, short_and_interrupted_writev_and_preadv_are_resumed, .fini = io_reset)
 {
     const char *dir = fresh("iov_short");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.writev = short_writev;
     hooked.preadv = short_preadv;
@@ -330,7 +309,7 @@ Test(file_iov, short_and_interrupted_writev_and_preadv_are_resumed, .fini = io_r
     free(a.buf);
     free(buf);
     fbk__file_io_set(NULL);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* A table that hooks write / pread but not writev / preadv (written before
@@ -356,7 +335,7 @@ static ssize_t counting_pread(int fd, void *p, size_t len, off_t off)
 Test(file_iov, a_table_hooking_only_write_and_pread_sees_every_byte, .fini = io_reset)
 {
     const char *dir = fresh("iov_oldtable");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.write = counting_write;
     hooked.pread = counting_pread;
@@ -387,7 +366,7 @@ Test(file_iov, a_table_hooking_only_write_and_pread_sees_every_byte, .fini = io_
     expect_loads(&b, &k2, buf, 100024, "NULL preadv");
     fbk__file_io_set(NULL);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* ---------------------------------------------------------- load_into */
@@ -409,7 +388,7 @@ static ssize_t counted_pread(int fd, void *p, size_t len, off_t off)
 Test(file_iov, load_into_returns_the_error_of_place_without_reading, .fini = io_reset)
 {
     const char *dir = fresh("iov_placeerr");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     size_t seg[1] = {5000};
     unsigned char *buf = seeded(5000, 8);
     fbk_key k;
@@ -433,13 +412,13 @@ Test(file_iov, load_into_returns_the_error_of_place_without_reading, .fini = io_
     /* still readable afterwards: no descriptor or state left behind */
     expect_loads(&b, &k, buf, 5000, "after place errors");
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_iov, load_into_of_a_file_shortened_while_it_is_read_is_ecorrupt)
 {
     const char *dir = fresh("iov_short_file");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     size_t seg[2] = {24, 70000};
     unsigned char *buf = seeded(70024, 9);
     fbk_key k;
@@ -457,13 +436,13 @@ Test(file_iov, load_into_of_a_file_shortened_while_it_is_read_is_ecorrupt)
     cr_assert(memcmp(a.buf, buf, 35012) == 0, "the part that was there is not what was stored");
     free(a.buf);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_iov, load_into_of_a_missing_key_is_enotfound_without_calling_place)
 {
     const char *dir = fresh("iov_missing");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     fbk_key k;
     fbk_key_generate(&k);
     place_arg a = {0};
@@ -477,7 +456,7 @@ Test(file_iov, load_into_of_a_missing_key_is_enotfound_without_calling_place)
     cr_assert_eq(b.ops->remove(b.self, &k), FBK_OK);
     cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
     cr_assert_eq(a.calls, 0);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 static int place_bad(size_t len, struct iovec *iov, int *n, void *arg)
@@ -501,7 +480,7 @@ static int place_bad(size_t len, struct iovec *iov, int *n, void *arg)
 Test(file_iov, bad_segment_counts_are_einval)
 {
     const char *dir = fresh("iov_einval");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     fbk_key k;
     fbk_key_generate(&k);
     unsigned char buf[50] = {0};
@@ -516,7 +495,7 @@ Test(file_iov, bad_segment_counts_are_einval)
         int rc = b.ops->load_into(b.self, &k, 0, place_bad, &how);
         cr_assert_eq(rc, FBK_EINVAL, "case %d gave %s", how, fbk_err_name(rc));
     }
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* ------------------------------------------- spill writes and failures */
@@ -549,7 +528,7 @@ static ssize_t counting_writev(int fd, const struct iovec *iov, int n)
 Test(file_iov, spill_stores_write_the_final_name_with_one_writev_and_no_rename, .fini = io_reset)
 {
     const char *dir = fresh("iov_direct");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.renameat = counting_renameat;
     hooked.openat = counting_openat;
@@ -573,7 +552,7 @@ Test(file_iov, spill_stores_write_the_final_name_with_one_writev_and_no_rename, 
     cr_assert_eq(g_creates_tmp, 0, "stores made %ld temporaries", g_creates_tmp);
     cr_assert_eq(g_writevs, 10, "%ld writev calls for 10 store_iov of 1 MiB", g_writevs);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 static int g_fail_unlink;
@@ -599,7 +578,7 @@ static int failing_unlinkat(int at, const char *path, int flags)
 Test(file_iov, failed_store_iov_is_enospc_and_leaves_no_file, .fini = io_reset)
 {
     const char *dir = fresh("iov_enospc");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.writev = enospc_writev;
     fbk__file_io_set(&hooked);
@@ -615,17 +594,17 @@ Test(file_iov, failed_store_iov_is_enospc_and_leaves_no_file, .fini = io_reset)
     cr_assert_eq(shard_entries(dir, "spill", &k), 0, "a file was left in the spill shard");
     place_arg a = {0};
     cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
-    /* the key can be stored again */
+    /* the key can tu_be stored again */
     cr_assert_eq(store_split(&b, &k, buf, seg, 3), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 300000, "stored again");
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_iov, a_partial_file_whose_removal_failed_is_replaced_by_the_next_store, .fini = io_reset)
 {
     const char *dir = fresh("iov_leftover");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.writev = enospc_writev;
     hooked.unlinkat = failing_unlinkat;
@@ -656,13 +635,13 @@ Test(file_iov, a_partial_file_whose_removal_failed_is_replaced_by_the_next_store
     expect_loads(&b, &k2, want, tb.len, "store over a leftover");
     free(want);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_iov, register_key_over_a_leftover_spill_file_replaces_it)
 {
     const char *dir = fresh("iov_register");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
     unsigned char *buf = seeded(50000, 14);
@@ -693,7 +672,7 @@ Test(file_iov, register_key_over_a_leftover_spill_file_replaces_it)
     expect_loads(&b, &k, buf, 50000, "registered twice");
     b.ops->close_location(b.self, loc);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* ------------------------------------------------------- location shards */
@@ -727,10 +706,10 @@ static void watch_root(const char *path)
 
 /* A backend on a fresh directory `name` (its path in d) and an empty
  * location directory d/loc (its path in p) whose fsyncs watch_root counts. */
-static be watched_location(const char *name, const char *loc, char d[4096], char p[4300])
+static tu_be watched_location(const char *name, const char *loc, char d[4096], char p[4300])
 {
     cr_assert_lt((size_t)snprintf(d, 4096, "%s", fresh(name)), (size_t)4096);
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     cr_assert_lt((size_t)snprintf(p, 4300, "%s/%s", d, loc), (size_t)4300);
     cr_assert_eq(mkdir(p, 0755), 0);
     watch_root(p);
@@ -742,7 +721,7 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
 {
     char d[4096], p[4300];
     /* a location made by this open */
-    be b = watched_location("iov_shards", "fresh", d, p);
+    tu_be b = watched_location("iov_shards", "fresh", d, p);
     hooked = fbk__file_io_posix;
     hooked.fsync = watching_fsync;
     fbk__file_io_set(&hooked);
@@ -809,7 +788,7 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
     b.ops->close_location(b.self, loc);
     fbk__file_io_set(NULL);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 static int g_mkdir_errno;
@@ -835,7 +814,7 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         char name[32];
         PATHF(name, "iov_ro_%zu", e);
         char d[4096], p[4300];
-        be b = watched_location(name, "loc", d, p);
+        tu_be b = watched_location(name, "loc", d, p);
         hooked = fbk__file_io_posix;
         hooked.mkdirat = refusing_mkdirat;
         hooked.fsync = watching_fsync;
@@ -866,8 +845,8 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         cr_assert_eq(g_root_fsyncs, 1, "the lazily made shard's name was not made durable");
         b.ops->close_location(b.self, loc);
         fbk__file_io_set(NULL);
-        be_close(&b);
-        b = be_open(d);
+        tu_be_close(&b);
+        b = tu_file_open(d);
         cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
         cr_assert_eq(count_shards(p), 256);
         n = 0;
@@ -876,7 +855,7 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
         expect_loads(&b, &k, buf, 3024, "after a read-only open");
         b.ops->close_location(b.self, loc);
-        be_close(&b);
+        tu_be_close(&b);
         free(buf);
     }
 }
@@ -888,7 +867,7 @@ Test(file_iov, a_read_only_location_still_opens_and_scans)
     const char *dir = fresh("iov_chmod");
     char d[4096], p[4300];
     PATHF(d, "%s", dir);
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
     fbk_key k;
@@ -899,7 +878,7 @@ Test(file_iov, a_read_only_location_still_opens_and_scans)
     cr_assert_eq(b.ops->persist(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
     /* the older layout (only the shard in use), made read-only */
     char hex[33];
     fbk_key_format_hex(&k, hex);
@@ -911,7 +890,7 @@ Test(file_iov, a_read_only_location_still_opens_and_scans)
     }
     PATHF(p, "%s/loc", d);
     cr_assert_eq(chmod(p, 0555), 0);
-    b = be_open(d);
+    b = tu_file_open(d);
     int rc = b.ops->open_location(b.self, "loc", &loc);
     cr_assert_eq(rc, FBK_OK, "a read-only location did not open: %s", fbk_errmsg());
     cr_assert_eq(count_shards(p), 1);
@@ -922,17 +901,17 @@ Test(file_iov, a_read_only_location_still_opens_and_scans)
     expect_loads(&b, &k, buf, 7000, "registered from a read-only location");
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
     chmod(p, 0755);
     free(buf);
 }
 
 /* A full disk (or any mkdir error) at open does not stop the location from
- * opening -- it can still be read -- and leaves the shards to later. */
+ * opening -- it can still tu_be read -- and leaves the shards to later. */
 Test(file_iov, full_disk_at_open_leaves_the_shards_for_later, .fini = io_reset)
 {
     const char *dir = fresh("iov_mkdir_enospc");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     hooked = fbk__file_io_posix;
     hooked.mkdirat = refusing_mkdirat;
     fbk__file_io_set(&hooked);
@@ -951,16 +930,16 @@ Test(file_iov, full_disk_at_open_leaves_the_shards_for_later, .fini = io_reset)
     cr_assert_eq(count_shards(p), 256);
     b.ops->close_location(b.self, loc);
     fbk__file_io_set(NULL);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
-/* The root fsync at open fails: the location opens (it can be read) but is
+/* The root fsync at open fails: the location opens (it can tu_be read) but is
  * failed like after a failed sync -- for this handle and for a handle on the
  * same directory reopened in this store -- and a new store starts clean. */
 Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io_reset)
 {
     char d[4096], p[4300];
-    be b = watched_location("iov_open_fsync", "loc", d, p);
+    tu_be b = watched_location("iov_open_fsync", "loc", d, p);
     hooked = fbk__file_io_posix;
     hooked.fsync = watching_fsync;
     fbk__file_io_set(&hooked);
@@ -985,8 +964,8 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_EIO, "a reopened handle forgot the failure");
     b.ops->close_location(b.self, loc);
     fbk__file_io_set(NULL);
-    be_close(&b);
-    b = be_open(d);
+    tu_be_close(&b);
+    b = tu_file_open(d);
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK, "%s", fbk_errmsg());
     n = 0;
     cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
@@ -996,16 +975,16 @@ Test(file_iov, a_failed_root_fsync_at_open_makes_the_location_failed, .fini = io
     cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 100, "after the failed open fsync");
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
     free(buf);
 }
 
 /* A backend on a fresh directory `name` holding, under a new key *k, a
  * seeded value of 5024 bytes stored as a 24-byte header and a body (as the
  * core stores a frame).  Returns the bytes (to free). */
-static unsigned char *framed_value(const char *name, uint64_t seed, be *b, fbk_key *k)
+static unsigned char *framed_value(const char *name, uint64_t seed, tu_be *b, fbk_key *k)
 {
-    *b = be_open(fresh(name));
+    *b = tu_file_open(fresh(name));
     size_t seg[2] = {24, 5000};
     unsigned char *buf = seeded(5024, seed);
     fbk_key_generate(k);
@@ -1024,7 +1003,7 @@ static int counting_fstat(int fd, struct stat *st)
 
 Test(file_iov, load_into_trusts_the_hint_and_refuses_other_lengths, .fini = io_reset)
 {
-    be b;
+    tu_be b;
     fbk_key k;
     unsigned char *buf = framed_value("iov_hint", 21, &b, &k);
     hooked = fbk__file_io_posix;
@@ -1064,7 +1043,7 @@ Test(file_iov, load_into_trusts_the_hint_and_refuses_other_lengths, .fini = io_r
     free(none.buf);
     fbk__file_io_set(NULL);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* Loads open spill files with O_NOATIME: reading a value back must not
@@ -1086,7 +1065,7 @@ static int noatime_openat(int at, const char *path, int flags, mode_t mode)
 
 Test(file_iov, loads_open_with_noatime_and_fall_back_on_eperm, .fini = io_reset)
 {
-    be b;
+    tu_be b;
     fbk_key k;
     unsigned char *buf = framed_value("iov_noatime", 33, &b, &k);
     hooked = fbk__file_io_posix;
@@ -1101,5 +1080,5 @@ Test(file_iov, loads_open_with_noatime_and_fall_back_on_eperm, .fini = io_reset)
     cr_assert_eq(g_noatime_opens, 8, "the loads did not try O_NOATIME first");
     fbk__file_io_set(NULL);
     free(buf);
-    be_close(&b);
+    tu_be_close(&b);
 }

@@ -16,25 +16,6 @@
 #include <unistd.h>
 
 typedef struct {
-    const fbk_backend_ops *ops;
-    void *self;
-} be;
-
-static be be_open(const char *dir)
-{
-    be b = {0};
-    int rc = fbk_backend_file_create(dir, NULL, &b.ops, &b.self);
-    cr_assert_eq(rc, FBK_OK, "file_create(%s): %s", dir, fbk_errmsg());
-    return b;
-}
-
-static void be_close(be *b)
-{
-    b->ops->close(b->self);
-    b->self = NULL;
-}
-
-typedef struct {
     const unsigned char *src;
     int result;
 } fill_arg;
@@ -67,7 +48,7 @@ static int read_check(const void *src, size_t len, void *arg)
     return 0;
 }
 
-static int store_seeded(be *b, const fbk_key *k, size_t len, uint64_t seed)
+static int store_seeded(tu_be *b, const fbk_key *k, size_t len, uint64_t seed)
 {
     unsigned char *buf = malloc(len ? len : 1);
     cr_assert_not_null(buf);
@@ -78,7 +59,7 @@ static int store_seeded(be *b, const fbk_key *k, size_t len, uint64_t seed)
     return rc;
 }
 
-static void expect_load(be *b, const fbk_key *k, size_t len, uint64_t seed)
+static void expect_load(tu_be *b, const fbk_key *k, size_t len, uint64_t seed)
 {
     check_arg c = {len, seed, 0, 0};
     int rc = b->ops->load(b->self, k, read_check, &c);
@@ -108,7 +89,7 @@ static void write_file(const char *path, const char *text)
 Test(file_ops, store_load_roundtrip_all_sizes_and_remove)
 {
     const char *dir = tu_fresh_dir("roundtrip");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     static const size_t sizes[] = {0, 1, 100, 4095, 65535, 65536, 65537, 1 << 20, 4 << 20};
     fbk_key keys[sizeof sizes / sizeof sizes[0]];
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -125,13 +106,13 @@ Test(file_ops, store_load_roundtrip_all_sizes_and_remove)
     cr_assert_eq(c.calls, 0);
     cr_assert_eq(b.ops->remove(b.self, &keys[3]), FBK_ENOTFOUND);
     cr_assert(strstr(fbk_errmsg(), "spill") != NULL, "message: %s", fbk_errmsg());
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, failed_fill_leaves_no_value)
 {
     const char *dir = tu_fresh_dir("fillfail");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     fbk_key k;
     fbk_key_generate(&k);
     unsigned char buf[10] = {0};
@@ -139,7 +120,7 @@ Test(file_ops, failed_fill_leaves_no_value)
     cr_assert_eq(b.ops->store(b.self, &k, sizeof buf, fill_copy, &a), FBK_ECODEC);
     check_arg c = {0};
     cr_assert_eq(b.ops->load(b.self, &k, read_check, &c), FBK_ENOTFOUND);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, second_open_of_dir_is_busy_in_process_and_in_child)
@@ -147,7 +128,7 @@ Test(file_ops, second_open_of_dir_is_busy_in_process_and_in_child)
     const char *dir = tu_fresh_dir("lock");
     char saved[4096];
     snprintf(saved, sizeof saved, "%s", dir);
-    be b = be_open(saved);
+    tu_be b = tu_file_open(saved);
     const fbk_backend_ops *ops;
     void *self = NULL;
     cr_assert_eq(fbk_backend_file_create(saved, NULL, &ops, &self), FBK_EBUSY);
@@ -164,10 +145,10 @@ Test(file_ops, second_open_of_dir_is_busy_in_process_and_in_child)
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child was not refused");
-    be_close(&b);
+    tu_be_close(&b);
     /* released at close */
-    b = be_open(saved);
-    be_close(&b);
+    b = tu_file_open(saved);
+    tu_be_close(&b);
 }
 
 Test(file_ops, spill_area_is_emptied_at_open)
@@ -185,7 +166,7 @@ Test(file_ops, spill_area_is_emptied_at_open)
     write_file(p, "junk");
     snprintf(p, sizeof p, "%s/spill/zz", d);
     cr_assert_eq(mkdir(p, 0755), 0);
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     struct stat st;
     snprintf(p, sizeof p, "%s/spill/ab/abcdefabcdefabcdefabcdefabcdefab", d);
     cr_assert_neq(stat(p, &st), 0);
@@ -196,7 +177,7 @@ Test(file_ops, spill_area_is_emptied_at_open)
     snprintf(p, sizeof p, "%s/spill/ff", d);
     cr_assert_eq(stat(p, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
@@ -204,7 +185,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
     const char *dir = tu_fresh_dir("persist");
     char d[4096], p[4300];
     snprintf(d, sizeof d, "%s", dir);
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "locA", &loc), FBK_OK, "%s", fbk_errmsg());
     fbk_key k[20];
@@ -229,7 +210,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
     cr_assert_eq(b.ops->remove_persisted(b.self, loc, &k[19]), FBK_ENOTFOUND);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 
     /* junk: a temporary, a bad name, an uppercase key, a directory, a file
      * named like a shard, and a user's file at the root (kept) */
@@ -255,7 +236,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
         }
     }
 
-    b = be_open(d);
+    b = tu_file_open(d);
     cr_assert_eq(b.ops->open_location(b.self, "locA", &loc), FBK_OK, "%s", fbk_errmsg());
     size_t n = 0;
     int junk = b.ops->scan(b.self, loc, tu_count_key, &n);
@@ -275,7 +256,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_junk)
     cr_assert_eq(b.ops->register_key(b.self, loc, &k[19]), FBK_ENOTFOUND);
     cr_assert(strstr(fbk_errmsg(), "locA") != NULL, "message: %s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 static int stop_at_first(const fbk_key *key, void *arg)
@@ -288,7 +269,7 @@ static int stop_at_first(const fbk_key *key, void *arg)
 Test(file_ops, scan_stops_when_callback_says_so)
 {
     const char *dir = tu_fresh_dir("scanstop");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "l", &loc), FBK_OK);
     fbk_key k;
@@ -297,7 +278,7 @@ Test(file_ops, scan_stops_when_callback_says_so)
     cr_assert_eq(b.ops->persist(b.self, loc, &k), FBK_OK);
     cr_assert_eq(b.ops->scan(b.self, loc, stop_at_first, NULL), 42);
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, location_on_another_file_system_is_copied)
@@ -310,7 +291,7 @@ Test(file_ops, location_on_another_file_system_is_copied)
     if (stat("/dev/shm", &s) != 0 || stat(d, &a) != 0 || a.st_dev == s.st_dev)
         cr_skip("no second file system at /dev/shm");
     tu_rmtree(shm);
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, shm, &loc), FBK_OK, "%s", fbk_errmsg());
     fbk_key k[3];
@@ -323,8 +304,8 @@ Test(file_ops, location_on_another_file_system_is_copied)
     }
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
-    b = be_open(d);
+    tu_be_close(&b);
+    b = tu_file_open(d);
     cr_assert_eq(b.ops->open_location(b.self, shm, &loc), FBK_OK, "%s", fbk_errmsg());
     size_t n = 0;
     cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
@@ -334,7 +315,7 @@ Test(file_ops, location_on_another_file_system_is_copied)
         expect_load(&b, &k[i], len[i], 7 + (uint64_t)i);
     }
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
     tu_rmtree(shm);
 }
 
@@ -345,14 +326,14 @@ Test(file_ops, location_under_a_file_is_einval_naming_the_path)
     snprintf(d, sizeof d, "%s", dir);
     snprintf(p, sizeof p, "%s/afile", d);
     write_file(p, "x");
-    be b = be_open(d);
+    tu_be b = tu_file_open(d);
     void *loc = NULL;
     cr_assert_eq(b.ops->open_location(b.self, "afile", &loc), FBK_EINVAL);
     cr_assert_null(loc);
     cr_assert(strstr(fbk_errmsg(), "afile") != NULL, "message: %s", fbk_errmsg());
     cr_assert_eq(b.ops->open_location(b.self, "afile/sub", &loc), FBK_EINVAL);
     cr_assert(strstr(fbk_errmsg(), "afile") != NULL, "message: %s", fbk_errmsg());
-    be_close(&b);
+    tu_be_close(&b);
     /* the store directory itself being a file */
     const fbk_backend_ops *ops;
     void *self = NULL;
@@ -366,7 +347,7 @@ Test(file_ops, unwritable_location_fails_cleanly_and_keeps_the_spill_copy)
     if (stat("/sys/kernel", &st) != 0 || !S_ISDIR(st.st_mode))
         cr_skip("no /sys/kernel");
     const char *dir = tu_fresh_dir("rofs");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     /* sysfs refuses mkdir even to root */
     cr_assert_lt(b.ops->open_location(b.self, "/sys/kernel/fbk-test-location", &loc), 0);
@@ -383,7 +364,7 @@ Test(file_ops, unwritable_location_fails_cleanly_and_keeps_the_spill_copy)
     expect_load(&b, &k, 5000, 3);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 /* ---- faults through the system-call table ---- */
@@ -422,7 +403,7 @@ static void io_reset(void) { fbk__file_io_set(NULL); }
 Test(file_ops, failed_write_is_enospc_and_leaves_no_value, .fini = io_reset)
 {
     const char *dir = tu_fresh_dir("enospc");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     faulty = fbk__file_io_posix;
     faulty.write = bad_write;
     fault_errno = ENOSPC;
@@ -448,13 +429,13 @@ Test(file_ops, failed_write_is_enospc_and_leaves_no_value, .fini = io_reset)
         entries += de->d_name[0] != '.';
     closedir(dd);
     cr_assert_eq(entries, 0);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 static void sticky_case(const char *name, int nkeys)
 {
     const char *dir = tu_fresh_dir(name);
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     for (int i = 0; i < nkeys; i++) {
@@ -489,16 +470,16 @@ static void sticky_case(const char *name, int nkeys)
     cr_assert_geq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_EIO);
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
     /* a fresh store starts clean */
-    b = be_open(dir);
+    b = tu_file_open(dir);
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     n = 0;
     cr_assert_geq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, (size_t)nkeys + 1);
     cr_assert_eq(b.ops->sync(b.self, loc), FBK_OK, "%s", fbk_errmsg());
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, failed_fsync_is_sticky, .fini = io_reset) { sticky_case("stickyfsync", 2); }
@@ -508,7 +489,7 @@ Test(file_ops, failed_syncfs_is_sticky, .fini = io_reset) { sticky_case("stickys
 Test(file_ops, exdev_fallback_copies_atomically, .fini = io_reset)
 {
     const char *dir = tu_fresh_dir("fakexdev");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     faulty = fbk__file_io_posix;
@@ -532,13 +513,13 @@ Test(file_ops, exdev_fallback_copies_atomically, .fini = io_reset)
     cr_assert_eq(stat(p, &s2), 0);
     cr_assert_neq(s1.st_ino, s2.st_ino, "a copy, not a link");
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }
 
 Test(file_ops, copy_failure_leaves_no_value_in_the_location, .fini = io_reset)
 {
     const char *dir = tu_fresh_dir("copyfail");
-    be b = be_open(dir);
+    tu_be b = tu_file_open(dir);
     void *loc;
     cr_assert_eq(b.ops->open_location(b.self, "loc", &loc), FBK_OK);
     fbk_key k;
@@ -556,5 +537,5 @@ Test(file_ops, copy_failure_leaves_no_value_in_the_location, .fini = io_reset)
     cr_assert_eq(n, 0);
     expect_load(&b, &k, 3 << 20, 5);
     b.ops->close_location(b.self, loc);
-    be_close(&b);
+    tu_be_close(&b);
 }

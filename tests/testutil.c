@@ -134,3 +134,20 @@ int tu_count_key(const fbk_key *key, void *arg)
     (*(size_t *)arg)++;
     return 0;
 }
+
+tu_be tu_file_open(const char *dir)
+{
+    tu_be b = {0};
+    int rc = fbk_backend_file_create(dir, NULL, &b.ops, &b.self);
+    cr_assert_eq(rc, FBK_OK, "file_create(%s): %s", dir, fbk_errmsg());
+    cr_assert_geq(b.ops->version, 2u);
+    cr_assert_not_null(b.ops->store_iov);
+    cr_assert_not_null(b.ops->load_into);
+    return b;
+}
+
+void tu_be_close(tu_be *b)
+{
+    b->ops->close(b->self);
+    b->self = NULL;
+}

@@ -3,6 +3,7 @@
 #define FBK_TESTUTIL_H
 
 #include <fbk.h>
+#include <fbk_backend.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,15 @@ int tu_check_bytes(const void *src, size_t len, void *arg);
  * /proc/self/fd), for tests that interpose a system call and fail it only on
  * one file. */
 int tu_fd_path_has(int fd, const char *part);
+
+/* A file: backend table used directly (no store): opened on dir with the
+ * table's zero-copy members asserted present, and closed. */
+typedef struct tu_be {
+    const fbk_backend_ops *ops;
+    void *self;
+} tu_be;
+tu_be tu_file_open(const char *dir);
+void tu_be_close(tu_be *b);
 
 /* An fbk_key_fn for scan: counts the keys in the size_t at arg. */
 int tu_count_key(const fbk_key *key, void *arg);
