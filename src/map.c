@@ -50,6 +50,7 @@ typedef struct mop {
     mentry *e; /* kept alive by e->pending */
     fbk_key key;
     uint64_t size;
+    fbk__token *tok; /* bind: a use of the object's spill copy until it is persisted */
     bool bind;
     bool nosync;
 } mop;
@@ -100,6 +101,10 @@ struct fbk_map {
     uint64_t done_gen; /* changes whose batch has finished */
     bool committing;
     waiter *waiters;
+    /* puts between their entry and their queued change (writing the
+     * object to the spill area): a committer waits for those that started
+     * before it, so that threads arriving together share one batch */
+    uint64_t stage_in, stage_out;
     int nosync_err; /* a failed batch held NOSYNC changes: the next sync says so */
 
     orphan *orphans;
@@ -294,10 +299,11 @@ static int ops_reserve(fbk_map *m, size_t extra)
     return FBK_OK;
 }
 
-/* Queues e's current state as a change (room reserved); returns its number. */
-static uint64_t queue_op(fbk_map *m, mentry *e, bool nosync)
+/* Queues e's current state as a change (room reserved); returns its number.
+ * A binding takes over tok, the caller's use of the object's spill copy. */
+static uint64_t queue_op(fbk_map *m, mentry *e, fbk__token *tok, bool nosync)
 {
-    m->ops[m->nops++] = (mop){e, e->key, e->size, e->bound, nosync};
+    m->ops[m->nops++] = (mop){e, e->key, e->size, tok, e->bound, nosync};
     e->pending++;
     return ++m->op_gen;
 }
@@ -310,9 +316,29 @@ typedef struct batch {
     uint64_t hi;
 } batch;
 
+/* The batch's objects into the location (one persist_many: one LMDB
+ * transaction), its bindings into the index (one name_apply), then one sync
+ * of the location for all of it. */
 static int apply_batch(fbk_map *m, const batch *b)
 {
     int rc = FBK_OK;
+    size_t nkeys = 0;
+    for (size_t i = 0; i < b->n; i++)
+        nkeys += b->ops[i].tok != NULL;
+    if (nkeys) {
+        fbk_key *keys = fbk__malloc(nkeys * sizeof *keys);
+        if (!keys)
+            return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu keys",
+                                 nkeys);
+        nkeys = 0;
+        for (size_t i = 0; i < b->n; i++)
+            if (b->ops[i].tok)
+                keys[nkeys++] = b->ops[i].key;
+        rc = fbk__location_persist_many(m->loc, keys, nkeys);
+        fbk__free(keys);
+        if (rc)
+            return fbk__error_keep(rc);
+    }
     if (b->n) {
         fbk_name_op *nops = fbk__malloc(b->n * sizeof *nops);
         if (!nops)
@@ -369,6 +395,11 @@ static void run_batch(fbk_map *m)
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < b.n; i++) {
         mentry *e = b.ops[i].e;
+        if (b.ops[i].tok) {
+            pthread_mutex_unlock(&m->mu); /* token.c takes the store's lock */
+            fbk__token_release(b.ops[i].tok);
+            pthread_mutex_lock(&m->mu);
+        }
         if (rc && b.ops[i].nosync && !m->nosync_err)
             m->nosync_err = rc;
         if (--e->pending == 0 && !e->bound)
@@ -406,10 +437,16 @@ static int commit_wait(fbk_map *m, uint64_t gen)
     w.next = m->waiters;
     m->waiters = &w;
     while (!w.done) {
-        if (!m->committing)
-            run_batch(m);
-        else
+        if (m->committing) {
             pthread_cond_wait(&m->cv, &m->mu);
+            continue;
+        }
+        /* become the committer; first let the puts already under way join
+         * (a bounded wait: later arrivals go to the next batch) */
+        m->committing = true;
+        for (uint64_t target = m->stage_in; m->stage_out < target;)
+            pthread_cond_wait(&m->cv, &m->mu);
+        run_batch(m);
     }
     if (w.rc)
         fbk_error_set(w.rc, fbk_last_os_error(), "map: the sync of this change failed: %s",
@@ -518,29 +555,30 @@ int fbk_map_close(fbk_map *m)
 
 /* ---------------------------------------------------------- put/remove */
 
-/* Persists h's item into m's location: its key and payload size. */
-static int persist_item(fbk_map *m, fbk_handle *h, fbk_key *key, uint64_t *size)
+/* Writes h's item to the spill area if needed (on the caller's thread, so
+ * that concurrent puts write in parallel): its key, payload size and a use
+ * of its spill copy, which the batch persists into the location. */
+static int stage_item(fbk_map *m, fbk_handle *h, fbk_key *key, uint64_t *size, fbk__token **tok)
 {
     int rc = fbk__entry_pin(h);
     if (rc)
         return rc;
-    fbk__token *t = NULL;
-    rc = fbk__entry_ensure_stored(h, &t, key);
+    rc = fbk__entry_ensure_stored(h, tok, key);
     fbk__entry_unpin(h);
     if (rc)
         return rc;
-    bool known = t->len >= FBK__FRAME_HDR;
-    *size = known ? t->len - FBK__FRAME_HDR : 0;
-    rc = fbk__location_persist(m->loc, key);
-    if (rc == FBK_OK && !known) { /* registered: its length was never seen */
-        const void *obj;
-        rc = fbk_load(h, &obj);
-        if (rc == FBK_OK) {
-            *size = m->pool->codec.size(obj, m->pool->codec.ctx);
-            fbk_unload(h);
-        }
+    if ((*tok)->len >= FBK__FRAME_HDR) {
+        *size = (*tok)->len - FBK__FRAME_HDR;
+        return FBK_OK;
     }
-    fbk__token_release(t);
+    const void *obj; /* registered: its length was never seen */
+    rc = fbk_load(h, &obj);
+    if (rc == FBK_OK) {
+        *size = m->pool->codec.size(obj, m->pool->codec.ctx);
+        fbk_unload(h);
+    } else {
+        fbk__token_release(*tok);
+    }
     return rc;
 }
 
@@ -553,7 +591,7 @@ static uint64_t enforce_limit(fbk_map *m, mentry *keep, uint64_t gen)
         if (victim == keep || victim == &m->lru || ops_reserve(m, 1) != FBK_OK)
             break;
         unbind_local(m, victim, m->op_gen + 1);
-        gen = queue_op(m, victim, m->flags & FBK_MAP_NOSYNC);
+        gen = queue_op(m, victim, NULL, m->flags & FBK_MAP_NOSYNC);
     }
     return gen;
 }
@@ -577,13 +615,23 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
         rc = fbk__store_check_writable(m->s, "fbk_map_put");
     if (rc == FBK_OK && h->pool->store != m->s)
         rc = bad("fbk_map_put", "the handle belongs to another store");
-    fbk_key key;
-    uint64_t size = 0;
-    if (rc == FBK_OK)
-        rc = persist_item(m, h, &key, &size);
     if (rc)
         return rc;
+    fbk_key key;
+    uint64_t size = 0;
+    fbk__token *tok = NULL;
     pthread_mutex_lock(&m->mu);
+    m->stage_in++;
+    pthread_mutex_unlock(&m->mu);
+    rc = stage_item(m, h, &key, &size, &tok);
+    pthread_mutex_lock(&m->mu);
+    m->stage_out++;
+    if (m->committing)
+        pthread_cond_broadcast(&m->cv); /* a committer may wait for this one */
+    if (rc) {
+        pthread_mutex_unlock(&m->mu);
+        return rc;
+    }
     mentry *e = find(m, name, len);
     bool fresh = !e;
     if (fresh && !(e = entry_add(m, name, len)))
@@ -596,9 +644,10 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
         if (fresh && e)
             entry_free(m, e);
         pthread_mutex_unlock(&m->mu);
+        fbk__token_release(tok);
         return rc;
     }
-    uint64_t gen = queue_op(m, e, m->flags & FBK_MAP_NOSYNC);
+    uint64_t gen = queue_op(m, e, tok, m->flags & FBK_MAP_NOSYNC);
     gen = enforce_limit(m, e, gen);
     return finish_change(m, gen);
 }
@@ -648,7 +697,7 @@ int fbk_map_remove(fbk_map *m, const void *name, size_t len)
         return rc;
     }
     unbind_local(m, e, m->op_gen + 1);
-    uint64_t gen = queue_op(m, e, m->flags & FBK_MAP_NOSYNC);
+    uint64_t gen = queue_op(m, e, NULL, m->flags & FBK_MAP_NOSYNC);
     return finish_change(m, gen);
 }
 
@@ -676,10 +725,11 @@ int fbk_map_sync(fbk_map *m)
 /* The key bound to name: from a change of this process not yet in the
  * backend, else from the backend (what any process synced).  Brings the
  * local view in line and counts a use. */
-static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key)
+static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending)
 {
     pthread_mutex_lock(&m->mu);
     mentry *e = find(m, name, len);
+    *pending = e && e->pending;
     if (e && e->pending) {
         int rc = e->bound ? FBK_OK : FBK_ENOTFOUND;
         if (e->bound) {
@@ -698,7 +748,7 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key)
     e = find(m, name, len);
     if (e && e->pending) { /* changed here meanwhile: that wins */
         pthread_mutex_unlock(&m->mu);
-        return lookup(m, name, len, key);
+        return lookup(m, name, len, key, pending);
     }
     if (rc == FBK_ENOTFOUND) {
         if (e) { /* removed by another process */
@@ -727,11 +777,18 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
      * rebind by another process): look again, a few times */
     for (int tries = 0; rc == FBK_OK && tries < 8; tries++) {
         fbk_key key;
-        rc = lookup(m, name, len, &key);
+        bool pending;
+        rc = lookup(m, name, len, &key, &pending);
         if (rc == FBK_ENOTFOUND)
             return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get: the name is not bound");
         if (rc)
             return rc;
+        /* bound here but not yet applied (NOSYNC): its object may not be in
+         * the location yet -- put it there now (its spill copy is kept by
+         * the queued change; the batch then finds it persisted) */
+        if (pending && !fbk_location_contains(m->loc, &key) &&
+            fbk__location_persist(m->loc, &key) != FBK_OK)
+            continue;
         rc = fbk_register(m->pool, m->loc, &key, out);
         if (rc != FBK_ENOTFOUND)
             return rc;
@@ -751,7 +808,8 @@ int fbk_map_contains(fbk_map *m, const void *name, size_t len)
     if (rc)
         return rc;
     fbk_key key;
-    rc = lookup(m, name, len, &key);
+    bool pending;
+    rc = lookup(m, name, len, &key, &pending);
     return rc == FBK_OK ? 1 : rc == FBK_ENOTFOUND ? 0 : rc;
 }
 
