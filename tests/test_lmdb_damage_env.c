@@ -41,8 +41,7 @@ static void make_store(const char *name)
     snprintf(g_data, sizeof g_data, "%s/durable/data.mdb", g_dir);
     snprintf(g_copy, sizeof g_copy, "%s/data.mdb.orig", g_dir);
     backend b;
-    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s", fbk_errmsg());
     void *a;
     cr_assert_eq(b.ops->open_location(b.self, "a", &a), FBK_OK, "%s", fbk_errmsg());
     for (size_t i = 0; i < N; i++) {
@@ -149,8 +148,7 @@ static void intact_file_opens(off_t full)
 {
     truncate_data(full);
     backend b;
-    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s", fbk_errmsg());
     void *a;
     cr_assert_eq(b.ops->open_location(b.self, "a", &a), FBK_OK, "%s", fbk_errmsg());
     for (size_t i = 0; i < N; i++) {
@@ -203,8 +201,7 @@ Test(lmdb_damage_env, a_store_without_data_file_opens_empty, .timeout = 60)
     make_store("fresh");
     cr_assert_eq(unlink(g_data), 0);
     backend b;
-    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(fbk_backend_lmdb_create(g_dir, NULL, &b.ops, &b.self), FBK_OK, "%s", fbk_errmsg());
     void *a;
     cr_assert_eq(b.ops->open_location(b.self, "a", &a), FBK_OK, "%s", fbk_errmsg());
     size_t n = 0;

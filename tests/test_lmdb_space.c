@@ -264,8 +264,7 @@ static void grow_full(void *p)
     CHILD_CHECK(rc == FBK_OK, "sync of the location after space was freed: %s", fbk_errmsg());
     void *c;
     fbk_key kc;
-    CHILD_CHECK(b.ops->open_location(b.self, "c", &c) == FBK_OK, "new location: %s",
-                fbk_errmsg());
+    CHILD_CHECK(b.ops->open_location(b.self, "c", &c) == FBK_OK, "new location: %s", fbk_errmsg());
     CHILD_CHECK(put(&b, c, &kc, 3000, 7) == FBK_OK, "write to a new location: %s", fbk_errmsg());
     rc = b.ops->sync(b.self, c);
     CHILD_CHECK(rc == FBK_OK, "sync of a new location after space was freed: %s", fbk_errmsg());
@@ -324,11 +323,11 @@ Test(lmdb_space, durable_environment_recovers_after_lmdb_marks_it_fatal, .timeou
     void *c;
     rc = b.ops->open_location(b.self, "c", &c);
     cr_assert_eq(rc, FBK_OK, "new location after a fatal commit: %s", fbk_errmsg());
-    cr_assert_eq(put(&b, c, &k4, 6000, 4), FBK_OK, "persist to a new location: %s",
-                 fbk_errmsg());
+    cr_assert_eq(put(&b, c, &k4, 6000, 4), FBK_OK, "persist to a new location: %s", fbk_errmsg());
     cr_assert_eq(b.ops->sync(b.self, c), FBK_OK, "sync of a new location: %s", fbk_errmsg());
-    cr_assert_eq(b.ops->sync(b.self, quiet), FBK_OK, "sync of a location without unsynced "
-                                                     "writes: %s",
+    cr_assert_eq(b.ops->sync(b.self, quiet), FBK_OK,
+                 "sync of a location without unsynced "
+                 "writes: %s",
                  fbk_errmsg());
     cr_assert_eq(back(&b, quiet, &kq, 2000, 9), FBK_OK, "%s", fbk_errmsg());
     /* the location that had unsynced writes keeps its failure, and says what
@@ -415,8 +414,7 @@ Test(lmdb_space, writers_and_readers_go_on_while_the_durable_environment_is_reop
 {
     const char *dir = tu_fresh_dir("durable_fatal_threads");
     backend b;
-    cr_assert_eq(fbk_backend_lmdb_create(dir, NULL, &b.ops, &b.self), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(fbk_backend_lmdb_create(dir, NULL, &b.ops, &b.self), FBK_OK, "%s", fbk_errmsg());
     static worker ws[WORKERS];
     pthread_t th[WORKERS];
     for (unsigned t = 0; t < WORKERS; t++) {
@@ -445,8 +443,9 @@ Test(lmdb_space, writers_and_readers_go_on_while_the_durable_environment_is_reop
     for (unsigned t = 0; t < WORKERS; t++) {
         cr_assert_eq(ws[t].bad_reads, 0, "worker %u: %u reads of acknowledged values failed", t,
                      ws[t].bad_reads);
-        cr_assert_leq(ws[t].failed, 1, "worker %u: %u writes failed (only the batch whose meta "
-                                       "write failed may)",
+        cr_assert_leq(ws[t].failed, 1,
+                      "worker %u: %u writes failed (only the batch whose meta "
+                      "write failed may)",
                       t, ws[t].failed);
         cr_assert(ws[t].n > 0 && ws[t].ok[ws[t].n - 1], "worker %u: its last write failed", t);
         failed += ws[t].failed;
@@ -463,8 +462,7 @@ Test(lmdb_space, writers_and_readers_go_on_while_the_durable_environment_is_reop
         b.ops->close_location(b.self, ws[t].loc);
     b.ops->close(b.self);
     /* every acknowledged value is there after a store reopen */
-    cr_assert_eq(fbk_backend_lmdb_create(dir, NULL, &b.ops, &b.self), FBK_OK, "%s",
-                 fbk_errmsg());
+    cr_assert_eq(fbk_backend_lmdb_create(dir, NULL, &b.ops, &b.self), FBK_OK, "%s", fbk_errmsg());
     for (unsigned t = 0; t < WORKERS; t++) {
         char name[16];
         snprintf(name, sizeof name, "w%u", t);

@@ -219,8 +219,8 @@ static int check_data_file(const fbk__lmdb_env *e, const char *verb, const char 
             m1 = parse_meta(b);
     }
     if (got < 0) {
-        int err = fbk_error_from_errno(errno, "lmdb: %s: %s: read the meta pages of %s%s",
-                                       e->what, verb, path, why);
+        int err = fbk_error_from_errno(errno, "lmdb: %s: %s: read the meta pages of %s%s", e->what,
+                                       verb, path, why);
         close(fd);
         return err;
     }
@@ -334,8 +334,8 @@ static int open_names(fbk__lmdb_env *e, const char *verb, const char *why)
         }
     }
     rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
-    return rc ? fbk__lmdb_error(rc, "%s: %s: open the locations' databases in %s%s", e->what,
-                                verb, e->path, why)
+    return rc ? fbk__lmdb_error(rc, "%s: %s: open the locations' databases in %s%s", e->what, verb,
+                                e->path, why)
               : FBK_OK;
 }
 

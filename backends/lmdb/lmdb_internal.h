@@ -98,7 +98,7 @@ typedef struct fbk__lmdb_env {
      * under m inside a write transaction, read by a reopen (state
      * REOPENING).  NULL for the spill env. */
     char **names;
-    int live; /* locks initialised */
+    int live;                     /* locks initialised */
     unsigned queued;              /* writers waiting for the next batch (under m) */
     unsigned long long batch_gen; /* batches opened so far (under m) */
 

@@ -184,8 +184,8 @@ static int copy_op(MDB_txn *txn, void *p)
 /* Looks up n keys in a read transaction of `from`; vals point into its map.
  * pages/bytes: what writing them all elsewhere needs. */
 static int get_all(fbk__lmdb_env *from, MDB_txn *txn, MDB_dbi dbi, const char *what,
-                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to,
-                   size_t *pages, size_t *bytes)
+                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to, size_t *pages,
+                   size_t *bytes)
 {
     *pages = *bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -211,8 +211,8 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
     if (err != FBK_OK)
         return err;
     size_t pages, bytes;
-    err = get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable, &pages,
-                  &bytes);
+    err =
+        get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable, &pages, &bytes);
     if (err == FBK_OK) {
         struct copy_arg a = {l->dbi, keys, vals, n};
         fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
