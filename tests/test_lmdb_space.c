@@ -101,11 +101,13 @@ static int back(backend *b, void *loc, const fbk_key *k, size_t len, uint64_t se
         }                                                                                          \
     } while (0)
 
-/* Runs fn(arg) in a child; asserts it exited 0 (a signal, e.g. SIGBUS, or a
- * failed CHILD_CHECK fails the test). */
-static void in_child(const char *what, void (*fn)(void *), void *arg)
+/* Runs fn(arg) in a child; 1 if it exited 0, else 0 with the reason in
+ * g_why (a signal, e.g. SIGBUS, or a failed CHILD_CHECK).  The caller
+ * unmounts its tmpfs before it asserts. */
+static char g_why[256];
+
+static int in_child(const char *what, void (*fn)(void *), void *arg)
 {
-    (void)what; /* used by the messages (not by the TSan build's Criterion shim) */
     fflush(NULL);
     pid_t pid = fork();
     cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
@@ -115,10 +117,15 @@ static void in_child(const char *what, void (*fn)(void *), void *arg)
     }
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(!WIFSIGNALED(st), "%s: the child died of signal %d (%s)", what, WTERMSIG(st),
-              strsignal(WTERMSIG(st)));
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "%s: the child failed a check (status %d, see its stderr)", what, WEXITSTATUS(st));
+    if (WIFSIGNALED(st))
+        snprintf(g_why, sizeof g_why, "%s: the child died of signal %d (%s)", what, WTERMSIG(st),
+                 strsignal(WTERMSIG(st)));
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        snprintf(g_why, sizeof g_why, "%s: the child failed a check (status %d, see its stderr)",
+                 what, WEXITSTATUS(st));
+    else
+        return 1;
+    return 0;
 }
 
 /* ---------------------------------------------------- a small tmpfs */
@@ -167,6 +174,15 @@ static void fill(const tmpfs *t, off_t leave)
 
 static void unfill(const tmpfs *t) { cr_assert_eq(unlink(t->filler), 0, "%s", strerror(errno)); }
 
+/* Runs fn in a child; on failure unmounts t, then fails the test. */
+static void child_ok(tmpfs *t, const char *what, void (*fn)(void *))
+{
+    if (in_child(what, fn, t))
+        return;
+    tmpfs_umount(t);
+    cr_assert(0, "%s", g_why);
+}
+
 static fbk_store_options small_map(size_t bytes)
 {
     fbk_store_options o;
@@ -211,15 +227,15 @@ Test(lmdb_space, opening_a_store_on_a_full_file_system_is_enospc_not_sigbus, .ti
     tmpfs t;
     tmpfs_mount(&t);
     fill(&t, 0);
-    in_child("open on a full tmpfs", open_full, &t);
+    child_ok(&t, "open on a full tmpfs", open_full);
     /* room for the spill environment but not for the durable one: a first
      * open that fails must not leave an empty durable/data.mdb behind (the
      * next open would take it for a truncated one) */
     unfill(&t);
     fill(&t, (1 << 20) + (256 << 10));
-    in_child("open with room for the spill area only", open_full, &t);
+    child_ok(&t, "open with room for the spill area only", open_full);
     unfill(&t);
-    in_child("open after space was freed", open_ok, &t);
+    child_ok(&t, "open after space was freed", open_ok);
     tmpfs_umount(&t);
 }
 
@@ -290,7 +306,7 @@ Test(lmdb_space, full_disk_during_writes_is_enospc_and_the_store_recovers_when_s
 {
     tmpfs t;
     tmpfs_mount(&t);
-    in_child("writes until the tmpfs is full, then free space", grow_full, &t);
+    child_ok(&t, "writes until the tmpfs is full, then free space", grow_full);
     tmpfs_umount(&t);
 }
 
