@@ -105,6 +105,8 @@ static void expect_damage_reported(const char *dir, const char *hex)
         cr_assert_eq(rc, FBK_ECORRUPT, "round %d: fbk_location_open gave %s (%s), %zu keys", round,
                      fbk_err_name(rc), m, loc ? fbk_location_count(loc) : (size_t)0);
         cr_assert_null(loc);
+        if (round == 0)
+            cr_log_info("%s", m);
         cr_assert(strstr(m, "location " LOCNAME) != NULL, "message: %s", m);
         cr_assert(strstr(m, hex) != NULL, "message lacks %s: %s", hex, m);
         cr_assert(strstr(m, "nothing was deleted") != NULL, "message: %s", m);
