@@ -379,8 +379,8 @@ static void as_nobody(const char *dir, const char *expect_path)
         fbk_store *s = NULL;
         int rc = fbk_store_open(&s, uri, NULL);
         const char *m = fbk_errmsg();
-        int ok = rc == FBK_EIO && !s && strcasestr(m, "permission denied") &&
-                 strstr(m, expect_path);
+        int ok =
+            rc == FBK_EIO && !s && strcasestr(m, "permission denied") && strstr(m, expect_path);
         if (!ok || getenv("FBK_TEST_VERBOSE"))
             fprintf(stderr, "rc %s, message: %s\n", fbk_err_name(rc), m);
         _exit(ok ? 0 : 1);

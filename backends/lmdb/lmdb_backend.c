@@ -46,8 +46,12 @@ static int store_op(MDB_txn *txn, void *p)
     rc = mdb_del(txn, a->dbi, &k, NULL);
     if (rc != 0)
         return rc;
-    if (frc > 0 || frc < FBK_ECLOSED)
-        return fbk_error_set(FBK_ECODEC, 0, "lmdb: fill callback returned %d", frc);
+    if (frc > 0 || frc < FBK_ECLOSED) {
+        char hex[33];
+        fbk_key_format_hex(a->key, hex);
+        return fbk_error_set(FBK_ECODEC, 0,
+                             "lmdb: spill: store of key %s: fill callback returned %d", hex, frc);
+    }
     return frc;
 }
 
@@ -88,8 +92,7 @@ static int lmdb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fi
     if (err != FBK_OK)
         return err;
     struct store_arg a = {b->spill.main, key, len, fill, arg};
-    return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len,
-                           what);
+    return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len, what);
 }
 
 struct store_many_arg {
@@ -145,8 +148,7 @@ static int lmdb_store_many(void *self, fbk_store_req *reqs, size_t n)
         if (first == FBK_OK && reqs[i].result != FBK_OK) {
             first = reqs[i].result;
             if (reqs[i].len > max) /* its message, not a later one's */
-                fbk__lmdb_check_len(&b->spill, reqs[i].len,
-                                    key_what(what, "store", reqs[i].key));
+                fbk__lmdb_check_len(&b->spill, reqs[i].len, key_what(what, "store", reqs[i].key));
         }
     }
     return first;
@@ -174,8 +176,8 @@ static int lmdb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg
     else if (rc == MDB_NOTFOUND)
         err = fbk__lmdb_not_found("spill", key);
     else
-        err = fbk__lmdb_error(rc, "spill: %s in %s: get", key_what(what, "load", key),
-                              b->spill.path);
+        err =
+            fbk__lmdb_error(rc, "spill: %s in %s: get", key_what(what, "load", key), b->spill.path);
     fbk__lmdb_rtxn_end(&b->spill, txn);
     return err;
 }
@@ -291,13 +293,14 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
 
     char spill[4200], durable[4200];
     if (snprintf(spill, sizeof spill, "%s/spill", dir) >= 4096)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long: %.200s...", dir);
     if (opts && opts->durable_dir && opts->durable_dir[0])
         snprintf(durable, sizeof durable, "%s", opts->durable_dir);
     else
         snprintf(durable, sizeof durable, "%s/durable", dir);
     if (strlen(durable) >= 4096)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long: %.200s...",
+                             durable);
 
     int err = fbk__lmdb_mkdirs(spill);
     if (err == FBK_OK)
@@ -327,10 +330,12 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
     if (!dir || !dir[0] || !ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "lmdb: missing directory or out-parameter");
     if (strlen(dir) >= 4000)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "lmdb: directory name of %zu bytes is too long: %.200s...",
+                             strlen(dir), dir);
     fbk__lmdb *b = calloc(1, sizeof *b);
     if (!b)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: open %s: out of memory", dir);
     b->lock_fd = -1;
     pthread_mutex_init(&b->loc_m, NULL);
     int err = fbk__lmdb_mkdirs(dir);

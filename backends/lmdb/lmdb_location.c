@@ -61,8 +61,7 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "open of location %s", l->name);
     pthread_mutex_lock(&b->loc_m); /* no drop of this name meanwhile */
-    err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
-                          what);
+    err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
     if (err == FBK_OK && a.dbi >= sizeof b->loc_open / sizeof b->loc_open[0])
         err = fbk_error_set(FBK_EIO, 0, "lmdb: location %s: LMDB gave handle %u, beyond %d",
                             l->name, (unsigned)a.dbi, FBK__LMDB_MAXDBS + 1);
@@ -138,8 +137,7 @@ int fbk__lmdb_drop_location(void *self, const char *name)
     snprintf(what, sizeof what, "drop of location %s", name);
     struct drop_arg a = {b, name};
     pthread_mutex_lock(&b->loc_m);
-    err = fbk__lmdb_write(&b->durable, drop_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
-                          what);
+    err = fbk__lmdb_write(&b->durable, drop_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
     pthread_mutex_unlock(&b->loc_m);
     return err;
 }
@@ -151,8 +149,8 @@ int fbk__lmdb_drop_location(void *self, const char *name)
  * makes -- 16 bytes, an RFC 4122 version-4 UUID -- is damage or a
  * stranger's, and is left alone). */
 struct damage {
-    size_t n;         /* damaged entries */
-    char first[160];  /* the first one, described */
+    size_t n;        /* damaged entries */
+    char first[160]; /* the first one, described */
 };
 
 static int v4_key(const MDB_val *k)
@@ -178,8 +176,7 @@ static void damage_add(struct damage *d, const MDB_val *k, const MDB_val *v, con
 }
 
 /* Lists the keys of l to each() and notes the entries that are not keys. */
-static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg,
-                     struct damage *d)
+static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg, struct damage *d)
 {
     MDB_txn *txn;
     int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
@@ -198,8 +195,8 @@ static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg,
          * at every open, and every load verifies the value's frame anyway
          * (FBK_ECORRUPT).  A key is all the scan reads. */
         const char *why = k.mv_size != sizeof(fbk_key) ? "key is not 16 bytes long"
-                          : !v4_key(&k)                 ? "key is not a version-4 UUID"
-                                                        : NULL;
+                          : !v4_key(&k)                ? "key is not a version-4 UUID"
+                                                       : NULL;
         if (why) {
             damage_add(d, &k, &v, why);
             continue;
@@ -263,8 +260,8 @@ static const char *keys_what(char *buf, const char *verb, const fbk_key *keys, s
     if (n == 1)
         snprintf(buf, FBK__LMDB_WHAT, "%s of key %s %s location %s", verb, hex, dir, l->name);
     else
-        snprintf(buf, FBK__LMDB_WHAT, "%s of %zu keys (the first %s) %s location %s", verb, n,
-                 hex, dir, l->name);
+        snprintf(buf, FBK__LMDB_WHAT, "%s of %zu keys (the first %s) %s location %s", verb, n, hex,
+                 dir, l->name);
     return buf;
 }
 
@@ -432,14 +429,16 @@ int fbk__lmdb_sync(void *self, void *loc)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_env *e = &b->durable;
+    const char *name = loc ? ((fbk__lmdb_loc *)loc)->name : "(any)";
     /* one environment: a sync covers every location */
     pthread_mutex_lock(&e->m);
     int rc = e->sync_rc;
     pthread_mutex_unlock(&e->m);
     if (rc != 0)
-        return fbk__lmdb_error(rc, "durable: sync of location %s in %s: an earlier sync or commit "
-                                   "failed, nothing since is known to be durable",
-                               ((fbk__lmdb_loc *)loc)->name, e->path);
+        return fbk__lmdb_error(rc,
+                               "durable: sync of location %s in %s: an earlier sync or commit "
+                               "failed, nothing since is known to be durable",
+                               name, e->path);
     rc = mdb_env_sync(e->env, 1);
     if (rc == 0)
         return FBK_OK;
@@ -447,6 +446,5 @@ int fbk__lmdb_sync(void *self, void *loc)
     if (e->sync_rc == 0)
         e->sync_rc = rc;
     pthread_mutex_unlock(&e->m);
-    return fbk__lmdb_error(rc, "durable: sync of location %s in %s", ((fbk__lmdb_loc *)loc)->name,
-                           e->path);
+    return fbk__lmdb_error(rc, "durable: sync of location %s in %s", name, e->path);
 }

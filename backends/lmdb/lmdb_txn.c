@@ -206,8 +206,7 @@ int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need
             pthread_mutex_unlock(&e->m);
             return err;
         }
-        if (!leader && !e->doomed &&
-            (!fbk__lmdb_fits(e, need_pages) || !bytes_fit(e, bytes))) {
+        if (!leader && !e->doomed && (!fbk__lmdb_fits(e, need_pages) || !bytes_fit(e, bytes))) {
             /* admitted to a batch that has no room left: take the next */
             if (--e->members == 0)
                 pthread_cond_broadcast(&e->cv);
@@ -238,6 +237,6 @@ int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need
         return FBK_OK;
     if (rc != 0)
         return fbk__lmdb_error(rc, "%s: %s in %s: write", e->what, what, e->path);
-    return fbk__lmdb_error(batch_rc, "%s: %s in %s: commit of a shared write transaction",
-                           e->what, what, e->path);
+    return fbk__lmdb_error(batch_rc, "%s: %s in %s: commit of a shared write transaction", e->what,
+                           what, e->path);
 }
