@@ -220,7 +220,12 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
     if (rc) {
         atomic_fetch_add_explicit(&s->n_evict_fail, 1, memory_order_relaxed);
         fbk__store_report(s, rc);
-        fbk__pool_evict_failed(p, h);
+        /* FBK_EINVAL is final (a value larger than the backend can hold):
+         * retrying it on every LRU change would only fail again.  The item
+         * stays in memory; it is written again only when it is next pushed
+         * out of the pool's memory. */
+        if (rc != FBK_EINVAL)
+            fbk__pool_evict_failed(p, h);
     }
     fbk__store_evict_done(s, bytes);
     fbk__entry_unref(h);

@@ -12,8 +12,6 @@
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
-/* each location is two named databases: its objects and its name index */
-#define MAXDBS 2048
 
 /* The spill area is emptied at open, so it needs no durability at all. */
 #define SPILL_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC)
@@ -48,22 +46,60 @@ static int store_op(MDB_txn *txn, void *p)
     rc = mdb_del(txn, a->dbi, &k, NULL);
     if (rc != 0)
         return rc;
-    if (frc > 0 || frc < FBK_ECLOSED)
-        return fbk_error_set(FBK_ECODEC, 0, "lmdb: fill callback returned %d", frc);
+    if (frc > 0 || frc < FBK_ECLOSED) {
+        char hex[33];
+        fbk_key_format_hex(a->key, hex);
+        return fbk_error_set(FBK_ECODEC, 0,
+                             "lmdb: spill: store of key %s: fill callback returned %d", hex, frc);
+    }
     return frc;
+}
+
+size_t fbk__lmdb_value_max(const fbk__lmdb_env *e)
+{
+    return FBK__LMDB_RW_MAX / e->psize * e->psize - 16;
+}
+
+int fbk__lmdb_check_len(const fbk__lmdb_env *e, size_t len, const char *what)
+{
+    size_t max = fbk__lmdb_value_max(e);
+    if (len <= max)
+        return FBK_OK;
+    /* refused before anything is written: LMDB would take the value and
+     * fail the whole commit with EIO (a short write), every time */
+    return fbk_error_set(FBK_EINVAL, 0,
+                         "lmdb: %s: %s: value of %zu bytes is larger than the lmdb: backend's "
+                         "limit of %zu bytes per value (LMDB writes a value with one write, "
+                         "which Linux caps at %zu bytes)",
+                         e->what, what, len, max, FBK__LMDB_RW_MAX);
+}
+
+/* "<verb> of key <hex>" into buf[FBK__LMDB_WHAT]. */
+static const char *key_what(char *buf, const char *verb, const fbk_key *key)
+{
+    char hex[33];
+    fbk_key_format_hex(key, hex);
+    snprintf(buf, FBK__LMDB_WHAT, "%s of key %s", verb, hex);
+    return buf;
 }
 
 static int lmdb_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
 {
     fbk__lmdb *b = self;
+    char what[FBK__LMDB_WHAT];
+    key_what(what, "store", key);
+    int err = fbk__lmdb_check_len(&b->spill, len, what);
+    if (err != FBK_OK)
+        return err;
     struct store_arg a = {b->spill.main, key, len, fill, arg};
-    return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len);
+    return fbk__lmdb_write(&b->spill, store_op, &a, fbk__lmdb_pages_for(&b->spill, len), len, what);
 }
 
 struct store_many_arg {
     MDB_dbi dbi;
     fbk_store_req *reqs;
     size_t n;
+    size_t max; /* the largest value (fbk__lmdb_value_max): larger ones are refused */
 };
 
 /* All of a batch's values in one write transaction (so one commit).  A value
@@ -75,6 +111,10 @@ static int store_many_op(MDB_txn *txn, void *p)
     struct store_many_arg *a = p;
     for (size_t i = 0; i < a->n; i++) {
         fbk_store_req *r = &a->reqs[i];
+        if (r->len > a->max) {
+            r->result = FBK_EINVAL; /* message set by lmdb_store_many */
+            continue;
+        }
         struct store_arg one = {a->dbi, r->key, r->len, r->fill, r->arg};
         int rc = store_op(txn, &one);
         if (FBK__LMDB_FATAL(rc))
@@ -87,19 +127,29 @@ static int store_many_op(MDB_txn *txn, void *p)
 static int lmdb_store_many(void *self, fbk_store_req *reqs, size_t n)
 {
     fbk__lmdb *b = self;
-    size_t pages = 0, bytes = 0;
+    size_t max = fbk__lmdb_value_max(&b->spill), pages = 0, bytes = 0;
     for (size_t i = 0; i < n; i++) {
+        if (reqs[i].len > max)
+            continue;
         pages += fbk__lmdb_pages_for(&b->spill, reqs[i].len);
         bytes += reqs[i].len;
     }
-    struct store_many_arg a = {b->spill.main, reqs, n};
-    int rc = fbk__lmdb_write(&b->spill, store_many_op, &a, pages, bytes);
+    char what[FBK__LMDB_WHAT], hex[33];
+    fbk_key_format_hex(reqs[0].key, hex);
+    snprintf(what, sizeof what, "store of %zu value(s), the first under key %s", n, hex);
+    struct store_many_arg a = {b->spill.main, reqs, n, max};
+    int rc = fbk__lmdb_write(&b->spill, store_many_op, &a, pages, bytes, what);
     int first = FBK_OK;
     for (size_t i = 0; i < n; i++) {
-        if (rc != FBK_OK)
+        if (reqs[i].len > max)
+            reqs[i].result = FBK_EINVAL; /* refused, whatever the transaction did */
+        else if (rc != FBK_OK)
             reqs[i].result = rc; /* the transaction did not commit */
-        if (first == FBK_OK)
+        if (first == FBK_OK && reqs[i].result != FBK_OK) {
             first = reqs[i].result;
+            if (reqs[i].len > max) /* its message, not a later one's */
+                fbk__lmdb_check_len(&b->spill, reqs[i].len, key_what(what, "store", reqs[i].key));
+        }
     }
     return first;
 }
@@ -114,6 +164,7 @@ int fbk__lmdb_not_found(const char *what, const fbk_key *key)
 static int lmdb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
 {
     fbk__lmdb *b = self;
+    char what[FBK__LMDB_WHAT];
     MDB_txn *txn;
     int err = fbk__lmdb_rtxn_begin(&b->spill, &txn);
     if (err != FBK_OK)
@@ -125,7 +176,8 @@ static int lmdb_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg
     else if (rc == MDB_NOTFOUND)
         err = fbk__lmdb_not_found("spill", key);
     else
-        err = fbk__lmdb_error(rc, "spill: get");
+        err =
+            fbk__lmdb_error(rc, "spill: %s in %s: get", key_what(what, "load", key), b->spill.path);
     fbk__lmdb_rtxn_end(&b->spill, txn);
     return err;
 }
@@ -147,7 +199,10 @@ static int del_op(MDB_txn *txn, void *p)
 int fbk__lmdb_delete(fbk__lmdb_env *e, MDB_dbi dbi, const fbk_key *key, const char *what)
 {
     struct del_arg a = {dbi, key, what};
-    return fbk__lmdb_write(e, del_op, &a, fbk__lmdb_pages_for(e, 0), 0);
+    char obj[FBK__LMDB_WHAT], hex[33];
+    fbk_key_format_hex(key, hex);
+    snprintf(obj, sizeof obj, "%s: remove of key %s", what, hex);
+    return fbk__lmdb_write(e, del_op, &a, fbk__lmdb_pages_for(e, 0), 0, obj);
 }
 
 static int lmdb_remove(void *self, const fbk_key *key)
@@ -186,6 +241,7 @@ static void lmdb_close(void *self)
         clear_spill(b->spill.path); /* give the disk space back; best effort */
     if (b->lock_fd >= 0)
         close(b->lock_fd); /* releases the flock */
+    pthread_mutex_destroy(&b->loc_m);
     free(b);
 }
 
@@ -241,13 +297,14 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
 
     char spill[4200], durable[4200];
     if (snprintf(spill, sizeof spill, "%s/spill", dir) >= 4096)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long: %.200s...", dir);
     if (opts && opts->durable_dir && opts->durable_dir[0])
         snprintf(durable, sizeof durable, "%s", opts->durable_dir);
     else
         snprintf(durable, sizeof durable, "%s/durable", dir);
     if (strlen(durable) >= 4096)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long: %.200s...",
+                             durable);
 
     int err = fbk__lmdb_mkdirs(spill);
     if (err == FBK_OK)
@@ -263,8 +320,10 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
      * docs/lmdb-backend.md. */
     if (err == FBK_OK)
         b->spill.reopenable = 1;
-    if (err == FBK_OK)
-        err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size, MAXDBS);
+    if (err == FBK_OK) {
+        err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size,
+                                 FBK__LMDB_MAXDBS);
+    }
     if (err == FBK_OK)
         b->durable.reopenable = 1;
     return err;
@@ -276,11 +335,14 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
     if (!dir || !dir[0] || !ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "lmdb: missing directory or out-parameter");
     if (strlen(dir) >= 4000)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long");
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "lmdb: directory name of %zu bytes is too long: %.200s...",
+                             strlen(dir), dir);
     fbk__lmdb *b = calloc(1, sizeof *b);
     if (!b)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: open %s: out of memory", dir);
     b->lock_fd = -1;
+    pthread_mutex_init(&b->loc_m, NULL);
     int err = fbk__lmdb_mkdirs(dir);
     if (err == FBK_OK)
         err = take_lock(b, dir);

@@ -132,11 +132,28 @@ enum {
     FBK__LMDB_REOPENING   /* a thread is reopening the environment */
 };
 
+/* Named databases a store may have open at once (LMDB maxdbs): each
+ * location takes two (its objects and its name index), so 1024 locations. */
+#define FBK__LMDB_MAXDBS 2048
+/* Values a persist or register copies per write transaction: LMDB keeps a
+ * write transaction's dirty pages in memory until it commits, so the bytes
+ * of one transaction are bounded (one larger value still goes alone). */
+#define FBK__LMDB_TXN_BYTES ((size_t)64 << 20)
+/* Linux moves at most this many bytes per write()/pwrite() (MAX_RW_COUNT). */
+#define FBK__LMDB_RW_MAX ((size_t)0x7ffff000)
+
 /* The backend state (`self`). */
 typedef struct fbk__lmdb {
     int lock_fd; /* DIR/LOCK, flock()ed exclusively */
     fbk__lmdb_env spill;
     fbk__lmdb_env durable;
+    /* open locations per database handle, so a drop never pulls a handle
+     * from under an open location (and a slot LMDB reuses for another name
+     * is never written through a stale handle).  loc_m is taken before
+     * anything of the durable environment and held across a location's
+     * open and a drop. */
+    pthread_mutex_t loc_m;
+    unsigned loc_open[FBK__LMDB_MAXDBS + 2];
 } fbk__lmdb;
 
 /* A location: one named database of the durable environment. */
@@ -146,6 +163,9 @@ typedef struct fbk__lmdb_loc {
     int has_names;
     char name[];
 } fbk__lmdb_loc;
+
+/* Room for "key <32 hex digits>"-style descriptions of what a write is for. */
+#define FBK__LMDB_WHAT 320
 
 /* ---- lmdb_env.c ---- */
 /* 1 for a code an op returns when it left the write transaction unusable (an
@@ -206,11 +226,21 @@ int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen);
 typedef int (*fbk__lmdb_op_fn)(MDB_txn *txn, void *arg);
 /* Runs op in the shared write transaction of e and returns once that
  * transaction committed.  need_pages: upper bound of pages op allocates;
- * bytes: payload size for the batch cap.  Returns 0 or FBK_E* (message set). */
+ * bytes: payload size for the batch cap; what: the object the write is for
+ * ("store of key <hex>", "location <name>"), named in every error message.
+ * Returns 0 or FBK_E* (message set). */
 int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need_pages,
-                    size_t bytes);
+                    size_t bytes, const char *what);
 
 /* ---- lmdb_backend.c ---- */
+/* The largest value e can hold: LMDB writes a value's overflow pages (a
+ * 16-byte page header, then the value, rounded up to whole pages) with one
+ * pwrite at commit, and a write over FBK__LMDB_RW_MAX bytes comes back short
+ * (LMDB then fails the commit with EIO).  2 GiB - 4 KiB - 16 with 4 KiB
+ * pages. */
+size_t fbk__lmdb_value_max(const fbk__lmdb_env *e);
+/* FBK_EINVAL naming the value (what) and the limit, if len bytes exceed it. */
+int fbk__lmdb_check_len(const fbk__lmdb_env *e, size_t len, const char *what);
 /* Deletes key from dbi of e in a shared write transaction; FBK_ENOTFOUND
  * (message naming `what`) if absent. */
 int fbk__lmdb_delete(fbk__lmdb_env *e, MDB_dbi dbi, const fbk_key *key, const char *what);
@@ -228,6 +258,12 @@ int fbk__lmdb_remove_persisted(void *self, void *loc, const fbk_key *key);
 int fbk__lmdb_sync(void *self, void *loc);
 int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n);
 int fbk__lmdb_register_many(void *self, void *loc, const fbk_key *keys, size_t n);
+/* Deletes the location `name` and everything in it (mdb_drop with del=1 in
+ * a durable write transaction); its slot among the FBK__LMDB_MAXDBS is free
+ * again.  FBK_ENOTFOUND if there is no such location, FBK_EBUSY while an
+ * fbk_location of it is open, FBK_EINVAL for a bad name.  Blocking; needs
+ * no sync to be durable-as-persists-are (it commits like a persist). */
+int fbk__lmdb_drop_location(void *self, const char *name);
 
 /* ---- lmdb_names.c ---- */
 /* The named database of a location's name index: "\x1fnames:" + location. */

@@ -5,6 +5,7 @@
 #include "lmdb_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 struct open_arg {
     fbk__lmdb_env *e;
     const char *name;
+    const char *path;
     MDB_dbi dbi;
     MDB_dbi names; /* its name index (lmdb_names.c) */
 };
@@ -30,12 +32,18 @@ static int open_op(MDB_txn *txn, void *p)
         rc = mdb_dbi_open(txn, names, MDB_CREATE, &a->names);
     if (rc == 0)
         rc = fbk__lmdb_note_dbi(a->e, a->names, names);
+    if (rc == MDB_DBS_FULL) /* checked before LMDB writes anything: txn intact */
+        return fbk_error_set(FBK_ENOSPC, 0,
+                             "lmdb: location %s: too many locations: a store opens at most %d "
+                             "locations of %s between its open and close (a closed location "
+                             "keeps its slot); drop one (fbk_location_drop) or reopen the store "
+                             "(%s)",
+                             a->name, FBK__LMDB_MAXDBS / 2, a->path, mdb_strerror(rc));
     return rc;
 }
 
-int fbk__lmdb_open_location(void *self, const char *location, void **loc)
+static int check_name(const char *location, size_t *len)
 {
-    fbk__lmdb *b = self;
     size_t n = location ? strlen(location) : 0;
     if (n == 0)
         return fbk_error_set(FBK_EINVAL, 0, "lmdb: empty location name");
@@ -43,14 +51,35 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
         return fbk_error_set(FBK_EINVAL, 0,
                              "lmdb: location name of %zu bytes is too long (at most %d)", n,
                              FBK__LMDB_NAME_MAX);
+    *len = n;
+    return FBK_OK;
+}
+
+int fbk__lmdb_open_location(void *self, const char *location, void **loc)
+{
+    fbk__lmdb *b = self;
+    size_t n;
+    int err = check_name(location, &n);
+    if (err != FBK_OK)
+        return err;
     fbk__lmdb_loc *l = malloc(sizeof *l + n + 1);
     if (!l)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: location %s: out of memory", location);
     memcpy(l->name, location, n + 1);
     /* mdb_dbi_open creates the database in a write transaction; the handle is
      * usable by every transaction once that one committed. */
-    struct open_arg a = {&b->durable, l->name, 0, 0};
-    int err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0);
+    struct open_arg a = {&b->durable, l->name, b->durable.path, 0, 0};
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "open of location %s", l->name);
+    pthread_mutex_lock(&b->loc_m); /* no drop of this name meanwhile */
+    err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
+    if (err == FBK_OK && (a.dbi >= sizeof b->loc_open / sizeof b->loc_open[0] ||
+                          a.names >= sizeof b->loc_open / sizeof b->loc_open[0]))
+        err = fbk_error_set(FBK_EIO, 0, "lmdb: location %s: LMDB gave handle %u, beyond %d",
+                            l->name, (unsigned)a.dbi, FBK__LMDB_MAXDBS + 1);
+    if (err == FBK_OK)
+        b->loc_open[a.dbi]++;
+    pthread_mutex_unlock(&b->loc_m);
     if (err != FBK_OK) {
         free(l);
         return err;
@@ -64,62 +93,118 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
 
 void fbk__lmdb_close_location(void *self, void *loc)
 {
-    (void)self;
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
     /* The handle stays open in the environment: other fbk_location objects
-     * may use the same database (mdb_dbi_open returns the same handle). */
-    free(loc);
+     * may use the same database (mdb_dbi_open returns the same handle), and
+     * LMDB forbids closing one a transaction may still use. */
+    pthread_mutex_lock(&b->loc_m);
+    b->loc_open[l->dbi]--;
+    pthread_mutex_unlock(&b->loc_m);
+    free(l);
+}
+
+/* -------------------------------------------------------------------- drop */
+
+struct drop_arg {
+    fbk__lmdb *b;
+    const char *name;
+};
+
+/* Runs with loc_m held, so no location of this name opens or closes. */
+static int drop_op(MDB_txn *txn, void *p)
+{
+    struct drop_arg *a = p;
+    fbk__lmdb *b = a->b;
+    MDB_dbi dbi;
+    /* in the write transaction: LMDB allows one transaction at a time to
+     * open handles, and only writers do */
+    int rc = mdb_dbi_open(txn, a->name, 0, &dbi);
+    if (rc == MDB_NOTFOUND)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "lmdb: drop of location %s: no such location in %s",
+                             a->name, b->durable.path);
+    if (rc == MDB_DBS_FULL) /* before LMDB wrote anything: txn intact */
+        return fbk_error_set(FBK_ENOSPC, 0,
+                             "lmdb: drop of location %s: every one of the %d location slots of "
+                             "%s is taken, and finding this location needs one; drop a location "
+                             "opened since the store opened, or reopen the store (%s)",
+                             a->name, FBK__LMDB_MAXDBS / 2, b->durable.path, mdb_strerror(rc));
+    if (rc != 0)
+        return rc;
+    if (dbi < sizeof b->loc_open / sizeof b->loc_open[0] && b->loc_open[dbi] > 0)
+        /* its handle is open already, so nothing changed */
+        return fbk_error_set(FBK_EBUSY, 0,
+                             "lmdb: drop of location %s: it is open (%u fbk_location object(s)); "
+                             "close it first",
+                             a->name, b->loc_open[dbi]);
+    /* its name index goes with it (a location opened by an earlier
+     * version may have none) */
+    char names[FBK__LMDB_NAME_MAX + 16];
+    MDB_dbi ndbi;
+    rc = fbk__lmdb_names_dbname(a->name, names, sizeof names);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, names, 0, &ndbi);
+        if (rc == 0)
+            rc = mdb_drop(txn, ndbi, 1);
+        else if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rc != 0)
+        return rc;
+    return mdb_drop(txn, dbi, 1); /* deletes the database and closes the handle */
+}
+
+int fbk__lmdb_drop_location(void *self, const char *name)
+{
+    fbk__lmdb *b = self;
+    size_t n;
+    int err = check_name(name, &n);
+    if (err != FBK_OK)
+        return err;
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "drop of location %s", name);
+    struct drop_arg a = {b, name};
+    pthread_mutex_lock(&b->loc_m);
+    err = fbk__lmdb_write(&b->durable, drop_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
+    pthread_mutex_unlock(&b->loc_m);
+    return err;
 }
 
 /* -------------------------------------------------------------------- scan */
 
-struct junk {
-    MDB_val *keys;
-    size_t n, cap;
+/* Damage a scan reports (lmdb: makes no temporaries, so nothing in a
+ * location is libfbk's to delete: every entry whose key is not one libfbk
+ * makes -- 16 bytes, an RFC 4122 version-4 UUID -- is damage or a
+ * stranger's, and is left alone). */
+struct damage {
+    size_t n;        /* damaged entries */
+    char first[160]; /* the first one, described */
 };
 
-static int junk_add(struct junk *j, const MDB_val *k)
+static int v4_key(const MDB_val *k)
 {
-    if (j->n == j->cap) {
-        size_t cap = j->cap ? 2 * j->cap : 16;
-        MDB_val *keys = realloc(j->keys, cap * sizeof *keys);
-        if (!keys)
-            return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
-        j->keys = keys;
-        j->cap = cap;
-    }
-    void *copy = malloc(k->mv_size ? k->mv_size : 1);
-    if (!copy)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
-    memcpy(copy, k->mv_data, k->mv_size);
-    j->keys[j->n++] = (MDB_val){k->mv_size, copy};
-    return FBK_OK;
+    const unsigned char *p = k->mv_data;
+    return k->mv_size == sizeof(fbk_key) && (p[6] & 0xf0) == 0x40 && (p[8] & 0xc0) == 0x80;
 }
 
-static void junk_free(struct junk *j)
+static void damage_add(struct damage *d, const MDB_val *k, const MDB_val *v, const char *why)
 {
-    for (size_t i = 0; i < j->n; i++)
-        free(j->keys[i].mv_data);
-    free(j->keys);
+    if (d->n++ > 0)
+        return;
+    char hex[2 * 40 + 4];
+    size_t shown = k->mv_size < 40 ? k->mv_size : 40;
+    const unsigned char *p = k->mv_data;
+    for (size_t i = 0; i < shown; i++)
+        snprintf(hex + 2 * i, 3, "%02x", p[i]);
+    hex[2 * shown] = '\0';
+    if (shown < k->mv_size)
+        strcat(hex, "...");
+    snprintf(d->first, sizeof d->first, "key %s (%zu bytes, value %zu bytes): %s",
+             shown ? hex : "(empty)", k->mv_size, v->mv_size, why);
 }
 
-struct junk_arg {
-    MDB_dbi dbi;
-    const struct junk *j;
-};
-
-static int junk_del_op(MDB_txn *txn, void *p)
-{
-    struct junk_arg *a = p;
-    for (size_t i = 0; i < a->j->n; i++) {
-        int rc = mdb_del(txn, a->dbi, &a->j->keys[i], NULL);
-        if (rc != 0 && rc != MDB_NOTFOUND)
-            return rc;
-    }
-    return 0;
-}
-
-/* Lists the keys of l to each() and collects the entries that are not keys. */
-static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg, struct junk *j)
+/* Lists the keys of l to each() and notes the entries that are not keys. */
+static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg, struct damage *d)
 {
     MDB_txn *txn;
     int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
@@ -129,13 +214,19 @@ static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg,
     int rc = mdb_cursor_open(txn, l->dbi, &cur);
     if (rc != 0) {
         fbk__lmdb_rtxn_end(&b->durable, txn);
-        return fbk__lmdb_error(rc, "location %s: open cursor", l->name);
+        return fbk__lmdb_error(rc, "location %s in %s: open cursor", l->name, b->durable.path);
     }
     MDB_val k, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == FBK_OK;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != sizeof(fbk_key)) {
-            err = junk_add(j, &k);
+        /* Values are not looked at: that would read a page per large value
+         * at every open, and every load verifies the value's frame anyway
+         * (FBK_ECORRUPT).  A key is all the scan reads. */
+        const char *why = k.mv_size != sizeof(fbk_key) ? "key is not 16 bytes long"
+                          : !v4_key(&k)                ? "key is not a version-4 UUID"
+                                                       : NULL;
+        if (why) {
+            damage_add(d, &k, &v, why);
             continue;
         }
         fbk_key key;
@@ -143,7 +234,7 @@ static int scan_list(fbk__lmdb *b, fbk__lmdb_loc *l, fbk_key_fn each, void *arg,
         err = each(&key, arg);
     }
     if (err == FBK_OK && rc != MDB_NOTFOUND)
-        err = fbk__lmdb_error(rc, "location %s: scan", l->name);
+        err = fbk__lmdb_error(rc, "location %s in %s: scan", l->name, b->durable.path);
     mdb_cursor_close(cur);
     fbk__lmdb_rtxn_end(&b->durable, txn);
     return err;
@@ -153,20 +244,14 @@ int fbk__lmdb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
-    struct junk j = {0};
-    int err = scan_list(b, l, each, arg, &j);
-    if (err == FBK_OK && j.n > 0) {
-        struct junk_arg a = {l->dbi, &j};
-        fbk__lmdb_touch(&b->durable, l->dbi);
-        err = fbk__lmdb_write(&b->durable, junk_del_op, &a,
-                              j.n * fbk__lmdb_pages_for(&b->durable, 0), 0);
-        fbk__lmdb_touch(&b->durable, l->dbi);
-    }
-    size_t dropped = j.n;
-    junk_free(&j);
-    if (err != FBK_OK)
-        return err;
-    return dropped > (size_t)0x7fffffff ? 0x7fffffff : (int)dropped;
+    struct damage d = {0};
+    int err = scan_list(b, l, each, arg, &d);
+    if (err == FBK_OK && d.n > 0)
+        err = fbk_error_set(FBK_ECORRUPT, 0,
+                            "lmdb: location %s in %s is damaged: %zu entr%s libfbk did not "
+                            "write, the first: %s; nothing was deleted",
+                            l->name, b->durable.path, d.n, d.n == 1 ? "y" : "ies", d.first);
+    return err; /* lmdb: has no junk to delete: 0 */
 }
 
 /* ------------------------------------------------------------------ copies */
@@ -193,28 +278,63 @@ static int copy_op(MDB_txn *txn, void *p)
     return 0;
 }
 
-/* Looks up n keys in a read transaction of `from`; vals point into its map.
- * pages/bytes: what writing them all elsewhere needs. */
-static int get_all(fbk__lmdb_env *from, MDB_txn *txn, MDB_dbi dbi, const char *what,
-                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to, size_t *pages,
-                   size_t *bytes)
+/* "<verb> of key <hex> <dir> location <name>" (n == 1) or "<verb> of n keys
+ * (the first <hex>) ..." into buf[FBK__LMDB_WHAT]. */
+static const char *keys_what(char *buf, const char *verb, const fbk_key *keys, size_t n,
+                             const char *dir, const fbk__lmdb_loc *l)
 {
-    *pages = *bytes = 0;
+    char hex[33];
+    fbk_key_format_hex(&keys[0], hex);
+    if (n == 1)
+        snprintf(buf, FBK__LMDB_WHAT, "%s of key %s %s location %s", verb, hex, dir, l->name);
+    else
+        snprintf(buf, FBK__LMDB_WHAT, "%s of %zu keys (the first %s) %s location %s", verb, n, hex,
+                 dir, l->name);
+    return buf;
+}
+
+/* Looks up n keys in a read transaction of `from` (`what`: its name in
+ * messages); vals point into its map.  Each must fit into `to`. */
+static int get_all(fbk__lmdb_env *from, MDB_txn *txn, MDB_dbi dbi, const char *what,
+                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to)
+{
+    char obj[FBK__LMDB_WHAT], hex[33];
     for (size_t i = 0; i < n; i++) {
         MDB_val k = {sizeof(fbk_key), (void *)keys[i].bytes};
         int rc = mdb_get(txn, dbi, &k, &vals[i]);
         if (rc == MDB_NOTFOUND)
             return fbk__lmdb_not_found(what, &keys[i]);
+        fbk_key_format_hex(&keys[i], hex);
         if (rc != 0)
-            return fbk__lmdb_error(rc, "%s: get", from->what);
-        *pages += fbk__lmdb_pages_for(to, vals[i].mv_size);
-        *bytes += vals[i].mv_size;
+            return fbk__lmdb_error(rc, "%s: get of key %s in %s", what, hex, from->path);
+        snprintf(obj, sizeof obj, "copy of key %s from %s", hex, what);
+        int err = fbk__lmdb_check_len(to, vals[i].mv_size, obj);
+        if (err != FBK_OK)
+            return err;
     }
     return FBK_OK;
 }
 
-/* spill -> location.  The spill read transaction stays open while the
- * durable batch runs (spill before durable in the lock order). */
+/* The keys vals[0..k) that one write transaction copies: as many as fit in
+ * FBK__LMDB_TXN_BYTES (at least one); their pages and bytes in `to`. */
+static size_t chunk(const fbk__lmdb_env *to, const MDB_val *vals, size_t n, size_t *pages,
+                    size_t *bytes)
+{
+    size_t k = 0;
+    *pages = *bytes = 0;
+    while (k < n && (k == 0 || *bytes + vals[k].mv_size <= FBK__LMDB_TXN_BYTES)) {
+        *pages += fbk__lmdb_pages_for(to, vals[k].mv_size);
+        *bytes += vals[k].mv_size;
+        k++;
+    }
+    return k;
+}
+
+/* spill -> location, one write transaction per chunk (see chunk): LMDB
+ * keeps a transaction's dirty pages in memory until it commits, so a save
+ * of more than RAM must not be one transaction.  The spill read
+ * transaction stays open while the durable batches run (spill before
+ * durable in the lock order). */
 static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, size_t n,
                         MDB_val *vals)
 {
@@ -222,13 +342,15 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
     int err = fbk__lmdb_rtxn_begin(&b->spill, &txn);
     if (err != FBK_OK)
         return err;
-    size_t pages, bytes;
-    err =
-        get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable, &pages, &bytes);
-    if (err == FBK_OK) {
-        struct copy_arg a = {l->dbi, keys, vals, n};
+    err = get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable);
+    char what[FBK__LMDB_WHAT];
+    for (size_t i = 0, k; err == FBK_OK && i < n; i += k) {
+        size_t pages, bytes;
+        k = chunk(&b->durable, vals + i, n - i, &pages, &bytes);
+        struct copy_arg a = {l->dbi, keys + i, vals + i, k};
         fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
-        err = fbk__lmdb_write(&b->durable, copy_op, &a, pages, bytes);
+        err = fbk__lmdb_write(&b->durable, copy_op, &a, pages, bytes,
+                              keys_what(what, "persist", keys + i, k, "into", l));
         fbk__lmdb_touch(&b->durable, l->dbi);
     }
     fbk__lmdb_rtxn_end(&b->spill, txn);
@@ -247,7 +369,7 @@ int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
         return FBK_OK;
     MDB_val *vals = malloc(n * sizeof *vals);
     if (!vals)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: persist of %zu keys: out of memory", n);
     int err = persist_keys(self, loc, keys, n, vals);
     free(vals);
     return err;
@@ -273,15 +395,16 @@ static int register_op(MDB_txn *txn, void *p)
     int err = fbk__lmdb_rtxn_begin(&b->durable, &rtxn);
     if (err != FBK_OK)
         return err;
-    size_t pages, bytes;
-    err = get_all(&b->durable, rtxn, a->l->dbi, a->l->name, a->keys, a->n, a->vals, &b->spill,
-                  &pages, &bytes);
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "location %s", a->l->name);
+    err = get_all(&b->durable, rtxn, a->l->dbi, what, a->keys, a->n, a->vals, &b->spill);
     struct copy_arg c = {b->spill.main, a->keys, a->vals, a->n};
     int rc = err == FBK_OK ? copy_op(txn, &c) : 0;
     fbk__lmdb_rtxn_end(&b->durable, rtxn);
     return rc ? rc : err;
 }
 
+/* One spill write transaction per chunk of at most FBK__LMDB_TXN_BYTES. */
 static int register_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, size_t n,
                          MDB_val *vals)
 {
@@ -289,13 +412,18 @@ static int register_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, si
     int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
     if (err != FBK_OK)
         return err;
-    size_t pages, bytes;
-    err = get_all(&b->durable, txn, l->dbi, l->name, keys, n, vals, &b->spill, &pages, &bytes);
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "location %s", l->name);
+    err = get_all(&b->durable, txn, l->dbi, what, keys, n, vals, &b->spill);
     fbk__lmdb_rtxn_end(&b->durable, txn);
-    if (err != FBK_OK)
-        return err;
-    struct reg_arg a = {b, l, keys, n, vals};
-    return fbk__lmdb_write(&b->spill, register_op, &a, pages, bytes);
+    for (size_t i = 0, k; err == FBK_OK && i < n; i += k) {
+        size_t pages, bytes;
+        k = chunk(&b->spill, vals + i, n - i, &pages, &bytes);
+        struct reg_arg a = {b, l, keys + i, k, vals + i};
+        err = fbk__lmdb_write(&b->spill, register_op, &a, pages, bytes,
+                              keys_what(what, "register", keys + i, k, "from", l));
+    }
+    return err;
 }
 
 int fbk__lmdb_register_key(void *self, void *loc, const fbk_key *key)
@@ -310,7 +438,7 @@ int fbk__lmdb_register_many(void *self, void *loc, const fbk_key *keys, size_t n
         return FBK_OK;
     MDB_val *vals = malloc(n * sizeof *vals);
     if (!vals)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: out of memory");
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: register of %zu keys: out of memory", n);
     int err = register_keys(self, loc, keys, n, vals);
     free(vals);
     return err;
@@ -322,8 +450,10 @@ int fbk__lmdb_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "location %s", l->name);
     fbk__lmdb_touch(&b->durable, l->dbi);
-    int err = fbk__lmdb_delete(&b->durable, l->dbi, key, l->name);
+    int err = fbk__lmdb_delete(&b->durable, l->dbi, key, what);
     fbk__lmdb_touch(&b->durable, l->dbi);
     return err;
 }

@@ -263,10 +263,12 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
         bytes += ops[i].len + VAL_HDR + 16;
     struct apply_arg a = {l, ops, n, 0};
     fbk__lmdb_touch(&b->durable, l->dbi); /* a failed commit fails this location's sync */
+    char what[FBK__LMDB_WHAT];
+    snprintf(what, sizeof what, "%zu name change(s) of location %s", n, l->name);
     int err = fbk__lmdb_write(&b->durable, apply_op, &a,
                               n * fbk__lmdb_pages_for(&b->durable, 2 * VAL_HDR) +
                                   fbk__lmdb_pages_for(&b->durable, bytes),
-                              bytes);
+                              bytes, what);
     fbk__lmdb_touch(&b->durable, l->dbi);
     if (err == FBK_EINVAL && a.missing) {
         char t[FBK_KEY_STRLEN + 1];

@@ -24,12 +24,22 @@
 #include "lmdb_internal.h"
 
 #define BATCH_MAX_OPS 1024
-#define BATCH_MAX_BYTES ((size_t)64 << 20)
+#define BATCH_MAX_BYTES FBK__LMDB_TXN_BYTES
 #define MAX_RETRIES 8
 
-static int joinable(const fbk__lmdb_env *e, size_t need)
+/* 1 if an op of `bytes` fits next to what the open batch wrote.  LMDB keeps
+ * a write transaction's dirty pages in memory until the commit, so this
+ * bounds the memory of a batch: at most BATCH_MAX_BYTES plus the leader's
+ * own op (which runs whatever its size: a value larger than the cap goes in
+ * a transaction of its own). */
+static int bytes_fit(const fbk__lmdb_env *e, size_t bytes)
 {
-    return !e->doomed && e->batch_ops < BATCH_MAX_OPS && e->batch_bytes < BATCH_MAX_BYTES &&
+    return e->batch_ops == 0 || e->batch_bytes + bytes <= BATCH_MAX_BYTES;
+}
+
+static int joinable(const fbk__lmdb_env *e, size_t need, size_t bytes)
+{
+    return !e->doomed && e->batch_ops < BATCH_MAX_OPS && bytes_fit(e, bytes) &&
            fbk__lmdb_fits(e, need);
 }
 
@@ -42,7 +52,8 @@ static int begin_batch(fbk__lmdb_env *e, size_t need, int *reopened)
 {
     if (e->broken && (!e->reopenable || *reopened)) {
         pthread_cond_broadcast(&e->cv);
-        return fbk__lmdb_error(e->broken, "%s: unusable after a failed map resize", e->what);
+        return fbk__lmdb_error(e->broken, "%s: %s: unusable after a failed map resize", e->what,
+                               e->path);
     }
     if ((e->broken || !e->env) && !*reopened) {
         /* a resize failed and left no map, or the last reopen failed: reopen
@@ -80,7 +91,7 @@ static int begin_batch(fbk__lmdb_env *e, size_t need, int *reopened)
     }
     if (rc != 0) {
         pthread_cond_broadcast(&e->cv);
-        return fbk__lmdb_error(rc, "%s: begin write transaction", e->what);
+        return fbk__lmdb_error(rc, "%s: begin write transaction in %s", e->what, e->path);
     }
     e->txn = txn;
     e->batch_gen++;
@@ -94,10 +105,10 @@ static int begin_batch(fbk__lmdb_env *e, size_t need, int *reopened)
 
 /* Enters a batch (m held): joins the open one or waits for the next.  Sets
  * *leader when this thread began it.  0 or FBK_E*. */
-static int enter(fbk__lmdb_env *e, size_t need, int *leader)
+static int enter(fbk__lmdb_env *e, size_t need, size_t bytes, int *leader)
 {
     *leader = 0;
-    if (e->state == FBK__LMDB_OPEN && joinable(e, need)) {
+    if (e->state == FBK__LMDB_OPEN && joinable(e, need, bytes)) {
         e->members++;
         return FBK_OK;
     }
@@ -184,18 +195,18 @@ static int run_op(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need, 
 }
 
 int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need_pages,
-                    size_t bytes)
+                    size_t bytes, const char *what)
 {
     int rc = 0, batch_rc = 0;
     pthread_mutex_lock(&e->m);
     for (int attempt = 0;; attempt++) {
         int leader;
-        int err = enter(e, need_pages, &leader);
+        int err = enter(e, need_pages, bytes, &leader);
         if (err != FBK_OK) {
             pthread_mutex_unlock(&e->m);
             return err;
         }
-        if (!leader && !e->doomed && !fbk__lmdb_fits(e, need_pages)) {
+        if (!leader && !e->doomed && (!fbk__lmdb_fits(e, need_pages) || !bytes_fit(e, bytes))) {
             /* admitted to a batch that has no room left: take the next */
             if (--e->members == 0)
                 pthread_cond_broadcast(&e->cv);
@@ -225,6 +236,7 @@ int fbk__lmdb_write(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, size_t need
     if (batch_rc == 0)
         return FBK_OK;
     if (rc != 0)
-        return fbk__lmdb_error(rc, "%s: write", e->what);
-    return fbk__lmdb_error(batch_rc, "%s: commit of a shared write transaction", e->what);
+        return fbk__lmdb_error(rc, "%s: %s in %s: write", e->what, what, e->path);
+    return fbk__lmdb_error(batch_rc, "%s: %s in %s: commit of a shared write transaction", e->what,
+                           what, e->path);
 }
