@@ -58,8 +58,8 @@ typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
- * 3: appends workers. */
-#define FBK_BACKEND_OPS_VERSION 3
+ * 3: appends workers.  4: appends scan_foreign. */
+#define FBK_BACKEND_OPS_VERSION 4
 
 /* One value of a batched store (version 2): the same four arguments as
  * `store`, plus the outcome of this one value, set by the backend. */
@@ -157,6 +157,13 @@ struct fbk_backend_ops {
      * per environment: a second worker only waits for the first one's
      * transaction).  A table copied to wrap a built-in one keeps its value. */
     unsigned workers;
+
+    /* ---- version 4 (read only when version >= 4) ---- */
+    /* Optional: how many entries the last `scan` of `loc` found in the area
+     * the backend keeps keys in that are neither keys nor the backend's own
+     * leftovers, and left alone (a backend deletes only what it made).
+     * NULL: 0. */
+    size_t (*scan_foreign)(void *self, void *loc);
 };
 
 /*

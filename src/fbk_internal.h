@@ -207,6 +207,7 @@ struct fbk_location {
     fbk__keymap keys;
     size_t count; /* present keys */
     size_t junk;
+    size_t foreign; /* entries the scan left alone: not the backend's */
     int sync_err; /* sticky: a failed sync is final */
 };
 #define FBK__LOC_PERSISTING ((intptr_t)-1)

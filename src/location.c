@@ -40,6 +40,8 @@ int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
         return fbk__error_keep(rc);
     }
     loc->junk = (size_t)rc;
+    if (s->ops->version >= 4 && s->ops->scan_foreign)
+        loc->foreign = s->ops->scan_foreign(s->self, loc->bloc);
     atomic_init(&loc->refs, 1);
     loc->store = s;
     fbk__store_retain(s);
@@ -61,6 +63,8 @@ size_t fbk_location_count(const fbk_location *loc)
 }
 
 size_t fbk_location_junk_removed(const fbk_location *loc) { return loc ? loc->junk : 0; }
+
+size_t fbk_location_foreign_entries(const fbk_location *loc) { return loc ? loc->foreign : 0; }
 
 int fbk_location_contains(const fbk_location *loc, const fbk_key *key)
 {
