@@ -100,9 +100,10 @@ struct fbk_backend_ops {
      * FBK_EINVAL for a name the backend cannot use. */
     int (*open_location)(void *self, const char *location, void **loc);
     void (*close_location)(void *self, void *loc);
-    /* Sanitize the location (delete junk: names that are not keys, leftover
-     * temporaries) and call each(key, arg) for every key it holds.  Returns
-     * the number of junk entries it deleted (>= 0), or an FBK_E* code. */
+    /* Sanitize the location (delete junk: the backend's own leftovers, such
+     * as temporaries of a crashed write -- never an entry it did not make)
+     * and call each(key, arg) for every key it holds.  Returns the number
+     * of junk entries it deleted (>= 0), or an FBK_E* code. */
     int (*scan)(void *self, void *loc, fbk_key_fn each, void *arg);
     /* Copy the spill copy of `key` into `loc` (atomically: never a
      * half-written value under the key).  Need not be durable until `sync`. */
