@@ -8,12 +8,19 @@
  * and symlinks named like shards at the root, and other root names (a
  * user's manifest); contents are valid frames (made through the public API
  * at start-up), truncated / flipped / extended frames, garbage or nothing.
+ * An input of even length gets the location's marker (.fbk-location), an
+ * odd one none (an earlier version's location, or a stranger's directory).
  * Then fbk_location_open scans it on a file: store, and every listed key is
  * registered and loaded.  Checked against a model built while decoding:
+ *   - an unmarked directory is used only when it is empty, or when nothing
+ *     in it is foreign and it has a shard directory; otherwise the open is
+ *     FBK_EINVAL and the tree is left exactly as it was;
  *   - the listed keys are exactly the valid key files, the junk count is
- *     exactly the number of junk entries, and afterwards the directory holds
- *     only the keys, the shards and the untouched root names (symlink
- *     targets outside the location survive);
+ *     exactly the number of libfbk temporaries (the only entries deleted),
+ *     the foreign count exactly the number of other entries in the shards
+ *     (and shard-named non-directories), all of which remain with the keys,
+ *     the shards and the untouched root names (symlink targets outside the
+ *     location survive);
  *   - a load gives back exactly the frame's payload when the file holds a
  *     valid frame (checked here independently: magic, version, reserved,
  *     length, XXH3) and FBK_ECORRUPT otherwise -- never wrong bytes.
@@ -217,7 +224,8 @@ typedef struct model {
     char key_name[MAXREC][33];
     unsigned char *content[MAXREC];
     size_t content_len[MAXREC];
-    int junk;
+    int junk;    /* libfbk temporaries: deleted */
+    int foreign; /* anything else not a key in the shards: left alone */
     int nroot;
     char root_name[MAXREC][16]; /* other root names: never touched */
 } model;
@@ -345,7 +353,7 @@ static void one_entry(reader *r, model *m)
             snprintf(sub, sizeof sub, "%s/d/e", path);
             mkdir_p(sub);
         }
-        m->junk++;
+        m->foreign++;
         return;
     }
     case 8: /* a symlink under a key name, to a valid frame outside */
@@ -356,7 +364,7 @@ static void one_entry(reader *r, model *m)
             snprintf(target, sizeof target, "%s/frame", outside);
             CHECK(symlink(target, path) == 0);
         }
-        m->junk++;
+        m->foreign++;
         return;
     case 9: /* a file named like a shard at the root */
     case 10: { /* ... or a symlink to a directory holding a key */
@@ -372,7 +380,7 @@ static void one_entry(reader *r, model *m)
             snprintf(target, sizeof target, "%s/dir/3a", outside);
             CHECK(symlink(target, path) == 0);
         }
-        m->junk++;
+        m->foreign++;
         return;
     }
     default: { /* other names at the root: a user's, never touched */
@@ -389,13 +397,48 @@ static void one_entry(reader *r, model *m)
         return;
     }
     }
-    /* kinds 4-6: a junk file `name` in `shard` */
+    /* kinds 4-6: a file `name` in `shard`: a temporary is junk, the rest
+     * foreign */
     if (free_path(shard, name, path, sizeof path) != 0)
         return;
     content = make_content(r, &len);
     CHECK(write_file(path, content, len) == 0);
     free(content);
-    m->junk++;
+    if (kind == 6)
+        m->junk++;
+    else
+        m->foreign++;
+}
+
+/* What a tree holds, to see that a refused open left it as it was: the
+ * entries (recursively, symlinks not followed), their sizes summed, and
+ * the shard directories at its top. */
+typedef struct tree_sum {
+    long entries;
+    long long bytes;
+    long shard_dirs;
+} tree_sum;
+
+static tree_sum *g_sum;
+
+static int sum_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)flag;
+    if (ftw->level == 0)
+        return 0;
+    g_sum->entries++;
+    g_sum->bytes += S_ISREG(sb->st_mode) ? (long long)sb->st_size : 0;
+    const char *n = path + ftw->base;
+    if (ftw->level == 1 && S_ISDIR(sb->st_mode) && strlen(n) == 2 &&
+        strspn(n, "0123456789abcdef") == 2)
+        g_sum->shard_dirs++;
+    return 0;
+}
+
+static int tree_walk(const char *path, tree_sum *sum)
+{
+    g_sum = sum;
+    return nftw(path, sum_one, 32, FTW_PHYS);
 }
 
 static int model_find(const model *m, const char *hex)
@@ -406,10 +449,12 @@ static int model_find(const model *m, const char *hex)
     return -1;
 }
 
-/* After the scan: the root holds shard directories and the user's names,
- * each shard only key files of the model. */
+/* After the scan: the root holds the marker, shard directories, the user's
+ * names and the foreign shard-named entries; each shard key files of the
+ * model and foreign entries, no temporary. */
 static void check_tree(const model *m)
 {
+    int foreign_seen = 0;
     DIR *d = opendir(locdir);
     CHECK(d != NULL);
     struct dirent *de;
@@ -427,24 +472,39 @@ static void check_tree(const model *m)
             roots_seen++;
             continue;
         }
+        if (strcmp(n, ".fbk-location") == 0)
+            continue;
         struct stat st;
         CHECK(lstat(path, &st) == 0);
-        CHECK(strlen(n) == 2 && S_ISDIR(st.st_mode)); /* a shard, nothing else */
+        CHECK(strlen(n) == 2);
+        if (!S_ISDIR(st.st_mode)) {
+            foreign_seen++; /* a file or symlink by a shard's name */
+            continue;
+        }
         DIR *s = opendir(path);
         CHECK(s != NULL);
         struct dirent *se;
         while ((se = readdir(s)) != NULL) {
             if (strcmp(se->d_name, ".") == 0 || strcmp(se->d_name, "..") == 0)
                 continue;
-            CHECK(model_find(m, se->d_name) >= 0);
-            CHECK(strncmp(se->d_name, n, 2) == 0);
-            keys_seen++;
+            struct stat sst;
+            CHECK(fstatat(dirfd(s), se->d_name, &sst, AT_SYMLINK_NOFOLLOW) == 0);
+            if (model_find(m, se->d_name) >= 0 && strncmp(se->d_name, n, 2) == 0 &&
+                S_ISREG(sst.st_mode)) {
+                keys_seen++;
+                continue;
+            }
+            /* a temporary's name: the scan deletes those */
+            CHECK(!(strncmp(se->d_name, ".tmp-", 5) == 0 && strlen(se->d_name) == 54 &&
+                    S_ISREG(sst.st_mode)));
+            foreign_seen++;
         }
         closedir(s);
     }
     closedir(d);
     CHECK(keys_seen == m->nkeys);
     CHECK(roots_seen == m->nroot);
+    CHECK(foreign_seen == m->foreign);
     /* nothing outside the location was followed */
     char path[4400];
     snprintf(path, sizeof path, "%s/frame", outside);
@@ -466,10 +526,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < MAXREC && r.n > 0; i++)
         one_entry(&r, &m);
 
+    int marked = size % 2 == 0;
+    char marker[4300];
+    snprintf(marker, sizeof marker, "%s/.fbk-location", locdir);
+    if (marked)
+        CHECK(write_file(marker, "", 0) == 0);
+    tree_sum before = {0, 0, 0}, after = {0, 0, 0};
+    CHECK(tree_walk(locdir, &before) == 0);
+    int usable = marked || before.entries == 0 || (m.foreign == 0 && before.shard_dirs > 0);
+
     fbk_location *loc;
-    CHECK(fbk_location_open(store, locdir, &loc) == 0);
+    int rc = fbk_location_open(store, locdir, &loc);
+    if (!usable) {
+        CHECK(rc == FBK_EINVAL);
+        CHECK(strstr(fbk_errmsg(), "not a libfbk location") != NULL);
+        CHECK(tree_walk(locdir, &after) == 0);
+        CHECK(memcmp(&before, &after, sizeof before) == 0);
+        CHECK(!path_exists(marker));
+        for (int i = 0; i < m.nkeys; i++)
+            free(m.content[i]);
+        return 0;
+    }
+    CHECK(rc == 0);
+    CHECK(path_exists(marker));
     CHECK(fbk_location_count(loc) == (size_t)m.nkeys);
     CHECK(fbk_location_junk_removed(loc) == (size_t)m.junk);
+    CHECK(fbk_location_foreign_entries(loc) == (size_t)m.foreign);
     fbk_key listed[MAXREC];
     CHECK(fbk_location_keys(loc, listed, MAXREC) == (size_t)m.nkeys);
     check_tree(&m);
@@ -490,14 +572,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t cl = m.content_len[k];
         for (int pass = 0; pass < 2; pass++) {
             const void *obj;
-            int rc = fbk_load(h, &obj);
+            int lrc = fbk_load(h, &obj);
             if (frame_valid(c, cl)) {
-                CHECK(rc == 0);
+                CHECK(lrc == 0);
                 const fbk_blob *b = obj;
                 CHECK(b->len == cl - 24 && memcmp(b->data, c + 24, b->len) == 0);
                 fbk_unload(h);
             } else {
-                CHECK(rc == FBK_ECORRUPT); /* and it stays so: never wrong bytes */
+                CHECK(lrc == FBK_ECORRUPT); /* and it stays so: never wrong bytes */
                 CHECK(fbk_errmsg()[0] != '\0');
             }
         }

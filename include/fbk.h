@@ -257,9 +257,15 @@ unsigned fbk_store_threads(const fbk_store *s);
  * read-only store, a location that does not exist is FBK_ENOTFOUND. */
 int fbk_location_open(fbk_store *s, const char *location, fbk_location **out);
 size_t fbk_location_count(const fbk_location *loc);
-/* How many junk entries (non-key names, leftover temporaries) the scan at
- * open deleted. */
+/* How many junk entries the scan at open deleted: leftovers the backend
+ * made itself (temporaries of a crashed write).  Nothing else is deleted. */
 size_t fbk_location_junk_removed(const fbk_location *loc);
+/* How many entries the scan at open found where the backend keeps keys that
+ * it did not make (file:: a user's file inside a shard directory, a file
+ * named like a shard, a key in the wrong shard...), and left alone.  They
+ * are not keys; a persist that needs the name fails.  0 for a clean
+ * location. */
+size_t fbk_location_foreign_entries(const fbk_location *loc);
 /* 1 or 0 */
 int fbk_location_contains(const fbk_location *loc, const fbk_key *key);
 /* Copies up to cap keys into out (in no particular order); returns the total. */

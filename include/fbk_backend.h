@@ -59,7 +59,7 @@ typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
- * 3: appends workers.  4: appends the name index (maps) and contains. */
+ * 3: appends workers.  4: appends the name index (maps), contains and scan_foreign. */
 #define FBK_BACKEND_OPS_VERSION 4
 
 /* One change of a location's name index (version 4): bind name[0..len) to
@@ -116,9 +116,10 @@ struct fbk_backend_ops {
      * FBK_EINVAL for a name the backend cannot use. */
     int (*open_location)(void *self, const char *location, void **loc);
     void (*close_location)(void *self, void *loc);
-    /* Sanitize the location (delete junk: names that are not keys, leftover
-     * temporaries) and call each(key, arg) for every key it holds.  Returns
-     * the number of junk entries it deleted (>= 0), or an FBK_E* code. */
+    /* Sanitize the location (delete junk: the backend's own leftovers, such
+     * as temporaries of a crashed write -- never an entry it did not make)
+     * and call each(key, arg) for every key it holds.  Returns the number
+     * of junk entries it deleted (>= 0), or an FBK_E* code. */
     int (*scan)(void *self, void *loc, fbk_key_fn each, void *arg);
     /* Copy the spill copy of `key` into `loc` (atomically: never a
      * half-written value under the key).  Need not be durable until `sync`. */
@@ -199,6 +200,11 @@ struct fbk_backend_ops {
      * removed by another store is written again.  NULL: the key set is
      * trusted. */
     int (*contains)(void *self, void *loc, const fbk_key *key);
+    /* Optional: how many entries the last `scan` of `loc` found in the area
+     * the backend keeps keys in that are neither keys nor the backend's own
+     * leftovers, and left alone (a backend deletes only what it made).
+     * NULL: 0. */
+    size_t (*scan_foreign)(void *self, void *loc);
 };
 
 /*

@@ -255,6 +255,7 @@ struct fbk_location {
     fbk__keymap keys;
     size_t count; /* present keys */
     size_t junk;
+    size_t foreign; /* entries the scan left alone: not the backend's */
     int sync_err; /* sticky: a failed sync is final */
     atomic_int maps; /* maps open on it (map.c): fbk_save refuses it then */
 };

@@ -91,6 +91,8 @@ int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
     }
     loc->count = c.count;
     loc->junk = (size_t)rc;
+    if (s->ops->version >= 4 && s->ops->scan_foreign)
+        loc->foreign = s->ops->scan_foreign(s->self, loc->bloc);
     /* another thread may have opened the same name meanwhile: share its */
     pthread_mutex_lock(&s->loc_mu);
     open = find_open(s, location);
@@ -176,6 +178,8 @@ size_t fbk_location_count(const fbk_location *loc)
 }
 
 size_t fbk_location_junk_removed(const fbk_location *loc) { return loc ? loc->junk : 0; }
+
+size_t fbk_location_foreign_entries(const fbk_location *loc) { return loc ? loc->foreign : 0; }
 
 int fbk_location_contains(const fbk_location *loc, const fbk_key *key)
 {

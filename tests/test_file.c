@@ -269,7 +269,7 @@ Test(file, flipped_byte_in_a_persisted_file_is_ecorrupt)
     fbk_store_close(s);
 }
 
-Test(file, scan_removes_junk_and_reports_the_count)
+Test(file, scan_removes_only_temporaries_and_counts_what_it_leaves)
 {
     const char *d = tu_fresh_dir("junk");
     char dir[4096];
@@ -301,12 +301,15 @@ Test(file, scan_removes_junk_and_reports_the_count)
 
     s = open_store(dir);
     loc = open_loc(s, "loc");
-    cr_assert_eq(fbk_location_junk_removed(loc), 3);
+    cr_assert_eq(fbk_location_junk_removed(loc), 1);
+    cr_assert_eq(fbk_location_foreign_entries(loc), 2);
     cr_assert_eq(fbk_location_count(loc), 1);
     cr_assert(fbk_location_contains(loc, &k));
     struct stat st;
     snprintf(path, sizeof path, "%s/loc/%.2s/README", dir, hex);
-    cr_assert_neq(stat(path, &st), 0);
+    cr_assert_eq(stat(path, &st), 0, "a file libfbk did not make was removed");
+    snprintf(path, sizeof path, "%s/loc/%.2s/.tmp-%s-00000000000000ff", dir, hex, hex);
+    cr_assert_neq(stat(path, &st), 0, "the temporary is still there");
     snprintf(path, sizeof path, "%s/loc/manifest", dir);
     cr_assert_eq(stat(path, &st), 0);
     fbk_location_close(loc);
@@ -315,6 +318,7 @@ Test(file, scan_removes_junk_and_reports_the_count)
     s = open_store(dir);
     loc = open_loc(s, "loc");
     cr_assert_eq(fbk_location_junk_removed(loc), 0);
+    cr_assert_eq(fbk_location_foreign_entries(loc), 2);
     fbk_location_close(loc);
     fbk_store_close(s);
 }
@@ -353,11 +357,23 @@ Test(file, unwritable_location_fails_and_loses_nothing)
     cr_assert_lt(rc, 0);
     cr_assert(strstr(fbk_errmsg(), "/sys/kernel/fbk-test-location") != NULL, "message: %s",
               fbk_errmsg());
-    loc = open_loc(s, "/sys/kernel");
+    /* a location made while writable, on a file system remounted read-only */
+    char mnt[4096], where[4200];
+    const char *m = tu_tmpfs("unwritable-mnt", "4m");
+    if (!m) {
+        fbk_pool_release(p);
+        fbk_store_close(s);
+        cr_skip("cannot mount a tmpfs");
+    }
+    snprintf(mnt, sizeof mnt, "%s", m);
+    snprintf(where, sizeof where, "%s/loc", mnt);
+    fbk_location_close(open_loc(s, where));
+    cr_assert_eq(tu_remount_ro(mnt), 0, "remount ro: %s", strerror(errno));
+    loc = open_loc(s, where);
     fbk_handle *h = insert(p, 5000, 4);
     rc = fbk_persist(h, loc);
     cr_assert(rc == FBK_EIO || rc == FBK_EINVAL, "persist gave %s", fbk_err_name(rc));
-    cr_assert(strstr(fbk_errmsg(), "/sys/kernel") != NULL, "message: %s", fbk_errmsg());
+    cr_assert(strstr(fbk_errmsg(), where) != NULL, "message: %s", fbk_errmsg());
     fbk_key k;
     fbk_handle_key(h, &k);
     cr_assert(!fbk_location_contains(loc, &k));
@@ -366,6 +382,7 @@ Test(file, unwritable_location_fails_and_loses_nothing)
     fbk_location_close(loc);
     fbk_pool_release(p);
     fbk_store_close(s);
+    tu_umount(mnt);
 }
 
 Test(file, second_process_is_refused_with_ebusy)

@@ -745,8 +745,8 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
     cr_assert_eq(g_root_fsyncs, 0, "sync fsynced the root");
     b.ops->close_location(b.self, loc);
 
-    /* a location with some shards (an older layout), a user's file and a
-     * file by a shard's name: the missing shards are made, nothing removed */
+    /* a location with some shards (an older layout, no marker) and a user's
+     * file: adopted, the missing shards are made, nothing removed */
     PATHF(p, "%s/older", d);
     cr_assert_eq(mkdir(p, 0755), 0);
     char q[4400];
@@ -756,19 +756,19 @@ Test(file_iov, a_fresh_location_has_256_shards_and_its_root_is_synced_at_open_no
     cr_assert_eq(mkdir(q, 0755), 0);
     PATHF(q, "%s/MANIFEST", p);
     write_file(q, "the user's");
-    PATHF(q, "%s/c3", p);
-    write_file(q, "not a shard");
     watch_root(p);
     cr_assert_eq(b.ops->open_location(b.self, "older", &loc), FBK_OK, "%s", fbk_errmsg());
-    cr_assert_eq(count_shards(p), 255);
+    cr_assert_eq(count_shards(p), 256);
     cr_assert_eq(g_root_fsyncs, 1);
     PATHF(q, "%s/MANIFEST", p);
     struct stat st;
     cr_assert_eq(stat(q, &st), 0);
-    /* scan removes the file named like a shard; a persist into that shard
-     * then makes it, and the sync makes the root durable again */
+    /* a shard removed behind libfbk's back: a persist into it makes it,
+     * and the sync makes the root durable again */
+    PATHF(q, "%s/c3", p);
+    cr_assert_eq(rmdir(q), 0);
     n = 0;
-    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 1);
+    cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     fbk_key kc;
     do
         fbk_key_generate(&kc);
@@ -804,6 +804,16 @@ static int refusing_mkdirat(int at, const char *path, mode_t mode)
     return fbk__file_io_posix.mkdirat(at, path, mode);
 }
 
+/* the same file system refuses new files: the location's marker */
+static int refusing_openat(int at, const char *path, int flags, mode_t mode)
+{
+    if (g_mkdir_errno && (flags & O_CREAT)) {
+        errno = g_mkdir_errno;
+        return -1;
+    }
+    return fbk__file_io_posix.openat(at, path, flags, mode);
+}
+
 /* A location that refuses new directories (EROFS, EACCES, EPERM) opens
  * silently without shards and scans; once writable, the first persist makes
  * its shard and the sync fsyncs the root.  (Injected: this runs as root.) */
@@ -817,6 +827,7 @@ Test(file_iov, a_location_refusing_mkdir_opens_and_gets_its_shards_lazily, .fini
         tu_be b = watched_location(name, "loc", d, p);
         hooked = fbk__file_io_posix;
         hooked.mkdirat = refusing_mkdirat;
+        hooked.openat = refusing_openat;
         hooked.fsync = watching_fsync;
         g_mkdir_errno = errs[e];
         g_mkdirs = 0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,3 +152,27 @@ void tu_be_close(tu_be *b)
     b->ops->close(b->self);
     b->self = NULL;
 }
+
+const char *tu_tmpfs(const char *name, const char *size)
+{
+    static char buf[4096];
+    const char *base = getenv("FBK_TEST_DIR");
+    if (base && *base)
+        snprintf(buf, sizeof buf, "%s/%s", base, name);
+    else
+        snprintf(buf, sizeof buf, "/tmp/fbk-test-%ld/%s", (long)getpid(), name);
+    (void)umount2(buf, MNT_DETACH); /* left over by a crashed run */
+    snprintf(buf, sizeof buf, "%s", tu_fresh_dir(name));
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0755", size);
+    if (mount("fbk-test", buf, "tmpfs", 0, opts) != 0)
+        return NULL;
+    return buf;
+}
+
+int tu_remount_ro(const char *path)
+{
+    return mount(NULL, path, NULL, MS_REMOUNT | MS_RDONLY, NULL);
+}
+
+void tu_umount(const char *path) { (void)umount2(path, MNT_DETACH); }

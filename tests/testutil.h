@@ -49,4 +49,13 @@ void tu_be_close(tu_be *b);
 /* An fbk_key_fn for scan: counts the keys in the size_t at arg. */
 int tu_count_key(const fbk_key *key, void *arg);
 
+/* A tmpfs of `size` (mount's size= syntax, e.g. "2m") mounted on a fresh
+ * directory $FBK_TEST_DIR/<name>, for full-disk and read-only tests; NULL
+ * when it cannot be mounted (not root, no tmpfs): the test then cr_skips.
+ * Returns a static buffer like tu_fresh_dir.  tu_remount_ro makes it
+ * read-only (0 or -1); tu_umount detaches it (best effort). */
+const char *tu_tmpfs(const char *name, const char *size);
+int tu_remount_ro(const char *path);
+void tu_umount(const char *path);
+
 #endif

@@ -3,6 +3,7 @@
  *
  *   DIR/LOCK                 flock(LOCK_EX) for the life of the store
  *   DIR/spill/00..ff/<hex>   the spill area (emptied at open and at close)
+ *   LOC/.fbk-location        marks LOC as libfbk's (written when adopted)
  *   LOC/00..ff/<hex>         a location (absolute, or relative to DIR)
  *
  * <hex> is fbk_key_format_hex() of the key; the shard is its first byte.
@@ -10,7 +11,9 @@
  * disposable and the core never reads a key before its store returned).
  * Persist and register are hard links (a copy to a temporary name + fsync +
  * rename across file systems).  A location's shards are made when it is
- * opened (lazily, on first persist, if it was read-only then).
+ * opened (lazily, on first persist, if it was read-only then).  A location
+ * never reaches into DIR's own areas, and libfbk deletes nothing in it but
+ * its own temporaries; a non-empty directory it did not make is refused.
  * docs/file-backend.md gives the layout and the crash-consistency argument;
  * every system call goes through file_io.h.
  */
@@ -47,6 +50,8 @@
 /* "ab/.tmp-" + 32 hex + "-" + 16 hex + NUL */
 #define FILE_TMP_LEN 64
 #define FILE_TMP_PREFIX ".tmp-"
+/* The file that marks a directory as a libfbk location (docs/file-backend.md) */
+#define FILE_MARKER ".fbk-location"
 /* store_iov takes at most this many segments (fbk_backend.h) */
 #define FILE_IOV_MAX 4
 
@@ -58,6 +63,7 @@ typedef struct file_buf {
 typedef struct file_backend {
     char *dir;   /* as given, for messages */
     char *spill; /* DIR/spill, for messages */
+    char *canon; /* realpath(DIR): locations are checked against it */
     int rootfd;
     int lockfd;
     int spillfd;
@@ -112,6 +118,7 @@ typedef struct file_loc {
      * commit after a sync that only covered this handle's own persists
      * could name values a power cut loses.  0 when scan found no key. */
     int need_full;
+    size_t foreign; /* entries the last scan left alone (not libfbk's) */
     int sticky;
     int sticky_errno;
     char sticky_msg[400];
@@ -860,14 +867,15 @@ static void loc_fail(file_backend *b, file_loc *l, int rc)
  * key is linked into it: a sync then never needs the root (unless persist
  * had to make a shard after all).  The fsync is made even when no shard was
  * missing: a process killed between its mkdirs and its fsync leaves shards
- * whose names are not durable yet.  A location where mkdir fails (read-only:
+ * whose names are not durable yet; it also makes the name of a marker
+ * written by loc_claim (marked) durable.  A location where mkdir fails (read-only:
  * EROFS, EACCES, EPERM; full: ENOSPC; or any other error) is left as it is,
  * silently: its missing shards are made lazily by the first persist, which
  * marks the root for the next sync (and reports the error if it recurs).
  * Returns 0 or an FBK_E* code for the open to fail with (only if the
  * location cannot be listed); a failed fsync does not fail the open (the
  * location can still be read) but makes the location failed. */
-static int loc_make_shards(file_backend *b, file_loc *l)
+static int loc_make_shards(file_backend *b, file_loc *l, int marked)
 {
     uint64_t present[FILE_SHARDS / 64] = {0};
     int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -906,17 +914,349 @@ static int loc_make_shards(file_backend *b, file_loc *l)
          * location can still be read, so the open goes on, and the missing
          * shards are made by the first persist that needs them (which then
          * reports the error, if it persists). */
-        if (made == 0)
+        if (made == 0 && !marked)
             return FBK_OK;
-        break; /* what was made must still be durable */
+        break; /* what was made (and the marker) must still be durable */
     }
     if (io_()->fsync(l->fd) == 0)
         return FBK_OK;
     e = errno;
-    if (made == 0 && (e == EROFS || e == EINVAL))
+    if (made == 0 && !marked && (e == EROFS || e == EINVAL))
         return FBK_OK; /* nothing made, and a file system that cannot sync */
     loc_fail(b, l,
              fbk_error_from_errno(e, "file: fsync %s (the shard directories, at open)", l->path));
+    return FBK_OK;
+}
+
+/* ------------------------------------------------- what a location may be */
+
+/* 1 if n is "<32 lowercase hex>" beginning with the shard's two digits. */
+static int is_key_name(const char *n, const char *shard, fbk_key *key)
+{
+    if (strlen(n) != 32 || n[0] != shard[0] || n[1] != shard[1])
+        return 0;
+    for (int i = 0; i < 32; i++)
+        if (!((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'f')))
+            return 0;
+    return fbk_key_parse(n, key) == FBK_OK;
+}
+
+/* 1 if n is a name tmp_name() makes for a key of this shard:
+ * ".tmp-<32 hex key>-<16 hex>", all lowercase. */
+static int is_tmp_name(const char *n, const char *shard)
+{
+    const size_t pl = sizeof FILE_TMP_PREFIX - 1;
+    if (strlen(n) != pl + 32 + 1 + 16 || strncmp(n, FILE_TMP_PREFIX, pl) != 0 || n[pl + 32] != '-')
+        return 0;
+    char hex[33];
+    memcpy(hex, n + pl, 32);
+    hex[32] = '\0';
+    fbk_key key;
+    if (!is_key_name(hex, shard, &key))
+        return 0;
+    for (const char *c = n + pl + 33; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* 1 if the entry de of the directory at is a regular file (not followed). */
+static int is_regular(int at, const struct dirent *de)
+{
+    if (de->d_type != DT_UNKNOWN)
+        return de->d_type == DT_REG;
+    struct stat st;
+    return io_()->fstatat(at, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Names the store keeps in DIR.  A location must not be one of them or lie
+ * under one, nor be DIR itself or contain it: the spill area is emptied at
+ * every open, and a location's shards and scan must not meet LOCK or spill.
+ * A name added to DIR must be added here. */
+static const char *const store_names[] = {"spill", "LOCK"};
+
+/* Appends the components of rel to the absolute path buf[0..*n) (capacity
+ * cap), resolving "." and ".." lexically: rel names directories that do not
+ * exist yet, which mkdir_p will make, so "new/.." is where "new" is made.
+ * -1 when the result does not fit. */
+static int path_append(char *buf, size_t *n, size_t cap, const char *rel)
+{
+    for (const char *p = rel; *p;) {
+        while (*p == '/')
+            p++;
+        const char *e = p;
+        while (*e && *e != '/')
+            e++;
+        size_t len = (size_t)(e - p);
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            while (*n > 1 && buf[*n - 1] != '/')
+                (*n)--;
+            if (*n > 1)
+                (*n)--;
+        } else if (len > 0 && !(len == 1 && p[0] == '.')) {
+            if (*n + 1 + len + 1 > cap)
+                return -1;
+            if (buf[*n - 1] != '/')
+                buf[(*n)++] = '/';
+            memcpy(buf + *n, p, len);
+            *n += len;
+        }
+        buf[*n] = '\0';
+        p = e;
+    }
+    return 0;
+}
+
+/* The canonical form of the absolute path full: realpath() of its longest
+ * existing prefix (symlinks, "." and ".." resolved by the file system), then
+ * the rest resolved lexically.  malloc'ed; NULL with errno. */
+static char *canon_path(const char *full)
+{
+    size_t len = strlen(full);
+    char *pre = malloc(len + 1);
+    if (!pre)
+        return NULL;
+    memcpy(pre, full, len + 1);
+    size_t cut = len;
+    char *real;
+    while ((real = realpath(pre, NULL)) == NULL) {
+        if ((errno != ENOENT && errno != ENOTDIR) || cut <= 1) {
+            int e = errno;
+            free(pre);
+            errno = e;
+            return NULL;
+        }
+        char *slash = strrchr(pre, '/'); /* full is absolute: never NULL */
+        cut = slash == pre ? 1 : (size_t)(slash - pre);
+        pre[cut] = '\0';
+    }
+    free(pre);
+    size_t n = strlen(real), cap = n + (len - cut) + 2;
+    char *out = realloc(real, cap);
+    if (!out) {
+        free(real);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (path_append(out, &n, cap, full + cut) != 0) {
+        free(out);
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    return out;
+}
+
+/* 1 if path p is root or lies under it (both canonical). */
+static int path_under(const char *p, const char *root)
+{
+    size_t n = strlen(root);
+    if (n == 1) /* "/" */
+        return 1;
+    return strncmp(p, root, n) == 0 && (p[n] == '\0' || p[n] == '/');
+}
+
+/* Refuses (FBK_EINVAL) a location that climbs out of DIR with ".." (when
+ * relative) or reaches into the store's own areas: DIR itself, a directory
+ * holding DIR, or anything at or under DIR/spill, DIR/LOCK.  Paths are
+ * compared in canonical form, so "./spill", "x/../spill" and symlinks to
+ * the spill area are caught too.  shown: the location's path for messages. */
+static int loc_check_path(file_backend *b, const char *location, const char *shown)
+{
+    if (location[0] != '/') {
+        int depth = 0;
+        for (const char *p = location; *p;) {
+            while (*p == '/')
+                p++;
+            const char *e = p;
+            while (*e && *e != '/')
+                e++;
+            size_t len = (size_t)(e - p);
+            if (len == 2 && p[0] == '.' && p[1] == '.')
+                depth--;
+            else if (len > 0 && !(len == 1 && p[0] == '.'))
+                depth++;
+            if (depth < 0)
+                return fbk_error_set(FBK_EINVAL, 0,
+                                     "file: location %s climbs out of the store directory %s "
+                                     "with \"..\": a relative location must stay inside the store "
+                                     "directory (give an absolute path for a directory elsewhere)",
+                                     location, b->dir);
+            p = e;
+        }
+    }
+    size_t flen = strlen(b->canon) + strlen(location) + 2;
+    char *full = malloc(flen);
+    if (!full)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory", shown);
+    if (location[0] == '/')
+        snprintf(full, flen, "%s", location);
+    else
+        snprintf(full, flen, "%s/%s", b->canon, location);
+    char *c = canon_path(full);
+    free(full);
+    if (!c)
+        return fail(errno, "resolve location", shown, NULL);
+    int rc = FBK_OK;
+    const char *rule = "a location must not reach into the store's own areas";
+    if (strcmp(c, b->canon) == 0) {
+        rc = fbk_error_set(FBK_EINVAL, 0, "file: location %s is the store directory %s itself: %s",
+                           shown, b->dir, rule);
+    } else if (path_under(b->canon, c)) {
+        rc = fbk_error_set(FBK_EINVAL, 0,
+                           "file: location %s (%s) holds the store directory %s: %s", shown, c,
+                           b->dir, rule);
+    }
+    for (size_t i = 0; rc == FBK_OK && i < sizeof store_names / sizeof store_names[0]; i++) {
+        size_t rlen = strlen(b->canon) + strlen(store_names[i]) + 2;
+        char *r = malloc(rlen);
+        if (!r) {
+            rc = fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory", shown);
+            break;
+        }
+        snprintf(r, rlen, "%s/%s", b->canon, store_names[i]);
+        if (path_under(c, r))
+            rc = fbk_error_set(FBK_EINVAL, 0,
+                               "file: location %s (%s) is, or lies under, the store's %s/%s: %s",
+                               shown, c, b->dir, store_names[i], rule);
+        free(r);
+    }
+    free(c);
+    return rc;
+}
+
+enum { LOC_MARKED, LOC_EMPTY, LOC_LEGACY, LOC_FOREIGN };
+
+/* What the location directory is: marked (FILE_MARKER is a regular file in
+ * it); empty; written by a version before the marker (LOC_LEGACY: at least
+ * one shard directory, every shard-named entry a real directory holding
+ * only key files of its shard and libfbk temporaries; other root names --
+ * a user's manifest -- are allowed, as they always were); or anything else
+ * (LOC_FOREIGN: why names the first entry that is not libfbk's).  An
+ * unmarked directory named "spill" next to a LOCK file is another file:
+ * store's spill area (that store empties it at its every open): foreign.
+ * Returns one of LOC_* or an FBK_E* code (< 0). */
+static int loc_classify(file_loc *l, char *why, size_t cap)
+{
+    struct stat st;
+    if (io_()->fstatat(l->fd, FILE_MARKER, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+        return LOC_MARKED;
+    struct stat self, spill;
+    if (io_()->fstat(l->fd, &self) == 0 &&
+        io_()->fstatat(l->fd, "../LOCK", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        io_()->fstatat(l->fd, "../spill", &spill, AT_SYMLINK_NOFOLLOW) == 0 &&
+        spill.st_dev == self.st_dev && spill.st_ino == self.st_ino) {
+        snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
+        return LOC_FOREIGN;
+    }
+    int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "open location", l->path, NULL);
+    DIR *d = dir_of(fd);
+    if (!d)
+        return fail(errno, "list location", l->path, NULL);
+    int any = 0, shards = 0, foreign = 0, rc = FBK_OK;
+    char other[256] = "";
+    struct dirent *de;
+    errno = 0;
+    while (!foreign && rc == FBK_OK && (de = io_()->readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        any = 1;
+        if (strlen(n) != 2 || shard_index(n) < 0) {
+            if (!other[0])
+                snprintf(other, sizeof other, "%s", n);
+            errno = 0;
+            continue;
+        }
+        int sfd = io_()->openat(dirfd(d), n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (sfd < 0) {
+            if (errno != ENOTDIR && errno != ELOOP) {
+                rc = fail(errno, "open", l->path, n);
+                break;
+            }
+            snprintf(why, cap, "%s is not a shard directory", n);
+            foreign = 1;
+            break;
+        }
+        DIR *sd = dir_of(sfd);
+        if (!sd) {
+            rc = fail(errno, "list", l->path, n);
+            break;
+        }
+        shards++;
+        struct dirent *se;
+        errno = 0;
+        while ((se = io_()->readdir(sd)) != NULL) {
+            const char *sn = se->d_name;
+            fbk_key key;
+            if (strcmp(sn, ".") == 0 || strcmp(sn, "..") == 0)
+                continue;
+            if (!(is_key_name(sn, n, &key) || is_tmp_name(sn, n)) || !is_regular(dirfd(sd), se)) {
+                snprintf(why, cap, "%s/%s is neither a key file nor a libfbk temporary", n, sn);
+                foreign = 1;
+                break;
+            }
+            errno = 0;
+        }
+        if (!foreign && errno)
+            rc = fail(errno, "list", l->path, n);
+        io_()->closedir(sd);
+        errno = 0;
+    }
+    if (rc == FBK_OK && !foreign && errno)
+        rc = fail(errno, "list location", l->path, NULL);
+    io_()->closedir(d);
+    if (rc != FBK_OK)
+        return rc;
+    if (foreign)
+        return LOC_FOREIGN;
+    if (!any)
+        return LOC_EMPTY;
+    if (shards > 0)
+        return LOC_LEGACY;
+    snprintf(why, cap, "%s is not libfbk's, and there is no shard directory", other);
+    return LOC_FOREIGN;
+}
+
+/* Writes FILE_MARKER into the location (O_EXCL; the file fsynced here, its
+ * name by the root fsync of loc_make_shards).  1 when the marker is there
+ * (made now, or by a concurrent open), 0 when it could not be made: a
+ * read-only or full location is used unmarked, as it is (the next open
+ * adopts it again: it is still empty, or holds only libfbk's shards). */
+static int loc_mark(file_loc *l)
+{
+    static const char text[] = "libfbk file: location, format 1.  The shard directories 00..ff "
+                               "hold one file per key; libfbk deletes nothing in them but its "
+                               "own .tmp- files.  Keep other files out of them.\n";
+    int fd = io_()->openat(l->fd, FILE_MARKER, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno == EEXIST;
+    int ok = writev_all(fd, &(struct iovec){(void *)text, sizeof text - 1}, 1) == 0 &&
+             io_()->fsync(fd) == 0;
+    ok = io_()->close(fd) == 0 && ok;
+    if (!ok)
+        io_()->unlinkat(l->fd, FILE_MARKER, 0);
+    return ok;
+}
+
+/* Adopts the opened location directory when it may be libfbk's: marked
+ * already; or empty, or written by an earlier version (LOC_LEGACY), and
+ * then marked.  A non-empty directory libfbk did not make is refused
+ * (FBK_EINVAL): its scan would treat the user's files as libfbk's.
+ * *marked_now is set when the marker was written here. */
+static int loc_claim(file_loc *l, int *marked_now)
+{
+    char why[600] = "";
+    int kind = loc_classify(l, why, sizeof why);
+    if (kind < 0)
+        return kind;
+    if (kind == LOC_FOREIGN)
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "file: %s is not a libfbk location (no " FILE_MARKER
+                             " marker) and is not empty: refusing to use it (%s)",
+                             l->path, why);
+    *marked_now = kind != LOC_MARKED && loc_mark(l);
     return FBK_OK;
 }
 
@@ -938,7 +1278,12 @@ static int file_open_location(void *self, const char *location, void **out)
     else
         snprintf(l->path, plen, "%s/%s", b->dir, location);
 
-    int rc = FBK_OK;
+    int rc = loc_check_path(b, location, l->path);
+    if (rc != FBK_OK) {
+        free(l->path);
+        free(l);
+        return rc;
+    }
     l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (l->fd < 0 && errno == ENOENT) {
         rc = mkdir_p(b->rootfd, location, "create location");
@@ -956,6 +1301,9 @@ static int file_open_location(void *self, const char *location, void **out)
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(l->fd, &st) != 0)
         rc = fail(errno, "stat location", l->path, NULL);
+    int marked_now = 0;
+    if (rc == FBK_OK)
+        rc = loc_claim(l, &marked_now);
     if (rc != FBK_OK) {
         if (l->fd >= 0)
             io_()->close(l->fd);
@@ -982,7 +1330,7 @@ static int file_open_location(void *self, const char *location, void **out)
         snprintf(l->sticky_msg, sizeof l->sticky_msg,
                  "file: a sync of location %s failed earlier in this store (%s)", l->path,
                  fbk_err_name(l->sticky));
-    rc = loc_make_shards(b, l);
+    rc = loc_make_shards(b, l, marked_now);
     if (rc != FBK_OK) {
         io_()->close(l->fd);
         free(l->path);
@@ -1009,22 +1357,12 @@ static void file_close_location(void *self, void *loc)
     free(l);
 }
 
-/* 1 if n is "<32 lowercase hex>" beginning with the shard's two digits. */
-static int is_key_name(const char *n, const char *shard, fbk_key *key)
-{
-    if (strlen(n) != 32 || n[0] != shard[0] || n[1] != shard[1])
-        return 0;
-    for (int i = 0; i < 32; i++)
-        if (!((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'f')))
-            return 0;
-    return fbk_key_parse(n, key) == FBK_OK;
-}
-
 static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
     (void)self;
     file_loc *l = loc;
     long junk = 0, keys = 0;
+    size_t foreign = 0;
     for (int i = 0; i < FILE_SHARDS; i++) {
         char shard[3];
         snprintf(shard, sizeof shard, "%02x", i);
@@ -1033,9 +1371,9 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
             if (errno == ENOENT)
                 continue; /* made on first persist (read-only at open) */
             if (errno == ENOTDIR || errno == ELOOP) {
-                /* our name, not our kind of entry: junk */
-                if (remove_tree_at(l->fd, shard, 0) == 0)
-                    junk++;
+                /* our name, not our kind of entry: not libfbk's, left alone
+                 * (a persist into this shard then fails: "Not a directory") */
+                foreign++;
                 continue;
             }
             return fail(errno, "open", l->path, shard);
@@ -1064,11 +1402,17 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
                     io_()->closedir(d);
                     return rc;
                 }
-            } else if (remove_tree_at(dirfd(d), n, 0) == 0) {
-                /* a temporary left by a crash, or a stranger: junk.  A
-                 * failed removal (read-only location) is not an error: the
-                 * entry is still not a key. */
-                junk++;
+            } else if (is_tmp_name(n, shard) && is_regular(dirfd(d), de)) {
+                /* a temporary left by a crash: libfbk's own junk.  A failed
+                 * removal (read-only location) is not an error: the entry
+                 * is still not a key. */
+                if (io_()->unlinkat(dirfd(d), n, 0) == 0)
+                    junk++;
+            } else {
+                /* not made by libfbk (a user's file, a key in the wrong
+                 * shard, a directory or symlink under a key name...): left
+                 * alone, and counted (fbk_location_foreign_entries) */
+                foreign++;
             }
             errno = 0;
         }
@@ -1077,11 +1421,11 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
         if (e)
             return fail(e, "list", l->path, shard);
     }
-    if (keys == 0) {
-        pthread_mutex_lock(&l->sync_mu);
+    pthread_mutex_lock(&l->sync_mu);
+    if (keys == 0)
         l->need_full = 0; /* nothing to make durable but what comes */
-        pthread_mutex_unlock(&l->sync_mu);
-    }
+    l->foreign = foreign;
+    pthread_mutex_unlock(&l->sync_mu);
     return junk > INT_MAX ? INT_MAX : (int)junk;
 }
 
@@ -1160,6 +1504,16 @@ static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc
     if (rc == FBK_OK && to_loc)
         loc_touch(l, name, 0, key, made_shard);
     return rc;
+}
+
+static size_t file_scan_foreign(void *self, void *loc)
+{
+    (void)self;
+    file_loc *l = loc;
+    pthread_mutex_lock(&l->sync_mu);
+    size_t n = l->foreign;
+    pthread_mutex_unlock(&l->sync_mu);
+    return n;
 }
 
 static int file_persist(void *self, void *loc, const fbk_key *key)
@@ -1338,6 +1692,7 @@ static void file_close(void *self)
     pthread_mutex_destroy(&b->buf_mu);
     pthread_mutex_destroy(&b->spill_sync_mu);
     pthread_mutex_destroy(&b->failed_mu);
+    free(b->canon);
     free(b->spill);
     free(b->dir);
     free(b);
@@ -1370,6 +1725,7 @@ static const fbk_backend_ops file_ops = {
     .name_scan = file_name_scan,
     .name_apply = file_name_apply,
     .contains = file_contains,
+    .scan_foreign = file_scan_foreign,
 };
 
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
@@ -1408,6 +1764,8 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
                      ? fbk_error_set(FBK_EINVAL, ENOTDIR, "file: %s is not a directory", dir)
                      : fail(errno, "open", dir, NULL);
     }
+    if (rc == FBK_OK && (b->canon = realpath(dir, NULL)) == NULL)
+        rc = fail(errno, "resolve", dir, NULL);
     if (rc == FBK_OK) {
         b->lockfd = io_()->openat(b->rootfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (b->lockfd < 0)
@@ -1433,6 +1791,15 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(b->spillfd, &st) != 0)
         rc = fail(errno, "stat", b->spill, NULL);
+    /* a libfbk location under the spill area's name (made by another store
+     * before this directory became a store): emptying it would lose it */
+    struct stat mst;
+    if (rc == FBK_OK &&
+        io_()->fstatat(b->spillfd, FILE_MARKER, &mst, AT_SYMLINK_NOFOLLOW) == 0)
+        rc = fbk_error_set(FBK_EINVAL, 0,
+                           "file: %s is a libfbk location (it holds " FILE_MARKER
+                           "): refusing to empty it as this store's spill area",
+                           b->spill);
     if (rc == FBK_OK) {
         b->spill_dev = st.st_dev;
         rc = spill_empty(b, 1);
