@@ -163,6 +163,7 @@ static void *progress_thread(void *arg)
 {
     verifier *v = arg;
     pthread_mutex_lock(&v->mu);
+    progress_show(v); /* at once: a terminal always sees where it starts */
     while (!v->done) {
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
