@@ -72,7 +72,10 @@ void fbk_key_generate(fbk_key *out);
     X(EAGAIN, -7, "the operation would have to block or wait")                                     \
     X(EBUSY, -8, "the item is shared, pinned or in use")                                           \
     X(ECODEC, -9, "a codec callback failed")                                                       \
-    X(ECLOSED, -10, "the store is shutting down")
+    X(ECLOSED, -10, "the store is shutting down")                                                  \
+    X(EREADONLY, -11, "a change was asked of a read-only store")                                   \
+    X(ENOTSUP, -12, "the backend cannot do this")                                                  \
+    X(ETIMEDOUT, -13, "a remote backend did not answer in time")
 
 enum {
     FBK_OK = 0,
@@ -179,14 +182,30 @@ typedef struct fbk_store_options {
                                blocking call waits for the workers; 0 = 32 x threads */
     size_t max_queued_bytes;    /* the same bound on their bytes, counted for
                                    codecs with `view` (fbk_blob): 0 = 16 MiB */
+    unsigned flags;             /* FBK_STORE_READONLY */
     /* every field's zero value means its default, so `{0}` is valid */
 } fbk_store_options;
 
+/* A read-only store opens existing durable locations only: nothing in the
+ * store directory is made or emptied, it works while other processes have the
+ * store open for writing, and every call that would change a durable location
+ * (persist, location remove, save, map put/remove) returns FBK_EREADONLY.
+ * Pools on it can register and load.  A location that does not exist gives
+ * FBK_ENOTFOUND instead of being created. */
+#define FBK_STORE_READONLY 1u
+
 /* Opens a store.  uri: "lmdb:DIR", "file:DIR", "mem:" (or "mem:NAME");
  * a bare path means "lmdb:PATH".  opts == NULL means defaults.
- * Blocking (creates and locks DIR, empties the spill area).
- * FBK_EINVAL for an unknown scheme or bad argument, FBK_EBUSY when another
- * process holds DIR, FBK_EIO/FBK_ENOSPC/FBK_ENOMEM otherwise. */
+ * The URI may carry parameters after '?': key=value pairs joined by '&',
+ * percent-encoding allowed ("lmdb:/data/x?map_size=1g&threads=2").  Known
+ * keys: threads, max_queued_writes, max_queued_bytes, readonly (0/1), and
+ * for lmdb: map_size, durable_dir.  Sizes take a k/m/g/t suffix (powers of
+ * 1024).  A parameter overrides the same field of opts.  An unknown key, or
+ * one the scheme does not take, gives FBK_EINVAL naming it.
+ * Blocking (creates DIR and a spill area of this store's own in it).
+ * Several processes may open one store (docs/maps.md, "Sharing").
+ * FBK_EINVAL for an unknown scheme or bad argument,
+ * FBK_EIO/FBK_ENOSPC/FBK_ENOMEM otherwise. */
 int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts);
 /* Opens a store over a user's backend table; takes ownership of self (also on
  * failure: ops->close(self) is then called). */
@@ -221,7 +240,11 @@ unsigned fbk_store_threads(const fbk_store *s);
 /* ------------------------------------------------------------- locations */
 
 /* Opens (creating when missing) a durable location, scans and sanitizes it
- * and remembers which keys it holds.  Blocking. */
+ * and remembers which keys it holds.  Blocking.  Opening a location that is
+ * open already in the same store gives the same shared object (its key set,
+ * its sync state), counted: each open needs its own fbk_location_close.  So
+ * a remove through one handle is seen by a persist through the other.  On a
+ * read-only store, a location that does not exist is FBK_ENOTFOUND. */
 int fbk_location_open(fbk_store *s, const char *location, fbk_location **out);
 size_t fbk_location_count(const fbk_location *loc);
 /* How many junk entries (non-key names, leftover temporaries) the scan at
@@ -231,6 +254,10 @@ size_t fbk_location_junk_removed(const fbk_location *loc);
 int fbk_location_contains(const fbk_location *loc, const fbk_key *key);
 /* Copies up to cap keys into out (in no particular order); returns the total. */
 size_t fbk_location_keys(const fbk_location *loc, fbk_key *out, size_t cap);
+/* Rescans loc: afterwards count/contains/keys reflect keys added or removed
+ * by other processes (and other stores) since the open or the last refresh.
+ * Blocking. */
+int fbk_location_refresh(fbk_location *loc);
 /* Makes every persist/remove on loc so far durable.  Blocking.  A failure is
  * final for this fbk_location: every later sync returns the same error
  * (pages the kernel failed to write may have been dropped); reopen the
@@ -340,6 +367,67 @@ typedef int (*fbk_commit_fn)(void *arg);
  * fbk_store_drain) and is removed by a later save.  Blocking. */
 int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,
              fbk_commit_fn commit, void *arg);
+
+/* ------------------------------------------------------------------ maps */
+
+/* A map binds names -- byte strings of 1 to FBK_NAME_MAX bytes, any bytes --
+ * to objects persisted in one location: what a program keeps instead of a
+ * manifest of keys (persistent memoization, blob databases).  The name index
+ * lives in the backend next to the objects (docs/maps.md).  Every function is
+ * thread-safe; put/get/remove/contains/get_or_compute/names/sync/close are
+ * blocking. */
+#define FBK_NAME_MAX 4096
+typedef struct fbk_map fbk_map;
+typedef struct fbk_map_options {
+    uint64_t size_limit; /* bytes of objects (codec size()) the map keeps; 0 = no limit */
+    unsigned flags;      /* FBK_MAP_NOSYNC */
+} fbk_map_options;
+/* put/remove durable at fbk_map_sync/close, not on return */
+#define FBK_MAP_NOSYNC 1u
+
+/* Opens the map of loc, whose objects live in pool p (p's codec decodes
+ * them).  opts == NULL means defaults.  The map keeps p and loc alive until
+ * fbk_map_close.  FBK_ENOTSUP on a backend table without names (before
+ * version 4). */
+int fbk_map_open(fbk_pool *p, fbk_location *loc, const fbk_map_options *opts, fbk_map **out);
+/* Syncs what is pending, then frees m; returns that result (m is freed
+ * whatever it is).  fbk_map_close(NULL) returns 0. */
+int fbk_map_close(fbk_map *m);
+/* Persists h's item (as fbk_persist) and binds name to its current key,
+ * replacing an earlier binding; the caller keeps h.  Without FBK_MAP_NOSYNC
+ * it is durable when it returns; concurrent puts share their syncs (group
+ * commit).  FBK_EINVAL for a NULL/empty/too long name or a NULL handle,
+ * FBK_EREADONLY on a read-only store. */
+int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h);
+/* A new handle (registered, not loaded) for exactly the key bound to name,
+ * which the caller releases; FBK_ENOTFOUND if unbound.  Sees what other
+ * processes synced. */
+int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out);
+/* Unbinds name; FBK_ENOTFOUND if unbound. */
+int fbk_map_remove(fbk_map *m, const void *name, size_t len);
+/* 1 if name is bound, 0 if not, or a negative FBK_E* code. */
+int fbk_map_contains(fbk_map *m, const void *name, size_t len);
+/* As fbk_map_get when name is bound.  Otherwise compute(name, len, &obj, arg)
+ * runs on the caller's thread -- once among concurrent callers of the same
+ * name in this process; the others wait for it -- then obj (owned by the map
+ * from then on) is inserted into the map's pool, put under name, and its
+ * handle returned to every waiter (each gets its own reference).  A non-zero
+ * result of compute is returned, as is, to all of them and nothing is bound;
+ * the next call computes again. */
+typedef int (*fbk_compute_fn)(const void *name, size_t len, void **obj, void *arg);
+int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute_fn compute,
+                           void *arg, fbk_handle **out);
+/* Calls each(name, len, arg) for every name (this process's view plus what
+ * others synced); each's non-zero result stops the walk and is returned. */
+typedef int (*fbk_name_fn)(const void *name, size_t len, void *arg);
+int fbk_map_names(fbk_map *m, fbk_name_fn each, void *arg);
+/* Names bound, and codec size() of the distinct objects they name, as this
+ * process knows them (refreshed by fbk_map_names). */
+uint64_t fbk_map_count(fbk_map *m);
+uint64_t fbk_map_bytes(fbk_map *m);
+/* Makes every put/remove so far durable (and removes from the location the
+ * objects no name refers to any more). */
+int fbk_map_sync(fbk_map *m);
 
 #ifdef __cplusplus
 }

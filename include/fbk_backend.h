@@ -36,6 +36,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h> /* struct iovec */
 
 #ifdef __cplusplus
@@ -58,8 +59,23 @@ typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
- * 3: appends workers. */
-#define FBK_BACKEND_OPS_VERSION 3
+ * 3: appends workers.  4: appends the name index (maps) and contains. */
+#define FBK_BACKEND_OPS_VERSION 4
+
+/* One change of a location's name index (version 4): bind name[0..len) to
+ * key, or unbind it when key is NULL.  `size` is the object's payload size
+ * (the codec's size()), kept with the binding so that a map learns its bytes
+ * without reading objects. */
+typedef struct fbk_name_op {
+    const void *name;
+    size_t len;
+    const fbk_key *key; /* NULL: unbind */
+    uint64_t size;
+} fbk_name_op;
+/* Called once per binding by name_scan; non-zero stops the scan and is
+ * returned by it. */
+typedef int (*fbk_binding_fn)(const void *name, size_t len, const fbk_key *key, uint64_t size,
+                              void *arg);
 
 /* One value of a batched store (version 2): the same four arguments as
  * `store`, plus the outcome of this one value, set by the backend. */
@@ -157,6 +173,32 @@ struct fbk_backend_ops {
      * per environment: a second worker only waits for the first one's
      * transaction).  A table copied to wrap a built-in one keeps its value. */
     unsigned workers;
+
+    /* ---- version 4 (read only when version >= 4) ---- */
+    /* The name index of a location (maps, docs/maps.md).  All optional as a
+     * group: a table without name_get/name_scan/name_apply gives
+     * FBK_ENOTSUP to fbk_map_open.  Names are 1..FBK_NAME_MAX arbitrary
+     * bytes.  The core serialises name_apply calls per location within a
+     * store; other processes may change the index at any time (the backend
+     * answers from its durable state, not from a cache of its own).
+     * name_get: *key (and *size) of the binding of name; FBK_ENOTFOUND if
+     *   unbound.
+     * name_scan: each(name, len, key, size, arg) for every binding.
+     * name_apply: apply ops[0..n) in order, all or none.  Every key bound
+     *   was persisted into loc before.  The bindings are visible to name_get
+     *   and name_scan of every store on return, and durable after the next
+     *   `sync` of loc -- never before the objects they bind: a backend whose
+     *   persist is not durable yet makes the bound objects durable first. */
+    int (*name_get)(void *self, void *loc, const void *name, size_t len, fbk_key *key,
+                    uint64_t *size);
+    int (*name_scan)(void *self, void *loc, fbk_binding_fn each, void *arg);
+    int (*name_apply)(void *self, void *loc, const fbk_name_op *ops, size_t n);
+    /* Optional: 1 if loc holds key right now (as other processes left it),
+     * 0 if not, or an FBK_E* code.  The core asks it before skipping a
+     * persist that its key set says is not needed (fbk_save), so that a key
+     * removed by another store is written again.  NULL: the key set is
+     * trusted. */
+    int (*contains)(void *self, void *loc, const fbk_key *key);
 };
 
 /*

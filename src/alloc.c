@@ -47,6 +47,8 @@ void *fbk__calloc(size_t count, size_t size)
     return p;
 }
 
+void *fbk__realloc(void *p, size_t n) { return current.realloc(p, n ? n : 1, current.ctx); }
+
 void fbk__free(void *p)
 {
     if (p)

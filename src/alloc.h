@@ -7,6 +7,8 @@
 
 void *fbk__malloc(size_t n);
 void *fbk__calloc(size_t count, size_t size);
+/* NULL on failure, p untouched */
+void *fbk__realloc(void *p, size_t n);
 void fbk__free(void *p);
 /* Raises glibc's malloc thresholds once per process (see alloc.c). */
 void fbk__malloc_nudge(void);

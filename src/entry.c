@@ -455,7 +455,10 @@ int fbk_persist(fbk_handle *h, fbk_location *loc)
         return bad("fbk_persist", "NULL argument");
     if (loc->store != h->pool->store)
         return bad("fbk_persist", "the location belongs to another store");
-    int rc = fbk__entry_pin(h);
+    int rc = fbk__store_check_writable(loc->store, "fbk_persist");
+    if (rc)
+        return rc;
+    rc = fbk__entry_pin(h);
     if (rc)
         return rc;
     return fbk__entry_persist_pinned(h, loc);

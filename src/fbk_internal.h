@@ -29,6 +29,21 @@ void fbk__error_clear(void);
 #define FBK__SCHEME_MAX 15
 /* "lmdb:DIR" -> "lmdb", "DIR"; a bare path -> "lmdb", path. */
 int fbk__uri_split(const char *uri, char scheme[FBK__SCHEME_MAX + 1], const char **arg);
+/* A parsed URI: scheme, the argument before '?' and the key=value
+ * parameters after it (percent-decoded). */
+typedef struct fbk__uri_param {
+    char *key, *value;
+} fbk__uri_param;
+typedef struct fbk__uri {
+    char scheme[FBK__SCHEME_MAX + 1];
+    char *arg;
+    fbk__uri_param *params;
+    size_t n;
+} fbk__uri;
+int fbk__uri_parse(const char *uri, fbk__uri *u);
+void fbk__uri_free(fbk__uri *u);
+/* "64", "1g", "512KiB" -> bytes (powers of 1024); FBK_EINVAL naming `what`. */
+int fbk__parse_size(const char *text, const char *what, uint64_t *out);
 
 /* ------------------------------------------------------------- frame.c */
 /* Blob frame: 24-byte header + payload (docs/formats.md). */
@@ -136,9 +151,17 @@ struct fbk_store {
     pthread_mutex_t bp_mu; /* leaf */
     pthread_cond_t bp_cv;
     int bp_waiters;
+
+    unsigned flags; /* FBK_STORE_READONLY */
+    /* location.c: the open locations, one shared object per name */
+    pthread_mutex_t loc_mu; /* leaf */
+    fbk_location *locs;
 };
 
 void fbk__store_retain(fbk_store *s);
+bool fbk__store_readonly(const fbk_store *s);
+/* 0, or FBK_EREADONLY with a message naming `what`. */
+int fbk__store_check_writable(const fbk_store *s, const char *what);
 void fbk__store_release(fbk_store *s);
 /* Reports a background failure: counted, kept for drain, passed to on_error
  * with fbk_errmsg() of this thread. */
@@ -197,8 +220,10 @@ void fbk__token_release(fbk__token *t);
 
 /* ---------------------------------------------------------- location.c */
 struct fbk_location {
-    atomic_long refs; /* the user's + one per running task */
+    atomic_long refs; /* one per fbk_location_open + one per running task and map */
     fbk_store *store;
+    char *name;         /* as opened: one shared object per name in a store */
+    fbk_location *next; /* store->locs, under store->loc_mu */
     void *bloc;
     pthread_mutex_t mu; /* leaf */
     pthread_cond_t cv;
@@ -208,6 +233,7 @@ struct fbk_location {
     size_t count; /* present keys */
     size_t junk;
     int sync_err; /* sticky: a failed sync is final */
+    atomic_int maps; /* maps open on it (map.c): fbk_save refuses it then */
 };
 #define FBK__LOC_PERSISTING ((intptr_t)-1)
 #define FBK__LOC_REMOVING ((intptr_t)-2)
@@ -224,6 +250,15 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
  * bracketed, the key cannot be removed from loc. */
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key);
 void fbk__location_register_end(fbk_location *loc, const fbk_key *key);
+/* Asks the backend (version 4 `contains`) whether loc holds key and brings
+ * the key set in line: a key another store removed is dropped, one it added
+ * is added.  0 when the backend cannot tell. */
+int fbk__location_recheck(fbk_location *loc, const fbk_key *key);
+
+/* --------------------------------------------------------------- map.c */
+/* 1 if loc holds names (a map is open on it, or the backend's index has a
+ * binding), 0 if not, or an FBK_E* code. */
+int fbk__location_named(fbk_location *loc);
 
 /* --------------------------------------------------------------- lru.c */
 /* The segmented LRU: a list cut at mem_items/2 (front half | back half) and

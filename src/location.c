@@ -5,48 +5,163 @@
 #include "fbk_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+/* A key set being filled by a backend scan. */
+typedef struct scan_ctx {
+    fbk__keymap *keys;
+    size_t count;
+} scan_ctx;
 
 static int scan_one(const fbk_key *key, void *arg)
 {
-    fbk_location *loc = arg;
-    void **slot = fbk__keymap_get(&loc->keys, key);
-    if (slot)
+    scan_ctx *c = arg;
+    if (fbk__keymap_get(c->keys, key))
         return FBK_OK; /* a backend listing a key twice */
-    int rc = fbk__keymap_put(&loc->keys, key, (void *)(intptr_t)1);
+    int rc = fbk__keymap_put(c->keys, key, (void *)(intptr_t)1);
     if (rc)
         return fbk_error_set(rc, 0, "location scan: cannot grow the key set");
-    loc->count++;
+    c->count++;
     return FBK_OK;
+}
+
+/* Takes a reference to an open location of s named `name`, NULL if none.
+ * Called with s->loc_mu held.  A location whose last reference is being
+ * dropped right now is skipped (its release unlinks it). */
+static fbk_location *find_open(fbk_store *s, const char *name)
+{
+    for (fbk_location *l = s->locs; l; l = l->next) {
+        if (strcmp(l->name, name) != 0)
+            continue;
+        long r = atomic_load(&l->refs);
+        while (r > 0)
+            if (atomic_compare_exchange_weak(&l->refs, &r, r + 1))
+                return l;
+    }
+    return NULL;
+}
+
+static void location_free(fbk_location *loc)
+{
+    fbk_store *s = loc->store;
+    if (loc->bloc)
+        s->ops->close_location(s->self, loc->bloc);
+    fbk__keymap_free(&loc->keys);
+    pthread_mutex_destroy(&loc->mu);
+    pthread_cond_destroy(&loc->cv);
+    fbk__free(loc->name);
+    fbk__free(loc);
 }
 
 int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
 {
     if (!s || !location || !out)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_location_open: NULL argument");
+    pthread_mutex_lock(&s->loc_mu);
+    fbk_location *open = find_open(s, location);
+    pthread_mutex_unlock(&s->loc_mu);
+    if (open) {
+        *out = open;
+        return FBK_OK;
+    }
     fbk_location *loc = fbk__calloc(1, sizeof *loc);
-    if (!loc)
+    char *name = fbk__strdup(location);
+    if (!loc || !name) {
+        fbk__free(loc);
+        fbk__free(name);
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a location");
-    fbk__keymap_init(&loc->keys);
-    int rc = s->ops->open_location(s->self, location, &loc->bloc);
-    if (rc) {
-        fbk__free(loc);
-        return fbk__error_keep(rc);
     }
-    rc = s->ops->scan(s->self, loc->bloc, scan_one, loc);
-    if (rc < 0) {
-        s->ops->close_location(s->self, loc->bloc);
-        fbk__keymap_free(&loc->keys);
-        fbk__free(loc);
-        return fbk__error_keep(rc);
-    }
-    loc->junk = (size_t)rc;
-    atomic_init(&loc->refs, 1);
+    loc->name = name;
     loc->store = s;
-    fbk__store_retain(s);
+    fbk__keymap_init(&loc->keys);
     pthread_mutex_init(&loc->mu, NULL);
     pthread_cond_init(&loc->cv, NULL);
+    atomic_init(&loc->refs, 1);
+    int rc = s->ops->open_location(s->self, location, &loc->bloc);
+    if (rc) {
+        loc->bloc = NULL;
+        location_free(loc);
+        return fbk__error_keep(rc);
+    }
+    scan_ctx c = {&loc->keys, 0};
+    rc = s->ops->scan(s->self, loc->bloc, scan_one, &c);
+    if (rc < 0) {
+        location_free(loc);
+        return fbk__error_keep(rc);
+    }
+    loc->count = c.count;
+    loc->junk = (size_t)rc;
+    /* another thread may have opened the same name meanwhile: share its */
+    pthread_mutex_lock(&s->loc_mu);
+    open = find_open(s, location);
+    if (!open) {
+        loc->next = s->locs;
+        s->locs = loc;
+        fbk__store_retain(s);
+    }
+    pthread_mutex_unlock(&s->loc_mu);
+    if (open) {
+        location_free(loc);
+        loc = open;
+    }
     *out = loc;
     return FBK_OK;
+}
+
+int fbk_location_refresh(fbk_location *loc)
+{
+    if (!loc)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_refresh: location is NULL");
+    fbk_store *s = loc->store;
+    /* what was present (and idle) before the scan: only those may be
+     * dropped for the scan's not listing them, and only those missing
+     * from it may be re-added -- a key persisted or removed here while the
+     * scan ran keeps the state this store gave it */
+    fbk__keymap before, seen;
+    fbk__keymap_init(&before);
+    fbk__keymap_init(&seen);
+    int rc = FBK_OK;
+    pthread_mutex_lock(&loc->mu);
+    rc = fbk__keymap_reserve(&before, loc->count);
+    for (size_t i = 0; i < loc->keys.cap && rc == FBK_OK; i++)
+        if (loc->keys.used[i] && (intptr_t)loc->keys.vals[i] == 1)
+            fbk__keymap_put(&before, &loc->keys.keys[i], (void *)1);
+    pthread_mutex_unlock(&loc->mu);
+    scan_ctx c = {&seen, 0};
+    if (rc == FBK_OK) {
+        rc = s->ops->scan(s->self, loc->bloc, scan_one, &c);
+        rc = rc > 0 ? FBK_OK : rc;
+    } else {
+        rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_location_refresh: out of memory");
+    }
+    if (rc == FBK_OK) {
+        pthread_mutex_lock(&loc->mu);
+        rc = fbk__keymap_reserve(&loc->keys, c.count);
+        for (size_t i = 0; i < before.cap && rc == FBK_OK; i++) {
+            if (!before.used[i] || fbk__keymap_get(&seen, &before.keys[i]))
+                continue;
+            void **slot = fbk__keymap_get(&loc->keys, &before.keys[i]);
+            if (slot && (intptr_t)*slot == 1) { /* removed by someone else */
+                fbk__keymap_del(&loc->keys, &before.keys[i]);
+                loc->count--;
+            }
+        }
+        for (size_t i = 0; i < seen.cap && rc == FBK_OK; i++) {
+            if (!seen.used[i] || fbk__keymap_get(&loc->keys, &seen.keys[i]) ||
+                fbk__keymap_get(&before, &seen.keys[i]))
+                continue;
+            fbk__keymap_put(&loc->keys, &seen.keys[i], (void *)(intptr_t)1); /* reserved */
+            loc->count++;
+        }
+        if (rc)
+            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_location_refresh: out of memory");
+        pthread_mutex_unlock(&loc->mu);
+    } else {
+        fbk__error_keep(rc);
+    }
+    fbk__keymap_free(&before);
+    fbk__keymap_free(&seen);
+    return rc;
 }
 
 size_t fbk_location_count(const fbk_location *loc)
@@ -101,9 +216,11 @@ int fbk_location_sync(fbk_location *loc)
     pthread_mutex_unlock(&loc->mu);
     if (err)
         return fbk_error_set(err, 0,
-                             "location sync failed earlier (%s); a failed sync is final: "
-                             "reopen the location to see what it holds",
-                             fbk_err_name(err));
+                             "location \"%s\": a sync failed earlier (%s) and a failed sync "
+                             "is final for this location (what it held then may not be on "
+                             "disk): close every handle of it and open it again to see what "
+                             "it holds",
+                             loc->name, fbk_err_name(err));
     fbk_store *s = loc->store;
     int rc = s->ops->sync(s->self, loc->bloc);
     if (rc) {
@@ -134,6 +251,9 @@ int fbk_location_remove(fbk_location *loc, const fbk_key *key)
 {
     if (!loc || !key)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_location_remove: NULL argument");
+    int ro = fbk__store_check_writable(loc->store, "fbk_location_remove");
+    if (ro)
+        return ro;
     pthread_mutex_lock(&loc->mu);
     if (wait_idle(loc, key, false) == 0) {
         pthread_mutex_unlock(&loc->mu);
@@ -246,8 +366,45 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
     return FBK_OK;
 }
 
+/* The backend's own answer to "does loc hold key" (version 4), or -1 when
+ * it has none. */
+static int backend_contains(fbk_location *loc, const fbk_key *key)
+{
+    fbk_store *s = loc->store;
+    if (s->ops->version < 4 || !s->ops->contains)
+        return -1;
+    return s->ops->contains(s->self, loc->bloc, key);
+}
+
+int fbk__location_recheck(fbk_location *loc, const fbk_key *key)
+{
+    int has = backend_contains(loc, key);
+    if (has < 0)
+        return has == -1 ? FBK_OK : fbk__error_keep(has);
+    pthread_mutex_lock(&loc->mu);
+    void **slot = fbk__keymap_get(&loc->keys, key);
+    int rc = FBK_OK;
+    if (!has && slot && (intptr_t)*slot == 1) { /* removed by another store */
+        fbk__keymap_del(&loc->keys, key);
+        loc->count--;
+    } else if (has && !slot) { /* persisted by another store */
+        rc = fbk__keymap_put(&loc->keys, key, (void *)(intptr_t)1);
+        if (rc == FBK_OK)
+            loc->count++;
+        else
+            rc = fbk_error_set(rc, 0, "location: cannot grow the key set");
+    }
+    pthread_mutex_unlock(&loc->mu);
+    return rc;
+}
+
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key)
 {
+    if (!fbk_location_contains(loc, key)) {
+        int rc = fbk__location_recheck(loc, key); /* another store may have put it there */
+        if (rc)
+            return rc;
+    }
     pthread_mutex_lock(&loc->mu);
     void **slot;
     for (;;) {
@@ -260,7 +417,8 @@ int fbk__location_register_begin(fbk_location *loc, const fbk_key *key)
         pthread_mutex_unlock(&loc->mu);
         char text[FBK_KEY_STRLEN + 1];
         fbk_key_format(key, text);
-        return fbk_error_set(FBK_ENOTFOUND, 0, "register: the location does not hold %s", text);
+        return fbk_error_set(FBK_ENOTFOUND, 0, "register: location \"%s\" does not hold %s",
+                             loc->name, text);
     }
     *slot = (void *)((intptr_t)*slot + 1);
     pthread_mutex_unlock(&loc->mu);
@@ -283,11 +441,14 @@ void fbk__location_release(fbk_location *loc)
     if (atomic_fetch_sub_explicit(&loc->refs, 1, memory_order_acq_rel) != 1)
         return;
     fbk_store *s = loc->store;
-    s->ops->close_location(s->self, loc->bloc);
-    fbk__keymap_free(&loc->keys);
-    pthread_mutex_destroy(&loc->mu);
-    pthread_cond_destroy(&loc->cv);
-    fbk__free(loc);
+    pthread_mutex_lock(&s->loc_mu);
+    for (fbk_location **pp = &s->locs; *pp; pp = &(*pp)->next)
+        if (*pp == loc) {
+            *pp = loc->next;
+            break;
+        }
+    pthread_mutex_unlock(&s->loc_mu);
+    location_free(loc);
     fbk__store_release(s);
 }
 

@@ -107,6 +107,27 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
     for (size_t i = 0; i < n; i++)
         if (!handles[i])
             return fbk_error_set(FBK_EINVAL, 0, "fbk_save: handles[%zu] is NULL", i);
+    int rc = fbk__store_check_writable(loc->store, "fbk_save");
+    if (rc)
+        return rc;
+    rc = fbk__location_named(loc);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "fbk_save: location \"%s\" holds names, so it belongs to its maps "
+                             "(a save would delete the objects they name): use fbk_map_put, or "
+                             "save into another location",
+                             loc->name);
+    /* a key this store believes the location holds may have been removed
+     * by another store (or process) since: ask the backend, so that no
+     * persist is skipped on the strength of a stale key set */
+    for (size_t i = 0; i < n; i++) {
+        fbk_key key;
+        fbk_handle_key(handles[i], &key);
+        if (fbk_location_contains(loc, &key) && (rc = fbk__location_recheck(loc, &key)) != 0)
+            return rc;
+    }
     unsigned width = max_parallel ? max_parallel : loc->store->threads;
 
     /* what the previous save left, to drop after commit */
@@ -120,7 +141,7 @@ int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned m
      * failure returned after a successful commit can only be a failed remove */
     fbk__keymap keep;
     fbk__keymap_init(&keep);
-    int rc = fbk__keymap_reserve(&keep, n);
+    rc = fbk__keymap_reserve(&keep, n);
     if (rc) {
         fbk__free(before);
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_save: cannot allocate the set of %zu keys", n);

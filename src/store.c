@@ -31,6 +31,7 @@ static void store_free(fbk_store *s)
     pthread_mutex_destroy(&s->err_mu);
     pthread_mutex_destroy(&s->bp_mu);
     pthread_cond_destroy(&s->bp_cv);
+    pthread_mutex_destroy(&s->loc_mu);
     fbk__free(s);
 }
 
@@ -89,6 +90,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     s->threads = (opts && opts->threads)               ? opts->threads
                  : (ops->version >= 3 && ops->workers) ? ops->workers
                                                        : FBK__DEFAULT_THREADS;
+    s->flags = opts ? opts->flags : 0;
     s->on_error = opts ? opts->on_error : NULL;
     s->on_error_arg = opts ? opts->on_error_arg : NULL;
     pthread_mutex_init(&s->tok_mu, NULL);
@@ -96,6 +98,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     pthread_mutex_init(&s->err_mu, NULL);
     pthread_mutex_init(&s->bp_mu, NULL);
     pthread_cond_init(&s->bp_cv, NULL);
+    pthread_mutex_init(&s->loc_mu, NULL);
     atomic_init(&s->evict_inflight, 0);
     /* enough queued writes to keep every worker busy and an LMDB group
      * commit fed, few enough that memory stays near mem_items */
@@ -128,41 +131,118 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
 typedef int (*backend_ctor)(const char *arg, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self);
 
+/* URI parameters a backend takes besides the core's own */
+static const char *const lmdb_params[] = {"map_size", "durable_dir", NULL};
+static const char *const no_params[] = {NULL};
+
 static const struct {
     const char *scheme;
     backend_ctor create;
     bool needs_arg;
+    const char *const *params;
 } schemes[] = {
-    {"lmdb", fbk_backend_lmdb_create, true},
-    {"file", fbk_backend_file_create, true},
-    {"mem", fbk_backend_mem_create, false},
+    {"lmdb", fbk_backend_lmdb_create, true, lmdb_params},
+    {"file", fbk_backend_file_create, true, no_params},
+    {"mem", fbk_backend_mem_create, false, no_params},
 };
+
+static int param_uint(const fbk__uri_param *p, uint64_t max, uint64_t *out)
+{
+    int rc = fbk__parse_size(p->value, p->key, out);
+    if (rc == FBK_OK && *out > max)
+        rc = fbk_error_set(FBK_EINVAL, 0, "URI parameter %s=%s is too large", p->key, p->value);
+    return rc;
+}
+
+/* Applies the URI's parameters over *o (a copy of the caller's options). */
+static int apply_params(const fbk__uri *u, const char *const *backend_params, fbk_store_options *o)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        const fbk__uri_param *p = &u->params[i];
+        uint64_t v = 0;
+        int rc = FBK_OK;
+        if (strcmp(p->key, "threads") == 0) {
+            rc = param_uint(p, 1024, &v);
+            o->threads = (unsigned)v;
+        } else if (strcmp(p->key, "max_queued_writes") == 0) {
+            rc = param_uint(p, UINT_MAX, &v);
+            o->max_queued_writes = (unsigned)v;
+        } else if (strcmp(p->key, "max_queued_bytes") == 0) {
+            rc = param_uint(p, SIZE_MAX, &v);
+            o->max_queued_bytes = (size_t)v;
+        } else if (strcmp(p->key, "readonly") == 0) {
+            if (strcmp(p->value, "1") && strcmp(p->value, "0") && strcmp(p->value, "true") &&
+                strcmp(p->value, "false"))
+                return fbk_error_set(FBK_EINVAL, 0, "URI parameter readonly=%s: use 0 or 1",
+                                     p->value);
+            if (p->value[0] == '1' || p->value[0] == 't')
+                o->flags |= FBK_STORE_READONLY;
+            else
+                o->flags &= ~FBK_STORE_READONLY;
+        } else {
+            bool known = false;
+            for (size_t k = 0; backend_params[k] && !known; k++)
+                known = strcmp(backend_params[k], p->key) == 0;
+            if (!known)
+                return fbk_error_set(FBK_EINVAL, 0,
+                                     "unknown URI parameter \"%s\" for %s: (known: threads, "
+                                     "max_queued_writes, max_queued_bytes, readonly%s)",
+                                     p->key, u->scheme,
+                                     backend_params[0] ? ", map_size, durable_dir" : "");
+            if (strcmp(p->key, "map_size") == 0) {
+                rc = param_uint(p, SIZE_MAX, &v);
+                o->map_size = (size_t)v;
+            } else if (strcmp(p->key, "durable_dir") == 0) {
+                o->durable_dir = p->value; /* lives as long as u */
+            }
+        }
+        if (rc)
+            return rc;
+    }
+    return FBK_OK;
+}
 
 int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts)
 {
     if (!out)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: out is NULL");
-    char scheme[FBK__SCHEME_MAX + 1];
-    const char *arg;
-    int rc = fbk__uri_split(uri, scheme, &arg);
+    fbk__uri u;
+    int rc = fbk__uri_parse(uri, &u);
     if (rc)
         return rc;
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
-        if (strcmp(schemes[i].scheme, scheme) != 0)
+        if (strcmp(schemes[i].scheme, u.scheme) != 0)
             continue;
-        if (schemes[i].needs_arg && !*arg)
-            return fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
+        fbk_store_options o = {0};
+        if (opts)
+            o = *opts;
+        rc = apply_params(&u, schemes[i].params, &o);
+        if (rc == FBK_OK && schemes[i].needs_arg && !*u.arg)
+            rc = fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
         const fbk_backend_ops *ops = NULL;
         void *self = NULL;
-        rc = schemes[i].create(arg, opts, &ops, &self);
-        if (rc)
-            return fbk__error_keep(rc);
-        return fbk_store_open_backend(out, ops, self, opts);
+        if (rc == FBK_OK)
+            rc = schemes[i].create(u.arg, &o, &ops, &self);
+        if (rc == FBK_OK)
+            rc = fbk_store_open_backend(out, ops, self, &o);
+        fbk__uri_free(&u);
+        return rc ? fbk__error_keep(rc) : FBK_OK;
     }
-    return fbk_error_set(
+    rc = fbk_error_set(
         FBK_EINVAL, 0,
         "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:)",
-        scheme, uri);
+        u.scheme, uri);
+    fbk__uri_free(&u);
+    return rc;
+}
+
+bool fbk__store_readonly(const fbk_store *s) { return s->flags & FBK_STORE_READONLY; }
+
+int fbk__store_check_writable(const fbk_store *s, const char *what)
+{
+    if (!fbk__store_readonly(s))
+        return FBK_OK;
+    return fbk_error_set(FBK_EREADONLY, 0, "%s: the store was opened read-only", what);
 }
 
 int fbk_store_drain(fbk_store *s)

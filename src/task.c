@@ -106,6 +106,8 @@ int fbk_write_now_async(fbk_handle *h, fbk_task **out)
 
 int fbk_persist_async(fbk_handle *h, fbk_location *loc, fbk_task **out)
 {
+    if (loc && fbk__store_readonly(loc->store))
+        return fbk__store_check_writable(loc->store, "fbk_persist_async");
     return task_start(h, loc, TASK_PERSIST, out, "fbk_persist_async");
 }
 

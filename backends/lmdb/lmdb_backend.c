@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
-#define MAXDBS 1024
+/* each location is two named databases: its objects and its name index */
+#define MAXDBS 2048
 
 /* The spill area is emptied at open, so it needs no durability at all. */
 #define SPILL_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC)
@@ -209,6 +210,10 @@ static const fbk_backend_ops lmdb_ops = {
      * one's transaction (put 33 us vs 23 us per 16 KiB object, measured
      * before batched writes) */
     .workers = 1,
+    .name_get = fbk__lmdb_name_get,
+    .name_scan = fbk__lmdb_name_scan,
+    .name_apply = fbk__lmdb_name_apply,
+    .contains = fbk__lmdb_contains,
 };
 
 static int take_lock(fbk__lmdb *b, const char *dir)

@@ -7,6 +7,7 @@
  *                    map growth
  *   lmdb_txn.c       group commit: writers of many threads share write transactions
  *   lmdb_location.c  durable locations (named databases of the durable environment)
+ *   lmdb_names.c     the name index of each location (maps)
  *
  * Lock order (see docs/lmdb-backend.md).  Each environment has
  *   m        its group-commit mutex (state of the shared write transaction), and
@@ -128,6 +129,8 @@ typedef struct fbk__lmdb {
 /* A location: one named database of the durable environment. */
 typedef struct fbk__lmdb_loc {
     MDB_dbi dbi;
+    MDB_dbi names; /* the name index (lmdb_names.c), when has_names */
+    int has_names;
     char name[];
 } fbk__lmdb_loc;
 
@@ -199,5 +202,14 @@ int fbk__lmdb_remove_persisted(void *self, void *loc, const fbk_key *key);
 int fbk__lmdb_sync(void *self, void *loc);
 int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n);
 int fbk__lmdb_register_many(void *self, void *loc, const fbk_key *keys, size_t n);
+
+/* ---- lmdb_names.c ---- */
+/* The named database of a location's name index: "\x1fnames:" + location. */
+int fbk__lmdb_names_dbname(const char *location, char *out, size_t cap);
+int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
+                       uint64_t *size);
+int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
+int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
+int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key);
 
 #endif

@@ -13,12 +13,19 @@
 struct open_arg {
     const char *name;
     MDB_dbi dbi;
+    MDB_dbi names; /* its name index (lmdb_names.c) */
 };
 
 static int open_op(MDB_txn *txn, void *p)
 {
     struct open_arg *a = p;
-    return mdb_dbi_open(txn, a->name, MDB_CREATE, &a->dbi);
+    char names[FBK__LMDB_NAME_MAX + 16];
+    int rc = mdb_dbi_open(txn, a->name, MDB_CREATE, &a->dbi);
+    if (rc == 0)
+        rc = fbk__lmdb_names_dbname(a->name, names, sizeof names);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, names, MDB_CREATE, &a->names);
+    return rc;
 }
 
 int fbk__lmdb_open_location(void *self, const char *location, void **loc)
@@ -37,13 +44,15 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     memcpy(l->name, location, n + 1);
     /* mdb_dbi_open creates the database in a write transaction; the handle is
      * usable by every transaction once that one committed. */
-    struct open_arg a = {l->name, 0};
+    struct open_arg a = {l->name, 0, 0};
     int err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0);
     if (err != FBK_OK) {
         free(l);
         return err;
     }
     l->dbi = a.dbi;
+    l->names = a.names;
+    l->has_names = 1;
     *loc = l;
     return FBK_OK;
 }

@@ -10,6 +10,8 @@
 #include "keymap.h"
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <xxhash.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +21,20 @@ typedef struct mem_val {
     unsigned char data[];
 } mem_val;
 
+/* One binding of a location's name index (chained by name hash). */
+typedef struct mem_name {
+    struct mem_name *next;
+    fbk_key key;
+    uint64_t size;
+    size_t len;
+    unsigned char name[];
+} mem_name;
+
 typedef struct mem_loc {
     char *name;
     pthread_mutex_t mu;
-    fbk__keymap keys; /* key -> mem_val */
+    fbk__keymap keys;  /* key -> mem_val */
+    fbk__keymap names; /* XXH3-128 of the name -> mem_name chain */
     struct mem_loc *next;
 } mem_loc;
 
@@ -34,6 +46,7 @@ typedef struct mem_ns {
 } mem_ns;
 
 typedef struct mem_backend {
+    bool readonly;
     pthread_mutex_t mu;
     fbk__keymap spill; /* key -> mem_val */
     mem_ns *ns;
@@ -210,6 +223,11 @@ static int mem_open_location(void *self, const char *location, void **out)
     mem_loc *l = b->ns->locs;
     while (l && strcmp(l->name, location) != 0)
         l = l->next;
+    if (!l && b->readonly) {
+        pthread_mutex_unlock(&b->ns->mu);
+        return fbk_error_set(FBK_ENOTFOUND, 0,
+                             "mem: location \"%s\" does not exist (read-only store)", location);
+    }
     if (!l) {
         l = fbk__calloc(1, sizeof *l);
         char *name = fbk__strdup(location);
@@ -222,6 +240,7 @@ static int mem_open_location(void *self, const char *location, void **out)
         l->name = name;
         pthread_mutex_init(&l->mu, NULL);
         fbk__keymap_init(&l->keys);
+        fbk__keymap_init(&l->names);
         l->next = b->ns->locs;
         b->ns->locs = l;
     }
@@ -319,12 +338,170 @@ static int mem_sync(void *self, void *loc)
     return FBK_OK; /* memory is as durable as it gets */
 }
 
+/* ---- the name index (version 4) ---- */
+
+static fbk_key name_hash(const void *name, size_t len)
+{
+    XXH128_hash_t h = XXH3_128bits(name, len);
+    fbk_key k;
+    memcpy(k.bytes, &h.low64, 8);
+    memcpy(k.bytes + 8, &h.high64, 8);
+    return k;
+}
+
+/* The link that points at name's binding (or at the chain's NULL end). */
+static mem_name **name_slot(mem_loc *l, const void *name, size_t len)
+{
+    fbk_key h = name_hash(name, len);
+    void **slot = fbk__keymap_get(&l->names, &h);
+    if (!slot)
+        return NULL;
+    mem_name **pp = (mem_name **)slot;
+    while (*pp && ((*pp)->len != len || memcmp((*pp)->name, name, len) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static int mem_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
+                        uint64_t *size)
+{
+    (void)self;
+    mem_loc *l = loc;
+    pthread_mutex_lock(&l->mu);
+    mem_name **pp = name_slot(l, name, len);
+    mem_name *n = pp ? *pp : NULL;
+    if (n) {
+        *key = n->key;
+        *size = n->size;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n ? FBK_OK
+             : fbk_error_set(FBK_ENOTFOUND, 0, "mem: name not bound in location \"%s\"",
+                             l->name);
+}
+
+static int mem_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
+{
+    (void)self;
+    mem_loc *l = loc;
+    /* a copy, so that each() runs without the lock */
+    pthread_mutex_lock(&l->mu);
+    size_t n = 0;
+    for (size_t i = 0; i < l->names.cap; i++)
+        if (l->names.used[i])
+            for (mem_name *e = l->names.vals[i]; e; e = e->next)
+                n++;
+    mem_name **copy = fbk__calloc(n ? n : 1, sizeof *copy);
+    size_t k = 0;
+    for (size_t i = 0; copy && i < l->names.cap; i++)
+        if (l->names.used[i])
+            for (mem_name *e = l->names.vals[i]; e; e = e->next) {
+                if (!(copy[k] = fbk__malloc(sizeof *e + e->len)))
+                    goto oom;
+                memcpy(copy[k++], e, sizeof *e + e->len);
+            }
+oom:
+    pthread_mutex_unlock(&l->mu);
+    int rc = copy && k == n ? FBK_OK
+                            : fbk_error_set(FBK_ENOMEM, 0, "mem: name scan: out of memory");
+    for (size_t i = 0; i < k; i++) {
+        if (rc == FBK_OK)
+            rc = each(copy[i]->name, copy[i]->len, &copy[i]->key, copy[i]->size, arg);
+        fbk__free(copy[i]);
+    }
+    fbk__free(copy);
+    return rc;
+}
+
+/* Applies one change with l->mu held. */
+static int name_apply_one(mem_loc *l, const fbk_name_op *op)
+{
+    mem_name **pp = name_slot(l, op->name, op->len);
+    mem_name *old = pp ? *pp : NULL;
+    if (!op->key) {
+        if (old) {
+            *pp = old->next;
+            fbk__free(old);
+            fbk_key h = name_hash(op->name, op->len);
+            void **slot = fbk__keymap_get(&l->names, &h);
+            if (!*slot)
+                fbk__keymap_del(&l->names, &h);
+        }
+        return FBK_OK;
+    }
+    if (old) {
+        old->key = *op->key;
+        old->size = op->size;
+        return FBK_OK;
+    }
+    mem_name *e = fbk__malloc(sizeof *e + op->len);
+    if (!e)
+        return FBK_ENOMEM;
+    e->key = *op->key;
+    e->size = op->size;
+    e->len = op->len;
+    memcpy(e->name, op->name, op->len);
+    fbk_key h = name_hash(op->name, op->len);
+    void **slot = fbk__keymap_get(&l->names, &h);
+    e->next = slot ? *slot : NULL;
+    if (slot) {
+        *slot = e;
+    } else if (fbk__keymap_put(&l->names, &h, e) != FBK_OK) {
+        fbk__free(e);
+        return FBK_ENOMEM;
+    }
+    return FBK_OK;
+}
+
+static int mem_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
+{
+    (void)self;
+    mem_loc *l = loc;
+    pthread_mutex_lock(&l->mu);
+    /* all or none: every key bound must be there, and room for every
+     * binding is made before the first change */
+    int rc = fbk__keymap_reserve(&l->names, n);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++)
+        if (ops[i].key && !fbk__keymap_get(&l->keys, ops[i].key)) {
+            char t[FBK_KEY_STRLEN + 1];
+            pthread_mutex_unlock(&l->mu);
+            return fbk_error_set(FBK_EINVAL, 0, "mem: name bound to %s, which location \"%s\" "
+                                 "does not hold", key_text(ops[i].key, t), l->name);
+        }
+    for (size_t i = 0; i < n && rc == FBK_OK; i++)
+        rc = name_apply_one(l, &ops[i]);
+    pthread_mutex_unlock(&l->mu);
+    return rc ? fbk_error_set(FBK_ENOMEM, 0, "mem: name index: out of memory") : FBK_OK;
+}
+
+static int mem_contains(void *self, void *loc, const fbk_key *key)
+{
+    (void)self;
+    mem_loc *l = loc;
+    pthread_mutex_lock(&l->mu);
+    int yes = fbk__keymap_get(&l->keys, key) != NULL;
+    pthread_mutex_unlock(&l->mu);
+    return yes;
+}
+
+static void names_free(fbk__keymap *names)
+{
+    for (size_t i = 0; i < names->cap; i++)
+        if (names->used[i])
+            for (mem_name *e = names->vals[i], *next; e; e = next) {
+                next = e->next;
+                fbk__free(e);
+            }
+    fbk__keymap_free(names);
+}
+
 static void ns_free(mem_ns *ns)
 {
     mem_loc *l = ns->locs;
     while (l) {
         mem_loc *next = l->next;
         map_free_vals(&l->keys);
+        names_free(&l->names);
         pthread_mutex_destroy(&l->mu);
         fbk__free(l->name);
         fbk__free(l);
@@ -366,6 +543,10 @@ static const fbk_backend_ops mem_ops = {
     .store_iov = mem_store_iov,
     .load_into = mem_load_into,
     .workers = 0, /* the core's default */
+    .name_get = mem_name_get,
+    .name_scan = mem_name_scan,
+    .name_apply = mem_name_apply,
+    .contains = mem_contains,
 };
 
 static mem_ns *ns_new(const char *name)
@@ -384,7 +565,6 @@ static mem_ns *ns_new(const char *name)
 int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
                            const fbk_backend_ops **ops, void **self)
 {
-    (void)opts;
     if (!ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_backend_mem_create: NULL argument");
     mem_backend *b = fbk__calloc(1, sizeof *b);
@@ -410,6 +590,7 @@ int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
     }
     pthread_mutex_init(&b->mu, NULL);
     fbk__keymap_init(&b->spill);
+    b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
     *ops = &mem_ops;
     *self = b;
     return FBK_OK;

@@ -1,0 +1,294 @@
+/* lmdb_names.c -- the name index of lmdb: locations (maps, backend table
+ * version 4).
+ *
+ * Each location L has, beside its named database "L" of objects, a named
+ * database "\x1fnames:L" of bindings in the same durable environment,
+ * opened (created) with the location.  An entry:
+ *   key   the name itself when it is at most FBK__LMDB_DIRECT bytes; else
+ *         'H', the XXH3-128 of the name (16 bytes), zero-padded to
+ *         FBK__LMDB_HASHED bytes -- a length no direct key has, so the two
+ *         kinds never meet.
+ *   value the bound object's key (16 bytes), its payload size (8 bytes,
+ *         little-endian), then, for a hashed key only, the full name (so a
+ *         look-up checks it and a scan can list it).
+ * A binding is written by a write transaction of the durable environment,
+ * after the transactions that persisted its object (the core persists first):
+ * LMDB commits are totally ordered, so no durable state has a name without
+ * its object.  The layout is in docs/formats.md. */
+#include "lmdb_internal.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define FBK__LMDB_DIRECT 480 /* longest name stored as its own key */
+#define FBK__LMDB_HASHED 500 /* length of a hashed key */
+#define VAL_HDR 24           /* key + size */
+
+int fbk__lmdb_names_dbname(const char *location, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "\x1fnames:%s", location);
+    return n > 0 && (size_t)n < cap ? FBK_OK : FBK_EINVAL;
+}
+
+/* The entry key of name (buf holds FBK__LMDB_HASHED bytes). */
+static MDB_val name_key(const void *name, size_t len, unsigned char *buf)
+{
+    if (len <= FBK__LMDB_DIRECT)
+        return (MDB_val){len, (void *)name};
+    XXH128_hash_t h = XXH3_128bits(name, len);
+    memset(buf, 0, FBK__LMDB_HASHED);
+    buf[0] = 'H';
+    memcpy(buf + 1, &h.low64, 8);
+    memcpy(buf + 9, &h.high64, 8);
+    return (MDB_val){FBK__LMDB_HASHED, buf};
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Decodes entry (k, v): the name, its key and size.  FBK_ECORRUPT for an
+ * entry this file never writes. */
+static int decode(const fbk__lmdb_loc *l, const MDB_val *k, const MDB_val *v, const void **name,
+                  size_t *len, fbk_key *key, uint64_t *size)
+{
+    bool hashed = k->mv_size == FBK__LMDB_HASHED;
+    if ((!hashed && (k->mv_size == 0 || k->mv_size > FBK__LMDB_DIRECT)) ||
+        v->mv_size < VAL_HDR || (!hashed && v->mv_size != VAL_HDR) ||
+        (hashed && (v->mv_size <= VAL_HDR + FBK__LMDB_DIRECT ||
+                    v->mv_size > VAL_HDR + FBK_NAME_MAX)))
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "lmdb: location \"%s\": name index entry of %zu+%zu bytes is damaged",
+                             l->name, k->mv_size, v->mv_size);
+    const unsigned char *p = v->mv_data;
+    memcpy(key->bytes, p, 16);
+    *size = get_le64(p + 16);
+    *name = hashed ? (const void *)(p + VAL_HDR) : k->mv_data;
+    *len = hashed ? v->mv_size - VAL_HDR : k->mv_size;
+    return FBK_OK;
+}
+
+static int no_names(const fbk__lmdb_loc *l)
+{
+    return fbk_error_set(FBK_ENOTFOUND, 0, "lmdb: location \"%s\" has no name index", l->name);
+}
+
+int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
+                       uint64_t *size)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    if (!l->has_names)
+        return no_names(l);
+    unsigned char buf[FBK__LMDB_HASHED];
+    MDB_val k = name_key(name, len, buf), v;
+    MDB_txn *txn;
+    int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
+    if (err)
+        return err;
+    int rc = mdb_get(txn, l->names, &k, &v);
+    if (rc == 0) {
+        const void *got;
+        size_t glen;
+        err = decode(l, &k, &v, &got, &glen, key, size);
+        if (err == FBK_OK && (glen != len || memcmp(got, name, len) != 0))
+            rc = MDB_NOTFOUND; /* another name with the same hash */
+    } else if (rc != MDB_NOTFOUND) {
+        err = fbk__lmdb_error(rc, "location \"%s\": name look-up", l->name);
+    }
+    fbk__lmdb_rtxn_end(&b->durable, txn);
+    if (err)
+        return err;
+    return rc == MDB_NOTFOUND ? fbk_error_set(FBK_ENOTFOUND, 0, "lmdb: name not bound") : FBK_OK;
+}
+
+/* Bindings are handed to each() outside any transaction (each may call
+ * back into the store), in chunks read by one transaction each. */
+#define SCAN_CHUNK 256
+
+typedef struct binding {
+    fbk_key key;
+    uint64_t size;
+    size_t len;
+    unsigned char *name;
+} binding;
+
+int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    if (!l->has_names)
+        return FBK_OK;
+    binding *chunk = calloc(SCAN_CHUNK, sizeof *chunk);
+    unsigned char *last = malloc(FBK__LMDB_HASHED);
+    size_t last_len = 0;
+    if (!chunk || !last) {
+        free(chunk);
+        free(last);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: name scan: out of memory");
+    }
+    int err = FBK_OK;
+    bool first = true, end = false;
+    while (err == FBK_OK && !end) {
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        size_t n = 0;
+        err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
+        if (err)
+            break;
+        int rc = mdb_cursor_open(txn, l->names, &cur);
+        MDB_val k = {last_len, last}, v;
+        if (rc == 0)
+            rc = mdb_cursor_get(cur, &k, &v, first ? MDB_FIRST : MDB_SET_RANGE);
+        /* resuming: skip the entry the last chunk ended with */
+        if (rc == 0 && !first && k.mv_size == last_len && memcmp(k.mv_data, last, last_len) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        for (; rc == 0 && n < SCAN_CHUNK && err == FBK_OK;
+             rc = n < SCAN_CHUNK ? mdb_cursor_get(cur, &k, &v, MDB_NEXT) : 0) {
+            const void *name;
+            binding *e = &chunk[n];
+            err = decode(l, &k, &v, &name, &e->len, &e->key, &e->size);
+            if (err)
+                break;
+            if (!(e->name = malloc(e->len))) {
+                err = fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: name scan: out of memory");
+                break;
+            }
+            memcpy(e->name, name, e->len);
+            memcpy(last, k.mv_data, k.mv_size);
+            last_len = k.mv_size;
+            n++;
+        }
+        if (rc == MDB_NOTFOUND)
+            end = true;
+        else if (rc != 0 && err == FBK_OK)
+            err = fbk__lmdb_error(rc, "location \"%s\": name scan", l->name);
+        if (cur)
+            mdb_cursor_close(cur);
+        fbk__lmdb_rtxn_end(&b->durable, txn);
+        first = false;
+        for (size_t i = 0; i < n; i++) {
+            if (err == FBK_OK) {
+                int r = each(chunk[i].name, chunk[i].len, &chunk[i].key, chunk[i].size, arg);
+                if (r)
+                    err = r;
+            }
+            free(chunk[i].name);
+        }
+    }
+    free(chunk);
+    free(last);
+    return err;
+}
+
+/* ----------------------------------------------------------------- apply */
+
+struct apply_arg {
+    const fbk__lmdb_loc *l;
+    const fbk_name_op *ops;
+    size_t n;
+    int missing; /* index + 1 of a bound key the location lacks */
+};
+
+static int apply_op(MDB_txn *txn, void *p)
+{
+    struct apply_arg *a = p;
+    /* every bound object must be there before the first write (so that a
+     * refusal leaves the transaction untouched) */
+    for (size_t i = 0; i < a->n; i++) {
+        if (!a->ops[i].key)
+            continue;
+        MDB_val k = {sizeof(fbk_key), (void *)a->ops[i].key->bytes}, v;
+        int rc = mdb_get(txn, a->l->dbi, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            a->missing = (int)i + 1;
+            return FBK_EINVAL;
+        }
+        if (rc)
+            return rc;
+    }
+    unsigned char buf[FBK__LMDB_HASHED];
+    for (size_t i = 0; i < a->n; i++) {
+        const fbk_name_op *o = &a->ops[i];
+        MDB_val k = name_key(o->name, o->len, buf);
+        int rc;
+        if (!o->key) {
+            rc = mdb_del(txn, a->l->names, &k, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+        } else {
+            bool hashed = k.mv_size == FBK__LMDB_HASHED;
+            MDB_val v = {VAL_HDR + (hashed ? o->len : 0), NULL};
+            rc = mdb_put(txn, a->l->names, &k, &v, MDB_RESERVE);
+            if (rc == 0) {
+                unsigned char *d = v.mv_data;
+                memcpy(d, o->key->bytes, 16);
+                put_le64(d + 16, o->size);
+                if (hashed)
+                    memcpy(d + VAL_HDR, o->name, o->len);
+            }
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    if (!l->has_names)
+        return fbk_error_set(FBK_EIO, 0,
+                             "lmdb: location \"%s\" has no name index (opened read-only)",
+                             l->name);
+    if (n == 0)
+        return FBK_OK;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += ops[i].len + VAL_HDR + 16;
+    struct apply_arg a = {l, ops, n, 0};
+    int err = fbk__lmdb_write(&b->durable, apply_op, &a,
+                              n * fbk__lmdb_pages_for(&b->durable, 2 * VAL_HDR) +
+                                  fbk__lmdb_pages_for(&b->durable, bytes),
+                              bytes);
+    if (err == FBK_EINVAL && a.missing) {
+        char t[FBK_KEY_STRLEN + 1];
+        fbk_key_format(ops[a.missing - 1].key, t);
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "lmdb: location \"%s\": a name cannot be bound to %s, which the "
+                             "location does not hold",
+                             l->name, t);
+    }
+    return err;
+}
+
+int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    MDB_txn *txn;
+    int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
+    if (err)
+        return err;
+    MDB_val k = {sizeof(fbk_key), (void *)key->bytes}, v;
+    int rc = mdb_get(txn, l->dbi, &k, &v);
+    fbk__lmdb_rtxn_end(&b->durable, txn);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        return rc == 0;
+    return fbk__lmdb_error(rc, "location \"%s\": look-up", l->name);
+}
