@@ -571,3 +571,80 @@ Test(cli, inspection_works_while_a_program_has_the_store_open)
     }
 }
 #endif
+
+#ifdef FBK_NAME_MAX
+/* --name on put/get/rm, names in ls/stat/verify, names carried by copy. */
+static void names(const char *scheme)
+{
+    char dir[4200], uri[4300], u2[4300], in[4400], name[64];
+    snprintf(name, sizeof name, "names_%s", scheme);
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir(name));
+    snprintf(uri, sizeof uri, "%s:%s/s", scheme, dir);
+    snprintf(u2, sizeof u2, "lmdb:%s/copy", dir);
+    snprintf(in, sizeof in, "%s/.in", dir);
+    write_file(in, "hello", 5);
+    run r = fbk(dir, in, "put", uri, "m", "--name", "greeting", NULL);
+    cr_assert_eq(r.status, 0, "put --name: %s", r.err);
+    char key[64];
+    snprintf(key, sizeof key, "%.36s", r.out);
+    run_free(&r);
+    write_file(in, "", 0);
+    r = fbk(dir, in, "put", uri, "m", "--name=odd\\x01name", "--json", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    json_check(dir, r.out, "d['name_hex'] == '6f6464016e616d65' and d['bytes'] == 0");
+    run_free(&r);
+
+    r = fbk(dir, NULL, "get", uri, "m", "--name", "greeting", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(r.out_len == 5 && !memcmp(r.out, "hello", 5));
+    run_free(&r);
+    r = fbk(dir, NULL, "ls", uri, "m", NULL);
+    cr_assert_eq(r.status, 0);
+    char line[128];
+    snprintf(line, sizeof line, "greeting\t%s\t5\n", key);
+    cr_assert(strstr(r.out, line) && strstr(r.out, "odd\\x01name\t"), "%s", r.out);
+    run_free(&r);
+    r = fbk(dir, NULL, "stat", uri, "--json", NULL);
+    json_check(dir, r.out, "d['locations'][0]['names'] == 2 and len(d['locations']) == 1");
+    run_free(&r);
+    r = fbk(dir, NULL, "verify", uri, "--json", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    json_check(dir, r.out, "d['names'] == 2 and d['damaged'] == []");
+    run_free(&r);
+
+    r = fbk(dir, NULL, "copy", uri, "m", u2, "m", "--json", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    json_check(dir, r.out, "d['copied'] == 2 and d['names'] == 2");
+    run_free(&r);
+    r = fbk(dir, NULL, "copy", uri, "m", u2, "m", "--json", NULL);
+    json_check(dir, r.out, "d['copied'] == 0 and d['names_skipped'] == 2");
+    run_free(&r);
+    r = fbk(dir, NULL, "get", u2, "m", "--name", "greeting", NULL);
+    cr_assert(r.status == 0 && r.out_len == 5 && !memcmp(r.out, "hello", 5), "%s", r.err);
+    run_free(&r);
+
+    r = fbk(dir, NULL, "rm", uri, "m", key, NULL); /* would leave a name dangling */
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    r = fbk(dir, NULL, "rm", uri, "m", "--name", "greeting", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run_free(&r);
+    r = fbk(dir, NULL, "get", uri, "m", "--name", "greeting", NULL);
+    cr_assert_eq(r.status, 1);
+    cr_assert_eq(r.out_len, 0);
+    run_free(&r);
+    r = fbk(dir, NULL, "rm", uri, "m", "--name", "greeting", NULL);
+    cr_assert_eq(r.status, 1);
+    run_free(&r);
+}
+
+Test(cli, names_lmdb)
+{
+    names("lmdb");
+}
+
+Test(cli, names_file)
+{
+    names("file");
+}
+#endif

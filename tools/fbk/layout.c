@@ -116,6 +116,8 @@ static int lmdb_locations(const tool_uri *u, char ***names, size_t *n)
     for (; !rc && mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size == 0 || k.mv_size > 255 || memchr(k.mv_data, 0, k.mv_size))
             continue;
+        if (((const char *)k.mv_data)[0] == 0x1f)
+            continue; /* "\x1fnames:LOC", the name index of LOC (lmdb_names.c) */
         char name[256];
         memcpy(name, k.mv_data, k.mv_size);
         name[k.mv_size] = 0;
