@@ -193,8 +193,10 @@ static int copy_objects(copier *cp)
     r = d->ops->scan(d->self, d->rloc, collect, &dk);
     if (r < 0)
         return tool_fail(cmd, r, "list '%s'", cp->c->pos[3]);
-    qsort(dk.k, dk.n, sizeof *dk.k, cmp_key);
-    qsort(sk.k, sk.n, sizeof *sk.k, cmp_key);
+    if (dk.n)
+        qsort(dk.k, dk.n, sizeof *dk.k, cmp_key);
+    if (sk.n)
+        qsort(sk.k, sk.n, sizeof *sk.k, cmp_key);
     buf b = {0};
     uint64_t unsynced = 0, pending = 0;
     for (size_t i = 0; i < sk.n && !rc; i++) {

@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     if (c.name && !FBK_TOOL_HAVE_MAPS)
         return tool_fail(sc->name, FBK_TOOL_ERROR, "--name: this libfbk has no maps (names)");
     int rc = sc->run(&c);
+    free((char *)c.name);
     if (fflush(stdout) != 0 || ferror(stdout))
         return tool_fail(sc->name, FBK_TOOL_ERROR, "writing standard output failed");
     return rc;
