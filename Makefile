@@ -36,16 +36,29 @@ test-tsan: deps
 	  $$(command -v setarch >/dev/null && echo "setarch $$(uname -m) -R") \
 	  ctest --test-dir build-tsan --output-on-failure -L concurrency
 
-# cmake --install, then a user's project built with find_package(fbk) and with pkg-config.
+# cmake --install, then a user's program built against the installed copy
+# three ways, each run: find_package(fbk) (fbk::fbk = libfbk.so, and
+# fbk::fbk_static), `pkg-config --static` linking libfbk.a (-l:libfbk.a: the
+# archive even where libfbk.so lies beside it) with the dependencies the .pc
+# file lists, and the plain `pkg-config --cflags --libs fbk` (libfbk.so,
+# found at run time through LD_LIBRARY_PATH).  Then: libfbk.so exports no
+# internal fbk__ symbol.
+STAGE = $(CURDIR)/$(BUILD)/stage
 install-check: build
 	rm -rf $(BUILD)/stage $(BUILD)/consumer
-	cmake --install $(BUILD) --prefix $(CURDIR)/$(BUILD)/stage >/dev/null
-	cmake -S tests/install_consumer -B $(BUILD)/consumer -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/stage >/dev/null
+	cmake --install $(BUILD) --prefix $(STAGE) >/dev/null
+	cmake -S tests/install_consumer -B $(BUILD)/consumer -DCMAKE_PREFIX_PATH=$(STAGE) >/dev/null
 	cmake --build $(BUILD)/consumer >/dev/null
 	$(BUILD)/consumer/consumer
-	PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/stage/lib/pkgconfig sh -c \
-	  'cc -o $(BUILD)/consumer/consumer-pc tests/install_consumer/consumer.c $$(pkg-config --cflags --libs --static fbk)'
-	$(BUILD)/consumer/consumer-pc
+	$(BUILD)/consumer/consumer_static
+	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig sh -ec '\
+	  cc -o $(BUILD)/consumer/consumer-pc-static tests/install_consumer/consumer.c \
+	    $$(pkg-config --cflags --libs --static fbk | sed "s/-lfbk\b/-l:libfbk.a/"); \
+	  cc -o $(BUILD)/consumer/consumer-pc tests/install_consumer/consumer.c $$(pkg-config --cflags --libs fbk)'
+	$(BUILD)/consumer/consumer-pc-static
+	LD_LIBRARY_PATH=$(STAGE)/lib $(BUILD)/consumer/consumer-pc
+	@! nm -D --defined-only $(STAGE)/lib/libfbk.so | grep -w 'fbk__[a-z_0-9]*' \
+	  || { echo "install-check: libfbk.so exports internal fbk__ symbols" >&2; exit 1; }
 
 fuzz-replay: build
 	ctest --test-dir $(BUILD) --output-on-failure -L fuzz

@@ -14,6 +14,16 @@
  *   - All functions are thread-safe.  "Blocking" functions may do backend I/O
  *     on the caller's thread; the others never do.
  *   - close(NULL) / release(NULL) are harmless no-ops.
+ *   - Misuse is undefined behaviour, not an error code: using an object
+ *     after the call that frees it or drops your last reference to it
+ *     (fbk_handle_release, fbk_pool_release, fbk_store_close,
+ *     fbk_location_close, fbk_task_wait, fbk_task_release), releasing or
+ *     closing one more times than you got it, fbk_unload / fbk_unload_mut
+ *     without the matching load.  Release builds (NDEBUG) do not check and
+ *     may seem to work; debug builds catch the cheap cases (a pin count or
+ *     handle count going below zero, a freed handle or task used again
+ *     while its memory is not reused, a task waited for twice) and abort
+ *     with a "libfbk: misuse in FUNCTION: ..." message on stderr.
  *
  * Object lifetimes
  *   fbk_store     refcounted: freed after fbk_store_close() and the release of
@@ -217,7 +227,7 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
 int fbk_store_drain(fbk_store *s);
 /* Drops the caller's reference; the store is freed after the last pool,
  * handle and location using it is released.  Existing pools and handles keep
- * working. */
+ * working.  Undefined: closing s twice, or using s after closing it. */
 void fbk_store_close(fbk_store *s);
 
 /* Counters since open, for tests, benchmarks and monitoring. */
@@ -266,7 +276,8 @@ int fbk_location_sync(fbk_location *loc);
 /* Removes key from loc; an absent key returns 0 with no backend call.
  * Blocking.  Durable after the next sync. */
 int fbk_location_remove(fbk_location *loc, const fbk_key *key);
-/* Frees loc once running tasks that use it have finished. */
+/* Frees loc once running tasks that use it have finished.  Undefined:
+ * closing loc twice, or using it after closing it. */
 void fbk_location_close(fbk_location *loc);
 
 /* ----------------------------------------------------------------- pools */
@@ -277,7 +288,8 @@ void fbk_location_close(fbk_location *loc);
 int fbk_pool_create(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t mem_items);
 /* Live items, in memory or spilled. */
 size_t fbk_pool_size(const fbk_pool *p);
-/* Drops the caller's reference; live handles keep the pool alive. */
+/* Drops the caller's reference; live handles keep the pool alive.
+ * Undefined: releasing p twice, or using it after releasing it. */
 void fbk_pool_release(fbk_pool *p);
 
 /* --------------------------------------------------------------- handles */
@@ -295,10 +307,14 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
  * FBK_ENOTFOUND if loc does not hold key.  Registering the same key twice
  * gives two distinct handles sharing one spill copy (one register_key call). */
 int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle **out);
-/* Another reference to the SAME item; returns h. */
+/* Another reference to the SAME item; returns h.  Each reference needs its
+ * own fbk_handle_release. */
 fbk_handle *fbk_handle_retain(fbk_handle *h);
 /* Drops one reference.  The last one takes the item out of the pool; its
- * spill copy, if any, is removed in the background. */
+ * spill copy, if any, is removed in the background.  Undefined (debug builds
+ * abort): more releases than references (1 + retains), any use of h after
+ * the last release except the fbk_unload of a pin still held, and the last
+ * release while fbk_load_mut holds the item. */
 void fbk_handle_release(fbk_handle *h);
 /* The item's current key (it changes on fbk_load_mut). */
 void fbk_handle_key(const fbk_handle *h, fbk_key *out);
@@ -313,15 +329,21 @@ int fbk_load(fbk_handle *h, const void **obj);
 /* As fbk_load, but FBK_EAGAIN if the item is not in memory or is being
  * evicted right now; never blocks on I/O. */
 int fbk_try_load(fbk_handle *h, const void **obj);
-/* Ends one pin taken by fbk_load/fbk_try_load. */
+/* Ends one pin taken by fbk_load/fbk_try_load.  Allowed after the last
+ * fbk_handle_release (the pin kept the item alive).  Undefined (debug builds
+ * abort): an fbk_unload without a pin to end (no load, or a second unload of
+ * one load). */
 void fbk_unload(fbk_handle *h);
 /* Exclusive write access.  FBK_EBUSY unless h is the only reference and the
  * item is not pinned.  Removes the spill copy and gives the item a NEW key.
- * Blocking (loads the item if spilled). */
+ * Blocking (loads the item if spilled).  It holds no reference: end it with
+ * fbk_unload_mut before releasing the last handle. */
 int fbk_load_mut(fbk_handle *h, void **obj);
 /* As fbk_load_mut, FBK_EAGAIN instead of I/O or waiting. */
 int fbk_try_load_mut(fbk_handle *h, void **obj);
-/* Ends the write access of fbk_load_mut/fbk_try_load_mut/fbk_make_mut. */
+/* Ends the write access of fbk_load_mut/fbk_try_load_mut/fbk_make_mut.
+ * Undefined (debug builds abort): calling it when no such write access holds
+ * the item. */
 void fbk_unload_mut(fbk_handle *h);
 /* Write access whether shared or not: when *h is shared (or pinned), clones
  * the object into a new item, releases one reference to the old item and
@@ -344,11 +366,15 @@ int fbk_write_now_async(fbk_handle *h, fbk_task **out);
 int fbk_persist_async(fbk_handle *h, fbk_location *loc, fbk_task **out);
 /* Loads the item into memory in the background. */
 int fbk_prefetch(fbk_handle *h, fbk_task **out);
-/* Blocks until the task is finished; returns its result and frees t. */
+/* Blocks until the task is finished; returns its result and frees t.
+ * Undefined (debug builds abort): a second fbk_task_wait, or one after
+ * fbk_task_release, of the same t. */
 int fbk_task_wait(fbk_task *t);
-/* 1 if finished (non-blocking), 0 otherwise. */
+/* 1 if finished (non-blocking), 0 otherwise.  Only before fbk_task_wait /
+ * fbk_task_release: t is freed by those. */
 int fbk_task_done(const fbk_task *t);
-/* Stop waiting: frees t; the operation still completes. */
+/* Stop waiting: frees t; the operation still completes.  Undefined (debug
+ * builds abort): a second fbk_task_release, or one after fbk_task_wait. */
 void fbk_task_release(fbk_task *t);
 
 /* ------------------------------------------------------------------ save */

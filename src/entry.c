@@ -27,6 +27,7 @@ static fbk_handle *entry_new(fbk_pool *p)
     atomic_init(&h->rc, 1);
     atomic_init(&h->users, 1);
     h->pool = p;
+    h->magic = FBK__MAGIC_HANDLE;
     atomic_init(&h->node.seg, 0);
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
@@ -36,6 +37,9 @@ static fbk_handle *entry_new(fbk_pool *p)
 static void entry_retire(fbk_handle *h)
 {
     fbk_pool *p = h->pool;
+    /* a pin holds a reference, fbk_load_mut does not */
+    FBK__DEBUG_ASSERT(h->excl != FBK__EX_MUT, "fbk_handle_release",
+                      "the last reference was released while fbk_load_mut held the item");
     fbk__pool_unlink(p, h);
     /* unreachable now: no lock needed */
     if (h->tok)
@@ -44,6 +48,7 @@ static void entry_retire(fbk_handle *h)
         p->codec.destroy(h->obj, p->codec.ctx);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
+    h->magic = FBK__MAGIC_DEAD;
     fbk__free(h);
     fbk__pool_release_ref(p);
 }
@@ -110,6 +115,7 @@ int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle 
 fbk_handle *fbk_handle_retain(fbk_handle *h)
 {
     if (h) {
+        FBK__CHECK_HANDLE(h, "fbk_handle_retain");
         atomic_fetch_add_explicit(&h->users, 1, memory_order_relaxed);
         fbk__entry_ref(h);
     }
@@ -120,7 +126,11 @@ void fbk_handle_release(fbk_handle *h)
 {
     if (!h)
         return;
-    atomic_fetch_sub_explicit(&h->users, 1, memory_order_relaxed);
+    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_handle_release",
+                      "the handle's item was already freed (released twice?)");
+    long users = atomic_fetch_sub_explicit(&h->users, 1, memory_order_relaxed);
+    FBK__DEBUG_ASSERT(users > 0, "fbk_handle_release",
+                      "the handle was released more times than it was retained");
     fbk__entry_unref(h);
 }
 
@@ -128,13 +138,20 @@ void fbk_handle_key(const fbk_handle *h, fbk_key *out)
 {
     if (!h || !out)
         return;
+    FBK__CHECK_HANDLE(h, "fbk_handle_key");
     fbk_handle *m = (fbk_handle *)h;
     pthread_mutex_lock(&m->mu);
     *out = m->key;
     pthread_mutex_unlock(&m->mu);
 }
 
-fbk_pool *fbk_handle_pool(const fbk_handle *h) { return h ? h->pool : NULL; }
+fbk_pool *fbk_handle_pool(const fbk_handle *h)
+{
+    if (!h)
+        return NULL;
+    FBK__CHECK_HANDLE(h, "fbk_handle_pool");
+    return h->pool;
+}
 
 static bool self_holds_mut(const fbk_handle *h)
 {
@@ -179,6 +196,7 @@ int fbk_load(fbk_handle *h, const void **obj)
 {
     if (!h || !obj)
         return bad("fbk_load", "NULL argument");
+    FBK__CHECK_HANDLE(h, "fbk_load");
     fbk_pool *p = h->pool;
     bool loaded = false;
     pthread_mutex_lock(&h->mu);
@@ -210,6 +228,7 @@ int fbk_try_load(fbk_handle *h, const void **obj)
 {
     if (!h || !obj)
         return bad("fbk_try_load", "NULL argument");
+    FBK__CHECK_HANDLE(h, "fbk_try_load");
     pthread_mutex_lock(&h->mu);
     if (h->excl != FBK__EX_NONE || !h->obj) {
         bool evicting = h->excl == FBK__EX_EVICT;
@@ -228,6 +247,8 @@ int fbk_try_load(fbk_handle *h, const void **obj)
 void fbk__entry_unpin(fbk_handle *h)
 {
     pthread_mutex_lock(&h->mu);
+    FBK__DEBUG_ASSERT(h->readers > 0, "fbk_unload",
+                      "the item is not pinned: no fbk_load/fbk_try_load is left to end");
     if (h->readers > 0)
         h->readers--;
     pthread_mutex_unlock(&h->mu);
@@ -238,6 +259,9 @@ void fbk_unload(fbk_handle *h)
 {
     if (!h)
         return;
+    /* no users check: a pin outlives the last handle reference */
+    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload",
+                      "the item was already freed (an fbk_unload without an fbk_load?)");
     fbk__entry_unpin(h);
     /* the pin's reference: the item may have lost its last handle meanwhile
      * (fbk_make_mut of a pinned item, or a release before the unload) */
@@ -249,6 +273,7 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     const char *fn = try_only ? "fbk_try_load_mut" : "fbk_load_mut";
     if (!h || !obj)
         return bad(fn, "NULL argument");
+    FBK__CHECK_HANDLE(h, fn);
     if (atomic_load(&h->users) != 1)
         return fbk_error_set(FBK_EBUSY, 0, "%s: the item is shared by another handle reference",
                              fn);
@@ -300,8 +325,11 @@ void fbk_unload_mut(fbk_handle *h)
 {
     if (!h)
         return;
+    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload_mut",
+                      "the handle's item was already freed");
     pthread_mutex_lock(&h->mu);
     bool was = h->excl == FBK__EX_MUT;
+    FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
     if (was) {
         h->excl = FBK__EX_NONE;
         pthread_cond_broadcast(&h->cv);
@@ -316,6 +344,7 @@ int fbk_make_mut(fbk_handle **hp, void **obj)
     if (!hp || !*hp || !obj)
         return bad("fbk_make_mut", "NULL argument");
     fbk_handle *h = *hp;
+    FBK__CHECK_HANDLE(h, "fbk_make_mut");
     int rc = fbk_load_mut(h, obj);
     if (rc != FBK_EBUSY)
         return rc;
@@ -416,6 +445,7 @@ int fbk_write_now(fbk_handle *h)
 {
     if (!h)
         return bad("fbk_write_now", "NULL argument");
+    FBK__CHECK_HANDLE(h, "fbk_write_now");
     int rc = fbk__entry_pin(h);
     if (rc)
         return rc;
@@ -424,11 +454,14 @@ int fbk_write_now(fbk_handle *h)
     return rc;
 }
 
-/* With a pin held: true when loc holds the item's current key. */
+/* With a pin held: true when loc holds the item's current key.  (Not
+ * fbk_handle_key: a task's worker gets here after the user may have released
+ * the last handle reference.) */
 static bool loc_has_current(fbk_handle *h, fbk_location *loc)
 {
-    fbk_key key;
-    fbk_handle_key(h, &key);
+    pthread_mutex_lock(&h->mu);
+    fbk_key key = h->key;
+    pthread_mutex_unlock(&h->mu);
     return fbk_location_contains(loc, &key);
 }
 
@@ -453,6 +486,7 @@ int fbk_persist(fbk_handle *h, fbk_location *loc)
 {
     if (!h || !loc)
         return bad("fbk_persist", "NULL argument");
+    FBK__CHECK_HANDLE(h, "fbk_persist");
     if (loc->store != h->pool->store)
         return bad("fbk_persist", "the location belongs to another store");
     int rc = fbk__store_check_writable(loc->store, "fbk_persist");

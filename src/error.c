@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local char tls_msg[512];
@@ -106,4 +107,30 @@ void fbk__error_clear(void)
 {
     tls_msg[0] = '\0';
     tls_errno = 0;
+}
+
+#ifndef NDEBUG
+/* The report of a misuse check (FBK__DEBUG_ASSERT, fbk_internal.h): debug
+ * builds only; a release build (NDEBUG) has neither the checks nor this
+ * function.  It stops the program because the misuse it reports (a handle
+ * used after its last release, an unload without a load, a task waited for
+ * twice) has already broken a reference count or is about to touch freed
+ * memory: carrying on would corrupt the heap far from the bug.  It is the
+ * library's only abort(); run-time failures return FBK_E* codes instead. */
+_Noreturn void fbk__misuse(const char *fn, const char *what)
+{
+    fprintf(stderr, "libfbk: misuse in %s: %s (undefined behaviour; this debug build stops here)\n",
+            fn, what);
+    fflush(stderr);
+    abort();
+}
+#endif
+
+bool fbk__debug_checks(void)
+{
+#ifdef NDEBUG
+    return false;
+#else
+    return true;
+#endif
 }

@@ -25,6 +25,29 @@ int fbk__errno_code(int os_errno);
 int fbk__error_keep(int code);
 void fbk__error_clear(void);
 
+/* Misuse checks.  The header calls some misuse undefined behaviour (a handle
+ * used after its last release, an unload without a load, a task waited for
+ * twice...).  Debug builds (no NDEBUG) check the cheap cases with
+ * FBK__DEBUG_ASSERT, which reports through fbk__misuse: a message on stderr,
+ * then abort() -- the one abort() of the library, never reached in a
+ * correct program.  Release builds compile the checks away: the condition is
+ * not evaluated (sizeof only keeps its variables "used").  These are not
+ * run-time failures: those return FBK_E* codes. */
+_Noreturn void fbk__misuse(const char *fn, const char *what);
+/* true when this library was built with the misuse checks (no NDEBUG) */
+bool fbk__debug_checks(void);
+#ifdef NDEBUG
+#define FBK__DEBUG_ASSERT(cond, fn, what) ((void)sizeof((cond) ? (fn) : (what)))
+#else
+#define FBK__DEBUG_ASSERT(cond, fn, what) ((cond) ? (void)0 : fbk__misuse((fn), (what)))
+#endif
+/* The `magic` of a live fbk_handle / fbk_task; freeing one overwrites it
+ * with FBK__MAGIC_DEAD, so that a debug build recognises a freed object as
+ * long as its memory has not been reused (AddressSanitizer sees the rest). */
+#define FBK__MAGIC_HANDLE 0x6662686bu /* "fbhk" */
+#define FBK__MAGIC_TASK 0x6662746bu   /* "fbtk" */
+#define FBK__MAGIC_DEAD 0xdeadfbfbu
+
 /* --------------------------------------------------------------- uri.c */
 #define FBK__SCHEME_MAX 15
 /* "lmdb:DIR" -> "lmdb", "DIR"; a bare path -> "lmdb", path. */
@@ -327,6 +350,7 @@ struct fbk_handle {
     fbk__lru_node node;     /* guarded by pool->mu */
     fbk_handle *retry_next; /* guarded by pool->mu */
     bool in_retry;          /* guarded by pool->mu */
+    uint32_t magic;         /* FBK__MAGIC_HANDLE while the item lives */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
@@ -341,6 +365,15 @@ struct fbk_handle {
     size_t evict_bytes; /* what the queued eviction write was counted as (set
                            with excl = EVICT, read before it is cleared) */
 };
+
+/* Debug builds: h is a live item that the caller still holds a handle
+ * reference to (fn names the public function for the report). */
+#define FBK__CHECK_HANDLE(h, fn)                                                                   \
+    (FBK__DEBUG_ASSERT((h)->magic == FBK__MAGIC_HANDLE, (fn),                                      \
+                       "the handle's item was already freed (used after its last "               \
+                       "fbk_handle_release?)"),                                                    \
+     FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->users, memory_order_relaxed) > 0, (fn),          \
+                       "the handle was used after its last fbk_handle_release"))
 
 /* Takes one internal reference unless the item is already retiring. */
 bool fbk__entry_try_ref(fbk_handle *h);

@@ -11,15 +11,33 @@ typedef enum { TASK_WRITE, TASK_PERSIST, TASK_PREFETCH } task_kind;
 struct fbk_task {
     fbk__job job;
     task_kind kind;
+    uint32_t magic; /* FBK__MAGIC_TASK until freed */
     fbk_handle *h;
     fbk_location *loc;
     pthread_mutex_t mu; /* leaf */
     pthread_cond_t cv;
     int refs; /* the job's + the caller's (unless fire-and-forget) */
+    bool caller_gone; /* fbk_task_wait/fbk_task_release dropped the caller's */
     bool done;
     int result;
     char msg[256]; /* fbk_errmsg() of the worker, handed to the waiter */
 };
+
+/* Debug builds: t has not been freed (as long as its memory was not reused). */
+static void check_task(const fbk_task *t, const char *fn)
+{
+    FBK__DEBUG_ASSERT(t->magic == FBK__MAGIC_TASK, fn,
+                      "the task was already freed (fbk_task_wait or fbk_task_release twice?)");
+}
+
+/* With t->mu held: the caller's reference is still there; drops it. */
+static void check_caller_locked(fbk_task *t, const char *fn)
+{
+    FBK__DEBUG_ASSERT(!t->caller_gone, fn,
+                      "the task was already waited for or released (fbk_task_wait and "
+                      "fbk_task_release each end the caller's use of it)");
+    t->caller_gone = true;
+}
 
 static void task_unref_locked_and_unlock(fbk_task *t)
 {
@@ -28,6 +46,7 @@ static void task_unref_locked_and_unlock(fbk_task *t)
     if (last) {
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
+        t->magic = FBK__MAGIC_DEAD;
         fbk__free(t);
     }
 }
@@ -74,6 +93,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
         return fbk_error_set(FBK_EINVAL, 0, "%s: NULL argument", fn);
     if (loc && loc->store != h->pool->store)
         return fbk_error_set(FBK_EINVAL, 0, "%s: the location belongs to another store", fn);
+    FBK__CHECK_HANDLE(h, fn);
     fbk_task *t = fbk__calloc(1, sizeof *t);
     if (!t)
         return fbk_error_set(FBK_ENOMEM, 0, "%s: cannot allocate a task", fn);
@@ -83,6 +103,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
         return rc;
     }
     t->kind = kind;
+    t->magic = FBK__MAGIC_TASK;
     t->h = h;
     t->loc = loc;
     t->refs = out ? 2 : 1;
@@ -120,7 +141,9 @@ int fbk_task_wait(fbk_task *t)
 {
     if (!t)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_task_wait: task is NULL");
+    check_task(t, "fbk_task_wait");
     pthread_mutex_lock(&t->mu);
+    check_caller_locked(t, "fbk_task_wait");
     while (!t->done)
         pthread_cond_wait(&t->cv, &t->mu);
     int rc = t->result;
@@ -134,8 +157,11 @@ int fbk_task_done(const fbk_task *t)
 {
     if (!t)
         return 0;
+    check_task(t, "fbk_task_done");
     fbk_task *m = (fbk_task *)t;
     pthread_mutex_lock(&m->mu);
+    FBK__DEBUG_ASSERT(!m->caller_gone, "fbk_task_done",
+                      "the task was already waited for or released");
     int d = m->done;
     pthread_mutex_unlock(&m->mu);
     return d;
@@ -145,6 +171,8 @@ void fbk_task_release(fbk_task *t)
 {
     if (!t)
         return;
+    check_task(t, "fbk_task_release");
     pthread_mutex_lock(&t->mu);
+    check_caller_locked(t, "fbk_task_release");
     task_unref_locked_and_unlock(t);
 }

@@ -52,14 +52,14 @@ static int hexval(char c)
     return -1;
 }
 
-/* Decodes src[0..n) (percent-encoding, '+' stays '+') into a fresh string. */
-static char *pct_decode(const char *src, size_t n, const char *uri)
+/* Decodes src[0..n) (percent-encoding, '+' stays '+') into a fresh string
+ * *res; 0 or FBK_E* with a message. */
+static int pct_decode(const char *src, size_t n, const char *uri, char **res)
 {
     char *out = fbk__malloc(n + 1);
-    if (!out) {
-        fbk_error_set(FBK_ENOMEM, 0, "URI parameters: out of memory");
-        return NULL;
-    }
+    *res = NULL;
+    if (!out)
+        return fbk_error_set(FBK_ENOMEM, 0, "URI parameters: out of memory");
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (src[i] != '%') {
@@ -68,21 +68,21 @@ static char *pct_decode(const char *src, size_t n, const char *uri)
         }
         if (i + 2 >= n || hexval(src[i + 1]) < 0 || hexval(src[i + 2]) < 0) {
             fbk__free(out);
-            fbk_error_set(FBK_EINVAL, 0, "URI \"%.200s\": bad percent-encoding in \"%.*s\"", uri,
-                          (int)n, src);
-            return NULL;
+            return fbk_error_set(FBK_EINVAL, 0,
+                                 "URI \"%.200s\": bad percent-encoding in \"%.*s\"", uri,
+                                 (int)n, src);
         }
         char ch = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
         if (ch == '\0') {
             fbk__free(out);
-            fbk_error_set(FBK_EINVAL, 0, "URI \"%.200s\": %%00 is not allowed", uri);
-            return NULL;
+            return fbk_error_set(FBK_EINVAL, 0, "URI \"%.200s\": %%00 is not allowed", uri);
         }
         out[k++] = ch;
         i += 2;
     }
     out[k] = '\0';
-    return out;
+    *res = out;
+    return FBK_OK;
 }
 
 void fbk__uri_free(fbk__uri *u)
@@ -137,10 +137,10 @@ int fbk__uri_parse(const char *uri, fbk__uri *u)
                 return rc;
             }
             fbk__uri_param *par = &u->params[u->n];
-            par->key = pct_decode(p, (size_t)(eq - p), uri);
-            par->value = par->key ? pct_decode(eq + 1, len - (size_t)(eq - p) - 1, uri) : NULL;
-            if (!par->key || !par->value) {
-                rc = fbk__error_keep(par->key ? FBK_ENOMEM : FBK_EINVAL);
+            rc = pct_decode(p, (size_t)(eq - p), uri, &par->key);
+            if (rc == FBK_OK)
+                rc = pct_decode(eq + 1, len - (size_t)(eq - p) - 1, uri, &par->value);
+            if (rc) {
                 u->n++; /* freed below */
                 fbk__uri_free(u);
                 return rc;
