@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <stdlib.h>
@@ -89,6 +90,16 @@ static void remove_tree(const char *path)
     }
 }
 
+/* mdb_reader_list's callback: one line per reader slot in use ("pid thread
+ * txnid"), after a header line; counts the slots of other processes. */
+static int count_readers(const char *msg, void *ctx)
+{
+    long pid;
+    if (sscanf(msg, " %ld", &pid) == 1 && pid != (long)getpid())
+        ++*(int *)ctx;
+    return 0;
+}
+
 static int lmdb_compact(const char *cmd, const tool_uri *u)
 {
     char durable[4200], tmp[4200];
@@ -113,6 +124,15 @@ static int lmdb_compact(const char *cmd, const tool_uri *u)
      * that takes no DIR/LOCK) would keep the old file. */
     int dead = 0;
     mdb_reader_check(env, &dead);
+    int readers = 0;
+    mdb_reader_list(env, count_readers, &readers);
+    if (readers) {
+        mdb_env_close(env);
+        return tool_fail(cmd, FBK_TOOL_ERROR,
+                         "%s is open in %d other process%s (LMDB reader table of %s): close it, "
+                         "then compact",
+                         u->uri, readers, readers == 1 ? "" : "es", durable);
+    }
     if (mkdir(tmp, 0755) != 0) {
         mdb_env_close(env);
         return tool_fail(cmd, FBK_TOOL_ERROR, "mkdir %s: %s", tmp, strerror(errno));
