@@ -281,6 +281,9 @@ int cmd_verify(const fbk_cli *c)
         for (unsigned i = 0; i < started; i++)
             pthread_join(wt[i], NULL);
         free(wt);
+        /* the spill copies the loads left are removed in the background:
+         * their removal is part of the work, so it is in the time too */
+        fbk_store_drain(s);
 #if FBK_TOOL_HAVE_MAPS
         for (size_t i = 0; i < n && !rc; i++) {
             fbk_map *m;
