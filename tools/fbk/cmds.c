@@ -31,10 +31,12 @@ static int session_open(const fbk_cli *c, session *ss, int readonly, int must_ex
     memset(ss, 0, sizeof *ss);
     if (tool_uri_parse(c->pos[0], &ss->u))
         return tool_usage(c->cmd, "URI too long");
-    int rc = tool_store_open(c->cmd, &ss->u, readonly, &ss->s);
+    int rc = must_exist ? tool_location_check(c->cmd, &ss->u, c->pos[1]) : 0;
+    if (!rc)
+        rc = tool_store_open(c->cmd, &ss->u, readonly, &ss->s);
     if (rc)
         return rc;
-    rc = tool_location_open(c->cmd, &ss->u, ss->s, c->pos[1], must_exist, &ss->loc);
+    rc = tool_location_open(c->cmd, &ss->u, ss->s, c->pos[1], &ss->loc);
     if (rc)
         return rc;
     rc = fbk_pool_create(&ss->p, ss->s, &fbk_blob_codec, 4);
@@ -109,15 +111,8 @@ int cmd_stat(const fbk_cli *c)
         tool_sizes z;
         st[i].name = locs[i];
         st[i].names = -1;
-        if (c->npos == 2 && u.scheme != TOOL_OTHER) {
-            int e = layout_location_exists(&u, locs[i]);
-            if (e <= 0) {
-                rc = e < 0 ? tool_fail(c->cmd, e, "look for location '%s'", locs[i])
-                           : tool_fail(c->cmd, FBK_TOOL_ERROR, "no location '%s' in %s", locs[i],
-                                       u.uri);
-                break;
-            }
-        }
+        if (c->npos == 2 && (rc = tool_location_check(c->cmd, &u, locs[i])) != 0)
+            break;
         int r = layout_sizes(&u, locs[i], &z);
         if (r) {
             rc = tool_fail(c->cmd, r, "sizes of '%s'", locs[i]);
@@ -135,7 +130,7 @@ int cmd_stat(const fbk_cli *c)
         rc = tool_fail(c->cmd, rc, "create pool");
     for (size_t i = 0; i < n && !rc; i++) {
         fbk_location *loc;
-        rc = tool_location_open(c->cmd, &u, s, locs[i], 0, &loc);
+        rc = tool_location_open(c->cmd, &u, s, locs[i], &loc);
         if (rc)
             break;
         st[i].objects = fbk_location_count(loc);
@@ -244,19 +239,15 @@ int cmd_ls(const fbk_cli *c)
     tool_uri u;
     if (tool_uri_parse(c->pos[0], &u))
         return tool_usage(c->cmd, "URI too long");
-    if (u.scheme != TOOL_OTHER) {
-        int e = layout_location_exists(&u, c->pos[1]);
-        if (e <= 0)
-            return e < 0 ? tool_fail(c->cmd, e, "look for location '%s'", c->pos[1])
-                         : tool_fail(c->cmd, FBK_TOOL_ERROR, "no location '%s' in %s", c->pos[1],
-                                     u.uri);
-    }
+    int rc = tool_location_check(c->cmd, &u, c->pos[1]);
+    if (rc)
+        return rc;
     tool_sizes z;
-    int rc = layout_sizes(&u, c->pos[1], &z);
+    rc = layout_sizes(&u, c->pos[1], &z);
     if (rc)
         return tool_fail(c->cmd, rc, "sizes of '%s'", c->pos[1]);
     session ss;
-    rc = session_open(c, &ss, 1, 1);
+    rc = session_open(c, &ss, 1, 0); /* checked above */
     size_t n = 0;
     fbk_key *keys = NULL;
     if (!rc) {

@@ -334,13 +334,8 @@ int cmd_copy(const fbk_cli *c)
     if (cp.same && !strcmp(c->pos[1], c->pos[3]))
         return tool_usage(c->cmd, "LOC and LOC2 are the same location");
     int rc = 0;
-    if (src.u.scheme != TOOL_OTHER) {
-        int e = layout_location_exists(&src.u, c->pos[1]);
-        if (e <= 0)
-            return e < 0 ? tool_fail(c->cmd, e, "look for location '%s'", c->pos[1])
-                         : tool_fail(c->cmd, FBK_TOOL_ERROR, "no location '%s' in %s", c->pos[1],
-                                     src.u.uri);
-    }
+    if ((rc = tool_location_check(c->cmd, &src.u, c->pos[1])) != 0)
+        return rc;
     rc = side_open(c->cmd, &src, !cp.same);
     if (!rc && cp.same)
         dst = src;

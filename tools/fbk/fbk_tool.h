@@ -66,9 +66,12 @@ int name_parse(const char *text, char **out, size_t *len); /* --name argument (\
 int tool_uri_parse(const char *uri, tool_uri *out);
 /* Opens the store: read-only for inspection when the library can. */
 int tool_store_open(const char *cmd, const tool_uri *u, int readonly, fbk_store **out);
-/* fbk_location_open, refusing (exit 2) a location that does not exist. */
+/* Refuses (exit 2) a location that does not exist, from the layout; call it
+ * before the store is opened (layout.c). */
+int tool_location_check(const char *cmd, const tool_uri *u, const char *loc);
+/* fbk_location_open; FBK_ENOTFOUND (read-only store) is exit 2 too. */
 int tool_location_open(const char *cmd, const tool_uri *u, fbk_store *s, const char *loc,
-                       int must_exist, fbk_location **out);
+                       fbk_location **out);
 
 /* ---- on-disk layouts (layout.c) ---- */
 typedef struct tool_sizes {

@@ -50,16 +50,22 @@ int tool_store_open(const char *cmd, const tool_uri *u, int readonly, fbk_store 
     return 0;
 }
 
-int tool_location_open(const char *cmd, const tool_uri *u, fbk_store *s, const char *loc,
-                       int must_exist, fbk_location **out)
+/* Before the store opens: layout.c's LMDB handle must be closed by then. */
+int tool_location_check(const char *cmd, const tool_uri *u, const char *loc)
 {
-    if (must_exist && u->scheme != TOOL_OTHER) {
-        int e = layout_location_exists(u, loc);
-        if (e < 0)
-            return tool_fail(cmd, e, "look for location '%s' in %s", loc, u->uri);
-        if (e == 0)
-            return tool_fail(cmd, FBK_TOOL_ERROR, "no location '%s' in %s", loc, u->uri);
-    }
+    if (u->scheme == TOOL_OTHER)
+        return 0;
+    int e = layout_location_exists(u, loc);
+    if (e < 0)
+        return tool_fail(cmd, e, "look for location '%s' in %s", loc, u->uri);
+    if (e == 0)
+        return tool_fail(cmd, FBK_TOOL_ERROR, "no location '%s' in %s", loc, u->uri);
+    return 0;
+}
+
+int tool_location_open(const char *cmd, const tool_uri *u, fbk_store *s, const char *loc,
+                       fbk_location **out)
+{
     int rc = fbk_location_open(s, loc, out);
     if (rc == FBK_ENOTFOUND)
         return tool_fail(cmd, FBK_TOOL_ERROR, "no location '%s' in %s", loc, u->uri);

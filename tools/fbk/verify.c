@@ -230,6 +230,8 @@ int cmd_verify(const fbk_cli *c)
         rc = layout_locations(&u, &names, &n);
         if (rc)
             return tool_fail(c->cmd, rc, "list the locations of %s", u.uri);
+    } else if ((rc = tool_location_check(c->cmd, &u, c->pos[1])) != 0) {
+        return rc;
     }
     verifier v = {.c = c, .nlocs = n};
     pthread_mutex_init(&v.mu, NULL);
@@ -250,7 +252,7 @@ int cmd_verify(const fbk_cli *c)
     for (size_t i = 0; i < n && !rc; i++) {
         vloc *l = &v.locs[i];
         l->name = c->npos == 2 ? c->pos[1] : names[i];
-        rc = tool_location_open(c->cmd, &u, s, l->name, c->npos == 2, &l->loc);
+        rc = tool_location_open(c->cmd, &u, s, l->name, &l->loc);
         if (rc)
             break;
         l->n = fbk_location_count(l->loc);
