@@ -256,17 +256,17 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
         err = fbk__lmdb_env_open(&b->spill, "spill", spill, SPILL_FLAGS, map_size, 0);
     /* After a failed write LMDB may mark an environment fatal (MDB_PANIC on
      * every later transaction), and a failed map resize leaves it without a
-     * map (broken).  The spill environment is then reopened in place by the
+     * map (broken).  Either environment is then reopened in place by the
      * next operation (lmdb_env.c fbk__lmdb_reopen, at the last map size that
-     * worked): it holds what the last successful commit wrote, and nothing
-     * depends on its handles but the main database.  The durable one is not:
-     * see docs/lmdb-backend.md. */
+     * worked): it holds what the last successful commit wrote; the durable
+     * one's location handles are opened again under the same numbers.  See
+     * docs/lmdb-backend.md. */
     if (err == FBK_OK)
         b->spill.reopenable = 1;
-    if (err == FBK_OK) {
-        b->durable.durable = 1;
+    if (err == FBK_OK)
         err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size, MAXDBS);
-    }
+    if (err == FBK_OK)
+        b->durable.reopenable = 1;
     return err;
 }
 

@@ -18,7 +18,7 @@
  * reverse.  A thread growing a map holds nothing else.  No thread takes the
  * same maplock twice.
  *
- * Reopen (spill environment only, after LMDB reported MDB_PANIC, after a
+ * Reopen (both environments, after LMDB reported MDB_PANIC, after a
  * failed map resize left no map (broken), or after a failed reopen): like map
  * growth.  The thread enters with m held and state IDLE (a read path first
  * releases its maplock, then takes m and waits for IDLE), sets state
@@ -32,7 +32,8 @@
  * the grower sets broken and returns to IDLE (holding, like every grower,
  * nothing else), and the next operation meets broken -- a writer under m in
  * state IDLE, a reader under its shared maplock, which it releases first --
- * and reopens as above.
+ * and reopens as above.  A durable reopen also opens every named database
+ * again, in handle order, so each location keeps its MDB_dbi.
  */
 #ifndef FBK_LMDB_INTERNAL_H
 #define FBK_LMDB_INTERNAL_H
@@ -82,10 +83,22 @@ typedef struct fbk__lmdb_env {
     MDB_txn *rpool[FBK__LMDB_RTXN_POOL];
     unsigned rpool_n;
 
-    /* durable env: the first failed sync or commit, returned by every later
-     * sync (guarded by m) */
-    int sync_rc;
-    int durable;                  /* commit failures are sticky for sync */
+    /* Durable env: which named databases (locations) a failed commit or sync
+     * left without a durability promise.  Indexed by MDB_dbi (maxdbs + 2
+     * entries, NULL for the spill env), guarded by m.  dirty_gen[dbi]: the
+     * value of write_gen when a write of that database last started or
+     * committed; synced_gen: write_gen when the last successful sync began.
+     * A database is dirty when dirty_gen > synced_gen; a failed commit or
+     * sync sets fail_rc of every dirty one (final for that location for the
+     * rest of the store, see docs/lmdb-backend.md). */
+    unsigned long long *dirty_gen;
+    int *fail_rc;
+    unsigned long long write_gen, synced_gen;
+    /* names[dbi]: the name each named-database handle was opened with (so a
+     * reopen in place can open them again under the same handles); written
+     * under m inside a write transaction, read by a reopen (state
+     * REOPENING).  NULL for the spill env. */
+    char **names;
     int live;                     /* locks initialised */
     unsigned queued;              /* writers waiting for the next batch (under m) */
     unsigned long long batch_gen; /* batches opened so far (under m) */
@@ -93,13 +106,13 @@ typedef struct fbk__lmdb_env {
     /* a failed resize left no usable map (the errno of mdb_env_set_mapsize):
      * set by the grower (state GROWING, maplock held exclusively), cleared
      * by a reopen (state REOPENING, likewise); read under maplock, or under
-     * m in state IDLE.  The spill environment is then reopened by the next
-     * operation; the durable one stays broken until the store is reopened. */
+     * m in state IDLE.  The environment is then reopened by the next
+     * operation. */
     int broken;
 
     /* reopen after MDB_PANIC (lmdb_env.c fbk__lmdb_reopen): the flags and
-     * maximum of named databases of the first open; reopenable (spill only)
-     * is set once after it; reopens counts successful reopens (written by
+     * maximum of named databases of the first open; reopenable is set once
+     * after it (both environments); reopens counts successful reopens (written by
      * the reopen, in state REOPENING with maplock held exclusively; read
      * under maplock, or under m in state IDLE).  env itself changes only
      * there too, and is NULL after a failed reopen. */
@@ -161,6 +174,19 @@ int fbk__lmdb_fits(const fbk__lmdb_env *e, size_t need);
 int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need);
 /* Re-reads the used pages and map size (m held, no write txn). */
 void fbk__lmdb_env_refresh(fbk__lmdb_env *e);
+/* Records (m held, inside a write transaction) that dbi is the handle of the
+ * named database `name`, for a reopen in place.  0 or ENOMEM (an LMDB-style
+ * code: the op fails its batch). */
+int fbk__lmdb_note_dbi(fbk__lmdb_env *e, MDB_dbi dbi, const char *name);
+/* Marks named database dbi of the durable env as written since the last
+ * sync: call before a write starts and again after it returned. */
+void fbk__lmdb_touch(fbk__lmdb_env *e, MDB_dbi dbi);
+/* A commit of e failed with rc (m held): every dirty named database loses
+ * its durability promise (fail_rc). */
+void fbk__lmdb_commit_failed(fbk__lmdb_env *e, int rc);
+/* sync of location `name` (handle dbi): its earlier failure if it has one,
+ * else mdb_env_sync.  0 or FBK_E* with a message. */
+int fbk__lmdb_env_sync(fbk__lmdb_env *e, MDB_dbi dbi, const char *name);
 /* Called with e->m held and state IDLE on an environment that LMDB marked
  * fatal (MDB_PANIC), that a failed map resize left without a map (e->broken)
  * or whose last reopen failed (e->env NULL): closes it and opens the same

@@ -11,6 +11,7 @@
 /* ------------------------------------------------------------ open / close */
 
 struct open_arg {
+    fbk__lmdb_env *e;
     const char *name;
     MDB_dbi dbi;
     MDB_dbi names; /* its name index (lmdb_names.c) */
@@ -21,10 +22,14 @@ static int open_op(MDB_txn *txn, void *p)
     struct open_arg *a = p;
     char names[FBK__LMDB_NAME_MAX + 16];
     int rc = mdb_dbi_open(txn, a->name, MDB_CREATE, &a->dbi);
+    if (rc == 0) /* for a reopen in place */
+        rc = fbk__lmdb_note_dbi(a->e, a->dbi, a->name);
     if (rc == 0)
         rc = fbk__lmdb_names_dbname(a->name, names, sizeof names);
     if (rc == 0)
         rc = mdb_dbi_open(txn, names, MDB_CREATE, &a->names);
+    if (rc == 0)
+        rc = fbk__lmdb_note_dbi(a->e, a->names, names);
     return rc;
 }
 
@@ -44,7 +49,7 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     memcpy(l->name, location, n + 1);
     /* mdb_dbi_open creates the database in a write transaction; the handle is
      * usable by every transaction once that one committed. */
-    struct open_arg a = {l->name, 0, 0};
+    struct open_arg a = {&b->durable, l->name, 0, 0};
     int err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0);
     if (err != FBK_OK) {
         free(l);
@@ -152,8 +157,10 @@ int fbk__lmdb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
     int err = scan_list(b, l, each, arg, &j);
     if (err == FBK_OK && j.n > 0) {
         struct junk_arg a = {l->dbi, &j};
+        fbk__lmdb_touch(&b->durable, l->dbi);
         err = fbk__lmdb_write(&b->durable, junk_del_op, &a,
                               j.n * fbk__lmdb_pages_for(&b->durable, 0), 0);
+        fbk__lmdb_touch(&b->durable, l->dbi);
     }
     size_t dropped = j.n;
     junk_free(&j);
@@ -189,8 +196,8 @@ static int copy_op(MDB_txn *txn, void *p)
 /* Looks up n keys in a read transaction of `from`; vals point into its map.
  * pages/bytes: what writing them all elsewhere needs. */
 static int get_all(fbk__lmdb_env *from, MDB_txn *txn, MDB_dbi dbi, const char *what,
-                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to,
-                   size_t *pages, size_t *bytes)
+                   const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to, size_t *pages,
+                   size_t *bytes)
 {
     *pages = *bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -216,11 +223,13 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
     if (err != FBK_OK)
         return err;
     size_t pages, bytes;
-    err = get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable, &pages,
-                  &bytes);
+    err =
+        get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable, &pages, &bytes);
     if (err == FBK_OK) {
         struct copy_arg a = {l->dbi, keys, vals, n};
+        fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
         err = fbk__lmdb_write(&b->durable, copy_op, &a, pages, bytes);
+        fbk__lmdb_touch(&b->durable, l->dbi);
     }
     fbk__lmdb_rtxn_end(&b->spill, txn);
     return err;
@@ -313,26 +322,17 @@ int fbk__lmdb_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
-    return fbk__lmdb_delete(&b->durable, l->dbi, key, l->name);
+    fbk__lmdb_touch(&b->durable, l->dbi);
+    int err = fbk__lmdb_delete(&b->durable, l->dbi, key, l->name);
+    fbk__lmdb_touch(&b->durable, l->dbi);
+    return err;
 }
 
 int fbk__lmdb_sync(void *self, void *loc)
 {
     fbk__lmdb *b = self;
-    fbk__lmdb_env *e = &b->durable;
-    (void)loc; /* one environment: a sync covers every location */
-    pthread_mutex_lock(&e->m);
-    int rc = e->sync_rc;
-    pthread_mutex_unlock(&e->m);
-    if (rc != 0)
-        return fbk__lmdb_error(rc, "durable: an earlier sync or commit failed, nothing since is "
-                                   "known to be durable");
-    rc = mdb_env_sync(e->env, 1);
-    if (rc == 0)
-        return FBK_OK;
-    pthread_mutex_lock(&e->m);
-    if (e->sync_rc == 0)
-        e->sync_rc = rc;
-    pthread_mutex_unlock(&e->m);
-    return fbk__lmdb_error(rc, "durable: sync %s", e->path);
+    fbk__lmdb_loc *l = loc;
+    /* one environment: the flush covers every location; a failed one is
+     * final for the locations it concerned (lmdb_env.c) */
+    return fbk__lmdb_env_sync(&b->durable, l->dbi, l->name);
 }

@@ -262,10 +262,12 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
     for (size_t i = 0; i < n; i++)
         bytes += ops[i].len + VAL_HDR + 16;
     struct apply_arg a = {l, ops, n, 0};
+    fbk__lmdb_touch(&b->durable, l->dbi); /* a failed commit fails this location's sync */
     int err = fbk__lmdb_write(&b->durable, apply_op, &a,
                               n * fbk__lmdb_pages_for(&b->durable, 2 * VAL_HDR) +
                                   fbk__lmdb_pages_for(&b->durable, bytes),
                               bytes);
+    fbk__lmdb_touch(&b->durable, l->dbi);
     if (err == FBK_EINVAL && a.missing) {
         char t[FBK_KEY_STRLEN + 1];
         fbk_key_format(ops[a.missing - 1].key, t);

@@ -145,8 +145,8 @@ static void finish_batch(fbk__lmdb_env *e)
     e->txn = NULL;
     if (rc == MDB_MAP_FULL)
         e->force_grow = 1;
-    else if (rc != 0 && !doomed && e->durable && e->sync_rc == 0)
-        e->sync_rc = rc; /* a failed commit (fdatasync) is final for sync */
+    else if (rc != 0 && !doomed)
+        fbk__lmdb_commit_failed(e, rc); /* final for the sync of dirty locations */
     if (rc == 0)
         fbk__lmdb_env_refresh(e);
     for (fbk__lmdb_waiter *w = e->waiters, *next; w; w = next) {
