@@ -657,3 +657,38 @@ Test(cli, names_file)
     names("file");
 }
 #endif
+
+#ifdef FBK_NAME_MAX
+/* A name whose object is gone from the location is damage: named, exit 1. */
+Test(cli, verify_finds_a_name_whose_object_is_gone)
+{
+    char dir[4200], uri[4300], in[4400], path[4500];
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("dangling_name"));
+    snprintf(uri, sizeof uri, "file:%s/s", dir);
+    snprintf(in, sizeof in, "%s/.in", dir);
+    write_file(in, "hello", 5);
+    run r = fbk(dir, in, "put", uri, "m", "--name", "lost", NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    fbk_key k;
+    r.out[FBK_KEY_STRLEN] = 0;
+    cr_assert_eq(fbk_key_parse(r.out, &k), 0);
+    run_free(&r);
+    r = fbk(dir, in, "put", uri, "m", "--name", "kept", NULL);
+    run_free(&r);
+    char hex[33];
+    fbk_key_format_hex(&k, hex);
+    snprintf(path, sizeof path, "%s/s/m/%.2s/%s", dir, hex, hex);
+    cr_assert_eq(unlink(path), 0, "%s", path);
+    r = fbk(dir, NULL, "verify", uri, NULL);
+    cr_assert_eq(r.status, 1, "exit %d: %s%s", r.status, r.out, r.err);
+    cr_assert(strstr(r.out, "damaged name: m name 'lost'") && !strstr(r.out, "'kept'"), "%s",
+              r.out);
+    run_free(&r);
+    r = fbk(dir, NULL, "verify", uri, "m", "--json", NULL);
+    cr_assert_eq(r.status, 1);
+    json_check(dir, r.out,
+               "d['damaged_names'] == 1 and d['damaged'][0]['kind'] == 'name' and "
+               "d['damaged'][0]['name'] == 'lost' and d['names'] == 2");
+    run_free(&r);
+}
+#endif
