@@ -282,6 +282,13 @@ int fbk_location_sync(fbk_location *loc);
 /* Removes key from loc; an absent key returns 0 with no backend call.
  * Blocking.  Durable after the next sync. */
 int fbk_location_remove(fbk_location *loc, const fbk_key *key);
+/* Deletes the location named `location` of s and every object (and name)
+ * in it -- e.g. to free one of lmdb:'s 1024 location slots.  Blocking.
+ * FBK_EBUSY while a fbk_location of that name is open in s,
+ * FBK_ENOTFOUND if there is none, FBK_EREADONLY on a read-only store,
+ * FBK_ENOTSUP where the backend cannot (file:, mem: and user tables without
+ * drop_location; remove a file: location's directory yourself). */
+int fbk_location_drop(fbk_store *s, const char *location);
 /* Frees loc once running tasks that use it have finished.  Undefined:
  * closing loc twice, or using it after closing it. */
 void fbk_location_close(fbk_location *loc);

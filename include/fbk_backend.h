@@ -59,7 +59,8 @@ typedef int (*fbk_key_fn)(const fbk_key *key, void *arg);
 typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
- * 3: appends workers.  4: appends the name index (maps), contains and scan_foreign. */
+ * 3: appends workers.  4: appends the name index (maps), contains,
+ * scan_foreign and drop_location. */
 #define FBK_BACKEND_OPS_VERSION 4
 
 /* One change of a location's name index (version 4): bind name[0..len) to
@@ -205,6 +206,12 @@ struct fbk_backend_ops {
      * leftovers, and left alone (a backend deletes only what it made).
      * NULL: 0. */
     size_t (*scan_foreign)(void *self, void *loc);
+    /* Optional: deletes the location named `location` and everything in it
+     * (fbk_location_drop).  The core calls it only while no fbk_location of
+     * that name is open in the store.  FBK_ENOTFOUND if there is no such
+     * location, FBK_EBUSY if the backend knows it is in use.  NULL:
+     * fbk_location_drop gives FBK_ENOTSUP. */
+    int (*drop_location)(void *self, const char *location);
 };
 
 /*

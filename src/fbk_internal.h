@@ -176,8 +176,11 @@ struct fbk_store {
     int bp_waiters;
 
     unsigned flags; /* FBK_STORE_READONLY */
-    /* location.c: the open locations, one shared object per name */
-    pthread_mutex_t loc_mu; /* leaf */
+    /* location.c: the open locations, one shared object per name.  A leaf,
+     * except that fbk_location_drop holds it across the backend's
+     * drop_location (so no open of that name starts meanwhile); the
+     * backend never calls back into the core. */
+    pthread_mutex_t loc_mu;
     fbk_location *locs;
 };
 

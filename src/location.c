@@ -110,6 +110,33 @@ int fbk_location_open(fbk_store *s, const char *location, fbk_location **out)
     return FBK_OK;
 }
 
+int fbk_location_drop(fbk_store *s, const char *location)
+{
+    if (!s || !location)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_drop: NULL argument");
+    int rc = fbk__store_check_writable(s, "fbk_location_drop");
+    if (rc)
+        return rc;
+    if (s->ops->version < 4 || !s->ops->drop_location)
+        return fbk_error_set(FBK_ENOTSUP, 0,
+                             "fbk_location_drop: backend \"%s\" cannot drop a location",
+                             s->ops->name ? s->ops->name : "?");
+    /* no open of this name may start while the backend drops it */
+    pthread_mutex_lock(&s->loc_mu);
+    fbk_location *open = find_open(s, location);
+    if (!open)
+        rc = s->ops->drop_location(s->self, location);
+    pthread_mutex_unlock(&s->loc_mu);
+    if (open) {
+        fbk__location_release(open);
+        return fbk_error_set(FBK_EBUSY, 0,
+                             "fbk_location_drop: location \"%s\" is open in this store: close "
+                             "it first",
+                             location);
+    }
+    return rc ? fbk__error_keep(rc) : FBK_OK;
+}
+
 int fbk_location_refresh(fbk_location *loc)
 {
     if (!loc)

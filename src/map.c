@@ -773,9 +773,11 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
     if (!m || !out)
         return bad("fbk_map_get", "NULL argument");
     int rc = check_name("fbk_map_get", name, len);
-    /* the object may be removed between the look-up and the register (a
-     * rebind by another process): look again, a few times */
-    for (int tries = 0; rc == FBK_OK && tries < 8; tries++) {
+    /* The object may be removed between the look-up and the register when
+     * another process rebinds the name meanwhile: look again.  The same key
+     * twice without its object is damage. */
+    fbk_key prev;
+    for (int tries = 0; rc == FBK_OK; tries++) {
         fbk_key key;
         bool pending;
         rc = lookup(m, name, len, &key, &pending);
@@ -783,6 +785,16 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
             return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get: the name is not bound");
         if (rc)
             return rc;
+        if (tries > 0 && fbk_key_equal(&key, &prev)) {
+            char t[FBK_KEY_STRLEN + 1];
+            fbk_key_format(&key, t);
+            return fbk_error_set(FBK_ECORRUPT, 0,
+                                 "fbk_map_get: the name \"%.*s\"%s is bound to %s, which location "
+                                 "\"%s\" does not hold (its object was deleted or damaged)",
+                                 (int)(len > 64 ? 64 : len), (const char *)name,
+                                 len > 64 ? "..." : "", t, m->loc->name);
+        }
+        prev = key;
         /* bound here but not yet applied (NOSYNC): its object may not be in
          * the location yet -- put it there now (its spill copy is kept by
          * the queued change; the batch then finds it persisted) */
@@ -794,10 +806,7 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
             return rc;
         rc = FBK_OK;
     }
-    return rc ? rc
-              : fbk_error_set(FBK_ENOTFOUND, 0,
-                              "fbk_map_get: the name's object kept disappearing (rebound by "
-                              "another process while being read)");
+    return rc;
 }
 
 int fbk_map_contains(fbk_map *m, const void *name, size_t len)

@@ -557,3 +557,19 @@ Test(maps, concurrent_puts_share_their_syncs)
     fbk_pool_release(p);
     fbk_store_close(s);
 }
+
+Test(maps, a_name_whose_object_is_gone_is_ecorrupt_naming_it)
+{
+    mx t;
+    mx_uri(&t, "lmdb");
+    mx_open(&t, NULL);
+    put_blob(t.m, t.p, S("lost"), 10, 1);
+    fbk_key keys[1];
+    cr_assert_eq(fbk_location_keys(t.loc, keys, 1), 1);
+    cr_assert_eq(fbk_location_remove(t.loc, &keys[0]), 0); /* behind the map's back */
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(t.m, S("lost"), &h), FBK_ECORRUPT);
+    cr_assert(strstr(fbk_errmsg(), "\"lost\"") && strstr(fbk_errmsg(), "does not hold"), "%s",
+              fbk_errmsg());
+    mx_close(&t);
+}

@@ -270,6 +270,7 @@ static const fbk_backend_ops lmdb_ops = {
     .name_scan = fbk__lmdb_name_scan,
     .name_apply = fbk__lmdb_name_apply,
     .contains = fbk__lmdb_contains,
+    .drop_location = fbk__lmdb_drop_location,
 };
 
 static int take_lock(fbk__lmdb *b, const char *dir)
