@@ -1,9 +1,13 @@
 /* fbk_internal.h -- declarations shared by the core's files (not installed).
  *
  * Lock order (see docs/design.md): pool->mu  ->  entry->mu  ->  workers->mu.
- * Every other mutex (store->tok_mu, location->mu, task->mu, stats) is a leaf:
- * nothing else is locked while it is held.  No mutex is held across a backend
- * call, a codec call or a condition wait on another object.
+ * map->mu (map.c) is taken before any of the core's other mutexes and never
+ * while one of them is held.  Every other mutex (store->tok_mu,
+ * store->loc_mu, location->mu, task->mu) is a leaf: nothing else is locked
+ * while it is held (store->loc_mu's one exception: fbk_location_drop holds
+ * it across the backend's drop_location).  No mutex is held across a backend
+ * call, a codec call or a condition wait on another object (that exception
+ * aside).
  */
 #ifndef FBK_INTERNAL_H
 #define FBK_INTERNAL_H
