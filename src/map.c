@@ -35,6 +35,8 @@ typedef struct mentry {
     fbk_key key;
     uint64_t size;
     unsigned pending; /* queued changes of this name not yet applied */
+    fbk_handle *shared; /* a reference of the map's to the item of key (or NULL) */
+    size_t slot;        /* its place in m->shared + 1 (0: none) */
     bool bound;
     size_t len;
     unsigned char name[];
@@ -110,7 +112,14 @@ struct fbk_map {
     orphan *orphans;
     size_t norphans, caporphans;
     inflight *computing;
+
+    /* Items the map keeps a reference to, so that gets of one name share
+     * one item (one decoded copy) instead of registering it again: the
+     * last MAP_SHARED names put or got, replaced in turn. */
+    mentry *shared[64];
+    size_t shared_next;
 };
+#define MAP_SHARED (sizeof ((fbk_map *)0)->shared / sizeof(mentry *))
 
 static int bad(const char *fn, const char *why)
 {
@@ -175,8 +184,44 @@ static mentry *entry_add(fbk_map *m, const void *name, size_t len)
     return e;
 }
 
+/* Drops e's shared item (mu held; a release never waits for the map). */
+static void share_drop(fbk_map *m, mentry *e)
+{
+    if (!e->shared)
+        return;
+    m->shared[e->slot - 1] = NULL;
+    fbk_handle_release(e->shared);
+    e->shared = NULL;
+    e->slot = 0;
+}
+
+/* Makes h's item the one gets of e share (mu held, e bound to h's key). */
+static void share_set(fbk_map *m, mentry *e, fbk_handle *h)
+{
+    if (e->shared)
+        return;
+    size_t i = m->shared_next;
+    m->shared_next = (i + 1) % MAP_SHARED;
+    if (m->shared[i])
+        share_drop(m, m->shared[i]);
+    e->shared = fbk_handle_retain(h);
+    e->slot = i + 1;
+    m->shared[i] = e;
+}
+
+/* A new reference to e's shared item if it still is the item of key. */
+static fbk_handle *share_get(mentry *e, const fbk_key *key)
+{
+    if (!e || !e->shared)
+        return NULL;
+    fbk_key k;
+    fbk_handle_key(e->shared, &k);
+    return fbk_key_equal(&k, key) ? fbk_handle_retain(e->shared) : NULL;
+}
+
 static void entry_free(fbk_map *m, mentry *e)
 {
+    share_drop(m, e);
     fbk_key h = name_hash(e->name, e->len);
     void **slot = fbk__keymap_get(&m->index, &h);
     mentry **pp = (mentry **)slot;
@@ -266,6 +311,8 @@ static int bind_local(fbk_map *m, mentry *e, const fbk_key *key, uint64_t size, 
         keyref_drop(m, &e->key, gen);
     else
         m->count++;
+    if (e->bound && !fbk_key_equal(&e->key, key))
+        share_drop(m, e);
     e->bound = true;
     e->key = *key;
     e->size = size;
@@ -277,6 +324,7 @@ static void unbind_local(fbk_map *m, mentry *e, uint64_t gen)
 {
     if (!e->bound)
         return;
+    share_drop(m, e);
     keyref_drop(m, &e->key, gen);
     lru_unlink(e);
     e->bound = false;
@@ -473,6 +521,9 @@ static int load_binding(const void *name, size_t len, const fbk_key *key, uint64
 
 static void map_free(fbk_map *m)
 {
+    for (size_t i = 0; i < MAP_SHARED; i++)
+        if (m->shared[i])
+            share_drop(m, m->shared[i]);
     for (size_t i = 0; i < m->index.cap; i++) {
         if (!m->index.used[i])
             continue;
@@ -648,6 +699,7 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
         return rc;
     }
     uint64_t gen = queue_op(m, e, tok, m->flags & FBK_MAP_NOSYNC);
+    share_set(m, e, h); /* later gets share the caller's item */
     gen = enforce_limit(m, e, gen);
     return finish_change(m, gen);
 }
@@ -801,7 +853,21 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
         if (pending && !fbk_location_contains(m->loc, &key) &&
             fbk__location_persist(m->loc, &key) != FBK_OK)
             continue;
+        pthread_mutex_lock(&m->mu);
+        fbk_handle *h = share_get(find(m, name, len), &key);
+        pthread_mutex_unlock(&m->mu);
+        if (h) {
+            *out = h;
+            return FBK_OK;
+        }
         rc = fbk_register(m->pool, m->loc, &key, out);
+        if (rc == FBK_OK) {
+            pthread_mutex_lock(&m->mu);
+            mentry *e = find(m, name, len);
+            if (e && e->bound && fbk_key_equal(&e->key, &key))
+                share_set(m, e, *out);
+            pthread_mutex_unlock(&m->mu);
+        }
         if (rc != FBK_ENOTFOUND)
             return rc;
         rc = FBK_OK;

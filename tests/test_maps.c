@@ -564,12 +564,48 @@ Test(maps, a_name_whose_object_is_gone_is_ecorrupt_naming_it)
     mx_uri(&t, "lmdb");
     mx_open(&t, NULL);
     put_blob(t.m, t.p, S("lost"), 10, 1);
+    cr_assert_eq(fbk_map_close(t.m), 0); /* nothing of it in memory any more */
     fbk_key keys[1];
     cr_assert_eq(fbk_location_keys(t.loc, keys, 1), 1);
     cr_assert_eq(fbk_location_remove(t.loc, &keys[0]), 0); /* behind the map's back */
+    cr_assert_eq(fbk_map_open(t.p, t.loc, NULL, &t.m), 0);
     fbk_handle *h;
     cr_assert_eq(fbk_map_get(t.m, S("lost"), &h), FBK_ECORRUPT);
     cr_assert(strstr(fbk_errmsg(), "\"lost\"") && strstr(fbk_errmsg(), "does not hold"), "%s",
               fbk_errmsg());
+    mx_close(&t);
+}
+
+Test(maps, gets_of_one_name_share_one_item)
+{
+    mx t;
+    mx_uri(&t, "lmdb");
+    mx_open(&t, NULL);
+    put_blob(t.m, t.p, S("memo"), 5000, 3);
+    cr_assert_eq(fbk_map_close(t.m), 0);
+    cr_assert_eq(fbk_map_open(t.p, t.loc, NULL, &t.m), 0); /* nothing shared yet */
+    fbk_handle *a, *b;
+    cr_assert_eq(fbk_map_get(t.m, S("memo"), &a), 0);
+    cr_assert_eq(fbk_map_get(t.m, S("memo"), &b), 0);
+    const void *oa, *ob;
+    cr_assert_eq(fbk_load(a, &oa), 0);
+    cr_assert_eq(fbk_load(b, &ob), 0);
+    cr_assert_eq(oa, ob, "two decoded copies of one name");
+    fbk_unload(a);
+    fbk_unload(b);
+    fbk_handle_release(a);
+    fbk_handle_release(b);
+    /* the handle of a put is shared by the gets that follow */
+    fbk_handle *h, *g;
+    cr_assert_eq(fbk_insert(t.p, tu_blob(100, 9), &h), 0);
+    cr_assert_eq(fbk_map_put(t.m, S("fresh"), h), 0);
+    cr_assert_eq(fbk_map_get(t.m, S("fresh"), &g), 0);
+    cr_assert_eq(fbk_load(h, &oa), 0);
+    cr_assert_eq(fbk_load(g, &ob), 0);
+    cr_assert_eq(oa, ob);
+    fbk_unload(h);
+    fbk_unload(g);
+    fbk_handle_release(h);
+    fbk_handle_release(g);
     mx_close(&t);
 }
