@@ -108,6 +108,8 @@ struct fbk_map {
      * before it, so that threads arriving together share one batch */
     uint64_t stage_in, stage_out;
     int nosync_err; /* a failed batch held NOSYNC changes: the next sync says so */
+    char batch_msg[384]; /* the last failed batch's message, for its waiters */
+    int batch_errno;
 
     orphan *orphans;
     size_t norphans, caporphans;
@@ -441,6 +443,10 @@ static void run_batch(fbk_map *m)
     pthread_mutex_unlock(&m->mu);
     int rc = apply_batch(m, &b);
     pthread_mutex_lock(&m->mu);
+    if (rc) {
+        snprintf(m->batch_msg, sizeof m->batch_msg, "%s", fbk_errmsg());
+        m->batch_errno = fbk_last_os_error();
+    }
     for (size_t i = 0; i < b.n; i++) {
         mentry *e = b.ops[i].e;
         if (b.ops[i].tok) {
@@ -497,8 +503,10 @@ static int commit_wait(fbk_map *m, uint64_t gen)
         run_batch(m);
     }
     if (w.rc)
-        fbk_error_set(w.rc, fbk_last_os_error(), "map: the sync of this change failed: %s",
-                      fbk_strerror(w.rc));
+        fbk_error_set(w.rc, m->batch_errno,
+                      "map: location \"%s\": the change was not applied (nothing of it is "
+                      "bound): %s",
+                      m->loc->name, m->batch_msg);
     return w.rc;
 }
 #ifdef FBK__DANGLING_OFF
