@@ -52,6 +52,10 @@ bool fbk__debug_checks(void);
 #define FBK__MAGIC_TASK 0x6662746bu   /* "fbtk" */
 #define FBK__MAGIC_DEAD 0xdeadfbfbu
 
+/* --------------------------------------------------------------- key.c */
+/* 0..15 for a hex digit (either case), -1 otherwise. */
+int fbk__hexval(char c);
+
 /* --------------------------------------------------------------- uri.c */
 #define FBK__SCHEME_MAX 15
 /* "lmdb:DIR" -> "lmdb", "DIR"; a bare path -> "lmdb", path. */

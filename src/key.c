@@ -43,7 +43,7 @@ void fbk_key_format(const fbk_key *key, char out[FBK_KEY_STRLEN + 1])
     uuid_unparse_lower(key->bytes, out);
 }
 
-static int hexval(char c)
+int fbk__hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -66,7 +66,7 @@ int fbk_key_parse(const char *text, fbk_key *out)
             return fbk_error_set(FBK_EINVAL, 0, "not a key: \"%.36s\"", text);
     } else if (n == 32) {
         for (int i = 0; i < 16; i++) {
-            int hi = hexval(text[2 * i]), lo = hexval(text[2 * i + 1]);
+            int hi = fbk__hexval(text[2 * i]), lo = fbk__hexval(text[2 * i + 1]);
             if (hi < 0 || lo < 0)
                 return fbk_error_set(FBK_EINVAL, 0, "not a key: \"%.32s\"", text);
             k.bytes[i] = (unsigned char)(hi << 4 | lo);

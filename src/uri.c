@@ -41,17 +41,6 @@ int fbk__uri_split(const char *uri, char scheme[FBK__SCHEME_MAX + 1], const char
     return FBK_OK;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes src[0..n) (percent-encoding, '+' stays '+') into a fresh string
  * *res; 0 or FBK_E* with a message. */
 static int pct_decode(const char *src, size_t n, const char *uri, char **res)
@@ -66,13 +55,13 @@ static int pct_decode(const char *src, size_t n, const char *uri, char **res)
             out[k++] = src[i];
             continue;
         }
-        if (i + 2 >= n || hexval(src[i + 1]) < 0 || hexval(src[i + 2]) < 0) {
+        if (i + 2 >= n || fbk__hexval(src[i + 1]) < 0 || fbk__hexval(src[i + 2]) < 0) {
             fbk__free(out);
             return fbk_error_set(FBK_EINVAL, 0,
                                  "URI \"%.200s\": bad percent-encoding in \"%.*s\"", uri,
                                  (int)n, src);
         }
-        char ch = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
+        char ch = (char)(fbk__hexval(src[i + 1]) * 16 + fbk__hexval(src[i + 2]));
         if (ch == '\0') {
             fbk__free(out);
             return fbk_error_set(FBK_EINVAL, 0, "URI \"%.200s\": %%00 is not allowed", uri);

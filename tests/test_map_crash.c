@@ -66,16 +66,14 @@ static void send_ack(int fd, int name, long version, int intent)
 /* The child: changes names until it is killed.  Never returns. */
 static void child(const char *uri, int nosync, int fd, unsigned seed, long base)
 {
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
+    tu_mapenv e;
     fbk_map_options o = {.flags = nosync ? FBK_MAP_NOSYNC : 0};
-    if (fbk_store_open(&s, uri, NULL) || fbk_pool_create(&p, s, &fbk_blob_codec, 8) ||
-        fbk_location_open(s, "crash", &loc) || fbk_map_open(p, loc, &o, &m)) {
+    if (tu_map_open(&e, uri, "crash", 8, &o, 0)) {
         fprintf(stderr, "child: %s\n", fbk_errmsg());
         _exit(2);
     }
+    fbk_map *m = e.m;
+    fbk_pool *p = e.p;
     srand(seed);
     ack pending[64];
     int npending = 0;
@@ -157,14 +155,9 @@ static void one_round(const char *uri, int nosync, unsigned seed, long base)
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
               "the child ended by itself (status %d) after %d acks", status, got);
 
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
-    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 8), 0);
-    cr_assert_eq(fbk_location_open(s, "crash", &loc), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_open(p, loc, NULL, &m), 0, "%s", fbk_errmsg());
+    tu_mapenv e;
+    cr_assert_eq(tu_map_open(&e, uri, "crash", 8, NULL, 0), 0, "%s", fbk_errmsg());
+    fbk_map *m = e.m;
     for (int n = 0; n < NAMES; n++) {
         char nm[16];
         int len = snprintf(nm, sizeof nm, "name-%d", n);
@@ -192,10 +185,7 @@ static void one_round(const char *uri, int nosync, unsigned seed, long base)
         fbk_unload(h);
         fbk_handle_release(h);
     }
-    cr_assert_eq(fbk_map_close(m), 0);
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    cr_assert_eq(tu_map_close(&e), 0);
 }
 
 static void campaign(const char *scheme)

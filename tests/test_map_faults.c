@@ -27,14 +27,10 @@ static void full_disk(const char *scheme, const char *params)
         cr_skip("cannot mount a tmpfs here (not root?)");
     char uri[600];
     snprintf(uri, sizeof uri, "%s:%s/store%s", scheme, dir, params);
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
-    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), 0);
-    cr_assert_eq(fbk_location_open(s, "L", &loc), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_open(p, loc, NULL, &m), 0, "%s", fbk_errmsg());
+    tu_mapenv e;
+    cr_assert_eq(tu_map_open(&e, uri, "L", 2, NULL, 0), 0, "%s", fbk_errmsg());
+    fbk_map *m = e.m;
+    fbk_pool *p = e.p;
     int acked = 0, rc = 0;
     char name[32];
     for (int i = 0; i < 200 && rc == 0; i++) {
@@ -59,16 +55,11 @@ static void full_disk(const char *scheme, const char *params)
     } else {
         cr_assert_eq(g, FBK_ENOTFOUND, "%s", fbk_errmsg());
     }
-    cr_assert_eq(fbk_map_close(m), FBK_OK); /* nothing pending: nothing to fail */
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    cr_assert_eq(tu_map_close(&e), FBK_OK); /* nothing pending: nothing to fail */
 
     /* every acknowledged put is there, byte-exact, after a reopen */
-    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), 0);
-    cr_assert_eq(fbk_location_open(s, "L", &loc), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_open(p, loc, NULL, &m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(tu_map_open(&e, uri, "L", 2, NULL, 0), 0, "%s", fbk_errmsg());
+    m = e.m;
     for (int i = 0; i < acked; i++) {
         snprintf(name, sizeof name, "n%d", i);
         cr_assert_eq(fbk_map_get(m, name, strlen(name), &h), 0, "%s: %s lost: %s", scheme, name,
@@ -78,10 +69,7 @@ static void full_disk(const char *scheme, const char *params)
         fbk_unload(h);
         fbk_handle_release(h);
     }
-    cr_assert_eq(fbk_map_close(m), 0);
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    cr_assert_eq(tu_map_close(&e), 0);
     tu_umount(dir);
 }
 
@@ -95,14 +83,10 @@ Test(map_faults, file_location_deleted_underneath_gives_errors_not_crashes)
     const char *dir = tu_fresh_dir("map-deleted");
     snprintf(uri, sizeof uri, "file:%s", dir);
     snprintf(locdir, sizeof locdir, "%s/L", dir);
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
-    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), 0);
-    cr_assert_eq(fbk_location_open(s, "L", &loc), 0);
-    cr_assert_eq(fbk_map_open(p, loc, NULL, &m), 0);
+    tu_mapenv e;
+    cr_assert_eq(tu_map_open(&e, uri, "L", 2, NULL, 0), 0, "%s", fbk_errmsg());
+    fbk_map *m = e.m;
+    fbk_pool *p = e.p;
     cr_assert_eq(put(m, p, "a", 100, 1), 0);
     cr_assert_eq(tu_rmtree(locdir), 0);
     int rc = put(m, p, "b", 100, 2);
@@ -119,8 +103,5 @@ Test(map_faults, file_location_deleted_underneath_gives_errors_not_crashes)
     }
     rc = fbk_map_get(m, S("zz"), &h);
     cr_assert_neq(rc, 0);
-    fbk_map_close(m); /* may report the failure: it must not crash */
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    tu_map_close(&e); /* may report the failure: it must not crash */
 }

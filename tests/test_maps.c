@@ -14,7 +14,8 @@
 
 typedef struct mx {
     char uri[512];
-    fbk_store *s;
+    tu_mapenv e;
+    fbk_store *s; /* copies of e's, for brevity */
     fbk_pool *p;
     fbk_location *loc;
     fbk_map *m;
@@ -35,21 +36,20 @@ static void mx_uri(mx *t, const char *scheme)
 
 static void mx_open_flags(mx *t, const fbk_map_options *o, unsigned store_flags)
 {
-    fbk_store_options so = {.flags = store_flags};
-    cr_assert_eq(fbk_store_open(&t->s, t->uri, &so), 0, "%s: %s", t->uri, fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&t->p, t->s, &fbk_blob_codec, 4), 0);
-    cr_assert_eq(fbk_location_open(t->s, "names", &t->loc), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_open(t->p, t->loc, o, &t->m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(tu_map_open(&t->e, t->uri, "names", 4, o, store_flags), 0, "%s: %s", t->uri,
+                 fbk_errmsg());
+    t->s = t->e.s;
+    t->p = t->e.p;
+    t->loc = t->e.loc;
+    t->m = t->e.m;
 }
 
 static void mx_open(mx *t, const fbk_map_options *o) { mx_open_flags(t, o, 0); }
 
 static void mx_close(mx *t)
 {
-    cr_assert_eq(fbk_map_close(t->m), 0, "%s", fbk_errmsg());
-    fbk_location_close(t->loc);
-    fbk_pool_release(t->p);
-    fbk_store_close(t->s);
+    t->e.m = t->m; /* a test may have reopened the map */
+    cr_assert_eq(tu_map_close(&t->e), 0, "%s", fbk_errmsg());
     t->m = NULL;
 }
 

@@ -98,28 +98,16 @@ static void check_tree(const char *store_dir, int lo, int hi, const char *label,
 {
     char uri[PATH_MAX + 8];
     snprintf(uri, sizeof uri, "file:%s", store_dir);
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
+    tu_mapenv e;
     r->checked++;
-    if (fbk_store_open(&s, uri, NULL) != 0) {
-        fail_note(r, "%s: store open: %s", label, fbk_errmsg());
+    if (tu_map_open(&e, uri, "loc", 4, NULL, 0) != 0) {
+        fail_note(r, "%s: store/location/map open: %s", label, fbk_errmsg());
         return;
     }
-    fbk_pool_create(&p, s, &fbk_blob_codec, 4);
-    int rc = fbk_location_open(s, "loc", &loc);
-    if (rc == 0 && (rc = fbk_map_open(p, loc, NULL, &m)) != 0)
-        fbk_location_close(loc);
-    if (rc) {
-        fail_note(r, "%s: location/map open: %s", label, fbk_errmsg());
-        fbk_pool_release(p);
-        fbk_store_close(s);
-        return;
-    }
+    fbk_map *m = e.m;
     long allowed_lo = state_after(lo), allowed_hi = state_after(hi);
     fbk_handle *h;
-    rc = fbk_map_get(m, "x", 1, &h);
+    int rc = fbk_map_get(m, "x", 1, &h);
     long got = -1;
     if (rc == FBK_ENOTFOUND) {
         got = 0;
@@ -157,10 +145,7 @@ static void check_tree(const char *store_dir, int lo, int hi, const char *label,
     } else if (rc != FBK_ENOTFOUND || lo >= 1) {
         fail_note(r, "%s: y lost or unreadable: %s", label, fbk_errmsg());
     }
-    fbk_map_close(m);
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    tu_map_close(&e);
 }
 
 static void run(const char *name, unsigned variants, result *r)
@@ -173,14 +158,10 @@ static void run(const char *name, unsigned variants, result *r)
     plio_set_user(0, 0);
     char uri[PATH_MAX + 32];
     snprintf(uri, sizeof uri, "file:%s/store", w.live);
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
-    cr_assert_eq(fbk_store_open(&s, uri, NULL), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2), 0);
-    cr_assert_eq(fbk_location_open(s, "loc", &loc), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_open(p, loc, NULL, &m), 0, "%s", fbk_errmsg());
+    tu_mapenv e;
+    cr_assert_eq(tu_map_open(&e, uri, "loc", 2, NULL, 0), 0, "%s", fbk_errmsg());
+    fbk_map *m = e.m;
+    fbk_pool *p = e.p;
     for (int g = 1; g <= NSTEPS; g++) {
         plio_set_user(g - 1, g);
         if (steps[g - 1] < 0) {
@@ -195,10 +176,7 @@ static void run(const char *name, unsigned variants, result *r)
         }
         plio_set_user(g, g);
     }
-    cr_assert_eq(fbk_map_close(m), 0);
-    fbk_location_close(loc);
-    fbk_pool_release(p);
-    fbk_store_close(s);
+    cr_assert_eq(tu_map_close(&e), 0);
     plio_cut_now();
     long points, dups;
     plio_cut_stats(&points, &r->trees, &dups);

@@ -176,3 +176,37 @@ int tu_remount_ro(const char *path)
 }
 
 void tu_umount(const char *path) { (void)umount2(path, MNT_DETACH); }
+
+int tu_map_open(tu_mapenv *e, const char *uri, const char *loc, size_t mem_items,
+                const fbk_map_options *o, unsigned store_flags)
+{
+    memset(e, 0, sizeof *e);
+    fbk_store_options so = {.flags = store_flags};
+    int rc = fbk_store_open(&e->s, uri, &so);
+    if (rc == 0)
+        rc = fbk_pool_create(&e->p, e->s, &fbk_blob_codec, mem_items);
+    if (rc == 0)
+        rc = fbk_location_open(e->s, loc, &e->loc);
+    if (rc == 0)
+        rc = fbk_map_open(e->p, e->loc, o, &e->m);
+    if (rc) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", fbk_errmsg());
+        fbk_location_close(e->loc);
+        fbk_pool_release(e->p);
+        fbk_store_close(e->s);
+        memset(e, 0, sizeof *e);
+        fbk_error_set(rc, 0, "%s", msg);
+    }
+    return rc;
+}
+
+int tu_map_close(tu_mapenv *e)
+{
+    int rc = fbk_map_close(e->m);
+    fbk_location_close(e->loc);
+    fbk_pool_release(e->p);
+    fbk_store_close(e->s);
+    memset(e, 0, sizeof *e);
+    return rc;
+}

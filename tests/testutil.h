@@ -58,4 +58,20 @@ const char *tu_tmpfs(const char *name, const char *size);
 int tu_remount_ro(const char *path);
 void tu_umount(const char *path);
 
+/* A map and what it stands on: a store, a pool of fbk_blobs, a location. */
+typedef struct tu_mapenv {
+    fbk_store *s;
+    fbk_pool *p;
+    fbk_location *loc;
+    fbk_map *m;
+} tu_mapenv;
+/* Opens the store at uri (store_flags: fbk_store_options.flags), a pool of
+ * mem_items fbk_blobs, the location `loc` and its map (o may be NULL).
+ * Returns 0, or the first failure's code with what was opened closed again
+ * (fbk_errmsg() tells).  Usable in forked children (no assertion). */
+int tu_map_open(tu_mapenv *e, const char *uri, const char *loc, size_t mem_items,
+                const fbk_map_options *o, unsigned store_flags);
+/* Closes the map, location, pool and store; returns fbk_map_close's result. */
+int tu_map_close(tu_mapenv *e);
+
 #endif
