@@ -74,6 +74,20 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* BENCH_MAP_PHASES="put-sync,put-x16" (say) runs only those phases (for
+ * strace -c counts of one phase); unset or empty: all of them. */
+static int phase_on(const char *phase)
+{
+    const char *want = getenv("BENCH_MAP_PHASES");
+    if (!want || !*want)
+        return 1;
+    size_t n = strlen(phase);
+    for (const char *p = strstr(want, phase); p; p = strstr(p + 1, phase))
+        if ((p == want || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
 static void report(const char *scheme, size_t size, const char *phase, double secs, int n)
 {
     printf("%-5s %8zu %-14s %10.1f\n", scheme, size, phase, secs * 1e6 / n);
@@ -94,27 +108,30 @@ static void run(const char *dir, const char *scheme, int n, size_t size)
     env_open(&e, uri, 0);
     bench_flush(dir);
     double t = bench_now();
-    for (int i = 0; i < n; i++)
-        put_one(&e, "s", i, size, bytes);
-    report(scheme, size, "put-sync", bench_now() - t, n);
+    for (int i = 0; i < n && (phase_on("put-sync") || phase_on("get")); i++)
+        put_one(&e, "s", i, size, bytes); /* also what get reads */
+    if (phase_on("put-sync"))
+        report(scheme, size, "put-sync", bench_now() - t, n);
     env_close(&e);
 
-    env_open(&e, uri, FBK_MAP_NOSYNC);
-    bench_flush(dir);
-    t = bench_now();
-    for (int i = 0; i < n; i++)
-        put_one(&e, "n", i, size, bytes);
-    report(scheme, size, "put-nosync", bench_now() - t, n);
-    t = bench_now();
-    if (fbk_map_sync(e.m))
-        die("sync");
-    report(scheme, size, "(final sync)", bench_now() - t, n);
-    env_close(&e);
+    if (phase_on("put-nosync")) {
+        env_open(&e, uri, FBK_MAP_NOSYNC);
+        bench_flush(dir);
+        t = bench_now();
+        for (int i = 0; i < n; i++)
+            put_one(&e, "n", i, size, bytes);
+        report(scheme, size, "put-nosync", bench_now() - t, n);
+        t = bench_now();
+        if (fbk_map_sync(e.m))
+            die("sync");
+        report(scheme, size, "(final sync)", bench_now() - t, n);
+        env_close(&e);
+    }
 
     env_open(&e, uri, 0);
     bench_flush(dir);
     t = bench_now();
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && phase_on("get"); i++) {
         char name[64];
         int len = snprintf(name, sizeof name, "s-%d", i);
         fbk_handle *h;
@@ -126,20 +143,22 @@ static void run(const char *dir, const char *scheme, int n, size_t size)
         fbk_unload(h);
         fbk_handle_release(h);
     }
-    report(scheme, size, "get+load", bench_now() - t, n);
+    if (phase_on("get"))
+        report(scheme, size, "get+load", bench_now() - t, n);
 
     writer w[WRITERS];
     pthread_t th[WRITERS];
     int per = n / WRITERS > 0 ? n / WRITERS : 1;
     bench_flush(dir);
     t = bench_now();
-    for (int i = 0; i < WRITERS; i++) {
+    for (int i = 0; i < WRITERS && phase_on("put-x16"); i++) {
         w[i] = (writer){&e, i, per, size, bytes};
         pthread_create(&th[i], NULL, writer_main, &w[i]);
     }
-    for (int i = 0; i < WRITERS; i++)
+    for (int i = 0; i < WRITERS && phase_on("put-x16"); i++)
         pthread_join(th[i], NULL);
-    report(scheme, size, "put-sync-x16", bench_now() - t, per * WRITERS);
+    if (phase_on("put-x16"))
+        report(scheme, size, "put-sync-x16", bench_now() - t, per * WRITERS);
     env_close(&e);
     bench_rmtree(path);
     free(bytes);
