@@ -25,6 +25,7 @@
  * (a remove).  State 0 is "absent". */
 static const long steps[] = {100, 70000, 3000, -1, 5, 20000};
 #define NSTEPS ((int)(sizeof steps / sizeof steps[0]))
+#define BATCH 7 /* bindings of the last batch: more than file:'s fsync-each limit */
 
 static uint64_t seed_of(long v) { return 7000u + (uint64_t)v; }
 
@@ -145,6 +146,30 @@ static void check_tree(const char *store_dir, int lo, int hi, const char *label,
     } else if (rc != FBK_ENOTFOUND || lo >= 1) {
         fail_note(r, "%s: y lost or unreadable: %s", label, fbk_errmsg());
     }
+    /* "b0".."b<BATCH-1>": any of them before the batch's sync returned,
+     * all of them after; each complete */
+    for (int i = 0; i < BATCH; i++) {
+        char nm[8];
+        snprintf(nm, sizeof nm, "b%d", i);
+        rc = fbk_map_get(m, nm, strlen(nm), &h);
+        if (rc == FBK_ENOTFOUND) {
+            if (lo > NSTEPS)
+                fail_note(r, "%s: %s", label, "a name of the synced batch was lost");
+            continue;
+        }
+        const void *obj;
+        if (rc != 0 || fbk_load(h, &obj) != 0) {
+            r->missing++;
+            fail_note(r, "%s: a batch name resolves to a missing object: %s", label,
+                      fbk_errmsg());
+        } else {
+            if (obj_version(obj) != 1)
+                fail_note(r, "%s: %s", label, "a batch name holds wrong bytes");
+            fbk_unload(h);
+        }
+        if (rc == 0)
+            fbk_handle_release(h);
+    }
     tu_map_close(&e);
 }
 
@@ -176,6 +201,22 @@ static void run(const char *name, unsigned variants, result *r)
         }
         plio_set_user(g, g);
     }
+    cr_assert_eq(tu_map_close(&e), 0);
+    /* a batch of BATCH NOSYNC puts made durable by one sync: the syncfs
+     * path of the name index (more than a few bindings at once) */
+    fbk_map_options nosync = {.flags = FBK_MAP_NOSYNC};
+    cr_assert_eq(tu_map_open(&e, uri, "loc", 2, &nosync, 0), 0, "%s", fbk_errmsg());
+    plio_set_user(NSTEPS, NSTEPS + 1);
+    for (int i = 0; i < BATCH; i++) {
+        char nm[8];
+        snprintf(nm, sizeof nm, "b%d", i);
+        fbk_handle *h;
+        cr_assert_eq(fbk_insert(e.p, make_obj(1, (size_t)steps[0]), &h), 0);
+        cr_assert_eq(fbk_map_put(e.m, nm, strlen(nm), h), 0, "%s", fbk_errmsg());
+        fbk_handle_release(h);
+    }
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    plio_set_user(NSTEPS + 1, NSTEPS + 1);
     cr_assert_eq(tu_map_close(&e), 0);
     plio_cut_now();
     long points, dups;

@@ -185,13 +185,14 @@ int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *
     return rc;
 }
 
-/* Writes one binding durably under a temporary name and renames it over
- * its final one. */
-static int write_binding(int dfd, const char *path, const fbk_name_op *op, unsigned char *buf)
+/* Writes one binding to a temporary file (named into tmp; not yet durable).
+ * *fd gets the open file when fd != NULL, else it is closed. */
+static int write_tmp(int dfd, const char *path, const fbk_name_op *op, unsigned char *buf,
+                     char tmp[80], int *fdp)
 {
-    char file[33], tmp[80];
+    char file[33];
     file_of(op->name, op->len, file);
-    snprintf(tmp, sizeof tmp, ".tmp-%s-%ld-%llu", file, (long)getpid(),
+    snprintf(tmp, 80, ".tmp-%s-%ld-%llu", file, (long)getpid(),
              (unsigned long long)atomic_fetch_add(&tmp_seq, 1));
     memcpy(buf, "FBKN", 4);
     put_le(buf + 4, 1, 4);
@@ -215,16 +216,25 @@ static int write_binding(int dfd, const char *path, const fbk_name_op *op, unsig
         else
             done += (size_t)w;
     }
-    if (rc == FBK_OK && io()->fsync(fd) != 0)
-        rc = sys_fail(errno, "fsync", path, tmp);
-    io()->close(fd);
-    if (rc == FBK_OK && io()->renameat(dfd, tmp, dfd, file) != 0)
-        rc = sys_fail(errno, "rename", path, tmp);
+    if (rc != FBK_OK || !fdp) {
+        io()->close(fd);
+        fd = -1;
+    }
     if (rc != FBK_OK)
         io()->unlinkat(dfd, tmp, 0);
+    if (fdp)
+        *fdp = fd;
     return rc;
 }
 
+/* A batch of this many bindings or fewer fsyncs each temporary; a larger
+ * one calls syncfs() once (as a location sync does, file_backend.c). */
+#define NAMES_FSYNC_MAX 4
+
+/* Applies ops in order: every binding is written to a temporary file, the
+ * temporaries are made durable (an fsync each, or one syncfs for a large
+ * batch), renamed over their final names in order (unbinds unlink), and the
+ * directory is fsynced once. */
 int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, size_t n)
 {
     int dfd = open_dir(locfd);
@@ -240,16 +250,50 @@ int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, si
     if (dfd < 0)
         return sys_fail(errno, "open", path, NULL);
     unsigned char *buf = malloc(MAX_FILE);
-    if (!buf) {
-        io()->close(dfd);
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: out of memory");
+    char(*tmps)[80] = calloc(n ? n : 1, sizeof *tmps);
+    int *fds = calloc(n ? n : 1, sizeof *fds);
+    int rc = buf && tmps && fds ? FBK_OK
+                                : fbk_error_set(FBK_ENOMEM, ENOMEM, "file: out of memory");
+    size_t nbind = 0;
+    for (size_t i = 0; i < n; i++)
+        nbind += ops[i].key != NULL;
+    bool each = nbind <= NAMES_FSYNC_MAX;
+    size_t written = 0;
+    for (; written < n && rc == FBK_OK; written++) {
+        if (fds)
+            fds[written] = -1;
+        if (ops[written].key)
+            rc = write_tmp(dfd, path, &ops[written], buf, tmps[written],
+                           each ? &fds[written] : NULL);
     }
-    int rc = FBK_OK;
-    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
-        if (ops[i].key) {
-            rc = write_binding(dfd, path, &ops[i], buf);
+    for (size_t i = 0; i < written && rc == FBK_OK && each; i++)
+        if (fds[i] >= 0 && io()->fsync(fds[i]) != 0)
+            rc = sys_fail(errno, "fsync", path, tmps[i]);
+    if (rc == FBK_OK && !each && io()->syncfs(dfd) != 0)
+        rc = sys_fail(errno, "syncfs", path, NULL);
+    for (size_t i = 0; i < written; i++) {
+        if (fds && fds[i] >= 0)
+            io()->close(fds[i]);
+        if (!ops[i].key)
             continue;
-        }
+        char file[33];
+        file_of(ops[i].name, ops[i].len, file);
+        if (rc == FBK_OK && io()->renameat(dfd, tmps[i], dfd, file) != 0)
+            rc = sys_fail(errno, "rename", path, tmps[i]);
+        if (rc != FBK_OK)
+            io()->unlinkat(dfd, tmps[i], 0); /* not renamed: never read */
+    }
+    /* the unbinds, in their place in the order (a later bind of the same
+     * name was renamed above: only an unbind after it may remove it) */
+    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+        if (ops[i].key)
+            continue;
+        bool rebound = false;
+        for (size_t j = i + 1; j < n && !rebound; j++)
+            rebound = ops[j].key && ops[j].len == ops[i].len &&
+                      memcmp(ops[j].name, ops[i].name, ops[i].len) == 0;
+        if (rebound)
+            continue;
         char file[33];
         file_of(ops[i].name, ops[i].len, file);
         if (io()->unlinkat(dfd, file, 0) != 0 && errno != ENOENT)
@@ -258,6 +302,8 @@ int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, si
     if (rc == FBK_OK && io()->fsync(dfd) != 0)
         rc = sys_fail(errno, "fsync", path, NULL);
     free(buf);
+    free(tmps);
+    free(fds);
     io()->close(dfd);
     return rc;
 }
