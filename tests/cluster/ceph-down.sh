@@ -16,9 +16,9 @@ for f in "$dir"/run/osd.pid.up "$dir"/run/mon.pid.up; do
   rm -f "$f"
 done
 for pid in "${pids[@]}"; do
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 20); do
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+    sleep 0.05
   done
   kill -KILL "$pid" 2>/dev/null
 done
