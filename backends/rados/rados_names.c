@@ -99,6 +99,8 @@ int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk
     rados_release_read_op(op);
     if (r >= 0 && prval < 0)
         r = prval;
+    if (r < 0 && it)
+        rados_omap_get_end(it); /* allocated with the op, even when it fails */
     if (r == -ENOENT)
         return FBK_ENOTFOUND; /* no names object: no binding */
     if (r < 0)
@@ -132,6 +134,8 @@ int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
         rados_release_read_op(op);
         if (r >= 0 && prval < 0)
             r = prval;
+        if (r < 0 && it)
+            rados_omap_get_end(it); /* allocated with the op, even when it fails */
         if (r == -ENOENT)
             return FBK_OK;
         if (r < 0)
