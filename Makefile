@@ -6,7 +6,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build demo test test-asan test-tsan install-check fuzz-replay bench ci clean
+.PHONY: deps build demo test test-rados test-asan test-tsan install-check fuzz-replay bench ci clean
 
 deps:
 	@tools/install-deps.sh
@@ -20,6 +20,12 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# The rados: suites alone (label "rados": CTest starts a throw-away Ceph
+# cluster first, tests/cluster/ceph-up.sh, and stops it after).  `make test`
+# runs them too; they skip when the Ceph daemons are not installed.
+test-rados: build
+	ctest --test-dir $(BUILD) --output-on-failure -L rados
 
 test-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFBK_SANITIZE=address,undefined -DFBK_BUILD_BENCH=OFF >/dev/null

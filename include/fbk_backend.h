@@ -243,6 +243,11 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self);
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self);
+/* rados: (only in a libfbk built with librados, FBK_WITH_RADOS).  `arg` is
+ * "DIR?pool=POOL[&conf=PATH][&client=NAME][&spill=lmdb|file][&timeout=S]"
+ * (fbk_store_open hands over DIR and the parameters of its URI). */
+int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
+                             const fbk_backend_ops **ops, void **self);
 
 #ifdef __cplusplus
 }

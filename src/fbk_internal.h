@@ -73,6 +73,10 @@ typedef struct fbk__uri {
 } fbk__uri;
 int fbk__uri_parse(const char *uri, fbk__uri *u);
 void fbk__uri_free(fbk__uri *u);
+/* store.c: the parameters of the URI whose backend fbk_store_open is
+ * constructing on this thread (none outside a constructor); rados: reads
+ * its own (pool, conf, ...) here. */
+void fbk__store_ctor_params(const fbk__uri_param **params, size_t *n);
 /* "64", "1g", "512KiB" -> bytes (powers of 1024); FBK_EINVAL naming `what`. */
 int fbk__parse_size(const char *text, const char *what, uint64_t *out);
 

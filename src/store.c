@@ -134,6 +134,20 @@ typedef int (*backend_ctor)(const char *arg, const fbk_store_options *opts,
 /* URI parameters a backend takes besides the core's own */
 static const char *const lmdb_params[] = {"map_size", "durable_dir", NULL};
 static const char *const no_params[] = {NULL};
+#ifdef FBK_WITH_RADOS
+static const char *const rados_params[] = {"pool", "conf", "client", "spill", "timeout", "map_size", NULL};
+#endif
+
+/* The URI whose backend is being constructed on this thread: the side
+ * channel by which a constructor that takes parameters of its own (rados:)
+ * reads them, since the constructor's signature carries only the path. */
+static _Thread_local const fbk__uri *tls_ctor_uri;
+
+void fbk__store_ctor_params(const fbk__uri_param **params, size_t *n)
+{
+    *params = tls_ctor_uri ? tls_ctor_uri->params : NULL;
+    *n = tls_ctor_uri ? tls_ctor_uri->n : 0;
+}
 
 static const struct {
     const char *scheme;
@@ -144,6 +158,9 @@ static const struct {
     {"lmdb", fbk_backend_lmdb_create, true, lmdb_params},
     {"file", fbk_backend_file_create, true, no_params},
     {"mem", fbk_backend_mem_create, false, no_params},
+#ifdef FBK_WITH_RADOS
+    {"rados", fbk_backend_rados_create, true, rados_params},
+#endif
 };
 
 static int param_uint(const fbk__uri_param *p, uint64_t max, uint64_t *out)
@@ -183,12 +200,16 @@ static int apply_params(const fbk__uri *u, const char *const *backend_params, fb
             bool known = false;
             for (size_t k = 0; backend_params[k] && !known; k++)
                 known = strcmp(backend_params[k], p->key) == 0;
-            if (!known)
+            if (!known) {
+                char own[160] = "";
+                for (size_t k = 0; backend_params[k]; k++)
+                    snprintf(own + strlen(own), sizeof own - strlen(own), ", %s",
+                             backend_params[k]);
                 return fbk_error_set(FBK_EINVAL, 0,
                                      "unknown URI parameter \"%s\" for %s: (known: threads, "
                                      "max_queued_writes, max_queued_bytes, readonly%s)",
-                                     p->key, u->scheme,
-                                     backend_params[0] ? ", map_size, durable_dir" : "");
+                                     p->key, u->scheme, own);
+            }
             if (strcmp(p->key, "map_size") == 0) {
                 rc = param_uint(p, SIZE_MAX, &v);
                 o->map_size = (size_t)v;
@@ -221,8 +242,11 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
             rc = fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
         const fbk_backend_ops *ops = NULL;
         void *self = NULL;
-        if (rc == FBK_OK)
+        if (rc == FBK_OK) {
+            tls_ctor_uri = &u;
             rc = schemes[i].create(u.arg, &o, &ops, &self);
+            tls_ctor_uri = NULL;
+        }
         if (rc == FBK_OK)
             rc = fbk_store_open_backend(out, ops, self, &o);
         fbk__uri_free(&u);
@@ -230,7 +254,11 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
     }
     rc = fbk_error_set(
         FBK_EINVAL, 0,
-        "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:)",
+        "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:"
+#ifdef FBK_WITH_RADOS
+        ", rados:"
+#endif
+        ")",
         u.scheme, uri);
     fbk__uri_free(&u);
     return rc;

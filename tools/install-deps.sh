@@ -2,7 +2,10 @@
 # Installs the Debian packages libfbk needs to build and test, when missing.
 # Usage: tools/install-deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config liblmdb-dev lmdb-utils libxxhash-dev uuid-dev libcriterion-dev libfiu-dev fiu-utils "$@")
+# librados-dev: the rados: backend; ceph-mon ceph-osd ceph-common: the throw-away
+# cluster its tests start (tests/cluster/ceph-up.sh)
+pkgs=(gcc make cmake pkg-config liblmdb-dev lmdb-utils libxxhash-dev uuid-dev libcriterion-dev libfiu-dev fiu-utils
+  librados-dev ceph-mon ceph-osd ceph-common "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
