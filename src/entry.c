@@ -28,7 +28,8 @@ static fbk_handle *entry_new(fbk_pool *p)
     atomic_init(&h->users, 1);
     h->pool = p;
     h->magic = FBK__MAGIC_HANDLE;
-    atomic_init(&h->node.seg, 0);
+    atomic_init(&h->node.seg, FBK__SEG_OUT);
+    atomic_init(&h->node.mark, 0);
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     return h;
@@ -44,8 +45,10 @@ static void entry_retire(fbk_handle *h)
     /* unreachable now: no lock needed */
     if (h->tok)
         fbk__token_release(h->tok); /* the spill copy goes in the background */
-    if (h->obj)
+    if (h->obj) {
+        fbk__pool_count_mem(p, -1, h->bytes);
         p->codec.destroy(h->obj, p->codec.ctx);
+    }
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     h->magic = FBK__MAGIC_DEAD;
@@ -78,8 +81,10 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out)
     if (!h)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_insert: cannot allocate an item");
     h->obj = obj;
+    h->bytes = fbk__pool_weigh(p, obj);
     fbk_key_generate(&h->key);
-    bool queued = fbk__pool_link(p, h, true);
+    fbk__pool_count_mem(p, +1, h->bytes);
+    bool queued = fbk__pool_link(p, h, true, h->bytes);
     *out = h;
     if (queued)
         fbk__store_backpressure(p->store);
@@ -107,9 +112,62 @@ int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle 
     }
     h->tok = t;
     h->key = *key;
-    fbk__pool_link(p, h, false);
+    fbk__pool_link(p, h, false, 0);
     *out = h;
     return FBK_OK;
+}
+
+int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_t n,
+                      fbk_handle **out)
+{
+    if (!p || !loc || (n && (!keys || !out)))
+        return bad("fbk_register_many", "NULL argument");
+    if (loc->store != p->store)
+        return bad("fbk_register_many", "the location belongs to another store");
+    if (n == 0)
+        return FBK_OK;
+    fbk__token **toks = fbk__calloc(n, sizeof *toks);
+    fbk_handle **hs = fbk__calloc(n, sizeof *hs);
+    if (!toks || !hs) {
+        fbk__free(toks);
+        fbk__free(hs);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate %zu handles", n);
+    }
+    int rc = FBK_OK;
+    size_t begun = 0;
+    for (; begun < n && rc == FBK_OK; begun++)
+        rc = fbk__location_register_begin(loc, &keys[begun]);
+    if (rc)
+        begun--; /* the failed one holds no bracket */
+    if (rc == FBK_OK)
+        rc = fbk__token_register_many(p->store, loc->bloc, keys, n, toks);
+    for (size_t i = 0; i < begun; i++)
+        fbk__location_register_end(loc, &keys[i]);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++)
+        if (!(hs[i] = entry_new(p)))
+            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate an item");
+    if (rc == FBK_OK) {
+        for (size_t i = 0; i < n; i++) {
+            hs[i]->tok = toks[i];
+            hs[i]->key = keys[i];
+            fbk__pool_link(p, hs[i], false, 0);
+            out[i] = hs[i];
+        }
+    } else if (begun == n) {
+        /* the tokens were taken: nothing stays registered */
+        for (size_t i = 0; i < n; i++) {
+            if (hs[i]) {
+                pthread_mutex_destroy(&hs[i]->mu);
+                pthread_cond_destroy(&hs[i]->cv);
+                fbk__free(hs[i]);
+            }
+            if (toks[i])
+                fbk__token_release(toks[i]);
+        }
+    }
+    fbk__free(toks);
+    fbk__free(hs);
+    return rc;
 }
 
 fbk_handle *fbk_handle_retain(fbk_handle *h)
@@ -169,9 +227,14 @@ static int load_locked(fbk_handle *h)
     void *obj = NULL;
     int rc = t ? fbk__token_load(p->store, t, &p->codec, &obj)
                : fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
+    size_t w = rc == FBK_OK ? fbk__pool_weigh(p, obj) : 0;
     pthread_mutex_lock(&h->mu);
-    if (rc == FBK_OK)
+    if (rc == FBK_OK) {
         h->obj = obj;
+        h->bytes = w;
+        fbk__pool_count_mem(p, +1, w);
+        atomic_fetch_add_explicit(&p->n_misses, 1, memory_order_relaxed);
+    }
     h->excl = FBK__EX_NONE;
     pthread_cond_broadcast(&h->cv);
     return rc;
@@ -205,9 +268,12 @@ int fbk_load(fbk_handle *h, const void **obj)
             h->readers++;
             fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
             *obj = h->obj;
+            size_t w = h->bytes;
             pthread_mutex_unlock(&h->mu);
+            if (!loaded)
+                atomic_fetch_add_explicit(&p->n_hits, 1, memory_order_relaxed);
             /* the LRU moves only for a successful access */
-            if (fbk__pool_touch(p, h, loaded))
+            if (fbk__pool_touch(p, h, loaded, w))
                 fbk__store_backpressure(p->store);
             return FBK_OK;
         }
@@ -240,7 +306,8 @@ int fbk_try_load(fbk_handle *h, const void **obj)
     fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
     *obj = h->obj;
     pthread_mutex_unlock(&h->mu);
-    (void)fbk__pool_touch(h->pool, h, false); /* never waits */
+    atomic_fetch_add_explicit(&h->pool->n_hits, 1, memory_order_relaxed);
+    (void)fbk__pool_touch(h->pool, h, false, 0); /* never waits */
     return FBK_OK;
 }
 
@@ -309,10 +376,11 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     h->tok = NULL;
     fbk_key_generate(&h->key);
     *obj = h->obj;
+    size_t w = h->bytes;
     pthread_mutex_unlock(&h->mu);
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
-    if (fbk__pool_touch(p, h, loaded) && !try_only)
+    if (fbk__pool_touch(p, h, loaded, w) && !try_only)
         fbk__store_backpressure(p->store);
     return FBK_OK;
 }
@@ -327,16 +395,32 @@ void fbk_unload_mut(fbk_handle *h)
         return;
     FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload_mut",
                       "the handle's item was already freed");
+    fbk_pool *p = h->pool;
     pthread_mutex_lock(&h->mu);
     bool was = h->excl == FBK__EX_MUT;
     FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
+    size_t w = 0;
+    if (was && p->track_bytes) {
+        /* the caller may have resized the value: weigh it again, while MUT
+         * still keeps everyone else off it */
+        void *obj = h->obj;
+        pthread_mutex_unlock(&h->mu);
+        w = fbk__pool_weigh(p, obj);
+        pthread_mutex_lock(&h->mu);
+        if (w != h->bytes) {
+            atomic_fetch_add_explicit(&p->n_mem_bytes, w - h->bytes, memory_order_relaxed);
+            h->bytes = w;
+        }
+    }
     if (was) {
         h->excl = FBK__EX_NONE;
         pthread_cond_broadcast(&h->cv);
     }
     pthread_mutex_unlock(&h->mu);
+    if (was && p->track_bytes)
+        fbk__pool_reweigh(p, h, w);
     if (was)
-        fbk__pool_unpinned(h->pool, h);
+        fbk__pool_unpinned(p, h);
 }
 
 int fbk_make_mut(fbk_handle **hp, void **obj)
@@ -435,9 +519,10 @@ int fbk__entry_fill(fbk_handle *h)
     /* pinned: excl can only be none or LOAD here */
     while (!h->obj && rc == FBK_OK)
         rc = advance_locked(h, &loaded);
+    size_t w = h->bytes;
     pthread_mutex_unlock(&h->mu);
     if (rc == FBK_OK)
-        (void)fbk__pool_touch(h->pool, h, loaded); /* on a worker: never waits */
+        (void)fbk__pool_touch(h->pool, h, loaded, w); /* on a worker: never waits */
     return rc;
 }
 
