@@ -141,6 +141,7 @@ int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_
         begun--; /* the failed one holds no bracket */
     if (rc == FBK_OK)
         rc = fbk__token_register_many(p->store, loc->bloc, keys, n, toks);
+    bool registered = rc == FBK_OK; /* on failure it kept nothing */
     for (size_t i = 0; i < begun; i++)
         fbk__location_register_end(loc, &keys[i]);
     for (size_t i = 0; i < n && rc == FBK_OK; i++)
@@ -153,7 +154,7 @@ int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_
             fbk__pool_link(p, hs[i], false, 0);
             out[i] = hs[i];
         }
-    } else if (begun == n) {
+    } else if (registered) {
         /* the tokens were taken: nothing stays registered */
         for (size_t i = 0; i < n; i++) {
             if (hs[i]) {

@@ -41,7 +41,10 @@ fbk__node *fbk__sieve_victim(fbk__policy *pol)
     fbk__sieve *sv = &pol->u.sieve;
     if (sv->q.count == 0 || (sv->q.count <= pol->max_items && sv->q.bytes <= pol->max_bytes))
         return NULL;
-    fbk__node *n = sv->hand ? sv->hand : fbk__list_oldest(&sv->q);
+    /* SIEVE inserts after it evicts; here the newest node has just been
+     * inserted (or reloaded), so the hand passes over it. */
+    fbk__node *newest = sv->q.count > 1 ? sv->q.head.next : NULL;
+    fbk__node *n = sv->hand && sv->hand != newest ? sv->hand : fbk__list_oldest(&sv->q);
     /* Each step clears a bit; hits racing with the walk can set them again,
      * so after two rounds the hand takes what it points at. */
     for (size_t steps = 2 * sv->q.count; steps > 0; steps--) {
@@ -49,9 +52,10 @@ fbk__node *fbk__sieve_victim(fbk__policy *pol)
             break;
         atomic_store_explicit(&n->mark, 0, memory_order_relaxed);
         n = newer(sv, n);
-        if (!n)
+        if (!n || n == newest)
             n = fbk__list_oldest(&sv->q);
     }
-    fbk__sieve_remove(pol, n); /* moves the hand on */
+    sv->hand = n;
+    fbk__sieve_remove(pol, n); /* moves the hand on, to the next newer node */
     return n;
 }
