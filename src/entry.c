@@ -199,9 +199,9 @@ void fbk_handle_key(const fbk_handle *h, fbk_key *out)
         return;
     FBK__CHECK_HANDLE(h, "fbk_handle_key");
     fbk_handle *m = (fbk_handle *)h;
-    pthread_mutex_lock(&m->mu);
+    fbk__item_lock(m);
     *out = m->key;
-    pthread_mutex_unlock(&m->mu);
+    fbk__item_unlock(m);
 }
 
 fbk_pool *fbk_handle_pool(const fbk_handle *h)
@@ -221,15 +221,16 @@ static bool self_holds_mut(const fbk_handle *h)
  * excl == NONE and obj == NULL; returns with h->mu held. */
 static int load_locked(fbk_handle *h)
 {
+    FBK__ASSERT_ITEM_HELD(h);
     fbk_pool *p = h->pool;
     fbk__token *t = h->tok;
     h->excl = FBK__EX_LOAD;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     void *obj = NULL;
     int rc = t ? fbk__token_load(p->store, t, &p->codec, &obj)
                : fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
     size_t w = rc == FBK_OK ? fbk__pool_weigh(p, obj) : 0;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     if (rc == FBK_OK) {
         h->obj = obj;
         h->bytes = w;
@@ -246,8 +247,9 @@ static int load_locked(fbk_handle *h)
  * (setting *loaded).  Called and returns with h->mu held. */
 static int advance_locked(fbk_handle *h, bool *loaded)
 {
+    FBK__ASSERT_ITEM_HELD(h);
     if (h->excl != FBK__EX_NONE) {
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
         return FBK_OK;
     }
     int rc = load_locked(h);
@@ -263,14 +265,14 @@ int fbk_load(fbk_handle *h, const void **obj)
     FBK__CHECK_HANDLE(h, "fbk_load");
     fbk_pool *p = h->pool;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (h->excl == FBK__EX_NONE && h->obj) {
             h->readers++;
             fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
             *obj = h->obj;
             size_t w = h->bytes;
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             if (!loaded)
                 atomic_fetch_add_explicit(&p->n_hits, 1, memory_order_relaxed);
             /* the LRU moves only for a successful access */
@@ -279,13 +281,13 @@ int fbk_load(fbk_handle *h, const void **obj)
             return FBK_OK;
         }
         if (self_holds_mut(h)) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0,
                                  "fbk_load: this thread holds fbk_load_mut on the item");
         }
         int rc = advance_locked(h, &loaded);
         if (rc) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return rc;
         }
     }
@@ -296,17 +298,17 @@ int fbk_try_load(fbk_handle *h, const void **obj)
     if (!h || !obj)
         return bad("fbk_try_load", "NULL argument");
     FBK__CHECK_HANDLE(h, "fbk_try_load");
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     if (h->excl != FBK__EX_NONE || !h->obj) {
         bool evicting = h->excl == FBK__EX_EVICT;
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
         return fbk_error_set(FBK_EAGAIN, 0, "fbk_try_load: the item is %s",
                              evicting ? "being evicted" : "not in memory");
     }
     h->readers++;
     fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
     *obj = h->obj;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     atomic_fetch_add_explicit(&h->pool->n_hits, 1, memory_order_relaxed);
     (void)fbk__pool_touch(h->pool, h, false, 0); /* never waits */
     return FBK_OK;
@@ -314,12 +316,12 @@ int fbk_try_load(fbk_handle *h, const void **obj)
 
 void fbk__entry_unpin(fbk_handle *h)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     FBK__DEBUG_ASSERT(h->readers > 0, "fbk_unload",
                       "the item is not pinned: no fbk_load/fbk_try_load is left to end");
     if (h->readers > 0)
         h->readers--;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     fbk__pool_unpinned(h->pool, h);
 }
 
@@ -347,24 +349,24 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
                              fn);
     fbk_pool *p = h->pool;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (h->readers > 0 || h->storing || h->excl == FBK__EX_MUT) {
             bool mut = h->excl == FBK__EX_MUT;
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0, "%s: the item is %s", fn,
                                  mut ? "already held by fbk_load_mut" : "pinned");
         }
         if (h->excl != FBK__EX_NONE || !h->obj) {
             if (try_only) {
                 bool in_memory = h->obj != NULL;
-                pthread_mutex_unlock(&h->mu);
+                fbk__item_unlock(h);
                 return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
                                      in_memory ? "being evicted" : "not in memory");
             }
             int rc = advance_locked(h, &loaded);
             if (rc) {
-                pthread_mutex_unlock(&h->mu);
+                fbk__item_unlock(h);
                 return rc;
             }
             continue;
@@ -378,7 +380,7 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     fbk_key_generate(&h->key);
     *obj = h->obj;
     size_t w = h->bytes;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
     if (fbk__pool_touch(p, h, loaded, w) && !try_only)
@@ -397,7 +399,7 @@ void fbk_unload_mut(fbk_handle *h)
     FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload_mut",
                       "the handle's item was already freed");
     fbk_pool *p = h->pool;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     bool was = h->excl == FBK__EX_MUT;
     FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
     size_t w = 0;
@@ -405,9 +407,9 @@ void fbk_unload_mut(fbk_handle *h)
         /* the caller may have resized the value: weigh it again, while MUT
          * still keeps everyone else off it */
         void *obj = h->obj;
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
         w = fbk__pool_weigh(p, obj);
-        pthread_mutex_lock(&h->mu);
+        fbk__item_lock(h);
         if (w != h->bytes) {
             atomic_fetch_add_explicit(&p->n_mem_bytes, w - h->bytes, memory_order_relaxed);
             h->bytes = w;
@@ -417,7 +419,7 @@ void fbk_unload_mut(fbk_handle *h)
         h->excl = FBK__EX_NONE;
         pthread_cond_broadcast(&h->cv);
     }
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     if (was && p->track_bytes)
         fbk__pool_reweigh(p, h, w);
     if (was)
@@ -462,18 +464,18 @@ int fbk_make_mut(fbk_handle **hp, void **obj)
 
 int fbk__entry_pin(fbk_handle *h)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (self_holds_mut(h)) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0, "this thread holds fbk_load_mut on the item");
         }
         if (h->excl == FBK__EX_NONE || h->excl == FBK__EX_LOAD)
             break;
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
     }
     h->readers++;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return FBK_OK;
 }
 
@@ -481,9 +483,9 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
 {
     fbk_pool *p = h->pool;
     int rc = FBK_OK;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     while (h->storing)
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
     if (!h->tok && !h->obj) {
         rc = fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
     } else if (!h->tok) {
@@ -492,9 +494,9 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
         void *obj = h->obj;
         fbk__token *t = NULL;
         h->storing = true;
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
         rc = fbk__token_store(p->store, &k, &p->codec, obj, &t);
-        pthread_mutex_lock(&h->mu);
+        fbk__item_lock(h);
         h->storing = false;
         if (rc == FBK_OK)
             h->tok = t;
@@ -508,7 +510,7 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
         if (key)
             *key = h->key;
     }
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return rc;
 }
 
@@ -516,12 +518,12 @@ int fbk__entry_fill(fbk_handle *h)
 {
     int rc = FBK_OK;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     /* pinned: excl can only be none or LOAD here */
     while (!h->obj && rc == FBK_OK)
         rc = advance_locked(h, &loaded);
     size_t w = h->bytes;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     if (rc == FBK_OK)
         (void)fbk__pool_touch(h->pool, h, loaded, w); /* on a worker: never waits */
     return rc;
@@ -545,9 +547,9 @@ int fbk_write_now(fbk_handle *h)
  * the last handle reference.) */
 static bool loc_has_current(fbk_handle *h, fbk_location *loc)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     fbk_key key = h->key;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return fbk_location_contains(loc, &key);
 }
 

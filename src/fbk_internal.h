@@ -1,9 +1,11 @@
 /* fbk_internal.h -- declarations shared by the core's files (not installed).
  *
- * Lock order (see docs/design.md): pool->mu  ->  entry->mu  ->  workers->mu.
- * Every other mutex (store->tok_mu, location->mu, task->mu, stats) is a leaf:
- * nothing else is locked while it is held.  No mutex is held across a backend
- * call, a codec call or a condition wait on another object.
+ * Lock order (see docs/design.md): pool->mu  ->  entry->mu  ->
+ * {workers->mu, store->tok_mu}.  Every other mutex (location->mu, task->mu,
+ * store->err_mu, store->bp_mu, store->loc_mu) is a leaf: nothing else is
+ * locked while it is held.  No mutex is held across a backend call, a codec
+ * call or a condition wait on another object.  Debug builds check the pool
+ * and item parts (FBK__ASSERT_*, below).
  */
 #ifndef FBK_INTERNAL_H
 #define FBK_INTERNAL_H
@@ -444,6 +446,9 @@ struct fbk_pool {
     fbk_codec codec;
     bool track_bytes;   /* size() is taken of every value entering memory */
     pthread_mutex_t mu; /* guards pol, retry list */
+#ifndef NDEBUG
+    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
+#endif
     fbk__policy pol;
     atomic_size_t size;
     fbk_handle *retry; /* items whose eviction write failed (singly linked) */
@@ -501,6 +506,9 @@ struct fbk_handle {
     uint32_t magic;         /* FBK__MAGIC_HANDLE while the item lives */
 
     pthread_mutex_t mu; /* guards everything below */
+#ifndef NDEBUG
+    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
+#endif
     pthread_cond_t cv;
     void *obj;       /* in memory, or NULL */
     fbk__token *tok; /* spill copy, or NULL; obj || tok always */
@@ -514,6 +522,75 @@ struct fbk_handle {
                            with excl = EVICT, read before it is cleared) */
     size_t bytes;       /* size() of obj as counted in the pool's bytes_in_memory */
 };
+
+/* Lock checks.  The pool and item mutexes are taken through these wrappers;
+ * debug builds (no NDEBUG: Debug, ASan, TSan) record the holder, so that a
+ * function that needs a mutex asserts the caller holds it
+ * (FBK__ASSERT_POOL_HELD, FBK__ASSERT_ITEM_HELD), and the lock order
+ * pool->mu -> entry->mu is checked where pool->mu is taken (no item mutex
+ * may be held then).  Release builds compile all of it away. */
+extern _Thread_local unsigned fbk__items_held; /* item mutexes this thread holds */
+#ifndef NDEBUG
+#define FBK__SELF() ((unsigned long)pthread_self())
+#define FBK__ASSERT_POOL_HELD(p)                                                                   \
+    FBK__DEBUG_ASSERT(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
+                      __func__, "called without the pool mutex")
+#define FBK__ASSERT_ITEM_HELD(h)                                                                   \
+    FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
+                      __func__, "called without the item's mutex")
+#define FBK__SET_OWNER(x, v) atomic_store_explicit(&(x)->mu_owner, (v), memory_order_relaxed)
+#else
+#define FBK__ASSERT_POOL_HELD(p) ((void)0)
+#define FBK__ASSERT_ITEM_HELD(h) ((void)0)
+#define FBK__SET_OWNER(x, v) ((void)0)
+#endif
+
+static inline void fbk__pool_lock(fbk_pool *p)
+{
+    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__pool_lock",
+                      "lock order: the pool mutex taken while holding an item's mutex");
+    pthread_mutex_lock(&p->mu);
+    FBK__SET_OWNER(p, FBK__SELF());
+}
+static inline void fbk__pool_unlock(fbk_pool *p)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    FBK__SET_OWNER(p, 0);
+    pthread_mutex_unlock(&p->mu);
+}
+static inline void fbk__item_lock(fbk_handle *h)
+{
+    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__item_lock",
+                      "lock order: two item mutexes held at once");
+    pthread_mutex_lock(&h->mu);
+    FBK__SET_OWNER(h, FBK__SELF());
+#ifndef NDEBUG
+    fbk__items_held++;
+#endif
+}
+static inline void fbk__item_unlock(fbk_handle *h)
+{
+    FBK__ASSERT_ITEM_HELD(h);
+#ifndef NDEBUG
+    fbk__items_held--;
+#endif
+    FBK__SET_OWNER(h, 0);
+    pthread_mutex_unlock(&h->mu);
+}
+/* Waits on the item's condition variable (its mutex held). */
+static inline void fbk__item_wait(fbk_handle *h)
+{
+    FBK__ASSERT_ITEM_HELD(h);
+#ifndef NDEBUG
+    fbk__items_held--;
+#endif
+    FBK__SET_OWNER(h, 0);
+    pthread_cond_wait(&h->cv, &h->mu);
+    FBK__SET_OWNER(h, FBK__SELF());
+#ifndef NDEBUG
+    fbk__items_held++;
+#endif
+}
 
 /* Debug builds: h is a live item that the caller still holds a handle
  * reference to (fn names the public function for the report). */

@@ -8,6 +8,8 @@
 
 #include <stdlib.h>
 
+_Thread_local unsigned fbk__items_held;
+
 #define node_entry(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
 
 /* How many items whose eviction write failed are retried per LRU change:
@@ -126,8 +128,9 @@ typedef struct evict_batch {
  * that needs a write gets `excl = EVICT` and a job.  p->mu held. */
 static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
 {
+    FBK__ASSERT_POOL_HELD(p);
     bool go = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     if (h->obj && h->excl == FBK__EX_NONE && h->readers == 0 && !h->storing) {
         if (h->tok && b->ndrop < FBK__DROP_MAX) {
             b->drop[b->ndrop++] = h->obj;
@@ -143,7 +146,7 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
         }
     }
     size_t bytes = go ? h->evict_bytes : 0;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     if (go) {
         fbk_store *s = p->store;
         fbk__store_evict_queued(s, bytes);
@@ -173,6 +176,7 @@ static bool finish_batch(fbk_pool *p, evict_batch *b)
  * a moment ago.) */
 static void evict_victims_locked(fbk_pool *p, evict_batch *b)
 {
+    FBK__ASSERT_POOL_HELD(p);
     fbk__node *n;
     while ((n = fbk__policy_victim(&p->pol))) {
         fbk_handle *h = node_entry(n);
@@ -184,6 +188,7 @@ static void evict_victims_locked(fbk_pool *p, evict_batch *b)
 /* ... and then give a few earlier failures another try. */
 static void after_change_locked(fbk_pool *p, evict_batch *b)
 {
+    FBK__ASSERT_POOL_HELD(p);
     evict_victims_locked(p, b);
     for (int i = 0; i < FBK__RETRY_PER_CHANGE && p->retry; i++) {
         fbk_handle *h = p->retry;
@@ -200,7 +205,7 @@ bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded, size_t w)
     if (!loaded && fbk__policy_hit(&p->pol, &h->node))
         return false; /* hot path: recorded without a list change, no lock */
     evict_batch b = {.ndrop = 0};
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     if (loaded && h->node.weight != w) {
         /* out of memory until now: its weight counted in no bound */
         fbk__policy_reweight(&p->pol, &h->node, w);
@@ -208,7 +213,7 @@ bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded, size_t w)
     }
     if (fbk__policy_access(&p->pol, &h->node, loaded))
         after_change_locked(p, &b);
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
     return finish_batch(p, &b);
 }
 
@@ -217,55 +222,55 @@ void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
     if (!fbk__node_out(&h->node))
         return;
     evict_batch b = {.ndrop = 0};
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     if (fbk__node_out(&h->node))
         try_evict_locked(p, h, &b);
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
     (void)finish_batch(p, &b); /* never waits: called by unloads and workers */
 }
 
 void fbk__pool_reweigh(fbk_pool *p, fbk_handle *h, size_t w)
 {
     evict_batch b = {.ndrop = 0};
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     if (h->node.weight != w) {
         fbk__policy_reweight(&p->pol, &h->node, w);
         after_change_locked(p, &b);
     }
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
     (void)finish_batch(p, &b);
 }
 
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
 {
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     if (!h->in_retry) {
         h->in_retry = true;
         h->retry_next = p->retry;
         p->retry = h;
     }
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
 }
 
 bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
 {
     fbk__pool_retain(p);
     evict_batch b = {.ndrop = 0};
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     h->node.weight = w;
     fbk__policy_insert(&p->pol, &h->node, resident);
     atomic_fetch_add(&p->size, 1);
     after_change_locked(p, &b);
     if (resident && fbk__node_out(&h->node))
         try_evict_locked(p, h, &b); /* larger than the byte bound */
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
     return finish_batch(p, &b);
 }
 
 void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
 {
     evict_batch b = {.ndrop = 0};
-    pthread_mutex_lock(&p->mu);
+    fbk__pool_lock(p);
     fbk__policy_remove(&p->pol, &h->node);
     evict_victims_locked(p, &b); /* none: a removal only makes room */
     if (h->in_retry) {
@@ -276,7 +281,7 @@ void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
         h->in_retry = false;
     }
     atomic_fetch_sub(&p->size, 1);
-    pthread_mutex_unlock(&p->mu);
+    fbk__pool_unlock(p);
     (void)finish_batch(p, &b);
 }
 
@@ -287,7 +292,7 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
 {
     fbk_pool *p = h->pool;
     fbk_store *s = p->store;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     if (t)
         h->tok = t;
     /* read before excl goes: the item's next eviction sets it anew */
@@ -300,7 +305,7 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
     }
     h->excl = FBK__EX_NONE;
     pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     if (drop) {
         p->codec.destroy(drop, p->codec.ctx);
         atomic_fetch_add_explicit(&s->n_evictions, 1, memory_order_relaxed);
@@ -330,11 +335,11 @@ static void evict_many(fbk__job *first, size_t n)
     for (fbk__job *j = first; j && k < n && k < FBK__EVICT_BATCH; j = j->next, k++) {
         fbk_handle *h = (fbk_handle *)((char *)j - offsetof(fbk_handle, evict_job));
         hs[k] = h;
-        pthread_mutex_lock(&h->mu);
+        fbk__item_lock(h);
         write[k] = !h->tok;
         if (write[k])
             items[m++] = (fbk__store_item){.key = h->key, .codec = &h->pool->codec, .obj = h->obj};
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
     }
     if (m > 0)
         fbk__token_store_many(hs[0]->pool->store, items, m);
