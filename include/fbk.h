@@ -305,6 +305,46 @@ size_t fbk_pool_size(const fbk_pool *p);
  * Undefined: releasing p twice, or using it after releasing it. */
 void fbk_pool_release(fbk_pool *p);
 
+/* Which value leaves memory when a pool is over its bounds (docs/design.md,
+ * "Eviction policies", says which fits which access pattern). */
+typedef enum fbk_policy {
+    FBK_POLICY_SLRU = 0,  /* the segmented LRU above (default) */
+    FBK_POLICY_SIEVE = 1, /* SIEVE (NSDI '24): one FIFO, a visited bit, a moving hand */
+    FBK_POLICY_S3FIFO = 2 /* S3-FIFO (SOSP '23): small + main FIFO, ghost of recent keys */
+} fbk_policy;
+
+typedef struct fbk_pool_options {
+    size_t mem_items; /* items kept in memory; 0 = no item bound */
+    size_t mem_bytes; /* bytes of objects kept in memory, as the codec's size(); 0 = no byte bound */
+    fbk_policy policy;
+} fbk_pool_options;
+
+/* As fbk_pool_create with a choice of policy and an optional byte bound.
+ * At least one of mem_items and mem_bytes must be non-zero, and policy one of
+ * the above, else FBK_EINVAL.  fbk_pool_create(out, s, codec, n) is
+ * fbk_pool_create_v2 with {n, 0, FBK_POLICY_SLRU}.  With a byte bound the
+ * pool keeps values whose sizes add up to at most mem_bytes (pinned values may
+ * exceed it until unloaded; a value larger than the bound is written out at
+ * its last unload); it calls the codec's size() once per value that enters
+ * memory and once per fbk_unload_mut.  Under SIEVE and S3-FIFO a hit on a
+ * value in memory takes no pool lock; under SLRU neither does a hit in the
+ * front half. */
+int fbk_pool_create_v2(fbk_pool **out, fbk_store *s, const fbk_codec *codec,
+                       const fbk_pool_options *opts);
+
+typedef struct fbk_pool_stats {
+    uint64_t hits;            /* fbk_load/fbk_try_load calls that found the value in memory */
+    uint64_t misses;          /* loads that read the value from the spill area */
+    uint64_t evictions;       /* values dropped from memory */
+    uint64_t items_in_memory; /* values in memory now */
+    uint64_t bytes_in_memory; /* codec size() of the values in memory now: counted for pools
+                                 with a byte bound or a codec with `view` (0 otherwise, so
+                                 that no other pool pays a size() call per value) */
+} fbk_pool_stats;
+/* A snapshot of p's counters (each read atomically, not all at one
+ * instant).  Zeroes *out when p is NULL.  Never blocks. */
+void fbk_pool_stats_get(const fbk_pool *p, fbk_pool_stats *out);
+
 /* --------------------------------------------------------------- handles */
 
 /* Puts obj in the pool (in memory only, at the front of the LRU) and returns
@@ -320,6 +360,14 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out);
  * FBK_ENOTFOUND if loc does not hold key.  Registering the same key twice
  * gives two distinct handles sharing one spill copy (one register_key call). */
 int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle **out);
+/* As n fbk_register calls (out[0..n) get the handles, in the order of
+ * keys), in as few backend calls as the backend allows: one register_many
+ * for the keys not in the spill area yet when the table has it.  On failure
+ * (FBK_ENOTFOUND naming the first key loc lacks, the backend's error,
+ * FBK_ENOMEM) no handle is returned, out is untouched and nothing stays
+ * registered.  n == 0 is a no-op.  Blocking. */
+int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_t n,
+                      fbk_handle **out);
 /* Another reference to the SAME item; returns h.  Each reference needs its
  * own fbk_handle_release. */
 fbk_handle *fbk_handle_retain(fbk_handle *h);

@@ -28,7 +28,8 @@ static fbk_handle *entry_new(fbk_pool *p)
     atomic_init(&h->users, 1);
     h->pool = p;
     h->magic = FBK__MAGIC_HANDLE;
-    atomic_init(&h->node.seg, 0);
+    atomic_init(&h->node.seg, FBK__SEG_OUT);
+    atomic_init(&h->node.mark, 0);
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     return h;
@@ -44,8 +45,10 @@ static void entry_retire(fbk_handle *h)
     /* unreachable now: no lock needed */
     if (h->tok)
         fbk__token_release(h->tok); /* the spill copy goes in the background */
-    if (h->obj)
+    if (h->obj) {
+        fbk__pool_count_mem(p, -1, h->bytes);
         p->codec.destroy(h->obj, p->codec.ctx);
+    }
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     h->magic = FBK__MAGIC_DEAD;
@@ -78,8 +81,10 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out)
     if (!h)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_insert: cannot allocate an item");
     h->obj = obj;
+    h->bytes = fbk__pool_weigh(p, obj);
     fbk_key_generate(&h->key);
-    bool queued = fbk__pool_link(p, h, true);
+    fbk__pool_count_mem(p, +1, h->bytes);
+    bool queued = fbk__pool_link(p, h, true, h->bytes);
     *out = h;
     if (queued)
         fbk__store_backpressure(p->store);
@@ -107,9 +112,63 @@ int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle 
     }
     h->tok = t;
     h->key = *key;
-    fbk__pool_link(p, h, false);
+    fbk__pool_link(p, h, false, 0);
     *out = h;
     return FBK_OK;
+}
+
+int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_t n,
+                      fbk_handle **out)
+{
+    if (!p || !loc || (n && (!keys || !out)))
+        return bad("fbk_register_many", "NULL argument");
+    if (loc->store != p->store)
+        return bad("fbk_register_many", "the location belongs to another store");
+    if (n == 0)
+        return FBK_OK;
+    fbk__token **toks = fbk__calloc(n, sizeof *toks);
+    fbk_handle **hs = fbk__calloc(n, sizeof *hs);
+    if (!toks || !hs) {
+        fbk__free(toks);
+        fbk__free(hs);
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate %zu handles", n);
+    }
+    int rc = FBK_OK;
+    size_t begun = 0;
+    for (; begun < n && rc == FBK_OK; begun++)
+        rc = fbk__location_register_begin(loc, &keys[begun]);
+    if (rc)
+        begun--; /* the failed one holds no bracket */
+    if (rc == FBK_OK)
+        rc = fbk__token_register_many(p->store, loc->bloc, keys, n, toks);
+    bool registered = rc == FBK_OK; /* on failure it kept nothing */
+    for (size_t i = 0; i < begun; i++)
+        fbk__location_register_end(loc, &keys[i]);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++)
+        if (!(hs[i] = entry_new(p)))
+            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate an item");
+    if (rc == FBK_OK) {
+        for (size_t i = 0; i < n; i++) {
+            hs[i]->tok = toks[i];
+            hs[i]->key = keys[i];
+            fbk__pool_link(p, hs[i], false, 0);
+            out[i] = hs[i];
+        }
+    } else if (registered) {
+        /* the tokens were taken: nothing stays registered */
+        for (size_t i = 0; i < n; i++) {
+            if (hs[i]) {
+                pthread_mutex_destroy(&hs[i]->mu);
+                pthread_cond_destroy(&hs[i]->cv);
+                fbk__free(hs[i]);
+            }
+            if (toks[i])
+                fbk__token_release(toks[i]);
+        }
+    }
+    fbk__free(toks);
+    fbk__free(hs);
+    return rc;
 }
 
 fbk_handle *fbk_handle_retain(fbk_handle *h)
@@ -140,9 +199,9 @@ void fbk_handle_key(const fbk_handle *h, fbk_key *out)
         return;
     FBK__CHECK_HANDLE(h, "fbk_handle_key");
     fbk_handle *m = (fbk_handle *)h;
-    pthread_mutex_lock(&m->mu);
+    fbk__item_lock(m);
     *out = m->key;
-    pthread_mutex_unlock(&m->mu);
+    fbk__item_unlock(m);
 }
 
 fbk_pool *fbk_handle_pool(const fbk_handle *h)
@@ -162,16 +221,22 @@ static bool self_holds_mut(const fbk_handle *h)
  * excl == NONE and obj == NULL; returns with h->mu held. */
 static int load_locked(fbk_handle *h)
 {
+    FBK__ASSERT_ITEM_HELD(h);
     fbk_pool *p = h->pool;
     fbk__token *t = h->tok;
     h->excl = FBK__EX_LOAD;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     void *obj = NULL;
     int rc = t ? fbk__token_load(p->store, t, &p->codec, &obj)
                : fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
-    pthread_mutex_lock(&h->mu);
-    if (rc == FBK_OK)
+    size_t w = rc == FBK_OK ? fbk__pool_weigh(p, obj) : 0;
+    fbk__item_lock(h);
+    if (rc == FBK_OK) {
         h->obj = obj;
+        h->bytes = w;
+        fbk__pool_count_mem(p, +1, w);
+        atomic_fetch_add_explicit(&p->n_misses, 1, memory_order_relaxed);
+    }
     h->excl = FBK__EX_NONE;
     pthread_cond_broadcast(&h->cv);
     return rc;
@@ -182,8 +247,9 @@ static int load_locked(fbk_handle *h)
  * (setting *loaded).  Called and returns with h->mu held. */
 static int advance_locked(fbk_handle *h, bool *loaded)
 {
+    FBK__ASSERT_ITEM_HELD(h);
     if (h->excl != FBK__EX_NONE) {
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
         return FBK_OK;
     }
     int rc = load_locked(h);
@@ -199,26 +265,29 @@ int fbk_load(fbk_handle *h, const void **obj)
     FBK__CHECK_HANDLE(h, "fbk_load");
     fbk_pool *p = h->pool;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (h->excl == FBK__EX_NONE && h->obj) {
             h->readers++;
             fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
             *obj = h->obj;
-            pthread_mutex_unlock(&h->mu);
+            size_t w = h->bytes;
+            fbk__item_unlock(h);
+            if (!loaded)
+                atomic_fetch_add_explicit(&p->n_hits, 1, memory_order_relaxed);
             /* the LRU moves only for a successful access */
-            if (fbk__pool_touch(p, h, loaded))
+            if (fbk__pool_touch(p, h, loaded, w))
                 fbk__store_backpressure(p->store);
             return FBK_OK;
         }
         if (self_holds_mut(h)) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0,
                                  "fbk_load: this thread holds fbk_load_mut on the item");
         }
         int rc = advance_locked(h, &loaded);
         if (rc) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return rc;
         }
     }
@@ -229,29 +298,30 @@ int fbk_try_load(fbk_handle *h, const void **obj)
     if (!h || !obj)
         return bad("fbk_try_load", "NULL argument");
     FBK__CHECK_HANDLE(h, "fbk_try_load");
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     if (h->excl != FBK__EX_NONE || !h->obj) {
         bool evicting = h->excl == FBK__EX_EVICT;
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
         return fbk_error_set(FBK_EAGAIN, 0, "fbk_try_load: the item is %s",
                              evicting ? "being evicted" : "not in memory");
     }
     h->readers++;
     fbk__entry_ref(h); /* a pin keeps the item alive until fbk_unload */
     *obj = h->obj;
-    pthread_mutex_unlock(&h->mu);
-    (void)fbk__pool_touch(h->pool, h, false); /* never waits */
+    fbk__item_unlock(h);
+    atomic_fetch_add_explicit(&h->pool->n_hits, 1, memory_order_relaxed);
+    (void)fbk__pool_touch(h->pool, h, false, 0); /* never waits */
     return FBK_OK;
 }
 
 void fbk__entry_unpin(fbk_handle *h)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     FBK__DEBUG_ASSERT(h->readers > 0, "fbk_unload",
                       "the item is not pinned: no fbk_load/fbk_try_load is left to end");
     if (h->readers > 0)
         h->readers--;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     fbk__pool_unpinned(h->pool, h);
 }
 
@@ -279,24 +349,24 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
                              fn);
     fbk_pool *p = h->pool;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (h->readers > 0 || h->storing || h->excl == FBK__EX_MUT) {
             bool mut = h->excl == FBK__EX_MUT;
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0, "%s: the item is %s", fn,
                                  mut ? "already held by fbk_load_mut" : "pinned");
         }
         if (h->excl != FBK__EX_NONE || !h->obj) {
             if (try_only) {
                 bool in_memory = h->obj != NULL;
-                pthread_mutex_unlock(&h->mu);
+                fbk__item_unlock(h);
                 return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
                                      in_memory ? "being evicted" : "not in memory");
             }
             int rc = advance_locked(h, &loaded);
             if (rc) {
-                pthread_mutex_unlock(&h->mu);
+                fbk__item_unlock(h);
                 return rc;
             }
             continue;
@@ -309,10 +379,11 @@ static int load_mut(fbk_handle *h, void **obj, bool try_only)
     h->tok = NULL;
     fbk_key_generate(&h->key);
     *obj = h->obj;
-    pthread_mutex_unlock(&h->mu);
+    size_t w = h->bytes;
+    fbk__item_unlock(h);
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
-    if (fbk__pool_touch(p, h, loaded) && !try_only)
+    if (fbk__pool_touch(p, h, loaded, w) && !try_only)
         fbk__store_backpressure(p->store);
     return FBK_OK;
 }
@@ -327,16 +398,32 @@ void fbk_unload_mut(fbk_handle *h)
         return;
     FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload_mut",
                       "the handle's item was already freed");
-    pthread_mutex_lock(&h->mu);
+    fbk_pool *p = h->pool;
+    fbk__item_lock(h);
     bool was = h->excl == FBK__EX_MUT;
     FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
+    size_t w = 0;
+    if (was && p->track_bytes) {
+        /* the caller may have resized the value: weigh it again, while MUT
+         * still keeps everyone else off it */
+        void *obj = h->obj;
+        fbk__item_unlock(h);
+        w = fbk__pool_weigh(p, obj);
+        fbk__item_lock(h);
+        if (w != h->bytes) {
+            atomic_fetch_add_explicit(&p->n_mem_bytes, w - h->bytes, memory_order_relaxed);
+            h->bytes = w;
+        }
+    }
     if (was) {
         h->excl = FBK__EX_NONE;
         pthread_cond_broadcast(&h->cv);
     }
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
+    if (was && p->track_bytes)
+        fbk__pool_reweigh(p, h, w);
     if (was)
-        fbk__pool_unpinned(h->pool, h);
+        fbk__pool_unpinned(p, h);
 }
 
 int fbk_make_mut(fbk_handle **hp, void **obj)
@@ -377,18 +464,18 @@ int fbk_make_mut(fbk_handle **hp, void **obj)
 
 int fbk__entry_pin(fbk_handle *h)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     for (;;) {
         if (self_holds_mut(h)) {
-            pthread_mutex_unlock(&h->mu);
+            fbk__item_unlock(h);
             return fbk_error_set(FBK_EBUSY, 0, "this thread holds fbk_load_mut on the item");
         }
         if (h->excl == FBK__EX_NONE || h->excl == FBK__EX_LOAD)
             break;
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
     }
     h->readers++;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return FBK_OK;
 }
 
@@ -396,9 +483,9 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
 {
     fbk_pool *p = h->pool;
     int rc = FBK_OK;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     while (h->storing)
-        pthread_cond_wait(&h->cv, &h->mu);
+        fbk__item_wait(h);
     if (!h->tok && !h->obj) {
         rc = fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
     } else if (!h->tok) {
@@ -407,9 +494,9 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
         void *obj = h->obj;
         fbk__token *t = NULL;
         h->storing = true;
-        pthread_mutex_unlock(&h->mu);
+        fbk__item_unlock(h);
         rc = fbk__token_store(p->store, &k, &p->codec, obj, &t);
-        pthread_mutex_lock(&h->mu);
+        fbk__item_lock(h);
         h->storing = false;
         if (rc == FBK_OK)
             h->tok = t;
@@ -423,7 +510,7 @@ int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
         if (key)
             *key = h->key;
     }
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return rc;
 }
 
@@ -431,13 +518,14 @@ int fbk__entry_fill(fbk_handle *h)
 {
     int rc = FBK_OK;
     bool loaded = false;
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     /* pinned: excl can only be none or LOAD here */
     while (!h->obj && rc == FBK_OK)
         rc = advance_locked(h, &loaded);
-    pthread_mutex_unlock(&h->mu);
+    size_t w = h->bytes;
+    fbk__item_unlock(h);
     if (rc == FBK_OK)
-        (void)fbk__pool_touch(h->pool, h, loaded); /* on a worker: never waits */
+        (void)fbk__pool_touch(h->pool, h, loaded, w); /* on a worker: never waits */
     return rc;
 }
 
@@ -459,9 +547,9 @@ int fbk_write_now(fbk_handle *h)
  * the last handle reference.) */
 static bool loc_has_current(fbk_handle *h, fbk_location *loc)
 {
-    pthread_mutex_lock(&h->mu);
+    fbk__item_lock(h);
     fbk_key key = h->key;
-    pthread_mutex_unlock(&h->mu);
+    fbk__item_unlock(h);
     return fbk_location_contains(loc, &key);
 }
 

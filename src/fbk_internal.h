@@ -1,13 +1,14 @@
 /* fbk_internal.h -- declarations shared by the core's files (not installed).
  *
- * Lock order (see docs/design.md): pool->mu  ->  entry->mu  ->  workers->mu.
- * map->mu (map.c) is taken before any of the core's other mutexes and never
- * while one of them is held.  Every other mutex (store->tok_mu,
- * store->loc_mu, location->mu, task->mu) is a leaf: nothing else is locked
- * while it is held (store->loc_mu's one exception: fbk_location_drop holds
- * it across the backend's drop_location).  No mutex is held across a backend
- * call, a codec call or a condition wait on another object (that exception
- * aside).
+ * Lock order (see docs/design.md): map->mu  ->  pool->mu  ->  entry->mu  ->
+ * {workers->mu, store->tok_mu}.  map->mu (map.c) is taken before any of the
+ * core's other mutexes and never while one of them is held.  Every other
+ * mutex (location->mu, task->mu, store->err_mu, store->bp_mu,
+ * store->loc_mu) is a leaf: nothing else is locked while it is held
+ * (store->loc_mu's one exception: fbk_location_drop holds it across the
+ * backend's drop_location).  No mutex is held across a backend call, a codec
+ * call or a condition wait on another object (that exception aside).  Debug
+ * builds check the pool and item parts (FBK__ASSERT_*, below).
  */
 #ifndef FBK_INTERNAL_H
 #define FBK_INTERNAL_H
@@ -251,6 +252,11 @@ void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n);
 /* Registers key from a backend location (one register_key however many
  * callers); *out has one use. */
 int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out);
+/* fbk__token_register for keys[0..n): toks[i] gets a use of keys[i]'s token.
+ * Keys not in the spill area yet go to the backend together (register_many
+ * when the table has it).  On failure nothing is kept. */
+int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size_t n,
+                             fbk__token **toks);
 int fbk__token_load(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj);
 void fbk__token_retain(fbk__token *t);
 /* Drops one use; the last queues the backend remove on a worker. */
@@ -299,57 +305,203 @@ int fbk__location_recheck(fbk_location *loc, const fbk_key *key);
  * binding), 0 if not, or an FBK_E* code. */
 int fbk__location_named(fbk_location *loc);
 
-/* --------------------------------------------------------------- lru.c */
-/* The segmented LRU: a list cut at mem_items/2 (front half | back half) and
- * at mem_items (beyond: not kept in memory).  `seg` is written under the
- * pool's mutex and read without it by the hot path. */
-typedef struct fbk__lru_node {
-    struct fbk__lru_node *prev, *next;
-    _Atomic unsigned char seg; /* 0 front half, 1 back half, 2 beyond */
-} fbk__lru_node;
+/* ------------------------------------------- policy.c, lru.c, policy_*.c */
+/* Where an item stands in its pool's eviction policy (fbk__node.seg).
+ * Written under the pool mutex; read without it by the hit path, which only
+ * acts on the resident segments (FRONT for SLRU, SMALL/MAIN, QUEUE). */
+enum {
+    FBK__SEG_FRONT = 0, /* SLRU: front half (a hit moves nothing) */
+    FBK__SEG_BACK = 1,  /* SLRU: back half (a hit moves the item to the front) */
+    FBK__SEG_OUT = 2,   /* not to be kept in memory: SLRU beyond mem_items,
+                           SIEVE/S3-FIFO in no queue */
+    FBK__SEG_GHOST = 3, /* S3-FIFO: out, remembered as recently evicted from SMALL */
+    FBK__SEG_SMALL = 4, /* S3-FIFO small FIFO (new values) */
+    FBK__SEG_MAIN = 5,  /* S3-FIFO main FIFO */
+    FBK__SEG_QUEUE = 6, /* SIEVE: the one FIFO */
+};
 
-typedef struct fbk__lru {
-    fbk__lru_node head; /* sentinel of a circular list */
-    size_t cap[2];      /* sizes of segment 0 and 1 */
-    size_t count[3];
-    fbk__lru_node *first[3]; /* first node of each segment, NULL if empty */
-    size_t len;
-} fbk__lru;
+typedef struct fbk__node {
+    struct fbk__node *prev, *next; /* pool mutex */
+    size_t weight;                 /* the value's size() under a byte bound, else 0; pool mutex */
+    _Atomic unsigned char seg;     /* FBK__SEG_* */
+    _Atomic unsigned char mark;    /* SIEVE: visited bit; S3-FIFO: frequency 0..3.  Set by
+                                      hits without the pool mutex, cleared under it. */
+    unsigned char fresh;           /* SLRU: pushed into OUT by the change in progress */
+} fbk__node;
 
-void fbk__lru_init(fbk__lru *l, size_t mem_items);
-void fbk__lru_push_front(fbk__lru *l, fbk__lru_node *n);
-void fbk__lru_push_back(fbk__lru *l, fbk__lru_node *n);
-void fbk__lru_remove(fbk__lru *l, fbk__lru_node *n);
-static inline unsigned fbk__lru_seg(const fbk__lru_node *n)
+static inline unsigned fbk__node_seg(const fbk__node *n)
 {
     return atomic_load_explicit(&n->seg, memory_order_relaxed);
 }
+/* true when the policy does not want n's value in memory (an unpinned value
+ * there is evicted) */
+static inline bool fbk__node_out(const fbk__node *n)
+{
+    unsigned s = fbk__node_seg(n);
+    return s == FBK__SEG_OUT || s == FBK__SEG_GHOST;
+}
+
+/* A doubly linked list with a sentinel: head.next is the newest node, head.prev
+ * the oldest; count and bytes (sum of weights) of its nodes. */
+typedef struct fbk__list {
+    fbk__node head;
+    size_t count, bytes;
+} fbk__list;
+void fbk__list_init(fbk__list *l);
+void fbk__list_push_front(fbk__list *l, fbk__node *n);
+void fbk__list_remove(fbk__list *l, fbk__node *n);
+static inline fbk__node *fbk__list_oldest(fbk__list *l)
+{
+    return l->count ? l->head.prev : NULL;
+}
+
+/* lru.c: the segmented LRU.  One list of every item cut at positions (or
+ * byte sums) mem/2 (FRONT | BACK) and mem (BACK | OUT).  Segments are
+ * contiguous and fill in order: segment k+1 is non-empty only when the next
+ * node would not fit in segment k. */
+typedef struct fbk__lru {
+    fbk__node head;          /* sentinel of a circular list, head.next = front */
+    size_t cap_items[2];     /* bounds of FRONT and BACK (SIZE_MAX: none) */
+    size_t cap_bytes[2];
+    size_t count[3], bytes[3];
+    fbk__node *first[3];     /* first node of each segment, NULL if empty */
+    size_t fresh;            /* nodes the change in progress pushed into OUT
+                                (they are the first `fresh` nodes of OUT) */
+    fbk__node *cursor;       /* the next of them fbk__lru_victim returns */
+} fbk__lru;
+
+void fbk__lru_init(fbk__lru *l, size_t mem_items, size_t mem_bytes);
+/* Each change below starts a new set of victims (nodes it pushed into OUT). */
+void fbk__lru_push_front(fbk__lru *l, fbk__node *n);
+void fbk__lru_push_back(fbk__lru *l, fbk__node *n);
+void fbk__lru_remove(fbk__lru *l, fbk__node *n);
+void fbk__lru_reweight(fbk__lru *l, fbk__node *n, size_t w);
+fbk__node *fbk__lru_victim(fbk__lru *l);
+
+/* policy_sieve.c */
+typedef struct fbk__sieve {
+    fbk__list q;
+    fbk__node *hand; /* next node to look at, moving towards the newest; NULL: the oldest */
+} fbk__sieve;
+/* policy_s3fifo.c */
+typedef struct fbk__s3fifo {
+    fbk__list small, main, ghost;
+    size_t small_items, small_bytes; /* SMALL's share: 10% of the bounds */
+    size_t ghost_items, ghost_bytes; /* GHOST remembers as many as MAIN holds */
+} fbk__s3fifo;
+
+/* The policies' parts (under the pool mutex; policy.c dispatches). */
+struct fbk__policy;
+void fbk__sieve_init(struct fbk__policy *pol);
+void fbk__sieve_insert(struct fbk__policy *pol, fbk__node *n);
+void fbk__sieve_remove(struct fbk__policy *pol, fbk__node *n);
+fbk__node *fbk__sieve_victim(struct fbk__policy *pol);
+void fbk__s3fifo_init(struct fbk__policy *pol);
+void fbk__s3fifo_insert(struct fbk__policy *pol, fbk__node *n);
+void fbk__s3fifo_remove(struct fbk__policy *pol, fbk__node *n);
+fbk__node *fbk__s3fifo_victim(struct fbk__policy *pol);
+
+/* policy.c: one pool's policy.  All functions but fbk__policy_hit need the
+ * pool mutex. */
+typedef struct fbk__policy {
+    fbk_policy kind;
+    size_t max_items, max_bytes; /* SIZE_MAX: no bound */
+    union {
+        fbk__lru slru;
+        fbk__sieve sieve;
+        fbk__s3fifo s3;
+    } u;
+} fbk__policy;
+
+void fbk__policy_init(fbk__policy *pol, fbk_policy kind, size_t mem_items, size_t mem_bytes);
+/* Without the pool mutex: records a hit on n when that needs no list change
+ * (SLRU: n in FRONT; SIEVE: sets the visited bit; S3-FIFO: counts the
+ * frequency).  false: the caller must take the mutex and call
+ * fbk__policy_access. */
+static inline bool fbk__policy_hit(const fbk__policy *pol, fbk__node *n)
+{
+    unsigned s = fbk__node_seg(n);
+    switch (pol->kind) {
+    case FBK_POLICY_SIEVE:
+        if (s != FBK__SEG_QUEUE)
+            return false;
+        if (!atomic_load_explicit(&n->mark, memory_order_relaxed))
+            atomic_store_explicit(&n->mark, 1, memory_order_relaxed);
+        return true;
+    case FBK_POLICY_S3FIFO: {
+        if (s != FBK__SEG_SMALL && s != FBK__SEG_MAIN)
+            return false;
+        unsigned f = atomic_load_explicit(&n->mark, memory_order_relaxed);
+        if (f < 3)
+            atomic_store_explicit(&n->mark, (unsigned char)(f + 1), memory_order_relaxed);
+        return true;
+    }
+    default:
+        return s == FBK__SEG_FRONT;
+    }
+}
+/* A new item: in memory (`resident`, fbk_insert) or only in the spill area
+ * (fbk_register).  Its weight is set. */
+void fbk__policy_insert(fbk__policy *pol, fbk__node *n, bool resident);
+/* A successful access that fbk__policy_hit could not record: `loaded` when
+ * the value was just read back from the spill area.  Returns true when the
+ * lists changed (victims may follow). */
+bool fbk__policy_access(fbk__policy *pol, fbk__node *n, bool loaded);
+void fbk__policy_remove(fbk__policy *pol, fbk__node *n);
+/* The value's size changed (fbk_unload_mut under a byte bound). */
+void fbk__policy_reweight(fbk__policy *pol, fbk__node *n, size_t w);
+/* After a change: the next node whose value should leave memory (now
+ * out), or NULL when the policy is within its bounds. */
+fbk__node *fbk__policy_victim(fbk__policy *pol);
 
 /* -------------------------------------------------------------- pool.c */
 struct fbk_pool {
     atomic_long refs; /* the user's + one per live item */
     fbk_store *store;
     fbk_codec codec;
-    pthread_mutex_t mu; /* guards lru, retry list */
-    fbk__lru lru;
+    bool track_bytes;   /* size() is taken of every value entering memory */
+    pthread_mutex_t mu; /* guards pol, retry list */
+#ifndef NDEBUG
+    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
+#endif
+    fbk__policy pol;
     atomic_size_t size;
     fbk_handle *retry; /* items whose eviction write failed (singly linked) */
+    /* fbk_pool_stats */
+    atomic_uint_fast64_t n_hits, n_misses, n_evictions, n_mem_items, n_mem_bytes;
 };
 
 void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
-/* A successful access: moves h to the front if it is not in the front half
- * (or, with `loaded`, because it was just read back from the spill area: a
- * load from the backend always enters at the front), and evicts what that
- * pushes out.  Takes no lock for an access in the front half.  Returns
- * whether an eviction write was queued.  A failed access moves nothing. */
-bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded);
-/* Called after a pin ends: evicts h if it sits beyond mem_items. */
+/* The size() of obj when p tracks bytes, else 0.  No lock held. */
+size_t fbk__pool_weigh(fbk_pool *p, const void *obj);
+/* A successful access: records it with the policy (SLRU: moves h to the
+ * front if it is not in the front half, or, with `loaded`, because it was
+ * just read back from the spill area), and evicts what that pushes out.
+ * Takes no lock when fbk__policy_hit records it.  `w`: the value's weight
+ * when `loaded`.  Returns whether an eviction write was queued.  A failed
+ * access moves nothing. */
+bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded, size_t w);
+/* Called after a pin ends: evicts h if the policy has it out. */
 void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
+/* Called by fbk_unload_mut under a byte bound: the value now weighs w. */
+void fbk__pool_reweigh(fbk_pool *p, fbk_handle *h, size_t w);
 /* Called by the eviction job when its write failed: retried later. */
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
-bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool front);
+/* A new item (in memory: `resident`) of weight w. */
+bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
 void fbk__pool_unlink(fbk_pool *p, fbk_handle *h);
+/* The value of h (weighing `bytes`) entered (+1) or left (-1) memory. */
+static inline void fbk__pool_count_mem(fbk_pool *p, int dir, size_t bytes)
+{
+    if (dir > 0) {
+        atomic_fetch_add_explicit(&p->n_mem_items, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->n_mem_bytes, bytes, memory_order_relaxed);
+    } else {
+        atomic_fetch_sub_explicit(&p->n_mem_items, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&p->n_mem_bytes, bytes, memory_order_relaxed);
+    }
+}
 
 /* ------------------------------------------------------------- entry.c */
 typedef enum {
@@ -363,12 +515,15 @@ struct fbk_handle {
     atomic_long rc;    /* lifetime: user references + internal (jobs, tasks) */
     atomic_long users; /* fbk_handle_retain references */
     fbk_pool *pool;
-    fbk__lru_node node;     /* guarded by pool->mu */
+    fbk__node node;         /* the policy's: guarded by pool->mu */
     fbk_handle *retry_next; /* guarded by pool->mu */
     bool in_retry;          /* guarded by pool->mu */
     uint32_t magic;         /* FBK__MAGIC_HANDLE while the item lives */
 
     pthread_mutex_t mu; /* guards everything below */
+#ifndef NDEBUG
+    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
+#endif
     pthread_cond_t cv;
     void *obj;       /* in memory, or NULL */
     fbk__token *tok; /* spill copy, or NULL; obj || tok always */
@@ -380,7 +535,77 @@ struct fbk_handle {
     fbk__job evict_job;
     size_t evict_bytes; /* what the queued eviction write was counted as (set
                            with excl = EVICT, read before it is cleared) */
+    size_t bytes;       /* size() of obj as counted in the pool's bytes_in_memory */
 };
+
+/* Lock checks.  The pool and item mutexes are taken through these wrappers;
+ * debug builds (no NDEBUG: Debug, ASan, TSan) record the holder, so that a
+ * function that needs a mutex asserts the caller holds it
+ * (FBK__ASSERT_POOL_HELD, FBK__ASSERT_ITEM_HELD), and the lock order
+ * pool->mu -> entry->mu is checked where pool->mu is taken (no item mutex
+ * may be held then).  Release builds compile all of it away. */
+extern _Thread_local unsigned fbk__items_held; /* item mutexes this thread holds */
+#ifndef NDEBUG
+#define FBK__SELF() ((unsigned long)pthread_self())
+#define FBK__ASSERT_POOL_HELD(p)                                                                   \
+    FBK__DEBUG_ASSERT(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
+                      __func__, "called without the pool mutex")
+#define FBK__ASSERT_ITEM_HELD(h)                                                                   \
+    FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
+                      __func__, "called without the item's mutex")
+#define FBK__SET_OWNER(x, v) atomic_store_explicit(&(x)->mu_owner, (v), memory_order_relaxed)
+#else
+#define FBK__ASSERT_POOL_HELD(p) ((void)0)
+#define FBK__ASSERT_ITEM_HELD(h) ((void)0)
+#define FBK__SET_OWNER(x, v) ((void)0)
+#endif
+
+static inline void fbk__pool_lock(fbk_pool *p)
+{
+    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__pool_lock",
+                      "lock order: the pool mutex taken while holding an item's mutex");
+    pthread_mutex_lock(&p->mu);
+    FBK__SET_OWNER(p, FBK__SELF());
+}
+static inline void fbk__pool_unlock(fbk_pool *p)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    FBK__SET_OWNER(p, 0);
+    pthread_mutex_unlock(&p->mu);
+}
+static inline void fbk__item_lock(fbk_handle *h)
+{
+    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__item_lock",
+                      "lock order: two item mutexes held at once");
+    pthread_mutex_lock(&h->mu);
+    FBK__SET_OWNER(h, FBK__SELF());
+#ifndef NDEBUG
+    fbk__items_held++;
+#endif
+}
+static inline void fbk__item_unlock(fbk_handle *h)
+{
+    FBK__ASSERT_ITEM_HELD(h);
+#ifndef NDEBUG
+    fbk__items_held--;
+#endif
+    FBK__SET_OWNER(h, 0);
+    pthread_mutex_unlock(&h->mu);
+}
+/* Waits on the item's condition variable (its mutex held). */
+static inline void fbk__item_wait(fbk_handle *h)
+{
+    FBK__ASSERT_ITEM_HELD(h);
+#ifndef NDEBUG
+    fbk__items_held--;
+#endif
+    FBK__SET_OWNER(h, 0);
+    pthread_cond_wait(&h->cv, &h->mu);
+    FBK__SET_OWNER(h, FBK__SELF());
+#ifndef NDEBUG
+    fbk__items_held++;
+#endif
+}
 
 /* Debug builds: h is a live item that the caller still holds a handle
  * reference to (fn names the public function for the report). */

@@ -1,63 +1,138 @@
 /* lru.c -- the segmented LRU list: one list cut into the front half
- * (positions < mem_items/2), the back half (< mem_items) and "beyond"
- * (not kept in memory).  Each node knows its segment, so the hot path (an
- * access in the front half) reads one atomic byte and takes no lock.
+ * (FBK__SEG_FRONT: positions < mem_items/2, or a byte sum <= mem_bytes/2),
+ * the back half (FBK__SEG_BACK: up to mem_items, mem_bytes) and "beyond"
+ * (FBK__SEG_OUT: not kept in memory).  Each node knows its segment, so the
+ * hot path (an access in the front half) reads one atomic byte and takes no
+ * lock.  Every function here runs under the pool mutex.
  *
  * Invariant: segments are contiguous and fill in order: segment k+1 is
- * non-empty only when segment k holds cap[k] nodes. */
+ * non-empty only when its first node would not fit in segment k.  Without a
+ * byte bound (cap_bytes = SIZE_MAX) that is the position rule of the
+ * contract: exactly mem_items/2 nodes in FRONT before any is in BACK.
+ */
 #include "fbk_internal.h"
 
-static void set_seg(fbk__lru_node *n, unsigned s)
+static void set_seg(fbk__node *n, unsigned s)
 {
     atomic_store_explicit(&n->seg, (unsigned char)s, memory_order_relaxed);
 }
 
-void fbk__lru_init(fbk__lru *l, size_t mem_items)
+void fbk__lru_init(fbk__lru *l, size_t mem_items, size_t mem_bytes)
 {
     l->head.prev = l->head.next = &l->head;
-    l->cap[0] = mem_items / 2;
-    l->cap[1] = mem_items - mem_items / 2;
+    l->cap_items[0] = mem_items / 2;
+    l->cap_items[1] = mem_items - mem_items / 2;
+    if (mem_items == SIZE_MAX)
+        l->cap_items[0] = l->cap_items[1] = SIZE_MAX;
+    l->cap_bytes[0] = mem_bytes == SIZE_MAX ? SIZE_MAX : mem_bytes / 2;
+    l->cap_bytes[1] = mem_bytes == SIZE_MAX ? SIZE_MAX : mem_bytes - mem_bytes / 2;
     for (int i = 0; i < 3; i++) {
         l->count[i] = 0;
+        l->bytes[i] = 0;
         l->first[i] = NULL;
     }
-    l->len = 0;
+    l->fresh = 0;
+    l->cursor = NULL;
 }
 
-/* The last node of segment k (which must be non-empty). */
-static fbk__lru_node *seg_last(fbk__lru *l, unsigned k)
+static bool over(const fbk__lru *l, unsigned k)
+{
+    return l->count[k] > l->cap_items[k] || l->bytes[k] > l->cap_bytes[k];
+}
+
+static bool fits(const fbk__lru *l, unsigned k, const fbk__node *n)
+{
+    return l->count[k] < l->cap_items[k] && n->weight <= l->cap_bytes[k] - l->bytes[k];
+}
+
+/* The first node after segment k (of the next non-empty segment), or NULL. */
+static fbk__node *after(fbk__lru *l, unsigned k)
 {
     for (unsigned j = k + 1; j < 3; j++)
         if (l->first[j])
-            return l->first[j]->prev;
-    return l->head.prev;
+            return l->first[j];
+    return NULL;
 }
 
-/* Segment k overflowed by one: its last node becomes the first of k+1. */
+static void move_count(fbk__lru *l, const fbk__node *n, unsigned from, unsigned to)
+{
+    l->count[from]--;
+    l->bytes[from] -= n->weight;
+    l->count[to]++;
+    l->bytes[to] += n->weight;
+}
+
+/* Segment k (non-empty) is over its bounds: its last node becomes the first
+ * of k+1. */
 static void spill_down(fbk__lru *l, unsigned k)
 {
-    fbk__lru_node *m = seg_last(l, k);
+    fbk__node *nx = after(l, k);
+    fbk__node *m = nx ? nx->prev : l->head.prev;
     set_seg(m, k + 1);
-    l->count[k]--;
-    l->count[k + 1]++;
+    move_count(l, m, k, k + 1);
     l->first[k + 1] = m;
     if (l->count[k] == 0)
         l->first[k] = NULL;
+    if (k + 1 == FBK__SEG_OUT) {
+        m->fresh = 1;
+        l->fresh++;
+    }
 }
 
-/* Segment k lost a node: the first node of k+1 moves up into it. */
-static void pull_up(fbk__lru *l, unsigned k)
+/* The node after segment k fits into it: it moves up. */
+static void pull_up(fbk__lru *l, unsigned k, fbk__node *m)
 {
-    fbk__lru_node *m = l->first[k + 1];
+    unsigned j = fbk__node_seg(m);
     set_seg(m, k);
-    l->count[k]++;
-    l->count[k + 1]--;
-    l->first[k + 1] = l->count[k + 1] ? m->next : NULL;
+    move_count(l, m, j, k);
+    l->first[j] = l->count[j] ? m->next : NULL;
     if (!l->first[k])
         l->first[k] = m;
+    if (j == FBK__SEG_OUT && m->fresh) {
+        /* fresh nodes are a stack at the top of OUT: m was its top */
+        m->fresh = 0;
+        l->fresh--;
+    }
 }
 
-static void link_after(fbk__lru_node *pos, fbk__lru_node *n)
+/* Restores the invariant after one change. */
+static void rebalance(fbk__lru *l)
+{
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (unsigned k = 0; k < 2; k++)
+            while (l->count[k] > 0 && over(l, k)) {
+                spill_down(l, k);
+                changed = true;
+            }
+        for (unsigned k = 0; k < 2; k++) {
+            fbk__node *m;
+            while ((m = after(l, k)) && fits(l, k, m)) {
+                pull_up(l, k, m);
+                changed = true;
+            }
+        }
+    }
+}
+
+/* A change starts: forget the victims of the last one. */
+static void begin(fbk__lru *l)
+{
+    for (fbk__node *n = l->first[FBK__SEG_OUT]; l->fresh > 0; n = n->next) {
+        n->fresh = 0;
+        l->fresh--;
+    }
+    l->cursor = NULL;
+}
+
+/* A change ends: its victims are the first `fresh` nodes of OUT. */
+static void end(fbk__lru *l)
+{
+    l->cursor = l->fresh ? l->first[FBK__SEG_OUT] : NULL;
+}
+
+static void link_after(fbk__node *pos, fbk__node *n)
 {
     n->prev = pos;
     n->next = pos->next;
@@ -65,41 +140,76 @@ static void link_after(fbk__lru_node *pos, fbk__lru_node *n)
     pos->next = n;
 }
 
-void fbk__lru_push_front(fbk__lru *l, fbk__lru_node *n)
+void fbk__lru_push_front(fbk__lru *l, fbk__node *n)
 {
+    begin(l);
     link_after(&l->head, n);
-    set_seg(n, 0);
+    set_seg(n, FBK__SEG_FRONT);
+    n->fresh = 0;
     l->count[0]++;
+    l->bytes[0] += n->weight;
     l->first[0] = n;
-    l->len++;
-    for (unsigned k = 0; k < 2; k++)
-        if (l->count[k] > l->cap[k])
-            spill_down(l, k);
+    rebalance(l);
+    end(l);
 }
 
-void fbk__lru_push_back(fbk__lru *l, fbk__lru_node *n)
+void fbk__lru_push_back(fbk__lru *l, fbk__node *n)
 {
-    size_t pos = l->len;
-    unsigned s = pos < l->cap[0] ? 0 : pos < l->cap[0] + l->cap[1] ? 1 : 2;
+    begin(l);
+    unsigned s = FBK__SEG_FRONT;
+    for (unsigned k = 0; k < 3; k++)
+        if (l->first[k])
+            s = k;
+    while (s < FBK__SEG_OUT && !fits(l, s, n))
+        s++;
     link_after(l->head.prev, n);
     set_seg(n, s);
+    n->fresh = 0;
     l->count[s]++;
+    l->bytes[s] += n->weight;
     if (!l->first[s])
         l->first[s] = n;
-    l->len++;
+    end(l);
 }
 
-void fbk__lru_remove(fbk__lru *l, fbk__lru_node *n)
+static void unlink_node(fbk__lru *l, fbk__node *n)
 {
-    unsigned s = fbk__lru_seg(n);
+    unsigned s = fbk__node_seg(n);
     if (l->first[s] == n)
         l->first[s] = (l->count[s] > 1) ? n->next : NULL;
     n->prev->next = n->next;
     n->next->prev = n->prev;
     n->prev = n->next = n;
     l->count[s]--;
-    l->len--;
-    for (unsigned k = s; k < 2; k++)
-        if (l->count[k] < l->cap[k] && l->count[k + 1] > 0)
-            pull_up(l, k);
+    l->bytes[s] -= n->weight;
+}
+
+void fbk__lru_remove(fbk__lru *l, fbk__node *n)
+{
+    begin(l);
+    unlink_node(l, n);
+    rebalance(l);
+    end(l);
+}
+
+void fbk__lru_reweight(fbk__lru *l, fbk__node *n, size_t w)
+{
+    begin(l);
+    unsigned s = fbk__node_seg(n);
+    l->bytes[s] = l->bytes[s] - n->weight + w;
+    n->weight = w;
+    rebalance(l);
+    end(l);
+}
+
+fbk__node *fbk__lru_victim(fbk__lru *l)
+{
+    fbk__node *n = l->cursor;
+    if (!n)
+        return NULL;
+    /* the fresh nodes are the first of OUT, and OUT runs to the list's end */
+    n->fresh = 0;
+    l->fresh--;
+    l->cursor = l->fresh ? n->next : NULL;
+    return n;
 }

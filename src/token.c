@@ -199,6 +199,121 @@ int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token
     return rc;
 }
 
+/* How fbk__token_register_many got each key's token: it was present
+ * (REG_HAD, one use taken), made here (REG_NEW), or the same key earlier in
+ * the call (its index). */
+#define REG_HAD SIZE_MAX
+#define REG_NEW (SIZE_MAX - 1)
+
+/* Drops what a failed fbk__token_register_many took: the uses of tokens that
+ * were present or settled present (new tokens that failed are gone, with
+ * their duplicates' uses). */
+static void register_undo(fbk__token **toks, const size_t *how, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (how[i] == REG_HAD || (how[i] < REG_NEW && how[how[i]] == REG_HAD))
+            fbk__token_release(toks[i]);
+}
+
+int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size_t n,
+                             fbk__token **toks)
+{
+    size_t *how = fbk__calloc(n, sizeof *how);
+    fbk_key *fresh = fbk__malloc(n * sizeof *fresh);
+    if (!how || !fresh) {
+        fbk__free(how);
+        fbk__free(fresh);
+        return fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot allocate %zu keys", n);
+    }
+    int rc = FBK_OK;
+    size_t m = 0, i;
+    pthread_mutex_lock(&s->tok_mu);
+    /* Wait (holding no token of ours, so that two callers with overlapping
+     * keys cannot wait for each other) until every key is absent or present. */
+    for (i = 0; i < n;) {
+        void **slot = fbk__keymap_get(&s->tokens, &keys[i]);
+        if (slot && ((fbk__token *)*slot)->state != FBK__TOK_PRESENT) {
+            pthread_cond_wait(&s->tok_cv, &s->tok_mu);
+            i = 0;
+            continue;
+        }
+        i++;
+    }
+    for (i = 0; i < n && rc == FBK_OK; i++) {
+        void **slot = fbk__keymap_get(&s->tokens, &keys[i]);
+        if (slot) {
+            fbk__token *t = *slot;
+            t->uses++;
+            toks[i] = t;
+            how[i] = REG_HAD;
+            if (t->state == FBK__TOK_BUSY) /* made by this call: a duplicate key */
+                for (size_t j = 0; j < i; j++)
+                    if (toks[j] == t && how[j] == REG_NEW)
+                        how[i] = j;
+            continue;
+        }
+        fbk__token *t = token_new(s, &keys[i]);
+        rc = t ? fbk__keymap_put(&s->tokens, &keys[i], t) : FBK_ENOMEM;
+        if (rc) {
+            fbk__free(t);
+            break;
+        }
+        toks[i] = t;
+        how[i] = REG_NEW;
+        fresh[m++] = keys[i];
+    }
+    if (rc) {
+        /* undone under the lock: nobody has seen the new tokens */
+        for (size_t j = 0; j < i; j++) {
+            if (how[j] == REG_NEW) {
+                fbk__keymap_del(&s->tokens, &toks[j]->key);
+                fbk__free(toks[j]);
+            } else if (how[j] == REG_HAD) {
+                toks[j]->uses--; /* present, with a use besides ours */
+            }
+        }
+        pthread_cond_broadcast(&s->tok_cv);
+        pthread_mutex_unlock(&s->tok_mu);
+        fbk__free(how);
+        fbk__free(fresh);
+        return fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot grow the token table");
+    }
+    pthread_mutex_unlock(&s->tok_mu);
+
+    if (m > 0 && s->ops->register_many) {
+        /* one backend call for the keys not in the spill area yet */
+        rc = s->ops->register_many(s->self, bloc, fresh, m);
+        if (rc)
+            fbk__error_keep(rc);
+        for (i = 0; i < n; i++) {
+            if (how[i] != REG_NEW)
+                continue;
+            token_settle(s, toks[i], rc);
+            if (rc == FBK_OK)
+                how[i] = REG_HAD;
+        }
+    } else if (m > 0) {
+        /* one call per key; after a failure the rest are not tried, and the
+         * ones registered are released by the undo (their last use removes
+         * them from the spill area) */
+        for (i = 0; i < n; i++) {
+            if (how[i] != REG_NEW)
+                continue;
+            int r = rc ? rc : s->ops->register_key(s->self, bloc, &keys[i]);
+            if (r && !rc)
+                rc = fbk__error_keep(r);
+            token_settle(s, toks[i], r);
+            if (r == FBK_OK)
+                how[i] = REG_HAD;
+        }
+    }
+    if (rc)
+        register_undo(toks, how, n);
+    fbk__free(how);
+    fbk__free(fresh);
+    return rc;
+}
+
 /* load_into: the header lands in hdr, the payload straight in an object
  * from codec->reserve. */
 typedef struct place_ctx {
