@@ -38,3 +38,14 @@ def run_python(code, *args, check=True):
     if check and r.returncode != 0:
         raise AssertionError("child failed (%d):\n%s\n%s" % (r.returncode, r.stdout, r.stderr))
     return r
+
+
+@pytest.fixture
+def switch_rarely():
+    """A 30 s switch interval for the test: the GIL changes hands only when
+    the thread holding it gives it up (a blocking call that releases it,
+    time.sleep, a lock wait), not on a timer."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    yield
+    sys.setswitchinterval(old)
