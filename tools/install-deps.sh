@@ -2,7 +2,8 @@
 # Installs the Debian packages libfbk needs to build and test, when missing.
 # Usage: tools/install-deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config liblmdb-dev lmdb-utils libxxhash-dev uuid-dev libcriterion-dev libfiu-dev fiu-utils "$@")
+pkgs=(gcc make cmake pkg-config liblmdb-dev lmdb-utils libxxhash-dev uuid-dev libcriterion-dev libfiu-dev fiu-utils
+  python3-dev python3-pytest python3-setuptools "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
