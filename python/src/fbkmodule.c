@@ -807,15 +807,14 @@ static int Map_contains(MapObject *self, PyObject *key)
 
 static Py_ssize_t Map_length(MapObject *self)
 {
-    if (!self->m) {
-        raise_code(FBK_ECLOSED, "fbk.Map: closed");
+    if (map_enter(self) < 0)
         return -1;
-    }
     fbk_map *m = self->m;
     uint64_t n;
     Py_BEGIN_ALLOW_THREADS
     n = fbk_map_count(m);
     Py_END_ALLOW_THREADS
+    map_leave(self);
     return (Py_ssize_t)n;
 }
 
