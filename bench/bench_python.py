@@ -251,6 +251,8 @@ def main():
             for kind, sync in (("fbk", False), ("fbk", True), ("diskcache", None)):
                 label = kind if sync is None else "fbk sync=%s" % sync
                 if kind == "fbk" and procs > 1 and not sharing:
+                    if sync:
+                        continue
                     notes.append("fbk, %d processes, %s values: skipped -- a second process "
                                  "opening one store gets FBK_EBUSY (multi-process sharing not in "
                                  "libfbk yet)" % (procs, "16 KiB" if size < MIB else "1 MiB"))
