@@ -1,0 +1,55 @@
+"""Builds fbk._fbk for `pip install ./python --no-build-isolation` (Debian:
+python3-setuptools, python3-dev, and libfbk's own build dependencies
+liblmdb-dev, libxxhash-dev, uuid-dev).
+
+Inside the libfbk repository the extension is compiled together with the
+library's sources (../src, ../backends), all with hidden visibility, so the
+module is self-contained like the one CMake builds (which links libfbk.a).
+Elsewhere it links an installed libfbk.a found through pkg-config
+(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig)."""
+import glob
+import os
+import shlex
+import subprocess
+
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def rel(path):
+    return os.path.relpath(path, HERE)
+
+
+def pkg_config(*args):
+    out = subprocess.run(["pkg-config", *args], check=True, capture_output=True, text=True).stdout
+    return shlex.split(out)
+
+
+common = dict(
+    define_macros=[("_GNU_SOURCE", None)],
+    extra_compile_args=["-std=c11", "-fvisibility=hidden"],
+)
+if os.path.exists(os.path.join(ROOT, "src", "map.c")) and os.path.exists(os.path.join(ROOT, "include", "fbk.h")):
+    lib_sources = sorted(glob.glob(os.path.join(ROOT, "src", "*.c")) +
+                         glob.glob(os.path.join(ROOT, "backends", "*", "*.c")))
+    ext = Extension(
+        "fbk._fbk",
+        sources=[os.path.join("src", "fbkmodule.c")] + [rel(p) for p in lib_sources],
+        include_dirs=[rel(os.path.join(ROOT, "include")), rel(os.path.join(ROOT, "src"))],
+        libraries=["lmdb", "xxhash", "uuid", "pthread"],
+        **common,
+    )
+else:
+    cflags = pkg_config("--cflags", "fbk")
+    libs = [("-l:libfbk.a" if a == "-lfbk" else a) for a in pkg_config("--libs", "--static", "fbk")]
+    ext = Extension(
+        "fbk._fbk",
+        sources=[os.path.join("src", "fbkmodule.c")],
+        extra_compile_args=common["extra_compile_args"] + cflags,
+        extra_link_args=libs + ["-lxxhash", "-Wl,--exclude-libs,ALL"],
+        define_macros=common["define_macros"],
+    )
+
+setup(ext_modules=[ext])
