@@ -118,7 +118,7 @@ struct fbk_map {
     /* Items the map keeps a reference to, so that gets of one name share
      * one item (one decoded copy) instead of registering it again: the
      * last MAP_SHARED names put or got, replaced in turn. */
-    mentry *shared[64];
+    mentry *shared[256];
     size_t shared_next;
 };
 #define MAP_SHARED (sizeof ((fbk_map *)0)->shared / sizeof(mentry *))
@@ -855,19 +855,19 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
                                  len > 64 ? "..." : "", t, m->loc->name);
         }
         prev = key;
+        pthread_mutex_lock(&m->mu);
+        fbk_handle *h = share_get(find(m, name, len), &key);
+        pthread_mutex_unlock(&m->mu);
+        if (h) { /* an item of this map holds it: no copy, no I/O */
+            *out = h;
+            return FBK_OK;
+        }
         /* bound here but not yet applied (NOSYNC): its object may not be in
          * the location yet -- put it there now (its spill copy is kept by
          * the queued change; the batch then finds it persisted) */
         if (pending && !fbk_location_contains(m->loc, &key) &&
             fbk__location_persist(m->loc, &key) != FBK_OK)
             continue;
-        pthread_mutex_lock(&m->mu);
-        fbk_handle *h = share_get(find(m, name, len), &key);
-        pthread_mutex_unlock(&m->mu);
-        if (h) {
-            *out = h;
-            return FBK_OK;
-        }
         rc = fbk_register(m->pool, m->loc, &key, out);
         if (rc == FBK_OK) {
             pthread_mutex_lock(&m->mu);
