@@ -36,6 +36,11 @@
  * state IDLE, a reader under its shared maplock, which it releases first --
  * and reopens as above.  A durable reopen also opens every named database
  * again, in handle order, so each location keeps its MDB_dbi.
+ *
+ * A read-only store opens a location in fbk__lmdb_read_open: under loc_m,
+ * then m in state IDLE (so no growth or reopen runs meanwhile), it begins a
+ * read transaction without maplock, opens the handles and commits; a
+ * MDB_MAP_RESIZED there grows (adopts) with m held as a writer would.
  */
 #ifndef FBK_LMDB_INTERNAL_H
 #define FBK_LMDB_INTERNAL_H
