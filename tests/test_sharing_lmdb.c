@@ -164,7 +164,8 @@ static char *listing_of(const char *dir)
 {
     listing l = {0};
     list_walk(&l, dir, "");
-    qsort(l.v, l.n, sizeof *l.v, cmp_str);
+    if (l.n > 0)
+        qsort(l.v, l.n, sizeof *l.v, cmp_str);
     size_t len = 1;
     for (size_t i = 0; i < l.n; i++)
         len += strlen(l.v[i]) + 1;
