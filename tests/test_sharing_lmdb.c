@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,6 +371,52 @@ Test(sharing_lmdb, a_killed_process_blocks_nobody_and_its_spill_area_goes_at_the
     fbk_location_close(l);
     fbk_store_close(s);
     cr_assert_eq(count_spill(dir, NULL, 0), 0);
+}
+
+/* LMDB's writer lock (a robust mutex in durable/lock.mdb) held by a process
+ * that is killed is taken over by the next writer. */
+static int txn_kid(int in, int out, void *p)
+{
+    const char *durable = p;
+    MDB_env *env;
+    MDB_txn *txn;
+    KID_CHECK(mdb_env_create(&env) == 0, "mdb_env_create");
+    KID_CHECK(mdb_env_set_maxdbs(env, 4096) == 0, "maxdbs");
+    KID_CHECK(mdb_env_open(env, durable, MDB_NOTLS, 0644) == 0, "mdb_env_open");
+    KID_CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0, "begin a write transaction");
+    KID_CHECK(put_bytes(out, "!", 1) == 0, "ready");
+    char c;
+    (void)get_bytes(in, &c, 1); /* killed here, holding the writer lock */
+    return 1;
+}
+
+Test(sharing_lmdb, a_process_killed_inside_a_durable_write_transaction_blocks_nobody)
+{
+    char dir[4096], durable[4200];
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("share_kill_txn"));
+    snprintf(durable, sizeof durable, "%s/durable", dir);
+    fbk_store *s;
+    fbk_pool *p;
+    fbk_location *l;
+    open_store(&s, dir, 0, 0);
+    cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 4), 0);
+    cr_assert_eq(fbk_location_open(s, "L", &l), 0);
+    kid k = kid_start(txn_kid, durable);
+    hear(k.from);
+    cr_assert_eq(kill(k.pid, SIGKILL), 0);
+    int status;
+    cr_assert_eq(waitpid(k.pid, &status, 0), k.pid);
+    close(k.to);
+    close(k.from);
+    fbk_key key;
+    cr_assert_eq(persist_blob(p, l, 3000, 11, &key), 0, "%s", fbk_errmsg());
+    fbk_location *n;
+    cr_assert_eq(fbk_location_open(s, "new", &n), 0, "%s", fbk_errmsg());
+    fbk_location_close(n);
+    cr_assert(load_ok(p, l, &key, 3000, 11), "%s", fbk_errmsg());
+    fbk_location_close(l);
+    fbk_pool_release(p);
+    fbk_store_close(s);
 }
 
 /* Spill areas of dead processes, a directory without a lock file and the
