@@ -7,9 +7,9 @@
  * The failures are made in process, without libfiu (so this also runs under
  * the sanitizers): this executable defines pwrite() and mmap(), which
  * liblmdb's calls bind to.  pwrite fails the first write of a meta page (page
- * 0 or 1 of DIR/spill/data.mdb) after the test arms it: the write LMDB marks
+ * 0 or 1 of DIR/spill-<id>/data.mdb) after the test arms it: the write LMDB marks
  * the environment fatal for.  mmap fails the first mapping of
- * DIR/spill/data.mdb after the test arms it: the one mdb_env_set_mapsize
+ * DIR/spill-<id>/data.mdb after the test arms it: the one mdb_env_set_mapsize
  * makes when the map grows, after it unmapped the old map (so LMDB is left
  * without a map).  Everything else goes to the next pwrite/mmap (libc's, or a
  * sanitizer's interceptor).  See also tests/test_lmdb_faults.c
@@ -26,6 +26,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* 1 if fd is the data file of a spill environment (DIR/spill-<id>/data.mdb). */
+static int spill_data(int fd)
+{
+    return tu_fd_path_has(fd, "/spill-") && tu_fd_path_has(fd, "/data.mdb");
+}
 
 static _Atomic int g_armed;  /* fail the next meta-page write of the spill area */
 static _Atomic int g_failed; /* meta-page writes failed so far */
@@ -44,7 +50,7 @@ ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
     long page = sysconf(_SC_PAGESIZE);
     /* a meta page: a short write into page 0 or 1 (LMDB's page size is the
      * OS page size) */
-    if (offset < 2 * (off_t)page && count < (size_t)page && tu_fd_path_has(fd, "/spill/data.mdb")) {
+    if (offset < 2 * (off_t)page && count < (size_t)page && spill_data(fd)) {
         atomic_fetch_add(&g_metas, 1);
         if (atomic_exchange(&g_armed, 0)) {
             atomic_fetch_add(&g_failed, 1);
@@ -71,7 +77,7 @@ static _Atomic int g_map_watch; /* look at file mappings (set once a test runs) 
  * spill data file. */
 static void *watched_mmap(mmap_fn f, void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    if (!tu_fd_path_has(fd, "/spill/data.mdb"))
+    if (!spill_data(fd))
         return f(addr, len, prot, flags, fd, off);
     if (atomic_exchange(&g_map_armed, 0)) {
         atomic_store(&g_fail_len, len);
@@ -230,7 +236,7 @@ Test(lmdb_recovery, failed_map_growth_is_reported_and_spilled_data_stays_readabl
     fbk_store *s = open_store("grow", SMALL_MAP);
     fbk_handle *h[GK] = {0};
     fbk_pool *p = spilled_pool(s, h);
-    cr_assert_gt(atomic_load(&g_maps), 0, "no mapping of spill/data.mdb seen: is mmap interposed?");
+    cr_assert_gt(atomic_load(&g_maps), 0, "no mapping of spill-<id>/data.mdb seen: is mmap interposed?");
 
     /* write objects until one needs a growth: the new mapping fails after
      * LMDB unmapped the old one, so no usable map is left; the caller gets

@@ -1,6 +1,13 @@
-/* lmdb_backend.c -- the lmdb: backend: a store directory with an exclusive
- * lock, a disposable spill environment and a durable environment whose named
- * databases are the locations.  See docs/lmdb-backend.md. */
+/* lmdb_backend.c -- the lmdb: backend: a store directory that several
+ * processes may have open at once (each holds DIR/LOCK shared), a disposable
+ * spill environment of each store's own (DIR/spill-<id>, kept alive by the
+ * flock of DIR/spill-<id>.lock and removed at close, or by a later open
+ * once its process died; a read-only store's is a private temporary
+ * directory) and one durable environment whose named databases are the
+ * locations, shared through LMDB's own multi-process locking (lock.mdb).
+ * A read-only store (FBK_STORE_READONLY) makes and writes nothing in DIR:
+ * it opens the durable environment MDB_RDONLY and existing locations only.
+ * See docs/lmdb-backend.md. */
 #include "lmdb_internal.h"
 
 #include <errno.h>
@@ -13,7 +20,7 @@
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 
-/* The spill area is emptied at open, so it needs no durability at all. */
+/* The spill area is new at every open, so it needs no durability at all. */
 #define SPILL_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC)
 /* Each commit fdatasyncs the data pages before the meta page is written; only
  * the meta write is left to the next commit or sync.  LMDB documents this as
@@ -213,32 +220,17 @@ static int lmdb_remove(void *self, const fbk_key *key)
 
 /* ------------------------------------------------------------ open / close */
 
-/* Deletes the previous spill environment: its contents are disposable and we
- * hold the directory lock, so nobody else uses it. */
-static int clear_spill(const char *spill)
-{
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
-    char path[4200];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", spill, files[i]) >= sizeof path)
-            return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long: %s", spill);
-        if (unlink(path) != 0 && errno != ENOENT)
-            return fbk_error_from_errno(errno, "lmdb: remove %s", path);
-    }
-    return FBK_OK;
-}
-
 static void lmdb_close(void *self)
 {
     fbk__lmdb *b = self;
     if (!b)
         return;
-    /* opened by us (we hold the lock); env is NULL after a failed reopen */
-    int had_spill = b->spill.env != NULL || b->spill.reopenable;
     fbk__lmdb_env_close(&b->durable);
+    fbk__lmdb_env_unclaim(b);
     fbk__lmdb_env_close(&b->spill);
-    if (had_spill)
-        clear_spill(b->spill.path); /* give the disk space back; best effort */
+    /* this store's own spill area: the directory, then its lock file (gives
+     * the disk space back; best effort: a later open removes what is left) */
+    fbk__lmdb_spill_release(b);
     if (b->lock_fd >= 0)
         close(b->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&b->loc_m);
@@ -273,22 +265,6 @@ static const fbk_backend_ops lmdb_ops = {
     .drop_location = fbk__lmdb_drop_location,
 };
 
-static int take_lock(fbk__lmdb *b, const char *dir)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/LOCK", dir);
-    b->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (b->lock_fd < 0)
-        return fbk_error_from_errno(errno, "lmdb: open %s", path);
-    if (flock(b->lock_fd, LOCK_EX | LOCK_NB) == 0)
-        return FBK_OK;
-    int e = errno;
-    if (e == EWOULDBLOCK)
-        return fbk_error_set(FBK_EBUSY, e, "lmdb: %s is in use by another store (lock %s is held)",
-                             dir, path);
-    return fbk_error_from_errno(e, "lmdb: flock %s", path);
-}
-
 static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)
 {
     size_t map_size = opts && opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
@@ -296,9 +272,7 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
     size_t page = pg > 0 ? (size_t)pg : 4096;
     map_size = (map_size + page - 1) / page * page;
 
-    char spill[4200], durable[4200];
-    if (snprintf(spill, sizeof spill, "%s/spill", dir) >= 4096)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: directory name too long: %.200s...", dir);
+    char durable[4200];
     if (opts && opts->durable_dir && opts->durable_dir[0])
         snprintf(durable, sizeof durable, "%s", opts->durable_dir);
     else
@@ -307,11 +281,17 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
         return fbk_error_set(FBK_EINVAL, 0, "lmdb: durable directory name too long: %.200s...",
                              durable);
 
-    int err = fbk__lmdb_mkdirs(spill);
+    /* the durable environment exists before it is registered (a read-only
+     * store needs it to) */
+    int err = b->readonly ? FBK_OK : fbk__lmdb_mkdirs(durable);
     if (err == FBK_OK)
-        err = clear_spill(spill);
+        err = fbk__lmdb_env_claim(b, durable);
+    if (err == FBK_OK && !b->readonly)
+        fbk__lmdb_spill_clean(dir); /* spill areas of dead processes */
     if (err == FBK_OK)
-        err = fbk__lmdb_env_open(&b->spill, "spill", spill, SPILL_FLAGS, map_size, 0);
+        err = fbk__lmdb_spill_claim(b, dir);
+    if (err == FBK_OK)
+        err = fbk__lmdb_env_open(&b->spill, "spill", b->spill_dir, SPILL_FLAGS, map_size, 0);
     /* After a failed write LMDB may mark an environment fatal (MDB_PANIC on
      * every later transaction), and a failed map resize leaves it without a
      * map (broken).  Either environment is then reopened in place by the
@@ -322,7 +302,8 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
     if (err == FBK_OK)
         b->spill.reopenable = 1;
     if (err == FBK_OK) {
-        err = fbk__lmdb_env_open(&b->durable, "durable", durable, DURABLE_FLAGS, map_size,
+        err = fbk__lmdb_env_open(&b->durable, "durable", durable,
+                                 b->readonly ? MDB_RDONLY : DURABLE_FLAGS, map_size,
                                  FBK__LMDB_MAXDBS);
     }
     if (err == FBK_OK)
@@ -343,10 +324,12 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
     if (!b)
         return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: open %s: out of memory", dir);
     b->lock_fd = -1;
+    b->spill_lock_fd = -1;
+    b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
     pthread_mutex_init(&b->loc_m, NULL);
-    int err = fbk__lmdb_mkdirs(dir);
+    int err = b->readonly ? FBK_OK : fbk__lmdb_mkdirs(dir);
     if (err == FBK_OK)
-        err = take_lock(b, dir);
+        err = fbk__lmdb_dir_lock(b, dir);
     if (err == FBK_OK)
         err = open_envs(b, dir, opts);
     if (err != FBK_OK) {

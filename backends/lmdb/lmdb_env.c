@@ -296,7 +296,9 @@ static int reserve_map(fbk__lmdb_env *e, const char *verb, const char *why)
 static int open_main(fbk__lmdb_env *e, const char *verb, const char *why, MDB_dbi *dbi)
 {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+    /* a read-only environment has no write transactions: a read one that
+     * commits keeps its handles too */
+    int rc = mdb_txn_begin(e->env, NULL, e->flags & MDB_RDONLY, &txn);
     if (rc == 0) {
         rc = mdb_dbi_open(txn, NULL, 0, dbi);
         rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
@@ -309,7 +311,9 @@ static int open_main(fbk__lmdb_env *e, const char *verb, const char *why, MDB_db
 /* After a reopen in place: opens every named database again, in handle
  * order, so each gets the handle it had (LMDB hands out the lowest free
  * one, and handles are never closed).  A name whose creating transaction
- * failed is created again (empty) to keep the numbering. */
+ * failed is created again (empty) to keep the numbering.  A read-only
+ * environment creates nothing: a name another process dropped meanwhile
+ * fails the reopen. */
 static int open_names(fbk__lmdb_env *e, const char *verb, const char *why)
 {
     if (!e->names)
@@ -321,10 +325,11 @@ static int open_names(fbk__lmdb_env *e, const char *verb, const char *why)
     if (last == 0)
         return FBK_OK;
     MDB_txn *txn;
-    int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+    unsigned ro = e->flags & MDB_RDONLY;
+    int rc = mdb_txn_begin(e->env, NULL, ro, &txn);
     for (unsigned i = 2; rc == 0 && i <= last; i++) {
         MDB_dbi dbi;
-        rc = e->names[i] ? mdb_dbi_open(txn, e->names[i], MDB_CREATE, &dbi) : EINVAL;
+        rc = e->names[i] ? mdb_dbi_open(txn, e->names[i], ro ? 0 : MDB_CREATE, &dbi) : EINVAL;
         if (rc == 0 && dbi != i) {
             mdb_txn_abort(txn);
             return fbk_error_set(FBK_EIO, 0,
@@ -350,11 +355,17 @@ static int open_lmdb(fbk__lmdb_env *e, size_t map_size, const char *verb, const 
      * writes to -- lock.mdb (through a shared map: a store into an
      * unallocated page of a full file system is SIGBUS) and the map size of
      * data.mdb -- before LMDB opens anything, so a full disk is FBK_ENOSPC
-     * here and at map growth, and never SIGBUS or a failed write later. */
-    int fresh = 0;
+     * here and at map growth, and never SIGBUS or a failed write later.
+     * A read-only environment writes nothing (its reader slot in lock.mdb is
+     * LMDB's own business), so it reserves nothing and must exist. */
+    int fresh = 0, ro = (e->flags & MDB_RDONLY) != 0;
     e->env = NULL;
     int err = check_data_file(e, verb, why, &fresh);
-    if (err == FBK_OK)
+    if (err == FBK_OK && ro && fresh)
+        return fbk_error_set(FBK_ENOTFOUND, ENOENT,
+                             "lmdb: %s: read-only %s of %s: no environment there (no data.mdb)%s",
+                             e->what, verb, e->path, why);
+    if (err == FBK_OK && !ro)
         err = reserve_file(e, "lock.mdb", LOCK_RESERVE, verb, why);
     if (err == FBK_OK && fresh)
         err = reserve_file(e, "data.mdb", (off_t)map_size, verb, why);
@@ -383,7 +394,7 @@ static int open_lmdb(fbk__lmdb_env *e, size_t map_size, const char *verb, const 
         rc = mdb_env_stat(e->env, &st);
     if (rc != 0)
         err = fbk__lmdb_error(rc, "%s: %s environment %s%s", e->what, verb, e->path, why);
-    else
+    else if (!ro)
         err = reserve_map(e, verb, why);
     if (err == FBK_OK)
         err = open_main(e, verb, why, dbi);
@@ -417,7 +428,7 @@ int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, uns
         if (!e->names || !e->dirty_gen || !e->fail_rc)
             err = fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: %s: out of memory", what);
     }
-    if (err == FBK_OK)
+    if (err == FBK_OK && !(flags & MDB_RDONLY))
         err = fbk__lmdb_mkdirs(path);
     if (err == FBK_OK)
         err = open_lmdb(e, map_size, "open", "", &e->psize, &e->main);
@@ -475,6 +486,54 @@ int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen)
     fbk__lmdb_env_refresh(e);
     e->state = FBK__LMDB_IDLE;
     pthread_cond_broadcast(&e->cv);
+    return err;
+}
+
+int fbk__lmdb_read_open(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, const char *what)
+{
+    /* Under m in state IDLE no growth or reopen runs, and none starts (both
+     * begin in state IDLE under m): the transaction needs no maplock, and a
+     * handle op notes is one a later reopen opens again. */
+    int err = FBK_OK, resized = 0, reopened = 0;
+    pthread_mutex_lock(&e->m);
+    for (;;) {
+        while (e->state != FBK__LMDB_IDLE)
+            pthread_cond_wait(&e->cv, &e->m);
+        MDB_txn *txn = NULL;
+        int rc = e->broken ? e->broken : e->env ? mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn)
+                                                : MDB_PANIC;
+        if ((rc == MDB_PANIC || e->broken) && e->reopenable && !reopened) {
+            /* no map since a failed resize, or a failed reopen */
+            reopened = 1;
+            err = fbk__lmdb_reopen(e, e->reopens);
+            if (err != FBK_OK)
+                break;
+            continue;
+        }
+        if (rc == MDB_MAP_RESIZED && !resized) { /* another process grew the map */
+            resized = 1;
+            err = fbk__lmdb_grow(e, 0);
+            if (err != FBK_OK)
+                break;
+            continue;
+        }
+        if (rc != 0) {
+            err = fbk__lmdb_error(rc, "%s: %s in %s: begin read transaction", e->what, what,
+                                  e->path);
+            break;
+        }
+        rc = op(txn, arg);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            err = FBK__LMDB_FATAL(rc) ? fbk__lmdb_error(rc, "%s: %s in %s", e->what, what, e->path)
+                                      : rc;
+        } else if ((rc = mdb_txn_commit(txn)) != 0) {
+            err = fbk__lmdb_error(rc, "%s: %s in %s: commit of a read transaction", e->what, what,
+                                  e->path);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&e->m);
     return err;
 }
 

@@ -8,6 +8,8 @@
  *   lmdb_txn.c       group commit: writers of many threads share write transactions
  *   lmdb_location.c  durable locations (named databases of the durable environment)
  *   lmdb_names.c     the name index of each location (maps)
+ *   lmdb_share.c     sharing DIR between processes: the directory lock, each
+ *                    store's own spill area and the cleanup of dead ones
  *
  * Lock order (see docs/lmdb-backend.md).  Each environment has
  *   m        its group-commit mutex (state of the shared write transaction), and
@@ -34,6 +36,11 @@
  * state IDLE, a reader under its shared maplock, which it releases first --
  * and reopens as above.  A durable reopen also opens every named database
  * again, in handle order, so each location keeps its MDB_dbi.
+ *
+ * A read-only store opens a location in fbk__lmdb_read_open: under loc_m,
+ * then m in state IDLE (so no growth or reopen runs meanwhile), it begins a
+ * read transaction without maplock, opens the handles and commits; a
+ * MDB_MAP_RESIZED there grows (adopts) with m held as a writer would.
  */
 #ifndef FBK_LMDB_INTERNAL_H
 #define FBK_LMDB_INTERNAL_H
@@ -43,6 +50,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define FBK__LMDB_RTXN_POOL 32 /* reset read transactions kept for reuse */
 
@@ -144,7 +152,18 @@ enum {
 
 /* The backend state (`self`). */
 typedef struct fbk__lmdb {
-    int lock_fd; /* DIR/LOCK, flock()ed exclusively */
+    int lock_fd;  /* DIR/LOCK, flock()ed shared (LOCK_SH) while open */
+    int readonly; /* FBK_STORE_READONLY: nothing in DIR is made or changed */
+    /* this store's spill area: DIR/spill-<id> owned through the flock of
+     * DIR/spill-<id>.lock (spill_lock_fd), or for a read-only store a
+     * private mkdtemp directory (no lock file); "" when none */
+    char spill_dir[4200];
+    char spill_lock[4200];
+    int spill_lock_fd;
+    /* the durable environment, registered as open in this process */
+    int env_claimed;
+    dev_t env_dev;
+    ino_t env_ino;
     fbk__lmdb_env spill;
     fbk__lmdb_env durable;
     /* open locations per database handle, so a drop never pulls a handle
@@ -167,6 +186,13 @@ typedef struct fbk__lmdb_loc {
 /* Room for "key <32 hex digits>"-style descriptions of what a write is for. */
 #define FBK__LMDB_WHAT 320
 
+/* An operation run inside a shared write transaction (or, through
+ * fbk__lmdb_read_open, a read transaction), on the caller's thread with
+ * e->m held.  Returns 0, a negative FBK_E* code (the op left the txn
+ * healthy and undid its own writes), or a positive/MDB_* LMDB code (the txn
+ * is unusable: the whole batch fails or, for MDB_MAP_FULL, is retried). */
+typedef int (*fbk__lmdb_op_fn)(MDB_txn *txn, void *arg);
+
 /* ---- lmdb_env.c ---- */
 /* 1 for a code an op returns when it left the write transaction unusable (an
  * errno or MDB_* value), 0 for FBK_* codes. */
@@ -177,7 +203,10 @@ int fbk__lmdb_code(int rc);
 int fbk__lmdb_error(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* mkdir -p; 0 or FBK_E* with a message. */
 int fbk__lmdb_mkdirs(const char *path);
-/* Creates and opens e at path (created if missing).  On failure e is closed. */
+/* Creates and opens e at path (created if missing).  With MDB_RDONLY in
+ * flags nothing is made or written (no directory, no reservation, no
+ * MDB_CREATE): an environment that does not exist is FBK_ENOTFOUND.  On
+ * failure e is closed. */
 int fbk__lmdb_env_open(fbk__lmdb_env *e, const char *what, const char *path, unsigned flags,
                        size_t map_size, unsigned maxdbs);
 void fbk__lmdb_env_close(fbk__lmdb_env *e);
@@ -218,12 +247,16 @@ int fbk__lmdb_env_sync(fbk__lmdb_env *e, MDB_dbi dbi, const char *name);
  * is then NULL and the next operation tries again). */
 int fbk__lmdb_reopen(fbk__lmdb_env *e, unsigned long long seen);
 
+/* Runs op in a read transaction of e that is then committed, so that the
+ * database handles op opened stay usable by every later transaction (the
+ * way a read-only environment opens named databases).  LMDB lets one
+ * transaction at a time open handles: the caller serialises (loc_m).  op
+ * runs with e->m held in state IDLE, so it may call fbk__lmdb_note_dbi.
+ * Returns 0, op's FBK_E* code, or FBK_E* for an LMDB failure (message names
+ * `what`). */
+int fbk__lmdb_read_open(fbk__lmdb_env *e, fbk__lmdb_op_fn op, void *arg, const char *what);
+
 /* ---- lmdb_txn.c ---- */
-/* An operation run inside a shared write transaction, on the caller's thread
- * with e->m held.  Returns 0, a negative FBK_E* code (the op left the txn
- * healthy and undid its own writes), or a positive/MDB_* LMDB code (the txn
- * is unusable: the whole batch fails or, for MDB_MAP_FULL, is retried). */
-typedef int (*fbk__lmdb_op_fn)(MDB_txn *txn, void *arg);
 /* Runs op in the shared write transaction of e and returns once that
  * transaction committed.  need_pages: upper bound of pages op allocates;
  * bytes: payload size for the batch cap; what: the object the write is for
@@ -246,6 +279,25 @@ int fbk__lmdb_check_len(const fbk__lmdb_env *e, size_t len, const char *what);
 int fbk__lmdb_delete(fbk__lmdb_env *e, MDB_dbi dbi, const fbk_key *key, const char *what);
 /* FBK_ENOTFOUND with "lmdb: <what>: no key <hex>". */
 int fbk__lmdb_not_found(const char *what, const fbk_key *key);
+
+/* ---- lmdb_share.c ---- */
+/* Opens DIR/LOCK (a read-only store: only an existing one, O_RDONLY) and
+ * takes flock(LOCK_SH).  FBK_EBUSY while someone holds it exclusively. */
+int fbk__lmdb_dir_lock(fbk__lmdb *b, const char *dir);
+/* Registers the durable environment at `durable` as open in this process;
+ * FBK_EBUSY if a store of this process has it open already (LMDB allows one
+ * open per process), FBK_ENOTFOUND for a missing one of a read-only store. */
+int fbk__lmdb_env_claim(fbk__lmdb *b, const char *durable);
+void fbk__lmdb_env_unclaim(fbk__lmdb *b);
+/* Writer stores, at open: removes the spill areas of dead processes
+ * (spill-<id> whose lock file nobody holds, spill-<id> with no lock file,
+ * the old single DIR/spill).  Best effort. */
+void fbk__lmdb_spill_clean(const char *dir);
+/* Makes this store's spill directory (b->spill_dir): DIR/spill-<id> with its
+ * lock file held, or a private temporary directory for a read-only store. */
+int fbk__lmdb_spill_claim(fbk__lmdb *b, const char *dir);
+/* Removes the spill directory, then its lock file (best effort). */
+void fbk__lmdb_spill_release(fbk__lmdb *b);
 
 /* ---- lmdb_location.c ---- */
 #define FBK__LMDB_NAME_MAX 255 /* longest location name, in bytes */

@@ -42,6 +42,39 @@ static int open_op(MDB_txn *txn, void *p)
     return rc;
 }
 
+/* A read-only store: opens an existing location's databases in a read
+ * transaction (fbk__lmdb_read_open), creating nothing.  No such location is
+ * FBK_ENOTFOUND; no name index (a location written by a version before
+ * maps) leaves a.names 0 (has_names 0). */
+static int open_ro_op(MDB_txn *txn, void *p)
+{
+    struct open_arg *a = p;
+    char names[FBK__LMDB_NAME_MAX + 16];
+    int rc = mdb_dbi_open(txn, a->name, 0, &a->dbi);
+    if (rc == MDB_NOTFOUND)
+        return fbk_error_set(FBK_ENOTFOUND, 0,
+                             "lmdb: location %s: no such location in %s (the store was opened "
+                             "read-only, so it is not created)",
+                             a->name, a->path);
+    if (rc == 0) /* for a reopen in place */
+        rc = fbk__lmdb_note_dbi(a->e, a->dbi, a->name);
+    if (rc == 0)
+        rc = fbk__lmdb_names_dbname(a->name, names, sizeof names);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, names, 0, &a->names);
+        if (rc == 0)
+            rc = fbk__lmdb_note_dbi(a->e, a->names, names);
+        else if (rc == MDB_NOTFOUND)
+            rc = 0, a->names = 0;
+    }
+    if (rc == MDB_DBS_FULL)
+        return fbk_error_set(FBK_ENOSPC, 0,
+                             "lmdb: location %s: too many locations: a store opens at most %d "
+                             "locations of %s between its open and close (%s)",
+                             a->name, FBK__LMDB_MAXDBS / 2, a->path, mdb_strerror(rc));
+    return rc;
+}
+
 static int check_name(const char *location, size_t *len)
 {
     size_t n = location ? strlen(location) : 0;
@@ -72,7 +105,11 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "open of location %s", l->name);
     pthread_mutex_lock(&b->loc_m); /* no drop of this name meanwhile */
-    err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
+    if (b->readonly) /* one transaction at a time opens handles: loc_m */
+        err = fbk__lmdb_read_open(&b->durable, open_ro_op, &a, what);
+    else
+        err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
+                              what);
     if (err == FBK_OK && (a.dbi >= sizeof b->loc_open / sizeof b->loc_open[0] ||
                           a.names >= sizeof b->loc_open / sizeof b->loc_open[0]))
         err = fbk_error_set(FBK_EIO, 0, "lmdb: location %s: LMDB gave handle %u, beyond %d",
@@ -86,7 +123,7 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     }
     l->dbi = a.dbi;
     l->names = a.names;
-    l->has_names = 1;
+    l->has_names = !b->readonly || a.names != 0; /* handle 0 is LMDB's free list */
     *loc = l;
     return FBK_OK;
 }
@@ -161,6 +198,9 @@ int fbk__lmdb_drop_location(void *self, const char *name)
     int err = check_name(name, &n);
     if (err != FBK_OK)
         return err;
+    if (b->readonly)
+        return fbk_error_set(FBK_EREADONLY, 0, "lmdb: drop of location %s: the store was opened "
+                                               "read-only", name);
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "drop of location %s", name);
     struct drop_arg a = {b, name};
@@ -462,6 +502,8 @@ int fbk__lmdb_sync(void *self, void *loc)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
+    if (b->readonly)
+        return FBK_OK; /* it wrote nothing (and LMDB refuses to sync a read-only env) */
     /* one environment: the flush covers every location; a failed one is
      * final for the locations it concerned (lmdb_env.c) */
     return fbk__lmdb_env_sync(&b->durable, l->dbi, l->name);
