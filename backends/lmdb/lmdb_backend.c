@@ -302,9 +302,23 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
     if (err == FBK_OK)
         b->spill.reopenable = 1;
     if (err == FBK_OK) {
+        /* Processes opening the durable environment at once take turns
+         * (durable/open.lock, flock): the first one creates data.mdb, and
+         * the open's check of data.mdb (lmdb_env.c) must not meet the
+         * 0-byte file of a creation under way in another process.  A
+         * read-only store waits for a writer's open (shared lock) and never
+         * creates the file: without it no writer can be creating. */
+        char lock[4300];
+        snprintf(lock, sizeof lock, "%s/open.lock", durable);
+        int lfd = open(lock, b->readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC,
+                       0644);
+        while (lfd >= 0 && flock(lfd, b->readonly ? LOCK_SH : LOCK_EX) != 0 && errno == EINTR)
+            ;
         err = fbk__lmdb_env_open(&b->durable, "durable", durable,
                                  b->readonly ? MDB_RDONLY : DURABLE_FLAGS, map_size,
                                  FBK__LMDB_MAXDBS);
+        if (lfd >= 0)
+            close(lfd); /* releases the flock */
     }
     if (err == FBK_OK)
         b->durable.reopenable = 1;
