@@ -212,6 +212,15 @@ struct fbk_backend_ops {
      * location, FBK_EBUSY if the backend knows it is in use.  NULL:
      * fbk_location_drop gives FBK_ENOTSUP. */
     int (*drop_location)(void *self, const char *location);
+    /* Optional: call read(ptr, len, arg) once with the bytes `loc` holds
+     * under `key` (as `load` does for the spill area); FBK_ENOTFOUND if
+     * absent.  With it, fbk_register copies nothing: the item's bytes are
+     * read from the location when it is loaded, and copied into the spill
+     * area only if the key is about to leave the location (the core calls
+     * register_key then) or is persisted elsewhere.  NULL: every register
+     * copies at once (register_key). */
+    int (*load_persisted)(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
+                          void *arg);
 };
 
 /*

@@ -101,7 +101,7 @@ int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle 
     if (rc)
         return rc;
     fbk__token *t = NULL;
-    rc = fbk__token_register(p->store, loc->bloc, key, &t);
+    rc = fbk__token_register(p->store, loc, key, &t);
     fbk__location_register_end(loc, key);
     if (rc)
         return rc;

@@ -226,6 +226,12 @@ typedef struct fbk__token {
     fbk_store *store;
     fbk__job job; /* the background remove */
     size_t len;   /* framed length stored under key (0: registered, unknown) */
+    /* A lazy register (backend with load_persisted): no spill copy yet, the
+     * bytes are read from this location (a reference of the token's), until
+     * fbk__token_materialize copies them.  lazy_readers: loads reading from
+     * it right now (materialize waits for them).  Both under store->tok_mu. */
+    fbk_location *lazy;
+    unsigned lazy_readers;
 } fbk__token;
 
 /* Writes obj under key (a key unknown to the store); *out has one use. */
@@ -249,9 +255,14 @@ void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n);
 #define FBK__STORE_MANY(s) ((s)->ops->version >= 2 ? (s)->ops->store_many : NULL)
 #define FBK__STORE_IOV(s) ((s)->ops->version >= 2 ? (s)->ops->store_iov : NULL)
 #define FBK__LOAD_INTO(s) ((s)->ops->version >= 2 ? (s)->ops->load_into : NULL)
-/* Registers key from a backend location (one register_key however many
- * callers); *out has one use. */
-int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out);
+/* Registers key from loc (one register_key however many callers -- none
+ * when the backend has load_persisted: the token is lazy); *out has one use. */
+int fbk__token_register(fbk_store *s, fbk_location *loc, const fbk_key *key, fbk__token **out);
+/* If key's token is lazy, copies its bytes into the spill area now (before
+ * the key leaves its location, or is persisted from the spill area).  0 when
+ * there is no lazy token. */
+int fbk__token_materialize(fbk_store *s, const fbk_key *key);
+#define FBK__LOAD_PERSISTED(s) ((s)->ops->version >= 4 ? (s)->ops->load_persisted : NULL)
 /* fbk__token_register for keys[0..n): toks[i] gets a use of keys[i]'s token.
  * Keys not in the spill area yet go to the backend together (register_many
  * when the table has it).  On failure nothing is kept. */

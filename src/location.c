@@ -294,7 +294,11 @@ int fbk_location_remove(fbk_location *loc, const fbk_key *key)
     loc->count--;
     pthread_mutex_unlock(&loc->mu);
     fbk_store *s = loc->store;
-    int rc = s->ops->remove_persisted(s->self, loc->bloc, key);
+    /* an item registered lazily from here keeps its bytes: copied into the
+     * spill area before they leave the location */
+    int rc = fbk__token_materialize(s, key);
+    if (rc == FBK_OK)
+        rc = s->ops->remove_persisted(s->self, loc->bloc, key);
     if (rc == FBK_ENOTFOUND)
         rc = FBK_OK; /* gone already: what the caller wanted */
     pthread_mutex_lock(&loc->mu);
@@ -322,7 +326,9 @@ int fbk__location_persist(fbk_location *loc, const fbk_key *key)
     if (rc)
         return fbk_error_set(rc, 0, "persist: cannot grow the location's key set");
     fbk_store *s = loc->store;
-    rc = s->ops->persist(s->self, loc->bloc, key);
+    rc = fbk__token_materialize(s, key); /* persist copies from the spill area */
+    if (rc == FBK_OK)
+        rc = s->ops->persist(s->self, loc->bloc, key);
     pthread_mutex_lock(&loc->mu);
     if (rc == FBK_OK) {
         *fbk__keymap_get(&loc->keys, key) = (void *)(intptr_t)1;
@@ -368,7 +374,9 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
         fbk__free(mine);
         return fbk_error_set(rc, 0, "persist: cannot grow the location's key set");
     }
-    if (nmine)
+    for (size_t i = 0; i < nmine && rc == FBK_OK; i++)
+        rc = fbk__token_materialize(s, &mine[i]); /* persist copies from the spill area */
+    if (nmine && rc == FBK_OK)
         rc = s->ops->persist_many(s->self, loc->bloc, mine, nmine);
     if (rc)
         fbk__error_keep(rc);

@@ -164,7 +164,7 @@ void fbk__token_store_many(fbk_store *s, fbk__store_item *items, size_t n)
             items[i].tok = NULL;
 }
 
-int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token **out)
+int fbk__token_register(fbk_store *s, fbk_location *loc, const fbk_key *key, fbk__token **out)
 {
     pthread_mutex_lock(&s->tok_mu);
     fbk__token *t;
@@ -185,17 +185,59 @@ int fbk__token_register(fbk_store *s, void *bloc, const fbk_key *key, fbk__token
     }
     t = token_new(s, key);
     int rc = t ? fbk__keymap_put(&s->tokens, key, t) : FBK_ENOMEM;
+    bool lazy = rc == FBK_OK && FBK__LOAD_PERSISTED(s);
+    if (lazy) { /* nothing to copy: loads read from loc */
+        fbk__location_retain(loc);
+        t->lazy = loc;
+        t->state = FBK__TOK_PRESENT;
+    }
     pthread_mutex_unlock(&s->tok_mu);
     if (rc) {
         fbk__free(t);
         return fbk_error_set(FBK_ENOMEM, 0, "register: cannot allocate a spill token");
     }
-    rc = s->ops->register_key(s->self, bloc, key);
+    if (lazy) {
+        *out = t;
+        return FBK_OK;
+    }
+    rc = s->ops->register_key(s->self, loc->bloc, key);
     if (rc)
         fbk__error_keep(rc);
     token_settle(s, t, rc);
     if (rc == FBK_OK)
         *out = t;
+    return rc;
+}
+
+int fbk__token_materialize(fbk_store *s, const fbk_key *key)
+{
+    pthread_mutex_lock(&s->tok_mu);
+    fbk__token *t;
+    for (;;) { /* looked up again after each wait: a released token goes away */
+        void **slot = fbk__keymap_get(&s->tokens, key);
+        t = slot ? *slot : NULL;
+        if (!t || !t->lazy) {
+            pthread_mutex_unlock(&s->tok_mu);
+            return FBK_OK;
+        }
+        if (t->state == FBK__TOK_PRESENT && t->lazy_readers == 0)
+            break;
+        pthread_cond_wait(&s->tok_cv, &s->tok_mu);
+    }
+    fbk_location *loc = t->lazy;
+    t->state = FBK__TOK_BUSY; /* loads and other materializers wait */
+    pthread_mutex_unlock(&s->tok_mu);
+    int rc = s->ops->register_key(s->self, loc->bloc, key);
+    if (rc)
+        fbk__error_keep(rc);
+    pthread_mutex_lock(&s->tok_mu);
+    if (rc == FBK_OK)
+        t->lazy = NULL;
+    t->state = FBK__TOK_PRESENT;
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+    if (rc == FBK_OK)
+        fbk__location_release(loc);
     return rc;
 }
 
@@ -366,10 +408,58 @@ static int load_placed(fbk_store *s, const fbk__token *t, const fbk_codec *codec
     return FBK_OK;
 }
 
+/* Reads a lazy token's bytes from its location; FBK_EAGAIN when it is not
+ * lazy (any more): then the spill area has them. */
+static int load_lazy(fbk_store *s, fbk__token *t, const fbk_codec *codec, void **obj)
+{
+    pthread_mutex_lock(&s->tok_mu);
+    while (t->state == FBK__TOK_BUSY) /* being materialized */
+        pthread_cond_wait(&s->tok_cv, &s->tok_mu);
+    fbk_location *loc = t->lazy;
+    if (loc)
+        t->lazy_readers++;
+    pthread_mutex_unlock(&s->tok_mu);
+    if (!loc)
+        return FBK_EAGAIN;
+    fbk__read_ctx ctx = {.codec = codec, .obj = NULL};
+    int rc = FBK__LOAD_PERSISTED(s)(s->self, loc->bloc, &t->key, fbk__frame_read, &ctx);
+    pthread_mutex_lock(&s->tok_mu);
+    t->lazy_readers--;
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+    if (rc && ctx.obj)
+        codec->destroy(ctx.obj, codec->ctx);
+    if (rc == FBK_OK && !ctx.obj)
+        rc = fbk_error_set(FBK_EIO, 0, "backend %s: load returned success without data",
+                           s->ops->name ? s->ops->name : "?");
+    if (rc == FBK_ENOTFOUND) {
+        char text[FBK_KEY_STRLEN + 1];
+        fbk_key_format(&t->key, text);
+        return fbk_error_set(FBK_ENOTFOUND, 0,
+                             "load: %s was registered from location \"%s\", which no longer "
+                             "holds it (removed by another process or store)",
+                             text, loc->name);
+    }
+    if (rc)
+        return fbk__error_keep(rc);
+    *obj = ctx.obj;
+    return FBK_OK;
+}
+
 int fbk__token_load(fbk_store *s, const fbk__token *t, const fbk_codec *codec, void **obj)
 {
     int rc;
     void *got = NULL;
+    if (FBK__LOAD_PERSISTED(s)) { /* lazy tokens exist only then */
+        rc = load_lazy(s, (fbk__token *)t, codec, &got);
+        if (rc != FBK_EAGAIN) {
+            if (rc == FBK_OK) {
+                atomic_fetch_add_explicit(&s->n_loads, 1, memory_order_relaxed);
+                *obj = got;
+            }
+            return rc;
+        }
+    }
     if (FBK__LOAD_INTO(s) && codec->reserve) {
         rc = load_placed(s, t, codec, &got);
     } else {
@@ -401,6 +491,16 @@ static void token_remove_job(fbk__job *job)
 {
     fbk__token *t = (fbk__token *)((char *)job - offsetof(fbk__token, job));
     fbk_store *s = t->store;
+    if (t->lazy) { /* no spill copy: only the location's reference to drop */
+        fbk__location_release(t->lazy);
+        pthread_mutex_lock(&s->tok_mu);
+        fbk__keymap_del(&s->tokens, &t->key);
+        pthread_cond_broadcast(&s->tok_cv);
+        pthread_mutex_unlock(&s->tok_mu);
+        fbk__free(t);
+        fbk__store_release(s);
+        return;
+    }
     int rc = s->ops->remove(s->self, &t->key);
     if (rc == FBK_OK)
         atomic_fetch_add_explicit(&s->n_removes, 1, memory_order_relaxed);

@@ -263,6 +263,7 @@ static const fbk_backend_ops lmdb_ops = {
     .name_apply = fbk__lmdb_name_apply,
     .contains = fbk__lmdb_contains,
     .drop_location = fbk__lmdb_drop_location,
+    .load_persisted = fbk__lmdb_load_persisted,
 };
 
 static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)
@@ -312,11 +313,14 @@ static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opt
         snprintf(lock, sizeof lock, "%s/open.lock", durable);
         int lfd = open(lock, b->readonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC,
                        0644);
+        if (lfd < 0 && (!b->readonly || errno != ENOENT))
+            err = fbk_error_from_errno(errno, "lmdb: open %s", lock);
         while (lfd >= 0 && flock(lfd, b->readonly ? LOCK_SH : LOCK_EX) != 0 && errno == EINTR)
             ;
-        err = fbk__lmdb_env_open(&b->durable, "durable", durable,
-                                 b->readonly ? MDB_RDONLY : DURABLE_FLAGS, map_size,
-                                 FBK__LMDB_MAXDBS);
+        if (err == FBK_OK)
+            err = fbk__lmdb_env_open(&b->durable, "durable", durable,
+                                     b->readonly ? MDB_RDONLY : DURABLE_FLAGS, map_size,
+                                     FBK__LMDB_MAXDBS);
         if (lfd >= 0)
             close(lfd); /* releases the flock */
     }

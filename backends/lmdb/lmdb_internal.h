@@ -325,5 +325,8 @@ int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_
 int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
 int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
 int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key);
+/* A location's value read in place (lazy register, backend table v4). */
+int fbk__lmdb_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
+                             void *arg);
 
 #endif

@@ -296,3 +296,24 @@ int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key)
         return rc == 0;
     return fbk__lmdb_error(rc, "location \"%s\": look-up", l->name);
 }
+
+int fbk__lmdb_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
+                             void *arg)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    MDB_txn *txn;
+    int err = fbk__lmdb_rtxn_begin(&b->durable, &txn);
+    if (err)
+        return err;
+    MDB_val k = {sizeof(fbk_key), (void *)key->bytes}, v;
+    int rc = mdb_get(txn, l->dbi, &k, &v);
+    if (rc == 0)
+        err = read(v.mv_data, v.mv_size, arg); /* straight from the map */
+    else if (rc == MDB_NOTFOUND)
+        err = fbk__lmdb_not_found(l->name, key);
+    else
+        err = fbk__lmdb_error(rc, "location \"%s\": load", l->name);
+    fbk__lmdb_rtxn_end(&b->durable, txn);
+    return err;
+}
