@@ -54,11 +54,12 @@ static long obj_version(const fbk_blob *b)
     return ok ? v : 0;
 }
 
-/* The state of x after generation g: 0 absent, else the version bound. */
+/* The state of x after generation g: 0 absent, else the version bound
+ * (generation NSTEPS + 1, the batch of other names, leaves x alone). */
 static long state_after(int g)
 {
     long st = 0;
-    for (int i = 0; i < g; i++)
+    for (int i = 0; i < g && i < NSTEPS; i++)
         st = steps[i] < 0 ? 0 : i + 1;
     return st;
 }
