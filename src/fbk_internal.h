@@ -135,6 +135,7 @@ typedef struct fbk__workers {
     size_t pending; /* queued + running */
     size_t batch_max; /* most jobs one run_many call gets (>= 1) */
     unsigned alive;
+    unsigned started; /* threads that reached their loop (fbk__workers_start waits) */
     bool stop;
     bool free_on_exit; /* last worker out calls finalize(arg) */
     void (*finalize)(void *arg);

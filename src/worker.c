@@ -19,6 +19,8 @@ static void *worker_main(void *arg)
     fbk__workers *w = arg;
     tls_workers = w;
     pthread_mutex_lock(&w->mu);
+    w->started++; /* fbk__workers_start waits for every thread to get here */
+    pthread_cond_broadcast(&w->exit_cv);
     for (;;) {
         while (!w->head && !w->stop)
             pthread_cond_wait(&w->work_cv, &w->mu);
@@ -88,6 +90,14 @@ int fbk__workers_start(fbk__workers *w, unsigned n, void (*finalize)(void *), vo
         }
     }
     pthread_attr_destroy(&attr);
+    /* Return only once every thread runs its loop: a thread still starting
+     * may hold locks of the C library's or a sanitizer's allocator, and a
+     * program that forks right after opening a store would hand its child
+     * those locks taken (a deadlock in the child's first allocation). */
+    pthread_mutex_lock(&w->mu);
+    while (w->started < w->alive)
+        pthread_cond_wait(&w->exit_cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
     if (rc) {
         fbk__workers_shutdown(w);
         fbk__workers_destroy(w);
