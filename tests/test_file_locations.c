@@ -4,6 +4,7 @@
  * (only a marked, empty or older libfbk location is used), and a scan that
  * deletes nothing but libfbk's own temporaries. */
 #include "../backends/file/file_io.h"
+#include "file_spill.h"
 #include "testutil.h"
 
 #include <criterion/criterion.h>
@@ -140,17 +141,31 @@ Test(file_locations, a_location_in_the_spill_area_is_refused_and_loses_nothing)
     expect_refused(dir, "LOCK", rule);
     expect_refused(dir, "LOCK/x", rule);
     expect_refused(dir, ".", rule);
-    /* through a symlink inside the store directory, and from outside */
+    /* every store's spill area and its lock file, whether present or not */
+    expect_refused(dir, "spill-0123456789abcdef", rule);
+    expect_refused(dir, "spill-0123456789abcdef/ab", rule);
+    expect_refused(dir, "spill-0123456789abcdef.lock", rule);
+    expect_refused(dir, "spill-x/y", rule);
+    /* through a symlink inside the store directory, and from outside, to
+     * the spill area of a store that has the directory open meanwhile */
+    fbk_store *holder = open_store(dir);
+    char area[64];
+    PATHF(area, "%s", fs_spill_name(dir));
     PATHF(p, "%s/tospill", dir);
-    cr_assert_eq(symlink("spill/ab", p), 0);
+    char target[200];
+    PATHF(target, "%s/ab", area);
+    cr_assert_eq(symlink(target, p), 0);
     expect_refused(dir, "tospill", rule);
     char out[4096], link[4300], abs[4300];
     PATHF(out, "%s", tu_fresh_dir("loc_spill_out"));
-    PATHF(abs, "%s/spill", dir);
+    PATHF(abs, "%s/%s", dir, area);
     PATHF(link, "%s/elsewhere", out);
     cr_assert_eq(symlink(abs, link), 0);
     expect_refused(dir, link, rule);
     expect_refused(dir, abs, rule);
+    PATHF(abs, "%s/spill", dir);
+    expect_refused(dir, abs, rule);
+    fbk_store_close(holder);
     /* the store directory inside the location */
     PATHF(abs, "%s/..", dir);
     expect_refused(dir, abs, rule);
