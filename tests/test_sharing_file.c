@@ -123,7 +123,7 @@ static void c_recv(peer *p, char out[256]) { CHK(msg_recv(p->to_child[0], out) =
 
 static int open_uri(fbk_store **s, const char *dir, int readonly)
 {
-    char uri[4200];
+    char uri[4400];
     snprintf(uri, sizeof uri, "file:%s%s", dir, readonly ? "?readonly=1" : "");
     return fbk_store_open(s, uri, NULL);
 }

@@ -1819,8 +1819,8 @@ static int file_contains(void *self, void *loc, const fbk_key *key)
  * earlier version let someone make there): it must not be removed. */
 static int spill_is_marked(int at, const char *name)
 {
-    char m[FILE_SPILL_NAME_LEN + sizeof FILE_MARKER];
-    snprintf(m, sizeof m, "%s/%s", name, FILE_MARKER);
+    char m[NAME_MAX + sizeof FILE_MARKER + 2];
+    snprintf(m, sizeof m, "%s/" FILE_MARKER, name);
     struct stat st;
     return io_()->fstatat(at, m, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
