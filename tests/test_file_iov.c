@@ -509,15 +509,19 @@ static int counting_renameat(int a, const char *b, int c, const char *d)
     return fbk__file_io_posix.renameat(a, b, c, d);
 }
 
+/* counts the files created (a create that failed -- ENOENT before the
+ * first store into a shard made it -- created nothing) */
 static int counting_openat(int at, const char *path, int flags, mode_t mode)
 {
-    if (flags & O_CREAT) {
+    if (flags & O_CREAT)
+        cr_assert(flags & O_EXCL, "a spill file created without O_EXCL: %s", path);
+    int fd = fbk__file_io_posix.openat(at, path, flags, mode);
+    if ((flags & O_CREAT) && fd >= 0) {
         g_creates++;
         if (strstr(path, ".tmp-") != NULL)
             g_creates_tmp++;
-        cr_assert(flags & O_EXCL, "a spill file created without O_EXCL: %s", path);
     }
-    return fbk__file_io_posix.openat(at, path, flags, mode);
+    return fd;
 }
 
 static ssize_t counting_writev(int fd, const struct iovec *iov, int n)

@@ -218,7 +218,7 @@ Test(file_ops, stale_spill_areas_are_removed_at_open)
     cr_assert_eq(lstat(p, &st), 0);
     snprintf(p, sizeof p, "%s/spill-notours", d);
     cr_assert_eq(lstat(p, &st), 0);
-    /* this store's own area: a new one, with its shards */
+    /* this store's own area: a new one */
     char own[64];
     cr_assert_eq(fs_spill_count(d, own), 2);
     if (strcmp(own, "spill-00000000000000cc") == 0) {
@@ -231,9 +231,14 @@ Test(file_ops, stale_spill_areas_are_removed_at_open)
                 memcpy(own, e->d_name, 23);
         closedir(dd);
     }
-    snprintf(p, sizeof p, "%s/%s/ff", d, own);
+    snprintf(p, sizeof p, "%s/%s", d, own);
     cr_assert_eq(stat(p, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
+    /* its shards come with the first store into each */
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(store_seeded(&b, &k, 10, 1), FBK_OK, "%s", fbk_errmsg());
+    cr_assert(exists(d, own, &k));
     snprintf(p, sizeof p, "%s/%s.lock", d, own);
     cr_assert_eq(stat(p, &st), 0);
     tu_be_close(&b);

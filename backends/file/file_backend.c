@@ -615,10 +615,11 @@ static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_
     return finish_tmp(dst_at, dst_base, tmp, name, out, ok, what, e);
 }
 
-/* Creates spill/name for writing, directly under the key's name: the spill
- * area is disposable (emptied at open) and the core neither reads nor
- * persists a key before its store returned, so a temporary + rename would
- * buy nothing but a syscall and a directory update (docs/file-backend.md).
+/* Creates spill/name for writing, directly under the key's name (and its
+ * shard, the first time): the spill area is disposable (private to the
+ * store, removed at close) and the core neither reads nor persists a key
+ * before its store returned, so a temporary + rename would buy nothing but
+ * a syscall and a directory update (docs/file-backend.md).
  * O_EXCL: an existing file is never written into -- it may be hard-linked
  * into a location.  One that exists is a partial file a failed store could
  * not remove (the core stores a key only when the spill area has no value
@@ -647,7 +648,7 @@ static int spill_create(file_backend *b, const char *name, int *out)
  * (ok; else `what` failed with errno e), unlinks the partial file, so that
  * a failed store leaves no readable value under the key.  Should that unlink
  * fail too, the file stays until the key's next store or register replaces
- * it, or the next open empties the spill area. */
+ * it, or the close removes the spill area. */
 static int spill_finish(file_backend *b, const char *name, int fd, int ok, const char *what, int e)
 {
     if (io_()->close(fd) != 0 && ok) {
@@ -816,70 +817,6 @@ static int file_remove(void *self, const fbk_key *key)
     if (io_()->unlinkat(b->spillfd, name, 0) != 0)
         return fail(errno, "remove", b->spill, name);
     return FBK_OK;
-}
-
-/* Empties the spill area: every shard's entries, and anything that is not a
- * shard directory.  Creates the missing shards when create is set. */
-static int spill_empty(file_backend *b, int create)
-{
-    int fd = io_()->openat(b->spillfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fail(errno, "open", b->spill, NULL);
-    DIR *d = dir_of(fd);
-    if (!d)
-        return fail(errno, "list", b->spill, NULL);
-    int rc = FBK_OK;
-    struct dirent *de;
-    errno = 0;
-    while ((de = io_()->readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-            continue;
-        int shard = strlen(n) == 2 ? shard_index(n) : -1;
-        if (shard >= 0) {
-            /* keep the shard directory, drop its content */
-            int sfd =
-                io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-            if (sfd >= 0) {
-                DIR *sd = dir_of(sfd);
-                if (!sd) {
-                    rc = fail(errno, "list", b->spill, n);
-                    break;
-                }
-                struct dirent *se;
-                errno = 0;
-                while ((se = io_()->readdir(sd)) != NULL) {
-                    if (strcmp(se->d_name, ".") == 0 || strcmp(se->d_name, "..") == 0)
-                        continue;
-                    if (remove_tree_at(dirfd(sd), se->d_name, 0) != 0 && rc == FBK_OK)
-                        rc = fail(errno, "empty", b->spill, n);
-                    errno = 0;
-                }
-                if (errno && rc == FBK_OK)
-                    rc = fail(errno, "list", b->spill, n);
-                io_()->closedir(sd);
-                errno = 0;
-                continue;
-            }
-            if (errno != ENOTDIR && errno != ELOOP) {
-                rc = fail(errno, "open", b->spill, n);
-                break;
-            }
-        }
-        if (remove_tree_at(b->spillfd, n, 0) != 0 && rc == FBK_OK)
-            rc = fail(errno, "remove", b->spill, n);
-        errno = 0;
-    }
-    if (errno && rc == FBK_OK)
-        rc = fail(errno, "list", b->spill, NULL);
-    io_()->closedir(d);
-    for (int i = 0; create && rc == FBK_OK && i < FILE_SHARDS; i++) {
-        char shard[3];
-        snprintf(shard, sizeof shard, "%02x", i);
-        if (mkdir_ok(b->spillfd, shard) != 0)
-            rc = fail(errno, "create", b->spill, shard);
-    }
-    return rc;
 }
 
 /* -------------------------------------------------------------- locations */
@@ -2121,10 +2058,11 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(b->spillfd, &st) != 0)
         rc = fail(errno, "stat", b->spill, NULL);
-    if (rc == FBK_OK) {
+    /* the shards are made by the first store (or register) that needs one:
+     * 256 mkdirs at open and rmdirs at close cost 30-70 ms on ext4
+     * (docs/file-backend.md, "Measured choices") */
+    if (rc == FBK_OK)
         b->spill_dev = st.st_dev;
-        rc = spill_empty(b, 1); /* new and empty: makes the shards */
-    }
     if (rc != FBK_OK) {
         file_close(b);
         return rc;
