@@ -247,6 +247,36 @@ Test(file_locations, a_store_whose_spill_is_a_location_is_refused)
     cr_assert_eq(rc, FBK_EINVAL, "%s", fbk_err_name(rc));
 }
 
+/* The same for a dead store's spill-<id> that is a location (an earlier
+ * version let one be made there): refused, not removed. */
+Test(file_locations, a_store_whose_stale_spill_area_is_a_location_is_refused)
+{
+    char base[4096], dir[4300], area[4400], p[4500];
+    PATHF(base, "%s", tu_fresh_dir("loc_spill_id_rev"));
+    PATHF(dir, "%s/b", base);
+    PATHF(area, "%s/spill-0123456789abcdef", dir);
+    fbk_store *s = open_store(base);
+    fbk_location *loc = open_loc(s, area); /* absolute: not in base's own areas */
+    fbk_key k = persist_one(s, loc, 900, 6);
+    fbk_location_close(loc);
+    fbk_store_close(s);
+    char uri[4400];
+    PATHF(uri, "file:%s", dir);
+    fbk_store *s2 = NULL;
+    int rc = fbk_store_open(&s2, uri, NULL);
+    if (rc == FBK_OK)
+        fbk_store_close(s2);
+    cr_assert_eq(rc, FBK_EINVAL, "%s", fbk_err_name(rc));
+    cr_assert(strstr(fbk_errmsg(), "spill-0123456789abcdef") != NULL, "message: %s", fbk_errmsg());
+    PATHF(p, "%s/.fbk-location", area);
+    cr_assert(exists(p), "the location was removed");
+    s = open_store(base);
+    loc = open_loc(s, area);
+    expect_value(s, loc, &k, 900, 6);
+    fbk_location_close(loc);
+    fbk_store_close(s);
+}
+
 /* ---- item: a directory libfbk did not make is not emptied ---- */
 
 Test(file_locations, a_directory_of_user_files_is_refused_and_left_byte_exact)
