@@ -544,3 +544,54 @@ Test(sharing_file, a_read_only_open_of_a_missing_directory_fails_cleanly)
     cr_assert_str_eq(after, "", "the read-only store made: %s", after);
     free(after);
 }
+
+static int fill_zero(void *dst, size_t len, void *arg)
+{
+    (void)arg;
+    memset(dst, 0, len);
+    return 0;
+}
+
+/* The backend table itself, opened read-only: a change is FBK_EREADONLY
+ * even for a caller that bypasses the core; stores go to the private spill
+ * area; DIR is left as it was. */
+Test(sharing_file, the_read_only_table_refuses_changes_and_writes_nothing_in_the_directory)
+{
+    char dir[4096];
+    PATHF(dir, "%s", tu_fresh_dir("share_ro_table"));
+    tu_be w = tu_file_open(dir);
+    void *wl;
+    cr_assert_eq(w.ops->open_location(w.self, "L", &wl), FBK_OK, "%s", fbk_errmsg());
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(w.ops->store(w.self, &k, 100, fill_zero, NULL), FBK_OK);
+    cr_assert_eq(w.ops->persist(w.self, wl, &k), FBK_OK);
+    cr_assert_eq(w.ops->sync(w.self, wl), FBK_OK);
+    char *before = snapshot(dir);
+    fbk_store_options o = {.flags = FBK_STORE_READONLY};
+    const fbk_backend_ops *ops;
+    void *self = NULL;
+    cr_assert_eq(fbk_backend_file_create(dir, &o, &ops, &self), FBK_OK, "%s", fbk_errmsg());
+    void *l;
+    cr_assert_eq(ops->open_location(self, "L", &l), FBK_OK, "%s", fbk_errmsg());
+    size_t n = 0;
+    cr_assert_eq(ops->scan(self, l, tu_count_key, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ops->register_key(self, l, &k), FBK_OK, "%s", fbk_errmsg());
+    fbk_key k2;
+    fbk_key_generate(&k2);
+    cr_assert_eq(ops->store(self, &k2, 100, fill_zero, NULL), FBK_OK, "%s", fbk_errmsg());
+    cr_assert_eq(ops->persist(self, l, &k2), FBK_EREADONLY);
+    cr_assert_eq(ops->remove_persisted(self, l, &k), FBK_EREADONLY);
+    fbk_name_op op = {.name = "x", .len = 1, .key = &k, .size = 1};
+    cr_assert_eq(ops->name_apply(self, l, &op, 1), FBK_EREADONLY);
+    cr_assert_eq(ops->sync(self, l), FBK_OK);
+    ops->close_location(self, l);
+    ops->close(self);
+    char *after = snapshot(dir);
+    cr_assert_str_eq(after, before, "the read-only table changed the directory");
+    free(before);
+    free(after);
+    w.ops->close_location(w.self, wl);
+    tu_be_close(&w);
+}

@@ -1379,7 +1379,7 @@ static int file_open_location(void *self, const char *location, void **out)
     }
     l->dev = st.st_dev;
     l->ino = st.st_ino;
-    l->need_full = 1;
+    l->need_full = !b->readonly; /* a read-only store makes nothing durable */
     pthread_mutex_lock(&b->failed_mu);
     for (size_t i = 0; i < b->nfailed; i++) {
         if (b->failed[i].dev == l->dev && b->failed[i].ino == l->ino) {
@@ -1588,8 +1588,18 @@ static size_t file_scan_foreign(void *self, void *loc)
     return n;
 }
 
+/* FBK_EREADONLY for a change asked of a read-only store (the core refuses
+ * them before; this guards a caller of the table itself). */
+static int refuse_readonly(file_backend *b, const char *what)
+{
+    return fbk_error_set(FBK_EREADONLY, 0, "file: %s in %s: the store was opened read-only", what,
+                         b->dir);
+}
+
 static int file_persist(void *self, void *loc, const fbk_key *key)
 {
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "persist");
     return transfer(self, loc, key, 1);
 }
 
@@ -1600,7 +1610,8 @@ static int file_register_key(void *self, void *loc, const fbk_key *key)
 
 static int file_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
-    (void)self;
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "remove");
     file_loc *l = loc;
     char name[FILE_NAME_LEN];
     key_name(key, name);
@@ -1725,6 +1736,8 @@ static int file_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
 
 static int file_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
 {
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "bind names");
     file_loc *l = loc;
     /* the bound objects first: no binding may be durable before them */
     int rc = file_sync(self, loc);
