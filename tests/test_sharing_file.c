@@ -31,7 +31,7 @@
 #define CHK(cond)                                                                                  \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "child %d: %s:%d: %s (last error: %s)\n", (int)getpid(), __FILE__,    \
+            fprintf(stderr, "child %d: %s:%d: %s (last error: %s)\n", (int)getpid(), __FILE__,     \
                     __LINE__, #cond, fbk_errmsg());                                                \
             _exit(1);                                                                              \
         }                                                                                          \
@@ -101,15 +101,16 @@ static void to_child(peer *p, const char *text) { cr_assert_eq(msg_send(p->to_ch
 
 static void from_child(peer *p, char out[256])
 {
-    cr_assert_eq(msg_recv(p->to_parent[0], out), 0, "the child said nothing (it failed: see stderr)");
+    cr_assert_eq(msg_recv(p->to_parent[0], out), 0,
+                 "the child said nothing (it failed: see stderr)");
 }
 
 static void child_done(peer *p)
 {
     int status;
     cr_assert_eq(waitpid(p->pid, &status, 0), p->pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed (status %d): see stderr",
-              status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the child failed (status %d): see stderr", status);
     close(p->to_child[1]);
     close(p->to_parent[0]);
 }

@@ -77,17 +77,17 @@ typedef struct file_buf {
 } file_buf;
 
 typedef struct file_backend {
-    char *dir;   /* as given, for messages */
-    char *spill; /* DIR/spill-<id> (or the private directory), for messages */
-    char *canon; /* realpath(DIR): locations are checked against it */
-    int readonly; /* FBK_STORE_READONLY: nothing in DIR is made or removed */
-    char id[FILE_ID_LEN + 1];                /* this store's spill id */
-    char spill_name[FILE_SPILL_NAME_LEN];    /* "spill-<id>" (or "fbk-ro-<id>") */
-    char owner_name[FILE_SPILL_NAME_LEN];    /* "spill-<id>.lock" */
+    char *dir;                /* as given, for messages */
+    char *spill;              /* DIR/spill-<id> (or the private directory), for messages */
+    char *canon;              /* realpath(DIR): locations are checked against it */
+    int readonly;             /* FBK_STORE_READONLY: nothing in DIR is made or removed */
+    char id[FILE_ID_LEN + 1]; /* this store's spill id */
+    char spill_name[FILE_SPILL_NAME_LEN]; /* "spill-<id>" (or "fbk-ro-<id>") */
+    char owner_name[FILE_SPILL_NAME_LEN]; /* "spill-<id>.lock" */
     int rootfd;
-    int lockfd;  /* DIR/LOCK, flock(LOCK_SH); -1 for a read-only DIR without one */
-    int ownerfd; /* DIR/spill-<id>.lock, flock(LOCK_EX); -1 when read-only */
-    int spill_at; /* the directory holding spill_name: rootfd, or the temporary one */
+    int lockfd;     /* DIR/LOCK, flock(LOCK_SH); -1 for a read-only DIR without one */
+    int ownerfd;    /* DIR/spill-<id>.lock, flock(LOCK_EX); -1 when read-only */
+    int spill_at;   /* the directory holding spill_name: rootfd, or the temporary one */
     int spill_made; /* spill_name was made by this store: removed at close */
     int spillfd;
     dev_t spill_dev;
@@ -1152,9 +1152,8 @@ static int loc_check_path(file_backend *b, const char *location, const char *sho
         rc = fbk_error_set(FBK_EINVAL, 0, "file: location %s is the store directory %s itself: %s",
                            shown, b->dir, rule);
     } else if (path_under(b->canon, c)) {
-        rc = fbk_error_set(FBK_EINVAL, 0,
-                           "file: location %s (%s) holds the store directory %s: %s", shown, c,
-                           b->dir, rule);
+        rc = fbk_error_set(FBK_EINVAL, 0, "file: location %s (%s) holds the store directory %s: %s",
+                           shown, c, b->dir, rule);
     }
     size_t clen = strlen(b->canon), nlen;
     if (rc == FBK_OK && strcmp(c, b->canon) != 0 && path_under(c, b->canon)) {
@@ -1828,8 +1827,8 @@ static int spill_clean(file_backend *b)
                 ;
             /* dead, and not unlinked meanwhile by another cleaner */
             if (r == 0 && io_()->fstat(lfd, &mine) == 0 &&
-                io_()->fstatat(b->rootfd, n, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-                mine.st_nlink > 0 && mine.st_dev == now.st_dev && mine.st_ino == now.st_ino) {
+                io_()->fstatat(b->rootfd, n, &now, AT_SYMLINK_NOFOLLOW) == 0 && mine.st_nlink > 0 &&
+                mine.st_dev == now.st_dev && mine.st_ino == now.st_ino) {
                 snprintf(name, sizeof name, FILE_SPILL_PREFIX "%s", id);
                 if (spill_is_marked(b->rootfd, name))
                     rc = refuse_marked(b, name);
@@ -1922,8 +1921,9 @@ static int spill_private(file_backend *b)
             return FBK_OK;
         }
         if (errno != EEXIST)
-            return fbk_error_from_errno(errno, "file: create %s/%s (a read-only store's spill "
-                                               "area)",
+            return fbk_error_from_errno(errno,
+                                        "file: create %s/%s (a read-only store's spill "
+                                        "area)",
                                         tmp, b->spill_name);
     }
     return fbk_error_set(FBK_EIO, 0, "file: create %s/fbk-ro-<id>: no free name after 16 attempts",
@@ -2022,8 +2022,8 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     if (rc == FBK_OK) {
         b->rootfd = io_()->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (b->rootfd < 0)
-            rc = errno == ENOTDIR ? fbk_error_set(FBK_EINVAL, ENOTDIR,
-                                                  "file: %s is not a directory", dir)
+            rc = errno == ENOTDIR
+                     ? fbk_error_set(FBK_EINVAL, ENOTDIR, "file: %s is not a directory", dir)
                  : errno == ENOENT && b->readonly
                      ? fbk_error_set(FBK_ENOTFOUND, ENOENT,
                                      "file: %s does not exist (a read-only store opens an "

@@ -46,8 +46,7 @@ static atomic_uint_fast64_t tmp_seq;
 static void file_of(const void *name, size_t len, char out[33])
 {
     XXH128_hash_t h = XXH3_128bits(name, len);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
-             (unsigned long long)h.low64);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
 }
 
 static void put_le(unsigned char *p, uint64_t v, int n)
@@ -163,8 +162,7 @@ static bool is_hex(const char *p, size_t n)
  * one (it held DIR/LOCK exclusively). */
 static bool is_dead_tmp(const char *n, fbk__file_alive_fn alive, void *alive_arg)
 {
-    if (strncmp(n, ".tmp-", 5) != 0 || strlen(n) < 5 + 32 + 4 || !is_hex(n + 5, 32) ||
-        n[37] != '-')
+    if (strncmp(n, ".tmp-", 5) != 0 || strlen(n) < 5 + 32 + 4 || !is_hex(n + 5, 32) || n[37] != '-')
         return false;
     const char *owner = n + 38, *dash = strchr(owner, '-');
     if (!dash || dash == owner || dash[1] == '\0')
