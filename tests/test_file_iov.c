@@ -12,6 +12,7 @@
  *     fsynced then (not in the sync); a read-only location still opens and
  *     scans, and gets its shards lazily. */
 #include "../backends/file/file_io.h"
+#include "file_spill.h"
 #include "testutil.h"
 
 #include <criterion/criterion.h>
@@ -220,7 +221,7 @@ Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_a
         int rc = store_split(&b, &keys[i], buf, cases[i].seg, cases[i].n);
         cr_assert_eq(rc, FBK_OK, "case %zu: store_iov: %s", i, fbk_errmsg());
         char p[4300];
-        key_path(p, sizeof p, dir, "spill", &keys[i]);
+        key_path(p, sizeof p, dir, fs_spill_name(dir), &keys[i]);
         struct stat st;
         cr_assert_eq(stat(p, &st), 0, "case %zu: no file under the key", i);
         cr_assert_eq((size_t)st.st_size, len, "case %zu: %lld bytes on disk, %zu given", i,
@@ -240,7 +241,7 @@ Test(file_iov, store_iov_of_1_to_4_segments_reads_back_byte_exact_through_load_a
     free(want);
     /* the spill area holds exactly the keys' files: no temporaries */
     for (size_t i = 0; i < ncases; i++)
-        cr_assert_geq(shard_entries(dir, "spill", &keys[i]), 1);
+        cr_assert_geq(shard_entries(dir, fs_spill_name(dir), &keys[i]), 1);
     free(keys);
     tu_be_close(&b);
 }
@@ -425,7 +426,7 @@ Test(file_iov, load_into_of_a_file_shortened_while_it_is_read_is_ecorrupt)
     fbk_key_generate(&k);
     cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK);
     char p[4300];
-    key_path(p, sizeof p, dir, "spill", &k);
+    key_path(p, sizeof p, dir, fs_spill_name(dir), &k);
     /* place() truncates the file after fstat told its length, before the
      * read: someone shortening the file behind the backend's back */
     place_arg a = {.split = 24, .shorten = p};
@@ -489,7 +490,7 @@ Test(file_iov, bad_segment_counts_are_einval)
         iov[i] = (struct iovec){buf + 10 * i, 10};
     cr_assert_eq(b.ops->store_iov(b.self, &k, iov, 5), FBK_EINVAL);
     cr_assert_eq(b.ops->store_iov(b.self, &k, iov, -1), FBK_EINVAL);
-    cr_assert(!exists(dir, "spill", &k));
+    cr_assert(!exists(dir, fs_spill_name(dir), &k));
     cr_assert_eq(b.ops->store_iov(b.self, &k, iov, 4), FBK_OK, "%s", fbk_errmsg());
     for (int how = 0; how < 3; how++) {
         int rc = b.ops->load_into(b.self, &k, 0, place_bad, &how);
@@ -508,15 +509,19 @@ static int counting_renameat(int a, const char *b, int c, const char *d)
     return fbk__file_io_posix.renameat(a, b, c, d);
 }
 
+/* counts the files created (a create that failed -- ENOENT before the
+ * first store into a shard made it -- created nothing) */
 static int counting_openat(int at, const char *path, int flags, mode_t mode)
 {
-    if (flags & O_CREAT) {
+    if (flags & O_CREAT)
+        cr_assert(flags & O_EXCL, "a spill file created without O_EXCL: %s", path);
+    int fd = fbk__file_io_posix.openat(at, path, flags, mode);
+    if ((flags & O_CREAT) && fd >= 0) {
         g_creates++;
         if (strstr(path, ".tmp-") != NULL)
             g_creates_tmp++;
-        cr_assert(flags & O_EXCL, "a spill file created without O_EXCL: %s", path);
     }
-    return fbk__file_io_posix.openat(at, path, flags, mode);
+    return fd;
 }
 
 static ssize_t counting_writev(int fd, const struct iovec *iov, int n)
@@ -544,7 +549,7 @@ Test(file_iov, spill_stores_write_the_final_name_with_one_writev_and_no_rename, 
         fbk_key_generate(&k2);
         tu_bytes tb = {5000, (uint64_t)i, 0};
         cr_assert_eq(b.ops->store(b.self, &k2, tb.len, tu_fill_bytes, &tb), FBK_OK);
-        cr_assert(exists(dir, "spill", &k) && exists(dir, "spill", &k2));
+        cr_assert(exists(dir, fs_spill_name(dir), &k) && exists(dir, fs_spill_name(dir), &k2));
     }
     fbk__file_io_set(NULL);
     cr_assert_eq(g_renames, 0, "stores renamed %ld times", g_renames);
@@ -591,7 +596,7 @@ Test(file_iov, failed_store_iov_is_enospc_and_leaves_no_file, .fini = io_reset)
     cr_assert(strstr(fbk_errmsg(), "spill") != NULL, "message: %s", fbk_errmsg());
     cr_assert_eq(g_writevs, 2, "the partial write was not followed by the failing one");
     fbk__file_io_set(NULL);
-    cr_assert_eq(shard_entries(dir, "spill", &k), 0, "a file was left in the spill shard");
+    cr_assert_eq(shard_entries(dir, fs_spill_name(dir), &k), 0, "a file was left in the spill shard");
     place_arg a = {0};
     cr_assert_eq(b.ops->load_into(b.self, &k, 0, place_buf, &a), FBK_ENOTFOUND);
     /* the key can tu_be stored again */
@@ -616,11 +621,11 @@ Test(file_iov, a_partial_file_whose_removal_failed_is_replaced_by_the_next_store
     fbk__file_io_set(&hooked);
     cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_ENOSPC, "%s", fbk_errmsg());
     fbk__file_io_set(NULL);
-    cr_assert(exists(dir, "spill", &k), "the test needs the partial file to remain");
+    cr_assert(exists(dir, fs_spill_name(dir), &k), "the test needs the partial file to remain");
     /* the next store of the key replaces it: store_iov, then store */
     cr_assert_eq(store_split(&b, &k, buf, seg, 2), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 200000, "store_iov over a leftover");
-    cr_assert_eq(shard_entries(dir, "spill", &k), 1);
+    cr_assert_eq(shard_entries(dir, fs_spill_name(dir), &k), 1);
 
     fbk_key k2;
     fbk_key_generate(&k2);
@@ -628,7 +633,7 @@ Test(file_iov, a_partial_file_whose_removal_failed_is_replaced_by_the_next_store
     fbk__file_io_set(&hooked);
     cr_assert_eq(store_split(&b, &k2, buf, seg, 2), FBK_ENOSPC);
     fbk__file_io_set(NULL);
-    cr_assert(exists(dir, "spill", &k2));
+    cr_assert(exists(dir, fs_spill_name(dir), &k2));
     tu_bytes tb = {123456, 13, 0};
     cr_assert_eq(b.ops->store(b.self, &k2, tb.len, tu_fill_bytes, &tb), FBK_OK, "%s", fbk_errmsg());
     unsigned char *want = seeded(tb.len, 13);
@@ -655,11 +660,11 @@ Test(file_iov, register_key_over_a_leftover_spill_file_replaces_it)
     /* a partial file under the key's spill name, as a failed store whose
      * removal failed too would leave */
     char p[4300];
-    key_path(p, sizeof p, dir, "spill", &k);
+    key_path(p, sizeof p, dir, fs_spill_name(dir), &k);
     write_file(p, "partial garbage");
     cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
     expect_loads(&b, &k, buf, 50000, "registered over a leftover");
-    cr_assert_eq(shard_entries(dir, "spill", &k), 1, "a temporary was left in the spill shard");
+    cr_assert_eq(shard_entries(dir, fs_spill_name(dir), &k), 1, "a temporary was left in the spill shard");
     char q[4300];
     key_path(q, sizeof q, dir, "loc", &k);
     struct stat s1, s2;
@@ -668,7 +673,7 @@ Test(file_iov, register_key_over_a_leftover_spill_file_replaces_it)
     cr_assert_eq(s1.st_ino, s2.st_ino, "register did not link the location's file");
     /* registering again over the same inode is fine too */
     cr_assert_eq(b.ops->register_key(b.self, loc, &k), FBK_OK, "%s", fbk_errmsg());
-    cr_assert_eq(shard_entries(dir, "spill", &k), 1);
+    cr_assert_eq(shard_entries(dir, fs_spill_name(dir), &k), 1);
     expect_loads(&b, &k, buf, 50000, "registered twice");
     b.ops->close_location(b.self, loc);
     free(buf);

@@ -4,6 +4,7 @@
  * (only a marked, empty or older libfbk location is used), and a scan that
  * deletes nothing but libfbk's own temporaries. */
 #include "../backends/file/file_io.h"
+#include "file_spill.h"
 #include "testutil.h"
 
 #include <criterion/criterion.h>
@@ -140,17 +141,29 @@ Test(file_locations, a_location_in_the_spill_area_is_refused_and_loses_nothing)
     expect_refused(dir, "LOCK", rule);
     expect_refused(dir, "LOCK/x", rule);
     expect_refused(dir, ".", rule);
-    /* through a symlink inside the store directory, and from outside */
+    /* every store's spill area and its lock file, whether present or not */
+    expect_refused(dir, "spill-0123456789abcdef", rule);
+    expect_refused(dir, "spill-0123456789abcdef/ab", rule);
+    expect_refused(dir, "spill-0123456789abcdef.lock", rule);
+    expect_refused(dir, "spill-x/y", rule);
+    /* through a symlink inside the store directory, and from outside, to
+     * the spill area of a store that has the directory open meanwhile */
+    fbk_store *holder = open_store(dir);
+    char area[64];
+    PATHF(area, "%s", fs_spill_name(dir));
     PATHF(p, "%s/tospill", dir);
-    cr_assert_eq(symlink("spill/ab", p), 0);
+    cr_assert_eq(symlink(area, p), 0);
     expect_refused(dir, "tospill", rule);
     char out[4096], link[4300], abs[4300];
     PATHF(out, "%s", tu_fresh_dir("loc_spill_out"));
-    PATHF(abs, "%s/spill", dir);
+    PATHF(abs, "%s/%s", dir, area);
     PATHF(link, "%s/elsewhere", out);
     cr_assert_eq(symlink(abs, link), 0);
     expect_refused(dir, link, rule);
     expect_refused(dir, abs, rule);
+    PATHF(abs, "%s/spill", dir);
+    expect_refused(dir, abs, rule);
+    fbk_store_close(holder);
     /* the store directory inside the location */
     PATHF(abs, "%s/..", dir);
     expect_refused(dir, abs, rule);
@@ -232,6 +245,36 @@ Test(file_locations, a_store_whose_spill_is_a_location_is_refused)
     fbk_location_close(loc);
     fbk_store_close(s);
     cr_assert_eq(rc, FBK_EINVAL, "%s", fbk_err_name(rc));
+}
+
+/* The same for a dead store's spill-<id> that is a location (an earlier
+ * version let one be made there): refused, not removed. */
+Test(file_locations, a_store_whose_stale_spill_area_is_a_location_is_refused)
+{
+    char base[4096], dir[4300], area[4400], p[4500];
+    PATHF(base, "%s", tu_fresh_dir("loc_spill_id_rev"));
+    PATHF(dir, "%s/b", base);
+    PATHF(area, "%s/spill-0123456789abcdef", dir);
+    fbk_store *s = open_store(base);
+    fbk_location *loc = open_loc(s, area); /* absolute: not in base's own areas */
+    fbk_key k = persist_one(s, loc, 900, 6);
+    fbk_location_close(loc);
+    fbk_store_close(s);
+    char uri[4400];
+    PATHF(uri, "file:%s", dir);
+    fbk_store *s2 = NULL;
+    int rc = fbk_store_open(&s2, uri, NULL);
+    if (rc == FBK_OK)
+        fbk_store_close(s2);
+    cr_assert_eq(rc, FBK_EINVAL, "%s", fbk_err_name(rc));
+    cr_assert(strstr(fbk_errmsg(), "spill-0123456789abcdef") != NULL, "message: %s", fbk_errmsg());
+    PATHF(p, "%s/.fbk-location", area);
+    cr_assert(exists(p), "the location was removed");
+    s = open_store(base);
+    loc = open_loc(s, area);
+    expect_value(s, loc, &k, 900, 6);
+    fbk_location_close(loc);
+    fbk_store_close(s);
 }
 
 /* ---- item: a directory libfbk did not make is not emptied ---- */

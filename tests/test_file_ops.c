@@ -3,6 +3,7 @@
  * its sticky errors, error codes and messages (with faults injected through
  * the backend's system-call table). */
 #include "../backends/file/file_io.h"
+#include "file_spill.h"
 #include "testutil.h"
 
 #include <criterion/criterion.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -95,12 +97,12 @@ Test(file_ops, store_load_roundtrip_all_sizes_and_remove)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         fbk_key_generate(&keys[i]);
         cr_assert_eq(store_seeded(&b, &keys[i], sizes[i], i + 1), FBK_OK, "%s", fbk_errmsg());
-        cr_assert(exists(dir, "spill", &keys[i]));
+        cr_assert(exists(dir, fs_spill_name(dir), &keys[i]));
     }
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         expect_load(&b, &keys[i], sizes[i], i + 1);
     cr_assert_eq(b.ops->remove(b.self, &keys[3]), FBK_OK);
-    cr_assert(!exists(dir, "spill", &keys[3]));
+    cr_assert(!exists(dir, fs_spill_name(dir), &keys[3]));
     check_arg c = {0, 0, 0, 0};
     cr_assert_eq(b.ops->load(b.self, &keys[3], read_check, &c), FBK_ENOTFOUND);
     cr_assert_eq(c.calls, 0);
@@ -123,60 +125,132 @@ Test(file_ops, failed_fill_leaves_no_value)
     tu_be_close(&b);
 }
 
-Test(file_ops, second_open_of_dir_is_busy_in_process_and_in_child)
+/* Several stores share a directory (in one process and across processes),
+ * each with a spill area of its own; an exclusive lock on DIR/LOCK (`fbk
+ * compact`, or a libfbk before sharing) still makes an open FBK_EBUSY. */
+Test(file_ops, second_open_of_dir_shares_it_and_an_exclusive_lock_is_busy)
 {
     const char *dir = tu_fresh_dir("lock");
-    char saved[4096];
+    char saved[4096], p[4200];
     snprintf(saved, sizeof saved, "%s", dir);
     tu_be b = tu_file_open(saved);
-    const fbk_backend_ops *ops;
-    void *self = NULL;
-    cr_assert_eq(fbk_backend_file_create(saved, NULL, &ops, &self), FBK_EBUSY);
-    cr_assert_null(self);
-    cr_assert(strstr(fbk_errmsg(), "LOCK") != NULL, "message: %s", fbk_errmsg());
+    tu_be b2 = tu_file_open(saved);
+    cr_assert_eq(fs_spill_count(saved, NULL), 2, "two stores, two spill areas");
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(store_seeded(&b, &k, 100, 1), FBK_OK);
+    cr_assert_eq(store_seeded(&b2, &k, 200, 2), FBK_OK, "the same key in the other spill area");
+    expect_load(&b, &k, 100, 1);
+    expect_load(&b2, &k, 200, 2);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         const fbk_backend_ops *o;
         void *s;
         int rc = fbk_backend_file_create(saved, NULL, &o, &s);
-        _exit(rc == FBK_EBUSY ? 0 : 1);
+        if (rc == FBK_OK)
+            o->close(s);
+        _exit(rc == FBK_OK ? 0 : 1);
     }
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child was not refused");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child was refused");
+    tu_be_close(&b2);
     tu_be_close(&b);
-    /* released at close */
+    cr_assert_eq(fs_spill_count(saved, NULL), 0, "spill areas left after close");
+    /* an exclusive holder of DIR/LOCK */
+    snprintf(p, sizeof p, "%s/LOCK", saved);
+    int fd = open(p, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "a store left DIR/LOCK locked");
+    const fbk_backend_ops *ops;
+    void *self = NULL;
+    cr_assert_eq(fbk_backend_file_create(saved, NULL, &ops, &self), FBK_EBUSY);
+    cr_assert_null(self);
+    cr_assert(strstr(fbk_errmsg(), "LOCK") != NULL, "message: %s", fbk_errmsg());
+    close(fd);
     b = tu_file_open(saved);
     tu_be_close(&b);
 }
 
-Test(file_ops, spill_area_is_emptied_at_open)
+/* What a writer's open removes: the DIR/spill of earlier versions, a
+ * spill-<id> without a lock file, and a spill-<id> whose lock file nobody
+ * holds (with the lock file); and what it leaves: an area whose lock is
+ * held, and other names. */
+Test(file_ops, stale_spill_areas_are_removed_at_open)
 {
     const char *dir = tu_fresh_dir("spillempty");
-    char d[4096], p[4200];
+    char d[4096], p[4300];
     snprintf(d, sizeof d, "%s", dir);
-    snprintf(p, sizeof p, "%s/spill", d);
-    cr_assert_eq(mkdir(p, 0755), 0);
-    snprintf(p, sizeof p, "%s/spill/ab", d);
-    cr_assert_eq(mkdir(p, 0755), 0);
-    snprintf(p, sizeof p, "%s/spill/ab/abcdefabcdefabcdefabcdefabcdefab", d);
-    write_file(p, "old");
-    snprintf(p, sizeof p, "%s/spill/junk", d);
-    write_file(p, "junk");
-    snprintf(p, sizeof p, "%s/spill/zz", d);
+    static const char *const areas[] = {"spill", "spill-00000000000000aa", "spill-00000000000000bb",
+                                         "spill-00000000000000cc"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", d, areas[i]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof p, "%s/%s/ab", d, areas[i]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof p, "%s/%s/ab/abcdefabcdefabcdefabcdefabcdefab", d, areas[i]);
+        write_file(p, "old");
+        snprintf(p, sizeof p, "%s/%s/junk", d, areas[i]);
+        write_file(p, "junk");
+    }
+    /* bb: a dead owner's lock file; cc: a live one (held here) */
+    snprintf(p, sizeof p, "%s/spill-00000000000000bb.lock", d);
+    write_file(p, "");
+    snprintf(p, sizeof p, "%s/spill-00000000000000cc.lock", d);
+    write_file(p, "");
+    int held = open(p, O_RDONLY);
+    cr_assert_geq(held, 0);
+    cr_assert_eq(flock(held, LOCK_EX), 0);
+    snprintf(p, sizeof p, "%s/spill-notours", d);
     cr_assert_eq(mkdir(p, 0755), 0);
     tu_be b = tu_file_open(d);
     struct stat st;
-    snprintf(p, sizeof p, "%s/spill/ab/abcdefabcdefabcdefabcdefabcdefab", d);
-    cr_assert_neq(stat(p, &st), 0);
-    snprintf(p, sizeof p, "%s/spill/junk", d);
-    cr_assert_neq(stat(p, &st), 0);
-    snprintf(p, sizeof p, "%s/spill/zz", d);
-    cr_assert_neq(stat(p, &st), 0);
-    snprintf(p, sizeof p, "%s/spill/ff", d);
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", d, areas[i]);
+        cr_assert_neq(lstat(p, &st), 0, "%s was not removed", areas[i]);
+    }
+    snprintf(p, sizeof p, "%s/spill-00000000000000bb.lock", d);
+    cr_assert_neq(lstat(p, &st), 0, "a dead owner's lock file was not removed");
+    snprintf(p, sizeof p, "%s/spill-00000000000000cc/ab/abcdefabcdefabcdefabcdefabcdefab", d);
+    cr_assert_eq(lstat(p, &st), 0, "a live store's spill area was touched");
+    snprintf(p, sizeof p, "%s/spill-00000000000000cc.lock", d);
+    cr_assert_eq(lstat(p, &st), 0);
+    snprintf(p, sizeof p, "%s/spill-notours", d);
+    cr_assert_eq(lstat(p, &st), 0);
+    /* this store's own area: a new one */
+    char own[64];
+    cr_assert_eq(fs_spill_count(d, own), 2);
+    if (strcmp(own, "spill-00000000000000cc") == 0) {
+        /* readdir order: find the other one */
+        DIR *dd = opendir(d);
+        struct dirent *e;
+        while ((e = readdir(dd)) != NULL)
+            if (strncmp(e->d_name, "spill-", 6) == 0 && strlen(e->d_name) == 22 &&
+                strcmp(e->d_name, "spill-00000000000000cc") != 0)
+                memcpy(own, e->d_name, 23);
+        closedir(dd);
+    }
+    snprintf(p, sizeof p, "%s/%s", d, own);
     cr_assert_eq(stat(p, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
+    /* its shards come with the first store into each */
+    fbk_key k;
+    fbk_key_generate(&k);
+    cr_assert_eq(store_seeded(&b, &k, 10, 1), FBK_OK, "%s", fbk_errmsg());
+    cr_assert(exists(d, own, &k));
+    snprintf(p, sizeof p, "%s/%s.lock", d, own);
+    cr_assert_eq(stat(p, &st), 0);
+    tu_be_close(&b);
+    snprintf(p, sizeof p, "%s/%s", d, own);
+    cr_assert_neq(lstat(p, &st), 0, "the store's spill area is left after close");
+    snprintf(p, sizeof p, "%s/%s.lock", d, own);
+    cr_assert_neq(lstat(p, &st), 0, "the store's lock file is left after close");
+    /* released: the next open removes cc */
+    close(held);
+    b = tu_file_open(d);
+    snprintf(p, sizeof p, "%s/spill-00000000000000cc", d);
+    cr_assert_neq(lstat(p, &st), 0);
     tu_be_close(&b);
 }
 
@@ -200,7 +274,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_only_it
     /* same inode in spill and location */
     char hex[33], a[4300];
     fbk_key_format_hex(&k[1], hex);
-    snprintf(a, sizeof a, "%s/spill/%.2s/%s", d, hex, hex);
+    snprintf(a, sizeof a, "%s/%s/%.2s/%s", d, fs_spill_name(d), hex, hex);
     snprintf(p, sizeof p, "%s/locA/%.2s/%s", d, hex, hex);
     struct stat s1, s2;
     cr_assert_eq(stat(a, &s1), 0);
@@ -255,7 +329,7 @@ Test(file_ops, persist_sync_register_through_hard_links_and_scan_removes_only_it
     cr_assert_eq(b.ops->scan(b.self, loc, tu_count_key, &n), 0);
     cr_assert_eq(n, 19);
     for (int i = 0; i < 19; i++) {
-        cr_assert(!exists(d, "spill", &k[i]));
+        cr_assert(!exists(d, fs_spill_name(d), &k[i]));
         cr_assert_eq(b.ops->register_key(b.self, loc, &k[i]), FBK_OK, "%s", fbk_errmsg());
         expect_load(&b, &k[i], 1000 + (size_t)i * 5000, (uint64_t)i);
     }
@@ -443,7 +517,7 @@ Test(file_ops, failed_write_is_enospc_and_leaves_no_value, .fini = io_reset)
     /* and the spill shard holds no stray file */
     char hex[33], p[4200];
     fbk_key_format_hex(&k, hex);
-    snprintf(p, sizeof p, "%s/spill/%.2s", dir, hex);
+    snprintf(p, sizeof p, "%s/%s/%.2s", dir, fs_spill_name(dir), hex);
     DIR *dd = opendir(p);
     cr_assert_not_null(dd);
     struct dirent *de;
@@ -529,7 +603,7 @@ Test(file_ops, exdev_fallback_copies_atomically, .fini = io_reset)
     expect_load(&b, &k, 200000, 5);
     char hex[33], a[4300], p[4300];
     fbk_key_format_hex(&k, hex);
-    snprintf(a, sizeof a, "%s/spill/%.2s/%s", dir, hex, hex);
+    snprintf(a, sizeof a, "%s/%s/%.2s/%s", dir, fs_spill_name(dir), hex, hex);
     snprintf(p, sizeof p, "%s/loc/%.2s/%s", dir, hex, hex);
     struct stat s1, s2;
     cr_assert_eq(stat(a, &s1), 0);

@@ -1,19 +1,29 @@
 /*
  * file_backend.c -- the raw-file backend, "file:DIR": one file per value.
  *
- *   DIR/LOCK                 flock(LOCK_EX) for the life of the store
- *   DIR/spill/00..ff/<hex>   the spill area (emptied at open and at close)
+ *   DIR/LOCK                 flock(LOCK_SH) by every open store, for its life
+ *   DIR/spill-<id>.lock      owns the spill area <id>: flock(LOCK_EX) by its store
+ *   DIR/spill-<id>/00..ff/<hex>  a store's own spill area (removed at close)
  *   LOC/.fbk-location        marks LOC as libfbk's (written when adopted)
  *   LOC/00..ff/<hex>         a location (absolute, or relative to DIR)
  *
+ * <id> is 16 random hex digits, one per open store: several processes (and
+ * several stores of one process) share DIR, its locations and their names.
+ * A writer's open removes the spill areas whose lock file it can flock (their
+ * store died), the lock-less ones, and the single DIR/spill of earlier
+ * versions.  A read-only store (FBK_STORE_READONLY) writes nothing in DIR: its
+ * spill area is a private directory under $TMPDIR (or /tmp), it makes no
+ * location, shard or marker, and its scan deletes nothing.
  * <hex> is fbk_key_format_hex() of the key; the shard is its first byte.
  * A spill store writes the final name directly (O_EXCL; the spill area is
  * disposable and the core never reads a key before its store returned).
  * Persist and register are hard links (a copy to a temporary name + fsync +
- * rename across file systems).  A location's shards are made when it is
- * opened (lazily, on first persist, if it was read-only then).  A location
- * never reaches into DIR's own areas, and libfbk deletes nothing in it but
- * its own temporaries; a non-empty directory it did not make is refused.
+ * rename across file systems).  A temporary's name carries its store's <id>:
+ * a scan deletes it only when that store is gone.  A location's shards are
+ * made when it is opened (lazily, on first persist, if it was read-only
+ * then).  A location never reaches into DIR's own areas, and libfbk deletes
+ * nothing in it but its own temporaries; a non-empty directory it did not
+ * make is refused.
  * docs/file-backend.md gives the layout and the crash-consistency argument;
  * every system call goes through file_io.h.
  */
@@ -47,9 +57,15 @@
 #define FILE_BUF_KEEP_MAX ((size_t)32 << 20)
 /* "ab/" + 32 hex + NUL */
 #define FILE_NAME_LEN 36
-/* "ab/.tmp-" + 32 hex + "-" + 16 hex + NUL */
-#define FILE_TMP_LEN 64
+/* "ab/.tmp-" + 32 hex + "-" + 16 hex owner + "-" + 16 hex + NUL */
+#define FILE_TMP_LEN 80
 #define FILE_TMP_PREFIX ".tmp-"
+/* A store's spill id: 16 lowercase hex digits */
+#define FILE_ID_LEN 16
+/* "spill-" + id + ".lock" + NUL */
+#define FILE_SPILL_NAME_LEN 32
+#define FILE_SPILL_PREFIX "spill-"
+#define FILE_LOCK_SUFFIX ".lock"
 /* The file that marks a directory as a libfbk location (docs/file-backend.md) */
 #define FILE_MARKER ".fbk-location"
 /* store_iov takes at most this many segments (fbk_backend.h) */
@@ -61,11 +77,18 @@ typedef struct file_buf {
 } file_buf;
 
 typedef struct file_backend {
-    char *dir;   /* as given, for messages */
-    char *spill; /* DIR/spill, for messages */
-    char *canon; /* realpath(DIR): locations are checked against it */
+    char *dir;                /* as given, for messages */
+    char *spill;              /* DIR/spill-<id> (or the private directory), for messages */
+    char *canon;              /* realpath(DIR): locations are checked against it */
+    int readonly;             /* FBK_STORE_READONLY: nothing in DIR is made or removed */
+    char id[FILE_ID_LEN + 1]; /* this store's spill id */
+    char spill_name[FILE_SPILL_NAME_LEN]; /* "spill-<id>" (or "fbk-ro-<id>") */
+    char owner_name[FILE_SPILL_NAME_LEN]; /* "spill-<id>.lock" */
     int rootfd;
-    int lockfd;
+    int lockfd;     /* DIR/LOCK, flock(LOCK_SH); -1 for a read-only DIR without one */
+    int ownerfd;    /* DIR/spill-<id>.lock, flock(LOCK_EX); -1 when read-only */
+    int spill_at;   /* the directory holding spill_name: rootfd, or the temporary one */
+    int spill_made; /* spill_name was made by this store: removed at close */
     int spillfd;
     dev_t spill_dev;
     atomic_uint_fast64_t tmp_seq;
@@ -149,11 +172,47 @@ static int shard_index(const char *name)
     return (int)((hi - digits) << 4 | (lo - digits));
 }
 
+/* "ab/.tmp-<32 hex key>-<16 hex spill id>-<16 hex sequence>": the spill id
+ * names the store the temporary belongs to, so that another store's scan
+ * leaves it alone while that store lives (owner_alive). */
 static void tmp_name(file_backend *b, const char *name, char out[FILE_TMP_LEN])
 {
     uint64_t seq = atomic_fetch_add(&b->tmp_seq, 1);
-    snprintf(out, FILE_TMP_LEN, "%.2s/" FILE_TMP_PREFIX "%s-%016llx", name, name + 3,
+    snprintf(out, FILE_TMP_LEN, "%.2s/" FILE_TMP_PREFIX "%s-%s-%016llx", name, name + 3, b->id,
              (unsigned long long)seq);
+}
+
+static int is_hex_run(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* 1 if n is "spill-<16 hex>" followed by exactly `suffix` ("" for a spill
+ * area, FILE_LOCK_SUFFIX for its lock file); id (may be NULL) receives the
+ * 16 hex digits. */
+static int is_spill_name(const char *n, const char *suffix, char id[FILE_ID_LEN + 1])
+{
+    const size_t pl = sizeof FILE_SPILL_PREFIX - 1;
+    if (strncmp(n, FILE_SPILL_PREFIX, pl) != 0 || strlen(n) != pl + FILE_ID_LEN + strlen(suffix) ||
+        !is_hex_run(n + pl, FILE_ID_LEN) || strcmp(n + pl + FILE_ID_LEN, suffix) != 0)
+        return 0;
+    if (id) {
+        memcpy(id, n + pl, FILE_ID_LEN);
+        id[FILE_ID_LEN] = '\0';
+    }
+    return 1;
+}
+
+/* A fresh random spill id (from the key generator: getrandom). */
+static void new_id(char id[FILE_ID_LEN + 1])
+{
+    fbk_key k;
+    fbk_key_generate(&k);
+    for (int i = 0; i < 8; i++)
+        snprintf(id + 2 * i, 3, "%02x", (unsigned)(k.bytes[i] ^ k.bytes[i + 8]));
 }
 
 /* An error with errno e and a message naming a path under base. */
@@ -556,10 +615,11 @@ static int copy_file(file_backend *b, int src_at, const char *src_base, int dst_
     return finish_tmp(dst_at, dst_base, tmp, name, out, ok, what, e);
 }
 
-/* Creates spill/name for writing, directly under the key's name: the spill
- * area is disposable (emptied at open) and the core neither reads nor
- * persists a key before its store returned, so a temporary + rename would
- * buy nothing but a syscall and a directory update (docs/file-backend.md).
+/* Creates spill/name for writing, directly under the key's name (and its
+ * shard, the first time): the spill area is disposable (private to the
+ * store, removed at close) and the core neither reads nor persists a key
+ * before its store returned, so a temporary + rename would buy nothing but
+ * a syscall and a directory update (docs/file-backend.md).
  * O_EXCL: an existing file is never written into -- it may be hard-linked
  * into a location.  One that exists is a partial file a failed store could
  * not remove (the core stores a key only when the spill area has no value
@@ -588,7 +648,7 @@ static int spill_create(file_backend *b, const char *name, int *out)
  * (ok; else `what` failed with errno e), unlinks the partial file, so that
  * a failed store leaves no readable value under the key.  Should that unlink
  * fail too, the file stays until the key's next store or register replaces
- * it, or the next open empties the spill area. */
+ * it, or the close removes the spill area. */
 static int spill_finish(file_backend *b, const char *name, int fd, int ok, const char *what, int e)
 {
     if (io_()->close(fd) != 0 && ok) {
@@ -759,70 +819,6 @@ static int file_remove(void *self, const fbk_key *key)
     return FBK_OK;
 }
 
-/* Empties the spill area: every shard's entries, and anything that is not a
- * shard directory.  Creates the missing shards when create is set. */
-static int spill_empty(file_backend *b, int create)
-{
-    int fd = io_()->openat(b->spillfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fail(errno, "open", b->spill, NULL);
-    DIR *d = dir_of(fd);
-    if (!d)
-        return fail(errno, "list", b->spill, NULL);
-    int rc = FBK_OK;
-    struct dirent *de;
-    errno = 0;
-    while ((de = io_()->readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-            continue;
-        int shard = strlen(n) == 2 ? shard_index(n) : -1;
-        if (shard >= 0) {
-            /* keep the shard directory, drop its content */
-            int sfd =
-                io_()->openat(b->spillfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-            if (sfd >= 0) {
-                DIR *sd = dir_of(sfd);
-                if (!sd) {
-                    rc = fail(errno, "list", b->spill, n);
-                    break;
-                }
-                struct dirent *se;
-                errno = 0;
-                while ((se = io_()->readdir(sd)) != NULL) {
-                    if (strcmp(se->d_name, ".") == 0 || strcmp(se->d_name, "..") == 0)
-                        continue;
-                    if (remove_tree_at(dirfd(sd), se->d_name, 0) != 0 && rc == FBK_OK)
-                        rc = fail(errno, "empty", b->spill, n);
-                    errno = 0;
-                }
-                if (errno && rc == FBK_OK)
-                    rc = fail(errno, "list", b->spill, n);
-                io_()->closedir(sd);
-                errno = 0;
-                continue;
-            }
-            if (errno != ENOTDIR && errno != ELOOP) {
-                rc = fail(errno, "open", b->spill, n);
-                break;
-            }
-        }
-        if (remove_tree_at(b->spillfd, n, 0) != 0 && rc == FBK_OK)
-            rc = fail(errno, "remove", b->spill, n);
-        errno = 0;
-    }
-    if (errno && rc == FBK_OK)
-        rc = fail(errno, "list", b->spill, NULL);
-    io_()->closedir(d);
-    for (int i = 0; create && rc == FBK_OK && i < FILE_SHARDS; i++) {
-        char shard[3];
-        snprintf(shard, sizeof shard, "%02x", i);
-        if (mkdir_ok(b->spillfd, shard) != 0)
-            rc = fail(errno, "create", b->spill, shard);
-    }
-    return rc;
-}
-
 /* -------------------------------------------------------------- locations */
 
 static void loc_touch(file_loc *l, const char *name, int file, const fbk_key *key, int made_shard)
@@ -941,12 +937,18 @@ static int is_key_name(const char *n, const char *shard, fbk_key *key)
     return fbk_key_parse(n, key) == FBK_OK;
 }
 
-/* 1 if n is a name tmp_name() makes for a key of this shard:
- * ".tmp-<32 hex key>-<16 hex>", all lowercase. */
-static int is_tmp_name(const char *n, const char *shard)
+/* 1 if n is a name tmp_name() makes for a key of this shard, all lowercase:
+ * ".tmp-<32 hex key>-<16 hex owner>-<16 hex>" (owner, if not NULL, receives
+ * the owner's spill id), or the ".tmp-<32 hex key>-<16 hex>" of versions
+ * before sharing (owner receives "": its store is gone). */
+static int is_tmp_name(const char *n, const char *shard, char owner[FILE_ID_LEN + 1])
 {
     const size_t pl = sizeof FILE_TMP_PREFIX - 1;
-    if (strlen(n) != pl + 32 + 1 + 16 || strncmp(n, FILE_TMP_PREFIX, pl) != 0 || n[pl + 32] != '-')
+    size_t len = strlen(n);
+    int old = len == pl + 32 + 1 + 16;
+    if (!(old || len == pl + 32 + 1 + FILE_ID_LEN + 1 + 16) ||
+        strncmp(n, FILE_TMP_PREFIX, pl) != 0 || n[pl + 32] != '-' ||
+        (!old && n[pl + 33 + FILE_ID_LEN] != '-'))
         return 0;
     char hex[33];
     memcpy(hex, n + pl, 32);
@@ -954,11 +956,42 @@ static int is_tmp_name(const char *n, const char *shard)
     fbk_key key;
     if (!is_key_name(hex, shard, &key))
         return 0;
-    for (const char *c = n + pl + 33; *c; c++)
-        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
-            return 0;
+    const char *rest = n + pl + 33;
+    if (old ? !is_hex_run(rest, 16)
+            : !is_hex_run(rest, FILE_ID_LEN) || !is_hex_run(rest + FILE_ID_LEN + 1, 16))
+        return 0;
+    if (owner) {
+        memcpy(owner, rest, old ? 0 : FILE_ID_LEN);
+        owner[old ? 0 : FILE_ID_LEN] = '\0';
+    }
     return 1;
 }
+
+/* Whether the store with spill id `id` is open (in any process): its lock
+ * file DIR/spill-<id>.lock exists and cannot be flocked.  A missing lock
+ * file means dead (or a store of another directory: docs/file-backend.md);
+ * an error other than ENOENT counts as alive (nothing is deleted on a
+ * doubt).  The probe takes LOCK_SH, so two probes, or a probe and the
+ * cleanup at another store's open, do not mistake each other for owners
+ * for longer than the probe lasts. */
+static int owner_alive(file_backend *b, const char *id)
+{
+    if (strcmp(id, b->id) == 0)
+        return 1;
+    char name[FILE_SPILL_NAME_LEN];
+    snprintf(name, sizeof name, FILE_SPILL_PREFIX "%s" FILE_LOCK_SUFFIX, id);
+    int fd = io_()->openat(b->rootfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+    if (fd < 0)
+        return errno != ENOENT;
+    int r;
+    while ((r = io_()->flock(fd, LOCK_SH | LOCK_NB)) != 0 && errno == EINTR)
+        ;
+    io_()->close(fd); /* releases the probe's lock */
+    return r != 0;
+}
+
+/* owner_alive for file_names.c */
+static int owner_alive_cb(void *arg, const char *id) { return owner_alive(arg, id); }
 
 /* 1 if the entry de of the directory at is a regular file (not followed). */
 static int is_regular(int at, const struct dirent *de)
@@ -970,10 +1003,27 @@ static int is_regular(int at, const struct dirent *de)
 }
 
 /* Names the store keeps in DIR.  A location must not be one of them or lie
- * under one, nor be DIR itself or contain it: the spill area is emptied at
- * every open, and a location's shards and scan must not meet LOCK or spill.
- * A name added to DIR must be added here. */
+ * under one, nor be DIR itself or contain it: spill areas are removed at
+ * close (and by the next open when their store died), and a location's
+ * shards and scan must not meet LOCK or a spill area.  "spill" is the spill
+ * area of versions before sharing (removed at open).  A name added to DIR
+ * must be added here. */
 static const char *const store_names[] = {"spill", "LOCK"};
+
+/* 1 if the first component of a path inside DIR, comp (up to '/' or the
+ * end), is the store's: one of store_names[], or anything "spill-*" (the
+ * spill areas and their lock files); *len receives its length. */
+static int is_store_name(const char *comp, size_t *len)
+{
+    const char *e = strchr(comp, '/');
+    size_t n = e ? (size_t)(e - comp) : strlen(comp);
+    *len = n;
+    for (size_t i = 0; i < sizeof store_names / sizeof store_names[0]; i++)
+        if (strlen(store_names[i]) == n && strncmp(comp, store_names[i], n) == 0)
+            return 1;
+    return n >= sizeof FILE_SPILL_PREFIX - 1 &&
+           strncmp(comp, FILE_SPILL_PREFIX, sizeof FILE_SPILL_PREFIX - 1) == 0;
+}
 
 /* Appends the components of rel to the absolute path buf[0..*n) (capacity
  * cap), resolving "." and ".." lexically: rel names directories that do not
@@ -1057,7 +1107,7 @@ static int path_under(const char *p, const char *root)
 
 /* Refuses (FBK_EINVAL) a location that climbs out of DIR with ".." (when
  * relative) or reaches into the store's own areas: DIR itself, a directory
- * holding DIR, or anything at or under DIR/spill, DIR/LOCK.  Paths are
+ * holding DIR, or anything at or under DIR/spill, DIR/spill-*, DIR/LOCK.  Paths are
  * compared in canonical form, so "./spill", "x/../spill" and symlinks to
  * the spill area are caught too.  shown: the location's path for messages. */
 static int loc_check_path(file_backend *b, const char *location, const char *shown)
@@ -1102,23 +1152,16 @@ static int loc_check_path(file_backend *b, const char *location, const char *sho
         rc = fbk_error_set(FBK_EINVAL, 0, "file: location %s is the store directory %s itself: %s",
                            shown, b->dir, rule);
     } else if (path_under(b->canon, c)) {
-        rc = fbk_error_set(FBK_EINVAL, 0,
-                           "file: location %s (%s) holds the store directory %s: %s", shown, c,
-                           b->dir, rule);
+        rc = fbk_error_set(FBK_EINVAL, 0, "file: location %s (%s) holds the store directory %s: %s",
+                           shown, c, b->dir, rule);
     }
-    for (size_t i = 0; rc == FBK_OK && i < sizeof store_names / sizeof store_names[0]; i++) {
-        size_t rlen = strlen(b->canon) + strlen(store_names[i]) + 2;
-        char *r = malloc(rlen);
-        if (!r) {
-            rc = fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open location %s: out of memory", shown);
-            break;
-        }
-        snprintf(r, rlen, "%s/%s", b->canon, store_names[i]);
-        if (path_under(c, r))
+    size_t clen = strlen(b->canon), nlen;
+    if (rc == FBK_OK && strcmp(c, b->canon) != 0 && path_under(c, b->canon)) {
+        const char *comp = c + clen + (clen > 1); /* past "DIR/" ("/" when DIR is /) */
+        if (is_store_name(comp, &nlen))
             rc = fbk_error_set(FBK_EINVAL, 0,
-                               "file: location %s (%s) is, or lies under, the store's %s/%s: %s",
-                               shown, c, b->dir, store_names[i], rule);
-        free(r);
+                               "file: location %s (%s) is, or lies under, the store's %s/%.*s: %s",
+                               shown, c, b->dir, (int)nlen, comp, rule);
     }
     free(c);
     return rc;
@@ -1132,21 +1175,36 @@ enum { LOC_MARKED, LOC_EMPTY, LOC_LEGACY, LOC_FOREIGN };
  * only key files of its shard and libfbk temporaries; other root names --
  * a user's manifest -- are allowed, as they always were); or anything else
  * (LOC_FOREIGN: why names the first entry that is not libfbk's).  An
- * unmarked directory named "spill" next to a LOCK file is another file:
- * store's spill area (that store empties it at its every open): foreign.
+ * unmarked directory named "spill" or "spill-<16 hex>" next to a LOCK file
+ * is a file: store's spill area (removed by its store, or by the next open
+ * of that directory): foreign.
  * Returns one of LOC_* or an FBK_E* code (< 0). */
 static int loc_classify(file_loc *l, char *why, size_t cap)
 {
     struct stat st;
     if (io_()->fstatat(l->fd, FILE_MARKER, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
         return LOC_MARKED;
-    struct stat self, spill;
+    struct stat self;
     if (io_()->fstat(l->fd, &self) == 0 &&
-        io_()->fstatat(l->fd, "../LOCK", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        io_()->fstatat(l->fd, "../spill", &spill, AT_SYMLINK_NOFOLLOW) == 0 &&
-        spill.st_dev == self.st_dev && spill.st_ino == self.st_ino) {
-        snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
-        return LOC_FOREIGN;
+        io_()->fstatat(l->fd, "../LOCK", &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        /* which name of the parent is this directory? */
+        int pfd = io_()->openat(l->fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        DIR *pd = pfd >= 0 ? dir_of(pfd) : NULL;
+        int spill = 0;
+        struct dirent *pe;
+        while (pd && !spill && (pe = io_()->readdir(pd)) != NULL) {
+            struct stat ps;
+            if ((strcmp(pe->d_name, "spill") == 0 || is_spill_name(pe->d_name, "", NULL)) &&
+                io_()->fstatat(dirfd(pd), pe->d_name, &ps, AT_SYMLINK_NOFOLLOW) == 0 &&
+                ps.st_dev == self.st_dev && ps.st_ino == self.st_ino)
+                spill = 1;
+        }
+        if (pd)
+            io_()->closedir(pd);
+        if (spill) {
+            snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
+            return LOC_FOREIGN;
+        }
     }
     int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
@@ -1192,7 +1250,8 @@ static int loc_classify(file_loc *l, char *why, size_t cap)
             fbk_key key;
             if (strcmp(sn, ".") == 0 || strcmp(sn, "..") == 0)
                 continue;
-            if (!(is_key_name(sn, n, &key) || is_tmp_name(sn, n)) || !is_regular(dirfd(sd), se)) {
+            if (!(is_key_name(sn, n, &key) || is_tmp_name(sn, n, NULL)) ||
+                !is_regular(dirfd(sd), se)) {
                 snprintf(why, cap, "%s/%s is neither a key file nor a libfbk temporary", n, sn);
                 foreign = 1;
                 break;
@@ -1244,8 +1303,9 @@ static int loc_mark(file_loc *l)
  * already; or empty, or written by an earlier version (LOC_LEGACY), and
  * then marked.  A non-empty directory libfbk did not make is refused
  * (FBK_EINVAL): its scan would treat the user's files as libfbk's.
- * *marked_now is set when the marker was written here. */
-static int loc_claim(file_loc *l, int *marked_now)
+ * *marked_now is set when the marker was written here.  A read-only store
+ * (readonly) writes no marker: it uses an adoptable directory as it is. */
+static int loc_claim(file_loc *l, int readonly, int *marked_now)
 {
     char why[600] = "";
     int kind = loc_classify(l, why, sizeof why);
@@ -1256,7 +1316,7 @@ static int loc_claim(file_loc *l, int *marked_now)
                              "file: %s is not a libfbk location (no " FILE_MARKER
                              " marker) and is not empty: refusing to use it (%s)",
                              l->path, why);
-    *marked_now = kind != LOC_MARKED && loc_mark(l);
+    *marked_now = kind != LOC_MARKED && !readonly && loc_mark(l);
     return FBK_OK;
 }
 
@@ -1285,7 +1345,12 @@ static int file_open_location(void *self, const char *location, void **out)
         return rc;
     }
     l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (l->fd < 0 && errno == ENOENT) {
+    if (l->fd < 0 && errno == ENOENT && b->readonly) {
+        rc = fbk_error_set(FBK_ENOTFOUND, ENOENT,
+                           "file: location %s does not exist (the store is read-only: it "
+                           "opens existing locations only)",
+                           l->path);
+    } else if (l->fd < 0 && errno == ENOENT) {
         rc = mkdir_p(b->rootfd, location, "create location");
         if (rc == FBK_OK)
             l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -1303,7 +1368,7 @@ static int file_open_location(void *self, const char *location, void **out)
         rc = fail(errno, "stat location", l->path, NULL);
     int marked_now = 0;
     if (rc == FBK_OK)
-        rc = loc_claim(l, &marked_now);
+        rc = loc_claim(l, b->readonly, &marked_now);
     if (rc != FBK_OK) {
         if (l->fd >= 0)
             io_()->close(l->fd);
@@ -1313,7 +1378,7 @@ static int file_open_location(void *self, const char *location, void **out)
     }
     l->dev = st.st_dev;
     l->ino = st.st_ino;
-    l->need_full = 1;
+    l->need_full = !b->readonly; /* a read-only store makes nothing durable */
     pthread_mutex_lock(&b->failed_mu);
     for (size_t i = 0; i < b->nfailed; i++) {
         if (b->failed[i].dev == l->dev && b->failed[i].ino == l->ino) {
@@ -1330,7 +1395,7 @@ static int file_open_location(void *self, const char *location, void **out)
         snprintf(l->sticky_msg, sizeof l->sticky_msg,
                  "file: a sync of location %s failed earlier in this store (%s)", l->path,
                  fbk_err_name(l->sticky));
-    rc = loc_make_shards(b, l, marked_now);
+    rc = b->readonly ? FBK_OK : loc_make_shards(b, l, marked_now);
     if (rc != FBK_OK) {
         io_()->close(l->fd);
         free(l->path);
@@ -1359,8 +1424,9 @@ static void file_close_location(void *self, void *loc)
 
 static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
-    (void)self;
+    file_backend *b = self;
     file_loc *l = loc;
+    char owner[FILE_ID_LEN + 1];
     long junk = 0, keys = 0;
     size_t foreign = 0;
     for (int i = 0; i < FILE_SHARDS; i++) {
@@ -1402,11 +1468,14 @@ static int file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
                     io_()->closedir(d);
                     return rc;
                 }
-            } else if (is_tmp_name(n, shard) && is_regular(dirfd(d), de)) {
-                /* a temporary left by a crash: libfbk's own junk.  A failed
+            } else if (is_tmp_name(n, shard, owner) && is_regular(dirfd(d), de)) {
+                /* libfbk's temporary: junk left by a crash when its store
+                 * is gone, else another store's persist in flight (left
+                 * alone).  A read-only store deletes nothing.  A failed
                  * removal (read-only location) is not an error: the entry
                  * is still not a key. */
-                if (io_()->unlinkat(dirfd(d), n, 0) == 0)
+                if (!b->readonly && !(owner[0] && owner_alive(b, owner)) &&
+                    io_()->unlinkat(dirfd(d), n, 0) == 0)
                     junk++;
             } else {
                 /* not made by libfbk (a user's file, a key in the wrong
@@ -1472,6 +1541,8 @@ static int transfer(file_backend *b, file_loc *l, const fbk_key *key, int to_loc
                 atomic_store_explicit(&l->cross, 1, memory_order_relaxed);
                 break;
             }
+            if (e == EPERM && !to_loc)
+                break; /* a file of another user's (protected_hardlinks): copied */
             if (e == EEXIST) {
                 /* persist: the key is already there (an earlier run?);
                  * register: a partial spill file a failed store could not
@@ -1516,8 +1587,18 @@ static size_t file_scan_foreign(void *self, void *loc)
     return n;
 }
 
+/* FBK_EREADONLY for a change asked of a read-only store (the core refuses
+ * them before; this guards a caller of the table itself). */
+static int refuse_readonly(file_backend *b, const char *what)
+{
+    return fbk_error_set(FBK_EREADONLY, 0, "file: %s in %s: the store was opened read-only", what,
+                         b->dir);
+}
+
 static int file_persist(void *self, void *loc, const fbk_key *key)
 {
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "persist");
     return transfer(self, loc, key, 1);
 }
 
@@ -1528,7 +1609,8 @@ static int file_register_key(void *self, void *loc, const fbk_key *key)
 
 static int file_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
-    (void)self;
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "remove");
     file_loc *l = loc;
     char name[FILE_NAME_LEN];
     key_name(key, name);
@@ -1645,18 +1727,21 @@ static int file_name_get(void *self, void *loc, const void *name, size_t len, fb
 
 static int file_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
 {
-    (void)self;
+    file_backend *b = self;
     file_loc *l = loc;
-    return fbk__file_name_scan(l->fd, l->path, each, arg);
+    /* a writer's listing also removes dead stores' temporaries */
+    return fbk__file_name_scan(l->fd, l->path, each, arg, b->readonly ? NULL : owner_alive_cb, b);
 }
 
 static int file_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
 {
+    if (((file_backend *)self)->readonly)
+        return refuse_readonly(self, "bind names");
     file_loc *l = loc;
     /* the bound objects first: no binding may be durable before them */
     int rc = file_sync(self, loc);
     if (rc == FBK_OK)
-        rc = fbk__file_name_apply(l->fd, l->path, ops, n);
+        rc = fbk__file_name_apply(l->fd, l->path, ((file_backend *)self)->id, ops, n);
     return rc;
 }
 
@@ -1674,15 +1759,193 @@ static int file_contains(void *self, void *loc, const fbk_key *key)
 
 /* ---------------------------------------------------------------- store */
 
+/* Spill areas (docs/file-backend.md, "Sharing").  Each store owns
+ * DIR/spill-<id> through DIR/spill-<id>.lock, which it creates (O_EXCL) and
+ * flocks exclusively for its whole life; a writer's open removes the areas
+ * whose owner is gone. */
+
+/* 1 if the spill directory at/name holds a location marker (a location an
+ * earlier version let someone make there): it must not be removed. */
+static int spill_is_marked(int at, const char *name)
+{
+    char m[NAME_MAX + sizeof FILE_MARKER + 2];
+    snprintf(m, sizeof m, "%s/" FILE_MARKER, name);
+    struct stat st;
+    return io_()->fstatat(at, m, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static int refuse_marked(file_backend *b, const char *name)
+{
+    return fbk_error_set(FBK_EINVAL, 0,
+                         "file: %s/%s is a libfbk location (it holds " FILE_MARKER
+                         "): refusing to remove it as a spill area of a store that is gone",
+                         b->dir, name);
+}
+
+/* Removes the spill areas of DIR whose store is gone (a writer's open):
+ * for each spill-<id>.lock that can be flocked (LOCK_EX|LOCK_NB) and is
+ * still linked, spill-<id> and then the lock file (unlinked while the flock
+ * is held); each spill-<id> without a lock file; and the DIR/spill of
+ * earlier versions.  An area whose lock is held is never touched.  Best
+ * effort: what cannot be removed stays for a later open.  Fails only for a
+ * spill area that holds a location marker (FBK_EINVAL). */
+static int spill_clean(file_backend *b)
+{
+    int fd = io_()->openat(b->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "open", b->dir, NULL);
+    DIR *d = dir_of(fd);
+    if (!d)
+        return fail(errno, "list", b->dir, NULL);
+    int rc = FBK_OK;
+    struct dirent *de;
+    char id[FILE_ID_LEN + 1], name[FILE_SPILL_NAME_LEN];
+    while (rc == FBK_OK && (de = io_()->readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, "spill") == 0) {
+            if (spill_is_marked(b->rootfd, n))
+                rc = refuse_marked(b, n);
+            else
+                remove_tree_at(b->rootfd, n, 0);
+        } else if (is_spill_name(n, "", id)) {
+            struct stat st;
+            snprintf(name, sizeof name, FILE_SPILL_PREFIX "%s" FILE_LOCK_SUFFIX, id);
+            if (strcmp(id, b->id) == 0 ||
+                io_()->fstatat(b->rootfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+                continue; /* owned: judged by its lock file */
+            if (spill_is_marked(b->rootfd, n))
+                rc = refuse_marked(b, n);
+            else
+                remove_tree_at(b->rootfd, n, 0);
+        } else if (is_spill_name(n, FILE_LOCK_SUFFIX, id) && strcmp(id, b->id) != 0) {
+            int lfd = io_()->openat(b->rootfd, n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+            if (lfd < 0)
+                continue;
+            struct stat mine, now;
+            int r;
+            while ((r = io_()->flock(lfd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+                ;
+            /* dead, and not unlinked meanwhile by another cleaner */
+            if (r == 0 && io_()->fstat(lfd, &mine) == 0 &&
+                io_()->fstatat(b->rootfd, n, &now, AT_SYMLINK_NOFOLLOW) == 0 && mine.st_nlink > 0 &&
+                mine.st_dev == now.st_dev && mine.st_ino == now.st_ino) {
+                snprintf(name, sizeof name, FILE_SPILL_PREFIX "%s", id);
+                if (spill_is_marked(b->rootfd, name))
+                    rc = refuse_marked(b, name);
+                else if (remove_tree_at(b->rootfd, name, 0) == 0)
+                    io_()->unlinkat(b->rootfd, n, 0);
+            }
+            io_()->close(lfd);
+        }
+    }
+    io_()->closedir(d);
+    return rc;
+}
+
+/* Makes this store's spill area DIR/spill-<id>, owned through
+ * DIR/spill-<id>.lock: created O_EXCL, flocked, checked to be still linked
+ * (a cleaner that flocked it between the create and our flock took it for
+ * a dead store's and unlinked it: a new id is drawn), then the directory. */
+static int spill_claim(file_backend *b)
+{
+    for (int attempt = 0; attempt < 16; attempt++) {
+        new_id(b->id);
+        snprintf(b->owner_name, sizeof b->owner_name, FILE_SPILL_PREFIX "%s" FILE_LOCK_SUFFIX,
+                 b->id);
+        snprintf(b->spill_name, sizeof b->spill_name, FILE_SPILL_PREFIX "%s", b->id);
+        int fd = io_()->openat(b->rootfd, b->owner_name,
+                               O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0 && errno == EEXIST)
+            continue;
+        if (fd < 0)
+            return fail(errno, "create", b->dir, b->owner_name);
+        int r;
+        while ((r = io_()->flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+            ;
+        if (r != 0) {
+            int e = errno;
+            io_()->unlinkat(b->rootfd, b->owner_name, 0);
+            io_()->close(fd);
+            return fail(e, "lock", b->dir, b->owner_name);
+        }
+        struct stat mine, now;
+        if (io_()->fstat(fd, &mine) != 0 ||
+            io_()->fstatat(b->rootfd, b->owner_name, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+            mine.st_nlink == 0 || mine.st_dev != now.st_dev || mine.st_ino != now.st_ino) {
+            io_()->close(fd); /* unlinked by a cleaner: not ours any more */
+            continue;
+        }
+        if (io_()->mkdirat(b->rootfd, b->spill_name, 0755) != 0) {
+            int e = errno;
+            io_()->unlinkat(b->rootfd, b->owner_name, 0);
+            io_()->close(fd);
+            if (e == EEXIST)
+                continue; /* a stale area of that id: never reused */
+            return fail(e, "create", b->dir, b->spill_name);
+        }
+        b->ownerfd = fd;
+        b->spill_at = b->rootfd;
+        b->spill_made = 1;
+        return FBK_OK;
+    }
+    return fbk_error_set(FBK_EIO, 0,
+                         "file: create %s/" FILE_SPILL_PREFIX "<id>: no free spill id after 16 "
+                         "attempts",
+                         b->dir);
+}
+
+/* A read-only store's spill area: a private directory fbk-ro-<id> under
+ * $TMPDIR (or /tmp), nothing in DIR. */
+static int spill_private(file_backend *b)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    b->spill_at = io_()->openat(AT_FDCWD, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (b->spill_at < 0)
+        return fbk_error_from_errno(errno,
+                                    "file: open %s (the temporary directory a read-only store "
+                                    "keeps its spill area in)",
+                                    tmp);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        new_id(b->id);
+        snprintf(b->spill_name, sizeof b->spill_name, "fbk-ro-%s", b->id);
+        if (io_()->mkdirat(b->spill_at, b->spill_name, 0700) == 0) {
+            b->spill_made = 1;
+            size_t n = strlen(tmp) + sizeof b->spill_name + 2;
+            char *p = realloc(b->spill, n);
+            if (!p)
+                return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open %s: out of memory", b->dir);
+            b->spill = p;
+            snprintf(b->spill, n, "%s/%s", tmp, b->spill_name);
+            return FBK_OK;
+        }
+        if (errno != EEXIST)
+            return fbk_error_from_errno(errno,
+                                        "file: create %s/%s (a read-only store's spill "
+                                        "area)",
+                                        tmp, b->spill_name);
+    }
+    return fbk_error_set(FBK_EIO, 0, "file: create %s/fbk-ro-<id>: no free name after 16 attempts",
+                         tmp);
+}
+
 static void file_close(void *self)
 {
     file_backend *b = self;
     if (!b)
         return;
-    if (b->spillfd >= 0) {
-        spill_empty(b, 0); /* best effort: the spill area is disposable */
+    if (b->spillfd >= 0)
         io_()->close(b->spillfd);
+    /* best effort: a spill area left behind is removed by a later open */
+    if (b->spill_made)
+        remove_tree_at(b->spill_at, b->spill_name, 0);
+    if (b->ownerfd >= 0) {
+        io_()->unlinkat(b->rootfd, b->owner_name, 0); /* still flocked: no cleaner races */
+        io_()->close(b->ownerfd);
     }
+    if (b->spill_at >= 0 && b->spill_at != b->rootfd)
+        io_()->close(b->spill_at);
     if (b->lockfd >= 0)
         io_()->close(b->lockfd); /* releases the flock */
     if (b->rootfd >= 0)
@@ -1731,14 +1994,13 @@ static const fbk_backend_ops file_ops = {
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self)
 {
-    (void)opts;
     if (!dir || !*dir || !ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "file: a directory is required (\"file:DIR\")");
     file_backend *b = calloc(1, sizeof *b);
-    size_t dlen = strlen(dir);
+    size_t dlen = strlen(dir), slen = dlen + FILE_SPILL_NAME_LEN + 2;
     if (b) {
         b->dir = malloc(dlen + 1);
-        b->spill = malloc(dlen + sizeof "/spill");
+        b->spill = malloc(slen);
     }
     if (!b || !b->dir || !b->spill) {
         if (b) {
@@ -1749,66 +2011,72 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
         return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: open %s: out of memory", dir);
     }
     memcpy(b->dir, dir, dlen + 1);
-    snprintf(b->spill, dlen + sizeof "/spill", "%s/spill", dir);
-    b->rootfd = b->lockfd = b->spillfd = -1;
+    b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
+    b->rootfd = b->lockfd = b->ownerfd = b->spill_at = b->spillfd = -1;
     atomic_init(&b->tmp_seq, 0);
     pthread_mutex_init(&b->buf_mu, NULL);
     pthread_mutex_init(&b->spill_sync_mu, NULL);
     pthread_mutex_init(&b->failed_mu, NULL);
 
-    int rc = mkdir_p(AT_FDCWD, dir, "create");
+    int rc = b->readonly ? FBK_OK : mkdir_p(AT_FDCWD, dir, "create");
     if (rc == FBK_OK) {
         b->rootfd = io_()->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (b->rootfd < 0)
             rc = errno == ENOTDIR
                      ? fbk_error_set(FBK_EINVAL, ENOTDIR, "file: %s is not a directory", dir)
+                 : errno == ENOENT && b->readonly
+                     ? fbk_error_set(FBK_ENOTFOUND, ENOENT,
+                                     "file: %s does not exist (a read-only store opens an "
+                                     "existing directory)",
+                                     dir)
                      : fail(errno, "open", dir, NULL);
     }
     if (rc == FBK_OK && (b->canon = realpath(dir, NULL)) == NULL)
         rc = fail(errno, "resolve", dir, NULL);
+    /* DIR/LOCK, shared by every open store: `fbk compact` (LOCK_EX) runs only
+     * when no store is open.  A read-only store makes none: a directory
+     * without one was never opened for writing. */
     if (rc == FBK_OK) {
-        b->lockfd = io_()->openat(b->rootfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (b->lockfd < 0)
-            rc = fail(errno, "create", dir, "LOCK");
+        b->lockfd = b->readonly
+                        ? io_()->openat(b->rootfd, "LOCK", O_RDONLY | O_CLOEXEC, 0)
+                        : io_()->openat(b->rootfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (b->lockfd < 0 && !(b->readonly && errno == ENOENT))
+            rc = fail(errno, b->readonly ? "open" : "create", dir, "LOCK");
     }
-    if (rc == FBK_OK && io_()->flock(b->lockfd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
+    if (rc == FBK_OK && b->lockfd >= 0) {
+        int r;
+        while ((r = io_()->flock(b->lockfd, LOCK_SH | LOCK_NB)) != 0 && errno == EINTR)
+            ;
+        if (r != 0 && errno == EWOULDBLOCK)
             rc = fbk_error_set(FBK_EBUSY, errno,
-                               "file: %s is in use by another store (lock %s/LOCK is held)", dir,
-                               dir);
-        else
+                               "file: %s is locked exclusively (lock %s/LOCK is held by `fbk "
+                               "compact`, or by a program built with a libfbk before shared "
+                               "stores)",
+                               dir, dir);
+        else if (r != 0)
             rc = fail(errno, "lock", dir, "LOCK");
     }
-    if (rc == FBK_OK && mkdir_ok(b->rootfd, "spill") != 0)
-        rc = fail(errno, "create", b->spill, NULL);
+    if (rc == FBK_OK && !b->readonly)
+        rc = spill_clean(b);
+    if (rc == FBK_OK)
+        rc = b->readonly ? spill_private(b) : spill_claim(b);
+    if (rc == FBK_OK && !b->readonly)
+        snprintf(b->spill, slen, "%s/%s", dir, b->spill_name);
     if (rc == FBK_OK) {
-        b->spillfd = io_()->openat(b->rootfd, "spill", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        b->spillfd = io_()->openat(b->spill_at, b->spill_name,
+                                   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (b->spillfd < 0)
-            rc = errno == ENOTDIR
-                     ? fbk_error_set(FBK_EIO, ENOTDIR, "file: %s is not a directory", b->spill)
-                     : fail(errno, "open", b->spill, NULL);
+            rc = fail(errno, "open", b->spill, NULL);
     }
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(b->spillfd, &st) != 0)
         rc = fail(errno, "stat", b->spill, NULL);
-    /* a libfbk location under the spill area's name (made by another store
-     * before this directory became a store): emptying it would lose it */
-    struct stat mst;
-    if (rc == FBK_OK &&
-        io_()->fstatat(b->spillfd, FILE_MARKER, &mst, AT_SYMLINK_NOFOLLOW) == 0)
-        rc = fbk_error_set(FBK_EINVAL, 0,
-                           "file: %s is a libfbk location (it holds " FILE_MARKER
-                           "): refusing to empty it as this store's spill area",
-                           b->spill);
-    if (rc == FBK_OK) {
+    /* the shards are made by the first store (or register) that needs one:
+     * 256 mkdirs at open and rmdirs at close cost 30-70 ms on ext4
+     * (docs/file-backend.md, "Measured choices") */
+    if (rc == FBK_OK)
         b->spill_dev = st.st_dev;
-        rc = spill_empty(b, 1);
-    }
     if (rc != FBK_OK) {
-        if (b->spillfd >= 0) {
-            io_()->close(b->spillfd);
-            b->spillfd = -1; /* not emptied by file_close: it may be another store's */
-        }
         file_close(b);
         return rc;
     }

@@ -3,7 +3,11 @@
  *
  *   LOC/.fbk-names/<hex>      one binding: <hex> is the XXH3-128 of the name
  *                             (32 lowercase hex digits)
- *   LOC/.fbk-names/.tmp-...   a binding being written (never read)
+ *   LOC/.fbk-names/.tmp-<hex>-<id>-<seq>   a binding being written (never
+ *                             read) by the store whose spill id is <id> (16
+ *                             hex); a writer's name_scan removes it when that
+ *                             store is gone (".tmp-<hex>-<pid>-<seq>" of
+ *                             versions before sharing: always)
  *
  * A binding file (docs/formats.md): "FBKN", version (u32 LE, 1), the bound
  * key (16 bytes), the object's payload size (u64 LE), the name's length
@@ -42,8 +46,7 @@ static atomic_uint_fast64_t tmp_seq;
 static void file_of(const void *name, size_t len, char out[33])
 {
     XXH128_hash_t h = XXH3_128bits(name, len);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
-             (unsigned long long)h.low64);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
 }
 
 static void put_le(unsigned char *p, uint64_t v, int n)
@@ -145,7 +148,40 @@ static bool is_binding_file(const char *n)
     return true;
 }
 
-int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *arg)
+static bool is_hex(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A binding temporary that may be deleted: ".tmp-<32 hex>-<16 hex id>-<seq>"
+ * whose store is not alive, or ".tmp-<32 hex>-<pid>-<seq>" (decimal pid) of a
+ * version before sharing, whose store cannot share the location with this
+ * one (it held DIR/LOCK exclusively). */
+static bool is_dead_tmp(const char *n, fbk__file_alive_fn alive, void *alive_arg)
+{
+    if (strncmp(n, ".tmp-", 5) != 0 || strlen(n) < 5 + 32 + 4 || !is_hex(n + 5, 32) || n[37] != '-')
+        return false;
+    const char *owner = n + 38, *dash = strchr(owner, '-');
+    if (!dash || dash == owner || dash[1] == '\0')
+        return false;
+    size_t olen = (size_t)(dash - owner);
+    if (olen == 16 && is_hex(owner, 16)) {
+        char id[17];
+        memcpy(id, owner, 16);
+        id[16] = '\0';
+        return !alive(alive_arg, id);
+    }
+    for (const char *c = owner; c < dash; c++)
+        if (*c < '0' || *c > '9')
+            return false;
+    return olen < 16; /* a pid */
+}
+
+int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *arg,
+                        fbk__file_alive_fn alive, void *alive_arg)
 {
     int dfd = open_dir(locfd);
     if (dfd < 0)
@@ -162,8 +198,12 @@ int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *
     }
     struct dirent *de;
     while (rc == FBK_OK && d && (errno = 0, de = io()->readdir(d)) != NULL) {
-        if (!is_binding_file(de->d_name))
-            continue; /* ".", "..", temporaries */
+        if (!is_binding_file(de->d_name)) {
+            /* ".", "..", temporaries: a dead store's are removed */
+            if (alive && is_dead_tmp(de->d_name, alive, alive_arg))
+                io()->unlinkat(dfd, de->d_name, 0);
+            continue;
+        }
         const void *name;
         size_t len;
         fbk_key key;
@@ -187,12 +227,12 @@ int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *
 
 /* Writes one binding to a temporary file (named into tmp; not yet durable).
  * *fd gets the open file when fd != NULL, else it is closed. */
-static int write_tmp(int dfd, const char *path, const fbk_name_op *op, unsigned char *buf,
-                     char tmp[80], int *fdp)
+static int write_tmp(int dfd, const char *path, const char *owner, const fbk_name_op *op,
+                     unsigned char *buf, char tmp[80], int *fdp)
 {
     char file[33];
     file_of(op->name, op->len, file);
-    snprintf(tmp, 80, ".tmp-%s-%ld-%llu", file, (long)getpid(),
+    snprintf(tmp, 80, ".tmp-%s-%.16s-%llu", file, owner,
              (unsigned long long)atomic_fetch_add(&tmp_seq, 1));
     memcpy(buf, "FBKN", 4);
     put_le(buf + 4, 1, 4);
@@ -235,7 +275,8 @@ static int write_tmp(int dfd, const char *path, const fbk_name_op *op, unsigned 
  * temporaries are made durable (an fsync each, or one syncfs for a large
  * batch), renamed over their final names in order (unbinds unlink), and the
  * directory is fsynced once. */
-int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, size_t n)
+int fbk__file_name_apply(int locfd, const char *path, const char *owner, const fbk_name_op *ops,
+                         size_t n)
 {
     int dfd = open_dir(locfd);
     if (dfd < 0 && errno == ENOENT) {
@@ -263,7 +304,7 @@ int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, si
         if (fds)
             fds[written] = -1;
         if (ops[written].key)
-            rc = write_tmp(dfd, path, &ops[written], buf, tmps[written],
+            rc = write_tmp(dfd, path, owner, &ops[written], buf, tmps[written],
                            each ? &fds[written] : NULL);
     }
     for (size_t i = 0; i < written && rc == FBK_OK && each; i++)

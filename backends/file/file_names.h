@@ -10,9 +10,17 @@
 
 int fbk__file_name_get(int locfd, const char *path, const void *name, size_t len, fbk_key *key,
                        uint64_t *size);
-int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *arg);
+/* Whether the store whose spill id (16 hex digits) is `id` is open. */
+typedef int (*fbk__file_alive_fn)(void *arg, const char *id);
+/* Lists the bindings.  With alive (a writer), it also removes the binding
+ * temporaries whose store is gone (alive(alive_arg, id) == 0, or the name
+ * of a version before sharing); NULL deletes nothing. */
+int fbk__file_name_scan(int locfd, const char *path, fbk_binding_fn each, void *arg,
+                        fbk__file_alive_fn alive, void *alive_arg);
 /* Applies ops in order, each durable on return.  The caller has made every
- * bound object durable before. */
-int fbk__file_name_apply(int locfd, const char *path, const fbk_name_op *ops, size_t n);
+ * bound object durable before.  owner: the writing store's spill id, put
+ * into the names of its temporaries. */
+int fbk__file_name_apply(int locfd, const char *path, const char *owner, const fbk_name_op *ops,
+                         size_t n);
 
 #endif

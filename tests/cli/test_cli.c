@@ -545,6 +545,50 @@ Test(cli, compact_file_removes_empty_shards_and_temporaries)
     get_exact(dir, uri, "loc", key, "abc", 3);
 }
 
+/* file: spill areas are DIR/spill-<id> (with DIR/spill-<id>.lock): stat
+ * lists no spill area as a location but does list a location whose name
+ * merely begins with "spill"; compact removes dead stores' spill areas (the
+ * DIR/spill of earlier versions too) and nothing else. */
+Test(cli, file_spill_areas_are_not_locations_and_compact_removes_dead_ones)
+{
+    char dir[4200], uri[4300], p[4500];
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("cli_spill_areas"));
+    snprintf(uri, sizeof uri, "file:%s/s", dir);
+    char key[64];
+    snprintf(key, sizeof key, "%s", put(dir, uri, "spillway", "abc", 3));
+    static const char *const dead[] = {"spill", "spill-0123456789abcdef"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/s/%s", dir, dead[i]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof p, "%s/s/%s/00", dir, dead[i]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof p, "%s/s/%s/00/00000000000000000000000000000000", dir, dead[i]);
+        write_file(p, "old", 3);
+    }
+    snprintf(p, sizeof p, "%s/s/spill-0123456789abcdef.lock", dir);
+    write_file(p, "", 0);
+    snprintf(p, sizeof p, "%s/s/spill-notes", dir);
+    write_file(p, "mine", 4);
+    run r = fbk(dir, NULL, "stat", uri, "--json", NULL);
+    cr_assert_eq(r.status, 0, "stat: %s", r.err);
+    json_check(dir, r.out,
+               "[l['location'] for l in d['locations']] == ['spillway'] and d['objects'] == 1");
+    run_free(&r);
+    r = fbk(dir, NULL, "compact", uri, NULL);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run_free(&r);
+    struct stat st;
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/s/%s", dir, dead[i]);
+        cr_assert_neq(stat(p, &st), 0, "%s left by compact", dead[i]);
+    }
+    snprintf(p, sizeof p, "%s/s/spill-0123456789abcdef.lock", dir);
+    cr_assert_neq(stat(p, &st), 0, "a dead lock file left by compact");
+    snprintf(p, sizeof p, "%s/s/spill-notes", dir);
+    cr_assert_eq(stat(p, &st), 0, "compact removed a file that is not a spill area");
+    get_exact(dir, uri, "spillway", key, "abc", 3);
+}
+
 #ifdef FBK_STORE_READONLY
 Test(cli, inspection_works_while_a_program_has_the_store_open)
 {

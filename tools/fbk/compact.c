@@ -6,7 +6,7 @@
  *         (RENAME_EXCHANGE); the old one is then deleted.  A crash at any
  *         point leaves DIR/durable whole: the old environment or the new.
  *   file: leftover temporaries (.tmp-*) and empty shard directories of every
- *         location, and leftover spill files, are deleted.
+ *         location, and the spill areas of stores that died, are deleted.
  * Both run only while no program has the store open: DIR/LOCK is taken
  * exclusively (without waiting) for the whole run, so no store can open
  * meanwhile; a held lock is refused with a message. */
@@ -207,21 +207,41 @@ static int file_compact(const char *cmd, const tool_uri *u)
         file_clean_location(root);
     }
     layout_free_names(names, n);
-    /* the spill area is emptied at every open: files left by a crash go */
-    char spill[4200];
-    snprintf(spill, sizeof spill, "%s/spill", u->dir);
-    for (int s = 0; s < 256; s++) {
-        char shard[4300];
-        snprintf(shard, sizeof shard, "%s/%02x", spill, s);
-        DIR *d = opendir(shard);
-        if (!d)
+    /* spill areas: with DIR/LOCK held exclusively no store is open, so every
+     * DIR/spill-<id> (and its .lock) and the DIR/spill of earlier versions is
+     * a dead store's (the next open would remove them too) */
+    char spill[4400];
+    DIR *top = opendir(u->dir);
+    struct dirent *te;
+    while (top && (te = readdir(top))) {
+        const char *nm = te->d_name;
+        size_t len = strlen(nm);
+        int ours = !strcmp(nm, "spill") ||
+                   (!strncmp(nm, "spill-", 6) && strspn(nm + 6, "0123456789abcdef") == 16 &&
+                    (len == 22 || (len == 27 && !strcmp(nm + 22, ".lock"))));
+        if (!ours)
             continue;
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-                unlinkat(dirfd(d), e->d_name, 0);
-        closedir(d);
+        snprintf(spill, sizeof spill, "%s/%s", u->dir, nm);
+        for (int s = 0; s < 256; s++) {
+            char shard[4500];
+            snprintf(shard, sizeof shard, "%s/%02x", spill, s);
+            DIR *d = opendir(shard);
+            if (!d)
+                continue;
+            struct dirent *e;
+            while ((e = readdir(d)))
+                if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                    unlinkat(dirfd(d), e->d_name, 0);
+            closedir(d);
+            rmdir(shard);
+        }
+        if (len == 27)
+            unlink(spill); /* spill-<id>.lock */
+        else
+            rmdir(spill);
     }
+    if (top)
+        closedir(top);
     return 0;
 }
 

@@ -248,8 +248,8 @@ static int file_walk(const char *dir, const char *rel, int depth, char ***names,
     struct dirent *e;
     while (!rc && (e = readdir(d))) {
         const char *nm = e->d_name;
-        if (nm[0] == '.' || (depth == 0 && !strncmp(nm, "spill", 5)))
-            continue; /* ., .., hidden entries, the spill area(s) */
+        if (nm[0] == '.' || (depth == 0 && (!strcmp(nm, "spill") || !strncmp(nm, "spill-", 6))))
+            continue; /* ., .., hidden entries, the spill areas (a location cannot be there) */
         if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
             continue;
         char path[4200], r[4200];
