@@ -75,8 +75,6 @@ def test_readonly_store(tmp_path, backend):
                .replace('assert m[b"big"]', '#').replace('print', '#'), uri, "ro")
 
 
-@pytest.mark.xfail(reason="libfbk: a read-only store still opens (creates) a missing location: "
-                   "the backends' own read-only opening is not done yet (docs/maps.md)")
 @pytest.mark.parametrize("backend", ["lmdb", "file"])
 def test_readonly_missing_location_is_not_found(tmp_path, backend):
     uri = "%s:%s" % (backend, tmp_path / "s")
