@@ -1,4 +1,4 @@
-/* test_lazy_register.c -- on a backend with load_persisted (lmdb:), a
+/* test_lazy_register.c -- on a backend with load_persisted (lmdb:, file:), a
  * register copies nothing: the item's bytes are read from the location, and
  * copied into the spill area only when the key is about to leave the
  * location or is persisted elsewhere.  The promises of fbk_register stay:
@@ -16,10 +16,11 @@ typedef struct lz {
     fbk_key key;
 } lz;
 
-static void lz_open(lz *t, const char *name)
+static void lz_open(lz *t, const char *scheme, const char *name)
 {
-    char uri[600];
-    snprintf(uri, sizeof uri, "lmdb:%s", tu_fresh_dir(name));
+    char uri[600], dir[128];
+    snprintf(dir, sizeof dir, "%s-%s", name, scheme);
+    snprintf(uri, sizeof uri, "%s:%s", scheme, tu_fresh_dir(dir));
     cr_assert_eq(fbk_store_open(&t->s, uri, NULL), 0, "%s", fbk_errmsg());
     cr_assert_eq(fbk_pool_create(&t->p, t->s, &fbk_blob_codec, 4), 0);
     cr_assert_eq(fbk_location_open(t->s, "a", &t->a), 0);
@@ -48,10 +49,10 @@ static void expect_bytes(fbk_handle *h)
     fbk_unload(h);
 }
 
-Test(lazy_register, a_register_copies_nothing_into_the_spill_area)
+static void a_register_copies_nothing_into_the_spill_area_on(const char *scheme)
 {
     lz t;
-    lz_open(&t, "lazy-nocopy");
+    lz_open(&t, scheme, "lazy-nocopy");
     fbk_store_stats before, after;
     fbk_store_stats_get(t.s, &before);
     fbk_handle *h;
@@ -65,10 +66,16 @@ Test(lazy_register, a_register_copies_nothing_into_the_spill_area)
     lz_close(&t);
 }
 
-Test(lazy_register, the_bytes_are_kept_when_the_key_leaves_the_location)
+Test(lazy_register, a_register_copies_nothing_into_the_spill_area)
+{
+    a_register_copies_nothing_into_the_spill_area_on("lmdb");
+    a_register_copies_nothing_into_the_spill_area_on("file");
+}
+
+static void the_bytes_are_kept_when_the_key_leaves_the_location_on(const char *scheme)
 {
     lz t;
-    lz_open(&t, "lazy-remove");
+    lz_open(&t, scheme, "lazy-remove");
     fbk_handle *h, *h2;
     cr_assert_eq(fbk_register(t.p, t.a, &t.key, &h), 0);
     cr_assert_eq(fbk_register(t.p, t.a, &t.key, &h2), 0); /* shares the token */
@@ -81,10 +88,16 @@ Test(lazy_register, the_bytes_are_kept_when_the_key_leaves_the_location)
     lz_close(&t);
 }
 
-Test(lazy_register, a_save_that_drops_the_key_keeps_registered_items_whole)
+Test(lazy_register, the_bytes_are_kept_when_the_key_leaves_the_location)
+{
+    the_bytes_are_kept_when_the_key_leaves_the_location_on("lmdb");
+    the_bytes_are_kept_when_the_key_leaves_the_location_on("file");
+}
+
+static void a_save_that_drops_the_key_keeps_registered_items_whole_on(const char *scheme)
 {
     lz t;
-    lz_open(&t, "lazy-save");
+    lz_open(&t, scheme, "lazy-save");
     fbk_handle *h;
     cr_assert_eq(fbk_register(t.p, t.a, &t.key, &h), 0);
     cr_assert_eq(fbk_save(t.a, NULL, 0, 0, NULL, NULL), 0); /* removes the old key */
@@ -94,10 +107,16 @@ Test(lazy_register, a_save_that_drops_the_key_keeps_registered_items_whole)
     fbk_handle_release(h);
 }
 
-Test(lazy_register, persisting_elsewhere_copies_first)
+Test(lazy_register, a_save_that_drops_the_key_keeps_registered_items_whole)
+{
+    a_save_that_drops_the_key_keeps_registered_items_whole_on("lmdb");
+    a_save_that_drops_the_key_keeps_registered_items_whole_on("file");
+}
+
+static void persisting_elsewhere_copies_first_on(const char *scheme)
 {
     lz t;
-    lz_open(&t, "lazy-persist");
+    lz_open(&t, scheme, "lazy-persist");
     fbk_handle *h;
     cr_assert_eq(fbk_register(t.p, t.a, &t.key, &h), 0);
     cr_assert_eq(fbk_persist(h, t.b), 0, "%s", fbk_errmsg());
@@ -113,10 +132,16 @@ Test(lazy_register, persisting_elsewhere_copies_first)
     lz_close(&t);
 }
 
-Test(lazy_register, an_evicted_item_is_read_again_from_the_location)
+Test(lazy_register, persisting_elsewhere_copies_first)
+{
+    persisting_elsewhere_copies_first_on("lmdb");
+    persisting_elsewhere_copies_first_on("file");
+}
+
+static void an_evicted_item_is_read_again_from_the_location_on(const char *scheme)
 {
     lz t;
-    lz_open(&t, "lazy-evict");
+    lz_open(&t, scheme, "lazy-evict");
     fbk_handle *h;
     cr_assert_eq(fbk_register(t.p, t.a, &t.key, &h), 0);
     expect_bytes(h);
@@ -131,4 +156,10 @@ Test(lazy_register, an_evicted_item_is_read_again_from_the_location)
         fbk_handle_release(others[i]);
     fbk_handle_release(h);
     lz_close(&t);
+}
+
+Test(lazy_register, an_evicted_item_is_read_again_from_the_location)
+{
+    an_evicted_item_is_read_again_from_the_location_on("lmdb");
+    an_evicted_item_is_read_again_from_the_location_on("file");
 }

@@ -708,17 +708,18 @@ static int file_store_iov(void *self, const fbk_key *key, const struct iovec *io
 
 /* load straight into the segments place() hands out for the file's length:
  * no intermediate buffer. */
-static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
-                          void *arg)
+/* load_into from the directory dirfd (the spill area, or a location:
+ * dirpath names it in messages). */
+static int load_into_at(int dirfd, const char *dirpath, const fbk_key *key, size_t hint,
+                        fbk_place_fn place, void *arg)
 {
-    file_backend *b = self;
     char name[FILE_NAME_LEN];
     key_name(key, name);
-    int fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC | O_NOATIME, 0);
+    int fd = io_()->openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOATIME, 0);
     if (fd < 0 && errno == EPERM) /* O_NOATIME needs the file's owner */
-        fd = io_()->openat(b->spillfd, name, O_RDONLY | O_CLOEXEC, 0);
+        fd = io_()->openat(dirfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
-        return fail(errno, "load", b->spill, name);
+        return fail(errno, "load", dirpath, name);
     /* With the core's hint (the length it stored) no fstat is needed: one
      * byte more is asked for, so a file longer than the hint shows too. */
     size_t len = hint;
@@ -727,7 +728,7 @@ static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place
         if (io_()->fstat(fd, &st) != 0) {
             int e = errno;
             io_()->close(fd);
-            return fail(e, "stat", b->spill, name);
+            return fail(e, "stat", dirpath, name);
         }
         len = (size_t)st.st_size;
     }
@@ -749,7 +750,7 @@ static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place
         return fbk_error_set(FBK_EINVAL, 0,
                              "file: load %s/%s: place() gave %d segments that do not hold "
                              "exactly the %zu bytes stored",
-                             b->spill, name, n, len);
+                             dirpath, name, n, len);
     }
     unsigned char probe;
     if (hint)
@@ -759,17 +760,24 @@ static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place
     int e = errno;
     io_()->close(fd);
     if (!ok)
-        return fail(e, "read", b->spill, name);
+        return fail(e, "read", dirpath, name);
     if (got < len)
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "file: load %s/%s: the file ended after %zu of its %zu bytes "
                              "(shortened while it was read)",
-                             b->spill, name, got, len);
+                             dirpath, name, got, len);
     if (got > len)
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "file: load %s/%s: the file is longer than the %zu bytes stored",
-                             b->spill, name, len);
+                             dirpath, name, len);
     return FBK_OK;
+}
+
+static int file_load_into(void *self, const fbk_key *key, size_t hint, fbk_place_fn place,
+                          void *arg)
+{
+    file_backend *b = self;
+    return load_into_at(b->spillfd, b->spill, key, hint, place, arg);
 }
 
 /* load: load_into a reused buffer (pread, not mmap: on the machine
@@ -796,17 +804,24 @@ static int place_in_buf(size_t len, struct iovec *iov, int *n, void *arg)
     return FBK_OK;
 }
 
-static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+/* load from dirfd into a reused buffer, then read() from it */
+static int load_buffered(file_backend *b, int dirfd, const char *dirpath, const fbk_key *key,
+                         fbk_read_fn read, void *arg)
 {
-    file_backend *b = self;
     char name[FILE_NAME_LEN];
     key_name(key, name);
     buf_place p = {.b = b, .name = name};
-    int rc = file_load_into(self, key, 0, place_in_buf, &p);
+    int rc = load_into_at(dirfd, dirpath, key, 0, place_in_buf, &p);
     if (rc == FBK_OK)
         rc = read(p.buf, p.len, arg);
     buf_put(b, p.buf, p.cap);
     return rc;
+}
+
+static int file_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
+{
+    file_backend *b = self;
+    return load_buffered(b, b->spillfd, b->spill, key, read, arg);
 }
 
 static int file_remove(void *self, const fbk_key *key)
@@ -1745,6 +1760,15 @@ static int file_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t
     return rc;
 }
 
+/* A location's file read in place (lazy register, backend table v4): a
+ * register then makes no link into the spill area. */
+static int file_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
+                               void *arg)
+{
+    file_loc *l = loc;
+    return load_buffered(self, l->fd, l->path, key, read, arg);
+}
+
 static int file_contains(void *self, void *loc, const fbk_key *key)
 {
     (void)self;
@@ -1988,6 +2012,7 @@ static const fbk_backend_ops file_ops = {
     .name_scan = file_name_scan,
     .name_apply = file_name_apply,
     .contains = file_contains,
+    .load_persisted = file_load_persisted,
     .scan_foreign = file_scan_foreign,
 };
 
