@@ -105,10 +105,15 @@ int fbk_register(fbk_pool *p, fbk_location *loc, const fbk_key *key, fbk_handle 
     fbk__location_register_end(loc, key);
     if (rc)
         return rc;
+    return fbk__entry_from_token(p, t, key, out);
+}
+
+int fbk__entry_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out)
+{
     fbk_handle *h = entry_new(p);
     if (!h) {
         fbk__token_release(t);
-        return fbk_error_set(FBK_ENOMEM, 0, "fbk_register: cannot allocate an item");
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate an item");
     }
     h->tok = t;
     h->key = *key;

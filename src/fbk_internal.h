@@ -639,6 +639,9 @@ void fbk__entry_unpin(fbk_handle *h);
 /* With a pin held: write the value out if it is not in the spill area yet;
  * *tok gets a use of the spill copy when tok != NULL. */
 int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key);
+/* A new item (not in memory) for the spill copy t of key; takes over the
+ * caller's use of t (released on failure). */
+int fbk__entry_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out);
 /* With a pin held: bring the value into memory. */
 int fbk__entry_fill(fbk_handle *h);
 /* With a pin held: persist to loc; ends the pin. */

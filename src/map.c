@@ -36,6 +36,7 @@ typedef struct mentry {
     uint64_t size;
     unsigned pending; /* queued changes of this name not yet applied */
     fbk_handle *shared; /* a reference of the map's to the item of key (or NULL) */
+    fbk__token *ptok;   /* the spill copy of key while its binding is queued (held by the op) */
     size_t slot;        /* its place in m->shared + 1 (0: none) */
     bool bound;
     size_t len;
@@ -353,6 +354,7 @@ static int ops_reserve(fbk_map *m, size_t extra)
  * A binding takes over tok, the caller's use of the object's spill copy. */
 static uint64_t queue_op(fbk_map *m, mentry *e, fbk__token *tok, bool nosync)
 {
+    e->ptok = e->bound ? tok : NULL;
     m->ops[m->nops++] = (mop){e, e->key, e->size, tok, e->bound, nosync};
     e->pending++;
     return ++m->op_gen;
@@ -449,6 +451,8 @@ static void run_batch(fbk_map *m)
     }
     for (size_t i = 0; i < b.n; i++) {
         mentry *e = b.ops[i].e;
+        if (e->ptok && e->ptok == b.ops[i].tok)
+            e->ptok = NULL; /* applied: a get registers from the location now */
         if (b.ops[i].tok) {
             pthread_mutex_unlock(&m->mu); /* token.c takes the store's lock */
             fbk__token_release(b.ops[i].tok);
@@ -785,7 +789,8 @@ int fbk_map_sync(fbk_map *m)
 /* The key bound to name: from a change of this process not yet in the
  * backend, else from the backend (what any process synced).  Brings the
  * local view in line and counts a use. */
-static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending)
+static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending,
+                  fbk__token **ptok)
 {
     pthread_mutex_lock(&m->mu);
     mentry *e = find(m, name, len);
@@ -795,6 +800,10 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
         if (e->bound) {
             *key = e->key;
             lru_front(m, e);
+            if (ptok && e->ptok) { /* the queued change's spill copy */
+                fbk__token_retain(e->ptok);
+                *ptok = e->ptok;
+            }
         }
         pthread_mutex_unlock(&m->mu);
         return rc;
@@ -808,7 +817,7 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
     e = find(m, name, len);
     if (e && e->pending) { /* changed here meanwhile: that wins */
         pthread_mutex_unlock(&m->mu);
-        return lookup(m, name, len, key, pending);
+        return lookup(m, name, len, key, pending, ptok);
     }
     if (rc == FBK_ENOTFOUND) {
         if (e) { /* removed by another process */
@@ -840,7 +849,8 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
     for (int tries = 0; rc == FBK_OK; tries++) {
         fbk_key key;
         bool pending;
-        rc = lookup(m, name, len, &key, &pending);
+        fbk__token *ptok = NULL;
+        rc = lookup(m, name, len, &key, &pending, &ptok);
         if (rc == FBK_ENOTFOUND)
             return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get: the name is not bound");
         if (rc)
@@ -859,8 +869,21 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
         fbk_handle *h = share_get(find(m, name, len), &key);
         pthread_mutex_unlock(&m->mu);
         if (h) { /* an item of this map holds it: no copy, no I/O */
+            if (ptok)
+                fbk__token_release(ptok);
             *out = h;
             return FBK_OK;
+        }
+        if (ptok) { /* queued (NOSYNC): an item over its spill copy, no I/O */
+            rc = fbk__entry_from_token(m->pool, ptok, &key, out);
+            if (rc == FBK_OK) {
+                pthread_mutex_lock(&m->mu);
+                mentry *e = find(m, name, len);
+                if (e && e->bound && fbk_key_equal(&e->key, &key))
+                    share_set(m, e, *out);
+                pthread_mutex_unlock(&m->mu);
+            }
+            return rc;
         }
         /* bound here but not yet applied (NOSYNC): its object may not be in
          * the location yet -- put it there now (its spill copy is kept by
@@ -892,7 +915,7 @@ int fbk_map_contains(fbk_map *m, const void *name, size_t len)
         return rc;
     fbk_key key;
     bool pending;
-    rc = lookup(m, name, len, &key, &pending);
+    rc = lookup(m, name, len, &key, &pending, NULL);
     return rc == FBK_OK ? 1 : rc == FBK_ENOTFOUND ? 0 : rc;
 }
 

@@ -609,3 +609,25 @@ Test(maps, gets_of_one_name_share_one_item)
     fbk_handle_release(g);
     mx_close(&t);
 }
+
+Test(maps, a_get_before_the_sync_reads_the_queued_copy_and_persists_nothing)
+{
+    mx t;
+    mx_uri(&t, "lmdb");
+    fbk_map_options o = {.flags = FBK_MAP_NOSYNC};
+    mx_open(&t, &o);
+    for (int i = 0; i < 300; i++) { /* more than the map keeps items of */
+        char name[16];
+        snprintf(name, sizeof name, "q%d", i);
+        put_blob(t.m, t.p, name, strlen(name), 100, (uint64_t)i);
+    }
+    for (int i = 0; i < 300; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "q%d", i);
+        expect_blob(t.m, name, strlen(name), 100, (uint64_t)i);
+    }
+    cr_assert_eq(fbk_location_count(t.loc), 0, "a get persisted objects before the sync");
+    cr_assert_eq(fbk_map_sync(t.m), 0);
+    cr_assert_eq(fbk_location_count(t.loc), 300);
+    mx_close(&t);
+}
