@@ -292,13 +292,27 @@ static int reserve_map(fbk__lmdb_env *e, const char *verb, const char *why)
     return rc ? reserve_error(e, rc, "data.mdb", (off_t)info.me_mapsize, verb, why) : FBK_OK;
 }
 
+/* mdb_txn_begin while the environment is being opened (no other
+ * transaction of this process yet): another process may have grown the map
+ * meanwhile (MDB_MAP_RESIZED), whose size is then adopted. */
+static int begin_at_open(fbk__lmdb_env *e, unsigned flags, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(e->env, NULL, flags, txn);
+    for (int tries = 0; rc == MDB_MAP_RESIZED && tries < 8; tries++) {
+        rc = mdb_env_set_mapsize(e->env, 0);
+        if (rc == 0)
+            rc = mdb_txn_begin(e->env, NULL, flags, txn);
+    }
+    return rc;
+}
+
 /* The handle of the unnamed database (always the same number). */
 static int open_main(fbk__lmdb_env *e, const char *verb, const char *why, MDB_dbi *dbi)
 {
     MDB_txn *txn;
     /* a read-only environment has no write transactions: a read one that
      * commits keeps its handles too */
-    int rc = mdb_txn_begin(e->env, NULL, e->flags & MDB_RDONLY, &txn);
+    int rc = begin_at_open(e, e->flags & MDB_RDONLY, &txn);
     if (rc == 0) {
         rc = mdb_dbi_open(txn, NULL, 0, dbi);
         rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
@@ -326,7 +340,7 @@ static int open_names(fbk__lmdb_env *e, const char *verb, const char *why)
         return FBK_OK;
     MDB_txn *txn;
     unsigned ro = e->flags & MDB_RDONLY;
-    int rc = mdb_txn_begin(e->env, NULL, ro, &txn);
+    int rc = begin_at_open(e, ro, &txn);
     for (unsigned i = 2; rc == 0 && i <= last; i++) {
         MDB_dbi dbi;
         rc = e->names[i] ? mdb_dbi_open(txn, e->names[i], ro ? 0 : MDB_CREATE, &dbi) : EINVAL;
