@@ -481,7 +481,9 @@ int fbk_map_open(fbk_pool *p, fbk_location *loc, const fbk_map_options *opts, fb
  * whatever it is).  fbk_map_close(NULL) returns 0. */
 int fbk_map_close(fbk_map *m);
 /* Persists h's item (as fbk_persist) and binds name to its current key,
- * replacing an earlier binding; the caller keeps h.  Without FBK_MAP_NOSYNC
+ * replacing an earlier binding; the caller keeps h (the map takes a
+ * reference of its own to h's item, so that gets share it: fbk_load_mut(h)
+ * is then FBK_EBUSY -- use fbk_make_mut).  Without FBK_MAP_NOSYNC
  * it is durable when it returns; concurrent puts share their syncs (group
  * commit).  FBK_EINVAL for a NULL/empty/too long name or a NULL handle,
  * FBK_EREADONLY on a read-only store. */
