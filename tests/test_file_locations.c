@@ -512,3 +512,45 @@ Test(file_locations, a_marked_location_keeps_strangers_and_counts_them)
     PATHF(p, "%s/m/%.2s/.tmp-%s-00000000000000aa", dir, hex, hex);
     cr_assert(!exists(p), "libfbk's temporary was kept");
 }
+
+/* Two processes open a new location at once: the second looks for the
+ * marker just before the first writes it, then lists the directory and
+ * meets the marker.  That is still a libfbk location (the CI run of
+ * test_map_sharing met exactly this: "not a libfbk location ... (.fbk-location
+ * is not libfbk's)").  The hooked fstatat plays the first process: on the
+ * marker probe it writes the marker and answers ENOENT. */
+static int g_marker_race;
+
+static int racing_fstatat(int at, const char *path, struct stat *st, int flags)
+{
+    if (g_marker_race && strcmp(path, ".fbk-location") == 0) {
+        g_marker_race = 0;
+        int fd = openat(at, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+        errno = ENOENT;
+        return -1;
+    }
+    return fbk__file_io_posix.fstatat(at, path, st, flags);
+}
+
+Test(file_locations, a_marker_written_while_another_open_looks_is_adopted, .fini = io_reset)
+{
+    char dir[4096], p[4400];
+    PATHF(dir, "%s", tu_fresh_dir("loc_marker_race"));
+    PATHF(p, "%s/loc", dir);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    static fbk__file_io hooked;
+    hooked = fbk__file_io_posix;
+    hooked.fstatat = racing_fstatat;
+    tu_be b = tu_file_open(dir);
+    fbk__file_io_set(&hooked);
+    g_marker_race = 1;
+    void *loc = NULL;
+    int rc = b.ops->open_location(b.self, "loc", &loc);
+    fbk__file_io_set(NULL);
+    cr_assert_eq(g_marker_race, 0, "the marker probe was not made");
+    cr_assert_eq(rc, FBK_OK, "%s", fbk_errmsg());
+    b.ops->close_location(b.self, loc);
+    tu_be_close(&b);
+}

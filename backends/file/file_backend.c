@@ -1236,6 +1236,12 @@ static int loc_classify(file_loc *l, char *why, size_t cap)
         if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
             continue;
         any = 1;
+        if (strcmp(n, FILE_MARKER) == 0 && is_regular(dirfd(d), de)) {
+            /* marked by another store's open since the fstatat above (two
+             * processes opening a new location at once) */
+            io_()->closedir(d);
+            return LOC_MARKED;
+        }
         if (strlen(n) != 2 || shard_index(n) < 0) {
             if (!other[0])
                 snprintf(other, sizeof other, "%s", n);

@@ -25,6 +25,20 @@ rm -rf "$dir"
 mkdir -p "$dir/mon" "$dir/osd" "$dir/run" "$dir/log"
 dir=$(cd "$dir" && pwd)
 
+# on failure: why, with the ends of the daemons' logs, then stop them
+give_up() {
+  echo "ceph-up: $1 (logs in $dir/log)" >&2
+  for f in "$dir"/log/mkfs-mon.out "$dir"/log/mon.out "$dir"/log/mon.a.log \
+           "$dir"/log/mkfs-osd.out "$dir"/log/osd.out "$dir"/log/osd.*.log; do
+    [ -s "$f" ] || continue
+    echo "--- last lines of $f" >&2
+    tail -n 15 "$f" >&2
+  done
+  "$here/ceph-down.sh" "$dir" || true
+  exit 1
+}
+alive() { kill -0 "$(cat "$dir/run/$1.pid.up")" 2>/dev/null; }
+
 # a free TCP port for the monitor, chosen by the kernel
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 fsid=$(cat /proc/sys/kernel/random/uuid)
@@ -48,6 +62,10 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
+# a CI disk that is 95% full must not stop the monitor (it shuts itself down
+# below mon_data_avail_crit, 5% free by default): its data is a few MiB
+mon data avail crit = 0
+mon data avail warn = 0
 run dir = $dir/run
 admin socket = $dir/run/\$name.asok
 pid file = $dir/run/\$name.pid
@@ -64,19 +82,33 @@ CONF
 : >"$dir/keyring"
 
 monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$port]" "$dir/monmap" >/dev/null
-ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >"$dir/log/mkfs-mon.out" 2>&1
+ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >"$dir/log/mkfs-mon.out" 2>&1 ||
+  give_up "ceph-mon --mkfs failed"
 # foreground daemons in their own session, detached from ctest's pipes
 setsid ceph-mon -c "$conf" -f -i a </dev/null >"$dir/log/mon.out" 2>&1 &
 echo $! >"$dir/run/mon.pid.up"
 
-c() { timeout 30 ceph -c "$conf" --connect-timeout 20 "$@"; }
+
+# the monitor answers (on a loaded machine -- the sanitizer suites run beside
+# this -- its first start can take longer than one connect timeout)
+c() { timeout 30 ceph -c "$conf" --connect-timeout 10 "$@"; }
+up=0
+for _ in $(seq 1 12); do
+  alive mon || give_up "the monitor exited"
+  if c mon stat >/dev/null 2>&1; then
+    up=1
+    break
+  fi
+done
+[ $up -eq 1 ] || give_up "the monitor did not answer within 2 minutes"
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-id=$(c osd new "$osd_uuid")
-ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/mkfs-osd.out" 2>&1
+id=$(c osd new "$osd_uuid") || give_up "ceph osd new failed"
+ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" >"$dir/log/mkfs-osd.out" 2>&1 ||
+  give_up "ceph-osd --mkfs failed"
 setsid ceph-osd -c "$conf" -f -i "$id" </dev/null >"$dir/log/osd.out" 2>&1 &
 echo $! >"$dir/run/osd.pid.up"
 
-c osd pool create fbk 8 8 >/dev/null 2>&1
+c osd pool create fbk 8 8 >/dev/null 2>&1 || give_up "ceph osd pool create failed"
 c osd pool set fbk size 1 --yes-i-really-mean-it >/dev/null 2>&1 || true
 
 # readiness: a put/get round trip through the OSD
@@ -91,11 +123,7 @@ for _ in $(seq 1 120); do
   fi
   sleep 0.5
 done
-if [ $ok -ne 1 ]; then
-  echo "ceph-up: the cluster in $dir did not answer a put/get round trip; logs in $dir/log" >&2
-  "$here/ceph-down.sh" "$dir" || true
-  exit 1
-fi
+[ $ok -eq 1 ] || give_up "the cluster did not answer a put/get round trip"
 timeout 10 rados -c "$conf" -p fbk rm __probe
 cp "$conf" "$dir/ceph.conf.tmp" && mv "$dir/ceph.conf.tmp" "$dir/ceph.conf"
 echo "ceph-up: cluster up in $dir (mon 127.0.0.1:$port, pool fbk)"
