@@ -60,8 +60,9 @@ typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
  * 3: appends workers.  4: appends the name index (maps), contains,
- * scan_foreign and drop_location. */
-#define FBK_BACKEND_OPS_VERSION 4
+ * scan_foreign, drop_location and load_persisted.  5: appends
+ * persist_names. */
+#define FBK_BACKEND_OPS_VERSION 5
 
 /* One change of a location's name index (version 4): bind name[0..len) to
  * key, or unbind it when key is NULL.  `size` is the object's payload size
@@ -221,6 +222,17 @@ struct fbk_backend_ops {
      * copies at once (register_key). */
     int (*load_persisted)(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
                           void *arg);
+
+    /* ---- version 5 (read only when version >= 5) ---- */
+    /* Optional: persist_many of keys[0..n), then name_apply of ops[0..nops),
+     * with the guarantees of both, committed together where the backend can
+     * (lmdb: the name changes go into the transaction of the last objects,
+     * so a map batch costs one commit, not two).  Every key ops bind is
+     * among keys or held by loc.  A refused binding (FBK_EINVAL: its key is
+     * not there) applies no name change.  NULL: the core calls persist_many
+     * and name_apply. */
+    int (*persist_names)(void *self, void *loc, const fbk_key *keys, size_t n,
+                         const fbk_name_op *ops, size_t nops);
 };
 
 /*

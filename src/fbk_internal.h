@@ -303,6 +303,13 @@ int fbk__location_persist(fbk_location *loc, const fbk_key *key);
  * backend's persist_many when it has one: one call (one LMDB transaction)
  * for every key loc lacks. */
 int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n);
+/* fbk__location_persist_many that also applies the name changes ops[0..nops)
+ * in the same backend call when the backend has persist_names (version 5)
+ * and every bound key is either among those this call persists or held by
+ * loc already; *bound (may be NULL) tells whether it did.  When it did not,
+ * the caller applies them (name_apply) after this returns. */
+int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
+                               const fbk_name_op *ops, size_t nops, bool *bound);
 /* Bracket a register_key from loc: FBK_ENOTFOUND if loc lacks key; while
  * bracketed, the key cannot be removed from loc. */
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key);

@@ -344,8 +344,23 @@ int fbk__location_persist(fbk_location *loc, const fbk_key *key)
 
 int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
 {
+    return fbk__location_persist_bind(loc, keys, n, NULL, 0, NULL);
+}
+
+/* 1 when the backend commits objects and name changes together (version 5
+ * persist_names) */
+static bool can_bind(const fbk_store *s)
+{
+    return s->ops->version >= 5 && s->ops->persist_names;
+}
+
+int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
+                               const fbk_name_op *ops, size_t nops, bool *bound)
+{
     fbk_store *s = loc->store;
-    if (!s->ops->persist_many) {
+    if (bound)
+        *bound = false;
+    if (!s->ops->persist_many && !(nops && can_bind(s))) {
         for (size_t i = 0; i < n; i++) {
             int rc = fbk__location_persist(loc, &keys[i]);
             if (rc)
@@ -355,16 +370,20 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
     }
     /* claim the keys the location lacks and nobody else is working on; the
      * others go one by one (they wait for that other thread, or are no-ops) */
-    fbk_key *mine = fbk__malloc(n * sizeof *mine);
+    fbk_key *mine = fbk__malloc((n ? n : 1) * sizeof *mine);
     if (!mine)
         return fbk_error_set(FBK_ENOMEM, 0, "persist: cannot allocate %zu keys", n);
     size_t nmine = 0;
+    bool all_mine = true; /* every key claimed here: none held or busy */
     int rc = FBK_OK;
     pthread_mutex_lock(&loc->mu);
     rc = fbk__keymap_reserve(&loc->keys, n);
     for (size_t i = 0; i < n && rc == FBK_OK; i++) {
-        if (fbk__keymap_get(&loc->keys, &keys[i]))
+        void **v = fbk__keymap_get(&loc->keys, &keys[i]);
+        if (v) {
+            all_mine = false;
             continue;
+        }
         fbk__keymap_put(&loc->keys, &keys[i],
                         (void *)FBK__LOC_PERSISTING); /* reserved: cannot fail */
         mine[nmine++] = keys[i];
@@ -374,10 +393,22 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
         fbk__free(mine);
         return fbk_error_set(rc, 0, "persist: cannot grow the location's key set");
     }
+    /* the names go with the objects when this call persists every key they
+     * bind: then the backend commits both at once (lmdb: one transaction,
+     * one fdatasync fewer per map batch).  A key held already or busy in
+     * another thread (which may be removing it) takes the two-step path. */
+    bool bind = nops && nmine && all_mine && can_bind(s);
     for (size_t i = 0; i < nmine && rc == FBK_OK; i++)
         rc = fbk__token_materialize(s, &mine[i]); /* persist copies from the spill area */
-    if (nmine && rc == FBK_OK)
-        rc = s->ops->persist_many(s->self, loc->bloc, mine, nmine);
+    if (nmine && rc == FBK_OK) {
+        if (bind)
+            rc = s->ops->persist_names(s->self, loc->bloc, mine, nmine, ops, nops);
+        else if (s->ops->persist_many)
+            rc = s->ops->persist_many(s->self, loc->bloc, mine, nmine);
+        else
+            for (size_t i = 0; i < nmine && rc == FBK_OK; i++)
+                rc = s->ops->persist(s->self, loc->bloc, &mine[i]);
+    }
     if (rc)
         fbk__error_keep(rc);
     pthread_mutex_lock(&loc->mu);
@@ -396,8 +427,10 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
     fbk__free(mine);
     if (rc)
         return rc;
+    if (bind && bound)
+        *bound = true;
     /* the keys another thread was busy with when we claimed ours */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !bind; i++) {
         rc = fbk__location_persist(loc, &keys[i]);
         if (rc)
             return rc;

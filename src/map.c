@@ -368,43 +368,41 @@ typedef struct batch {
     uint64_t hi;
 } batch;
 
-/* The batch's objects into the location (one persist_many: one LMDB
- * transaction), its bindings into the index (one name_apply), then one sync
- * of the location for all of it. */
+/* The batch's objects into the location and its bindings into the index,
+ * then one sync of the location for all of it.  A backend with
+ * persist_names (lmdb:) commits objects and bindings in one transaction;
+ * otherwise one persist_many, then one name_apply. */
 static int apply_batch(fbk_map *m, const batch *b)
 {
-    int rc = FBK_OK;
+    if (!b->n)
+        return fbk_location_sync(m->loc);
     size_t nkeys = 0;
     for (size_t i = 0; i < b->n; i++)
         nkeys += b->ops[i].tok != NULL;
-    if (nkeys) {
-        fbk_key *keys = fbk__malloc(nkeys * sizeof *keys);
-        if (!keys)
-            return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu keys",
-                                 nkeys);
-        nkeys = 0;
-        for (size_t i = 0; i < b->n; i++)
-            if (b->ops[i].tok)
-                keys[nkeys++] = b->ops[i].key;
-        rc = fbk__location_persist_many(m->loc, keys, nkeys);
+    fbk_key *keys = fbk__malloc((nkeys ? nkeys : 1) * sizeof *keys);
+    fbk_name_op *nops = fbk__malloc(b->n * sizeof *nops);
+    if (!keys || !nops) {
         fbk__free(keys);
-        if (rc)
-            return fbk__error_keep(rc);
-    }
-    if (b->n) {
-        fbk_name_op *nops = fbk__malloc(b->n * sizeof *nops);
-        if (!nops)
-            return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu changes",
-                                 b->n);
-        for (size_t i = 0; i < b->n; i++) {
-            const mop *o = &b->ops[i];
-            nops[i] = (fbk_name_op){o->e->name, o->e->len, o->bind ? &o->key : NULL, o->size};
-        }
-        rc = m->s->ops->name_apply(m->s->self, m->loc->bloc, nops, b->n);
         fbk__free(nops);
-        if (rc)
-            return fbk__error_keep(rc);
+        return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu changes", b->n);
     }
+    nkeys = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const mop *o = &b->ops[i];
+        if (o->tok)
+            keys[nkeys++] = o->key;
+        nops[i] = (fbk_name_op){o->e->name, o->e->len, o->bind ? &o->key : NULL, o->size};
+    }
+    bool bound = false;
+    int rc = FBK_OK;
+    if (nkeys)
+        rc = fbk__location_persist_bind(m->loc, keys, nkeys, nops, b->n, &bound);
+    if (rc == FBK_OK && !bound)
+        rc = m->s->ops->name_apply(m->s->self, m->loc->bloc, nops, b->n);
+    fbk__free(keys);
+    fbk__free(nops);
+    if (rc)
+        return fbk__error_keep(rc);
     return fbk_location_sync(m->loc);
 }
 

@@ -264,6 +264,7 @@ static const fbk_backend_ops lmdb_ops = {
     .contains = fbk__lmdb_contains,
     .drop_location = fbk__lmdb_drop_location,
     .load_persisted = fbk__lmdb_load_persisted,
+    .persist_names = fbk__lmdb_persist_names,
 };
 
 static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)

@@ -324,6 +324,24 @@ int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_
                        uint64_t *size);
 int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
 int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
+/* Objects and name changes in one transaction (version 5 persist_names). */
+int fbk__lmdb_persist_names(void *self, void *loc, const fbk_key *keys, size_t n,
+                            const fbk_name_op *ops, size_t nops);
+/* Inside a durable write transaction: applies ops[0..n) to l's name index,
+ * all or none (unless missing is NULL -- checked already -- every bound key
+ * is checked first: FBK_EINVAL and *missing = index + 1 of the first key l
+ * lacks).  Returns 0, FBK_EINVAL or an LMDB code. */
+int fbk__lmdb_names_put(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op *ops, size_t n,
+                        int *missing);
+/* The check alone, writing nothing: every key ops bind is in l or among
+ * coming[0..ncoming) (about to be written in this transaction). */
+int fbk__lmdb_names_check(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op *ops, size_t n,
+                          const fbk_key *coming, size_t ncoming, int *missing);
+/* What ops[0..n) write, for fbk__lmdb_write's estimate. */
+size_t fbk__lmdb_names_bytes(const fbk_name_op *ops, size_t n);
+size_t fbk__lmdb_names_pages(const fbk__lmdb_env *e, const fbk_name_op *ops, size_t n);
+/* The FBK_EINVAL of a binding whose key l lacks (missing: index + 1). */
+int fbk__lmdb_names_refused(const fbk__lmdb_loc *l, const fbk_name_op *ops, int missing);
 int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key);
 /* A location's value read in place (lazy register, backend table v4). */
 int fbk__lmdb_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read,

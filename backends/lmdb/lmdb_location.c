@@ -302,20 +302,33 @@ struct copy_arg {
     const fbk_key *keys;
     const MDB_val *vals;
     size_t n;
+    /* persist_names: the name changes, written after the objects in the
+     * same transaction (the last chunk's) */
+    const fbk__lmdb_loc *l;
+    const fbk_name_op *ops;
+    size_t nops;
+    int missing;
 };
 
 static int copy_op(MDB_txn *txn, void *p)
 {
     struct copy_arg *a = p;
+    /* a refused binding must leave the shared transaction untouched: check
+     * before the first write */
+    int rc = a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n,
+                                             &a->missing)
+                     : 0;
+    if (rc)
+        return rc;
     for (size_t i = 0; i < a->n; i++) {
         MDB_val k = {sizeof(fbk_key), (void *)a->keys[i].bytes};
         MDB_val v = {a->vals[i].mv_size, NULL};
-        int rc = mdb_put(txn, a->dbi, &k, &v, MDB_RESERVE);
+        rc = mdb_put(txn, a->dbi, &k, &v, MDB_RESERVE);
         if (rc != 0)
             return rc;
         memcpy(v.mv_data, a->vals[i].mv_data, v.mv_size);
     }
-    return 0;
+    return a->nops ? fbk__lmdb_names_put(txn, a->l, a->ops, a->nops, NULL) : 0;
 }
 
 /* "<verb> of key <hex> <dir> location <name>" (n == 1) or "<verb> of n keys
@@ -374,9 +387,11 @@ static size_t chunk(const fbk__lmdb_env *to, const MDB_val *vals, size_t n, size
  * keeps a transaction's dirty pages in memory until it commits, so a save
  * of more than RAM must not be one transaction.  The spill read
  * transaction stays open while the durable batches run (spill before
- * durable in the lock order). */
+ * durable in the lock order).  Name changes ops[0..nops) go into the last
+ * chunk's transaction: after every object they may bind, and with the last
+ * of them. */
 static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, size_t n,
-                        MDB_val *vals)
+                        MDB_val *vals, const fbk_name_op *ops, size_t nops)
 {
     MDB_txn *txn;
     int err = fbk__lmdb_rtxn_begin(&b->spill, &txn);
@@ -387,11 +402,20 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
     for (size_t i = 0, k; err == FBK_OK && i < n; i += k) {
         size_t pages, bytes;
         k = chunk(&b->durable, vals + i, n - i, &pages, &bytes);
-        struct copy_arg a = {l->dbi, keys + i, vals + i, k};
+        struct copy_arg a = {l->dbi, keys + i, vals + i, k, l, NULL, 0, 0};
+        if (i + k == n && nops) {
+            a.ops = ops;
+            a.nops = nops;
+            pages += fbk__lmdb_names_pages(&b->durable, ops, nops);
+            bytes += fbk__lmdb_names_bytes(ops, nops);
+        }
         fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
         err = fbk__lmdb_write(&b->durable, copy_op, &a, pages, bytes,
-                              keys_what(what, "persist", keys + i, k, "into", l));
+                              keys_what(what, a.nops ? "persist (with names)" : "persist",
+                                        keys + i, k, "into", l));
         fbk__lmdb_touch(&b->durable, l->dbi);
+        if (err == FBK_EINVAL && a.missing)
+            err = fbk__lmdb_names_refused(l, ops, a.missing);
     }
     fbk__lmdb_rtxn_end(&b->spill, txn);
     return err;
@@ -400,19 +424,30 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
 int fbk__lmdb_persist(void *self, void *loc, const fbk_key *key)
 {
     MDB_val v;
-    return persist_keys(self, loc, key, 1, &v);
+    return persist_keys(self, loc, key, 1, &v, NULL, 0);
+}
+
+int fbk__lmdb_persist_names(void *self, void *loc, const fbk_key *keys, size_t n,
+                            const fbk_name_op *ops, size_t nops)
+{
+    fbk__lmdb_loc *l = loc;
+    if (nops && !l->has_names)
+        return fbk_error_set(FBK_EIO, 0,
+                             "lmdb: location \"%s\" has no name index (opened read-only)",
+                             l->name);
+    if (n == 0)
+        return nops ? fbk__lmdb_name_apply(self, loc, ops, nops) : FBK_OK;
+    MDB_val *vals = malloc(n * sizeof *vals);
+    if (!vals)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: persist of %zu keys: out of memory", n);
+    int err = persist_keys(self, loc, keys, n, vals, ops, nops);
+    free(vals);
+    return err;
 }
 
 int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
 {
-    if (n == 0)
-        return FBK_OK;
-    MDB_val *vals = malloc(n * sizeof *vals);
-    if (!vals)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: persist of %zu keys: out of memory", n);
-    int err = persist_keys(self, loc, keys, n, vals);
-    free(vals);
-    return err;
+    return fbk__lmdb_persist_names(self, loc, keys, n, NULL, 0);
 }
 
 /* location -> spill.  Runs inside the spill batch; takes a durable read
@@ -438,7 +473,7 @@ static int register_op(MDB_txn *txn, void *p)
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "location %s", a->l->name);
     err = get_all(&b->durable, rtxn, a->l->dbi, what, a->keys, a->n, a->vals, &b->spill);
-    struct copy_arg c = {b->spill.main, a->keys, a->vals, a->n};
+    struct copy_arg c = {b->spill.main, a->keys, a->vals, a->n, NULL, NULL, 0, 0};
     int rc = err == FBK_OK ? copy_op(txn, &c) : 0;
     fbk__lmdb_rtxn_end(&b->durable, rtxn);
     return rc ? rc : err;

@@ -204,36 +204,55 @@ struct apply_arg {
     int missing; /* index + 1 of a bound key the location lacks */
 };
 
-static int apply_op(MDB_txn *txn, void *p)
+int fbk__lmdb_names_check(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op *ops, size_t n,
+                          const fbk_key *coming, size_t ncoming, int *missing)
 {
-    struct apply_arg *a = p;
-    /* every bound object must be there before the first write (so that a
-     * refusal leaves the transaction untouched) */
-    for (size_t i = 0; i < a->n; i++) {
-        if (!a->ops[i].key)
+    size_t next = 0; /* the core lists coming in the order of ops: try there first */
+    for (size_t i = 0; i < n; i++) {
+        if (!ops[i].key)
             continue;
-        MDB_val k = {sizeof(fbk_key), (void *)a->ops[i].key->bytes}, v;
-        int rc = mdb_get(txn, a->l->dbi, &k, &v);
+        bool soon = false;
+        for (size_t t = 0; t < ncoming && !soon; t++) {
+            size_t j = (next + t) % ncoming;
+            if (memcmp(coming[j].bytes, ops[i].key->bytes, sizeof coming[j].bytes) == 0) {
+                soon = true;
+                next = j + 1;
+            }
+        }
+        if (soon)
+            continue;
+        MDB_val k = {sizeof(fbk_key), (void *)ops[i].key->bytes}, v;
+        int rc = mdb_get(txn, l->dbi, &k, &v);
         if (rc == MDB_NOTFOUND) {
-            a->missing = (int)i + 1;
+            *missing = (int)i + 1;
             return FBK_EINVAL;
         }
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+int fbk__lmdb_names_put(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op *ops, size_t n,
+                        int *missing)
+{
+    /* every bound object must be there before the first write (so that a
+     * refusal leaves the transaction untouched) */
+    int rc = missing ? fbk__lmdb_names_check(txn, l, ops, n, NULL, 0, missing) : 0;
+    if (rc)
+        return rc;
     unsigned char buf[FBK__LMDB_HASHED];
-    for (size_t i = 0; i < a->n; i++) {
-        const fbk_name_op *o = &a->ops[i];
+    for (size_t i = 0; i < n; i++) {
+        const fbk_name_op *o = &ops[i];
         MDB_val k = name_key(o->name, o->len, buf);
-        int rc;
         if (!o->key) {
-            rc = mdb_del(txn, a->l->names, &k, NULL);
+            rc = mdb_del(txn, l->names, &k, NULL);
             if (rc == MDB_NOTFOUND)
                 rc = 0;
         } else {
             bool hashed = k.mv_size == FBK__LMDB_HASHED;
             MDB_val v = {VAL_HDR + (hashed ? o->len : 0), NULL};
-            rc = mdb_put(txn, a->l->names, &k, &v, MDB_RESERVE);
+            rc = mdb_put(txn, l->names, &k, &v, MDB_RESERVE);
             if (rc == 0) {
                 unsigned char *d = v.mv_data;
                 memcpy(d, o->key->bytes, 16);
@@ -248,6 +267,36 @@ static int apply_op(MDB_txn *txn, void *p)
     return 0;
 }
 
+static int apply_op(MDB_txn *txn, void *p)
+{
+    struct apply_arg *a = p;
+    return fbk__lmdb_names_put(txn, a->l, a->ops, a->n, &a->missing);
+}
+
+size_t fbk__lmdb_names_bytes(const fbk_name_op *ops, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += ops[i].len + VAL_HDR + 16;
+    return bytes;
+}
+
+size_t fbk__lmdb_names_pages(const fbk__lmdb_env *e, const fbk_name_op *ops, size_t n)
+{
+    return n * fbk__lmdb_pages_for(e, 2 * VAL_HDR) +
+           fbk__lmdb_pages_for(e, fbk__lmdb_names_bytes(ops, n));
+}
+
+int fbk__lmdb_names_refused(const fbk__lmdb_loc *l, const fbk_name_op *ops, int missing)
+{
+    char t[FBK_KEY_STRLEN + 1];
+    fbk_key_format(ops[missing - 1].key, t);
+    return fbk_error_set(FBK_EINVAL, 0,
+                         "lmdb: location \"%s\": a name cannot be bound to %s, which the "
+                         "location does not hold",
+                         l->name, t);
+}
+
 int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
 {
     fbk__lmdb *b = self;
@@ -258,26 +307,15 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
                              l->name);
     if (n == 0)
         return FBK_OK;
-    size_t bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        bytes += ops[i].len + VAL_HDR + 16;
     struct apply_arg a = {l, ops, n, 0};
     fbk__lmdb_touch(&b->durable, l->dbi); /* a failed commit fails this location's sync */
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "%zu name change(s) of location %s", n, l->name);
-    int err = fbk__lmdb_write(&b->durable, apply_op, &a,
-                              n * fbk__lmdb_pages_for(&b->durable, 2 * VAL_HDR) +
-                                  fbk__lmdb_pages_for(&b->durable, bytes),
-                              bytes, what);
+    int err = fbk__lmdb_write(&b->durable, apply_op, &a, fbk__lmdb_names_pages(&b->durable, ops, n),
+                              fbk__lmdb_names_bytes(ops, n), what);
     fbk__lmdb_touch(&b->durable, l->dbi);
-    if (err == FBK_EINVAL && a.missing) {
-        char t[FBK_KEY_STRLEN + 1];
-        fbk_key_format(ops[a.missing - 1].key, t);
-        return fbk_error_set(FBK_EINVAL, 0,
-                             "lmdb: location \"%s\": a name cannot be bound to %s, which the "
-                             "location does not hold",
-                             l->name, t);
-    }
+    if (err == FBK_EINVAL && a.missing)
+        return fbk__lmdb_names_refused(l, ops, a.missing);
     return err;
 }
 
