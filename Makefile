@@ -18,8 +18,13 @@ build: deps
 demo: build
 	$(BUILD)/examples/fbk_demo lmdb:./fbk-demo-store
 
+# Each suite's files (tests/tmp of its build directory: several GiB, the
+# big-object and python suites) are removed after it ran, passed or not, so
+# that the three suites of a CI run never hold the disk at once.
+CLEAN_TMP = rc=$$?; rm -rf $(1)/tests/tmp; exit $$rc
+
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS); $(call CLEAN_TMP,$(BUILD))
 
 # The rados: suites alone (label "rados": CTest starts a throw-away Ceph
 # cluster first, tests/cluster/ceph-up.sh, and stops it after).  `make test`
@@ -31,7 +36,7 @@ test-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFBK_SANITIZE=address,undefined -DFBK_BUILD_BENCH=OFF >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+	  ctest --test-dir build-asan --output-on-failure -j $(JOBS); $(call CLEAN_TMP,build-asan)
 
 # ThreadSanitizer needs a fixed address-space layout on kernels with high
 # mmap randomisation: run under setarch -R when it is available.
@@ -40,7 +45,7 @@ test-tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  $$(command -v setarch >/dev/null && echo "setarch $$(uname -m) -R") \
-	  ctest --test-dir build-tsan --output-on-failure -L concurrency
+	  ctest --test-dir build-tsan --output-on-failure -L concurrency; $(call CLEAN_TMP,build-tsan)
 
 # cmake --install, then a user's program built against the installed copy
 # three ways, each run: find_package(fbk) (fbk::fbk = libfbk.so, and

@@ -61,7 +61,7 @@ typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
  * 3: appends workers.  4: appends the name index (maps), contains,
  * scan_foreign, drop_location and load_persisted.  5: appends
- * persist_names. */
+ * persist_names and remove_unbound. */
 #define FBK_BACKEND_OPS_VERSION 5
 
 /* One change of a location's name index (version 4): bind name[0..len) to
@@ -233,6 +233,15 @@ struct fbk_backend_ops {
      * and name_apply. */
     int (*persist_names)(void *self, void *loc, const fbk_key *keys, size_t n,
                          const fbk_name_op *ops, size_t nops);
+    /* Optional: delete `key` from `loc` unless a binding of loc's name index
+     * -- as every process left it -- refers to it, decided in the same
+     * atomic step as the delete (lmdb: reference counts kept with the index
+     * in its transactions).  1 when deleted (or absent), 0 when kept because
+     * bound, or an FBK_E* code.  A map removes the objects its changes
+     * orphaned with it, so that an object another process bound to a name
+     * meanwhile survives.  NULL: remove_persisted (safe only while no other
+     * process binds names in loc). */
+    int (*remove_unbound)(void *self, void *loc, const fbk_key *key);
 };
 
 /*

@@ -308,6 +308,11 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
  * and every bound key is either among those this call persists or held by
  * loc already; *bound (may be NULL) tells whether it did.  When it did not,
  * the caller applies them (name_apply) after this returns. */
+/* fbk_location_remove of an object a map's change orphaned: with the
+ * backend's remove_unbound (version 5) the object stays when a binding of
+ * the name index refers to it -- one another process made -- (*kept, may be
+ * NULL); without it, removed as fbk_location_remove does. */
+int fbk__location_remove_unbound(fbk_location *loc, const fbk_key *key, bool *kept);
 int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
                                const fbk_name_op *ops, size_t nops, bool *bound);
 /* Bracket a register_key from loc: FBK_ENOTFOUND if loc lacks key; while

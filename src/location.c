@@ -278,13 +278,11 @@ static intptr_t wait_idle(fbk_location *loc, const fbk_key *key, bool registers_
     }
 }
 
-int fbk_location_remove(fbk_location *loc, const fbk_key *key)
+/* The removal of key from loc; with unbound, only when no binding of the
+ * name index refers to it (the backend's remove_unbound decides, in the
+ * same step as the delete; *kept tells when it kept the key). */
+static int remove_key(fbk_location *loc, const fbk_key *key, bool unbound, bool *kept)
 {
-    if (!loc || !key)
-        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_remove: NULL argument");
-    int ro = fbk__store_check_writable(loc->store, "fbk_location_remove");
-    if (ro)
-        return ro;
     pthread_mutex_lock(&loc->mu);
     if (wait_idle(loc, key, false) == 0) {
         pthread_mutex_unlock(&loc->mu);
@@ -297,21 +295,50 @@ int fbk_location_remove(fbk_location *loc, const fbk_key *key)
     /* an item registered lazily from here keeps its bytes: copied into the
      * spill area before they leave the location */
     int rc = fbk__token_materialize(s, key);
-    if (rc == FBK_OK)
+    bool keep = false;
+    if (rc == FBK_OK && unbound) {
+        rc = s->ops->remove_unbound(s->self, loc->bloc, key);
+        keep = rc == 0;
+        rc = rc > 0 ? FBK_OK : rc;
+    } else if (rc == FBK_OK) {
         rc = s->ops->remove_persisted(s->self, loc->bloc, key);
+    }
     if (rc == FBK_ENOTFOUND)
         rc = FBK_OK; /* gone already: what the caller wanted */
     pthread_mutex_lock(&loc->mu);
-    if (rc == FBK_OK) {
+    if (rc == FBK_OK && !keep) {
         fbk__keymap_del(&loc->keys, key);
     } else {
-        fbk__error_keep(rc);
+        if (rc)
+            fbk__error_keep(rc);
         *fbk__keymap_get(&loc->keys, key) = (void *)(intptr_t)1;
         loc->count++;
     }
     pthread_cond_broadcast(&loc->cv);
     pthread_mutex_unlock(&loc->mu);
+    if (kept)
+        *kept = keep;
     return rc;
+}
+
+int fbk_location_remove(fbk_location *loc, const fbk_key *key)
+{
+    if (!loc || !key)
+        return fbk_error_set(FBK_EINVAL, 0, "fbk_location_remove: NULL argument");
+    int ro = fbk__store_check_writable(loc->store, "fbk_location_remove");
+    if (ro)
+        return ro;
+    return remove_key(loc, key, false, NULL);
+}
+
+int fbk__location_remove_unbound(fbk_location *loc, const fbk_key *key, bool *kept)
+{
+    const fbk_backend_ops *ops = loc->store->ops;
+    bool unbound = ops->version >= 5 && ops->remove_unbound;
+    if (kept)
+        *kept = false;
+    int ro = fbk__store_check_writable(loc->store, "map: removal of an orphan");
+    return ro ? ro : remove_key(loc, key, unbound, kept);
 }
 
 int fbk__location_persist(fbk_location *loc, const fbk_key *key)

@@ -424,7 +424,8 @@ static void remove_orphans(fbk_map *m, uint64_t hi)
     m->norphans = k;
     pthread_mutex_unlock(&m->mu);
     for (size_t i = 0; i < n; i++) {
-        int rc = fbk_location_remove(m->loc, &gone[i]);
+        /* kept when another process bound a name to it meanwhile */
+        int rc = fbk__location_remove_unbound(m->loc, &gone[i], NULL);
         if (rc)
             fbk__store_report(m->s, rc); /* garbage, not a failure of the put */
     }

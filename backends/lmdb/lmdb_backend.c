@@ -265,6 +265,7 @@ static const fbk_backend_ops lmdb_ops = {
     .drop_location = fbk__lmdb_drop_location,
     .load_persisted = fbk__lmdb_load_persisted,
     .persist_names = fbk__lmdb_persist_names,
+    .remove_unbound = fbk__lmdb_remove_unbound,
 };
 
 static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)

@@ -141,8 +141,10 @@ enum {
 };
 
 /* Named databases a store may have open at once (LMDB maxdbs): each
- * location takes two (its objects and its name index), so 1024 locations. */
-#define FBK__LMDB_MAXDBS 2048
+ * location takes three (its objects, its name index and the index's
+ * reference counts), so 1024 locations. */
+#define FBK__LMDB_LOC_DBS 3
+#define FBK__LMDB_MAXDBS (1024 * FBK__LMDB_LOC_DBS)
 /* Values a persist or register copies per write transaction: LMDB keeps a
  * write transaction's dirty pages in memory until it commits, so the bytes
  * of one transaction are bounded (one larger value still goes alone). */
@@ -179,6 +181,7 @@ typedef struct fbk__lmdb {
 typedef struct fbk__lmdb_loc {
     MDB_dbi dbi;
     MDB_dbi names; /* the name index (lmdb_names.c), when has_names */
+    MDB_dbi refs;  /* bindings per object key (lmdb_names.c); 0 when read-only */
     int has_names;
     char name[];
 } fbk__lmdb_loc;
@@ -320,6 +323,17 @@ int fbk__lmdb_drop_location(void *self, const char *name);
 /* ---- lmdb_names.c ---- */
 /* The named database of a location's name index: "\x1fnames:" + location. */
 int fbk__lmdb_names_dbname(const char *location, char *out, size_t cap);
+/* The named database of the bindings per object key of that index:
+ * "\x1frefs:" + location. */
+int fbk__lmdb_refs_dbname(const char *location, char *out, size_t cap);
+/* In the write transaction that opened a location: when the reference
+ * counts are empty but the index is not (a location whose names were
+ * written by a version before the counts), counts every binding. */
+int fbk__lmdb_refs_build(MDB_txn *txn, MDB_dbi names, MDB_dbi refs);
+/* remove_unbound (table version 5): deletes key from loc unless a binding
+ * refers to it, decided in one write transaction.  1 deleted (or absent),
+ * 0 kept, or FBK_E*. */
+int fbk__lmdb_remove_unbound(void *self, void *loc, const fbk_key *key);
 int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
                        uint64_t *size);
 int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);

@@ -17,6 +17,7 @@ struct open_arg {
     const char *path;
     MDB_dbi dbi;
     MDB_dbi names; /* its name index (lmdb_names.c) */
+    MDB_dbi refs;  /* the index's bindings per object key */
 };
 
 static int open_op(MDB_txn *txn, void *p)
@@ -32,13 +33,21 @@ static int open_op(MDB_txn *txn, void *p)
         rc = mdb_dbi_open(txn, names, MDB_CREATE, &a->names);
     if (rc == 0)
         rc = fbk__lmdb_note_dbi(a->e, a->names, names);
+    if (rc == 0)
+        rc = fbk__lmdb_refs_dbname(a->name, names, sizeof names);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, names, MDB_CREATE, &a->refs);
+    if (rc == 0)
+        rc = fbk__lmdb_note_dbi(a->e, a->refs, names);
+    if (rc == 0)
+        rc = fbk__lmdb_refs_build(txn, a->names, a->refs);
     if (rc == MDB_DBS_FULL) /* checked before LMDB writes anything: txn intact */
         return fbk_error_set(FBK_ENOSPC, 0,
                              "lmdb: location %s: too many locations: a store opens at most %d "
                              "locations of %s between its open and close (a closed location "
                              "keeps its slot); drop one (fbk_location_drop) or reopen the store "
                              "(%s)",
-                             a->name, FBK__LMDB_MAXDBS / 2, a->path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path, mdb_strerror(rc));
     return rc;
 }
 
@@ -71,7 +80,7 @@ static int open_ro_op(MDB_txn *txn, void *p)
         return fbk_error_set(FBK_ENOSPC, 0,
                              "lmdb: location %s: too many locations: a store opens at most %d "
                              "locations of %s between its open and close (%s)",
-                             a->name, FBK__LMDB_MAXDBS / 2, a->path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path, mdb_strerror(rc));
     return rc;
 }
 
@@ -101,7 +110,7 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     memcpy(l->name, location, n + 1);
     /* mdb_dbi_open creates the database in a write transaction; the handle is
      * usable by every transaction once that one committed. */
-    struct open_arg a = {&b->durable, l->name, b->durable.path, 0, 0};
+    struct open_arg a = {&b->durable, l->name, b->durable.path, 0, 0, 0};
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "open of location %s", l->name);
     pthread_mutex_lock(&b->loc_m); /* no drop of this name meanwhile */
@@ -111,7 +120,8 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
         err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
                               what);
     if (err == FBK_OK && (a.dbi >= sizeof b->loc_open / sizeof b->loc_open[0] ||
-                          a.names >= sizeof b->loc_open / sizeof b->loc_open[0]))
+                          a.names >= sizeof b->loc_open / sizeof b->loc_open[0] ||
+                          a.refs >= sizeof b->loc_open / sizeof b->loc_open[0]))
         err = fbk_error_set(FBK_EIO, 0, "lmdb: location %s: LMDB gave handle %u, beyond %d",
                             l->name, (unsigned)a.dbi, FBK__LMDB_MAXDBS + 1);
     if (err == FBK_OK)
@@ -123,6 +133,7 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     }
     l->dbi = a.dbi;
     l->names = a.names;
+    l->refs = a.refs;
     l->has_names = !b->readonly || a.names != 0; /* handle 0 is LMDB's free list */
     *loc = l;
     return FBK_OK;
@@ -165,7 +176,7 @@ static int drop_op(MDB_txn *txn, void *p)
                              "lmdb: drop of location %s: every one of the %d location slots of "
                              "%s is taken, and finding this location needs one; drop a location "
                              "opened since the store opened, or reopen the store (%s)",
-                             a->name, FBK__LMDB_MAXDBS / 2, b->durable.path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, b->durable.path, mdb_strerror(rc));
     if (rc != 0)
         return rc;
     if (dbi < sizeof b->loc_open / sizeof b->loc_open[0] && b->loc_open[dbi] > 0)
@@ -174,17 +185,20 @@ static int drop_op(MDB_txn *txn, void *p)
                              "lmdb: drop of location %s: it is open (%u fbk_location object(s)); "
                              "close it first",
                              a->name, b->loc_open[dbi]);
-    /* its name index goes with it (a location opened by an earlier
-     * version may have none) */
+    /* its name index and the index's counts go with it (a location opened
+     * by an earlier version may have neither) */
     char names[FBK__LMDB_NAME_MAX + 16];
     MDB_dbi ndbi;
-    rc = fbk__lmdb_names_dbname(a->name, names, sizeof names);
-    if (rc == 0) {
-        rc = mdb_dbi_open(txn, names, 0, &ndbi);
-        if (rc == 0)
-            rc = mdb_drop(txn, ndbi, 1);
-        else if (rc == MDB_NOTFOUND)
-            rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        rc = i == 0 ? fbk__lmdb_names_dbname(a->name, names, sizeof names)
+                    : fbk__lmdb_refs_dbname(a->name, names, sizeof names);
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, names, 0, &ndbi);
+            if (rc == 0)
+                rc = mdb_drop(txn, ndbi, 1);
+            else if (rc == MDB_NOTFOUND)
+                rc = 0;
+        }
     }
     if (rc != 0)
         return rc;

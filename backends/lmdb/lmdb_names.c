@@ -34,6 +34,12 @@ int fbk__lmdb_names_dbname(const char *location, char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? FBK_OK : FBK_EINVAL;
 }
 
+int fbk__lmdb_refs_dbname(const char *location, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "\x1frefs:%s", location);
+    return n > 0 && (size_t)n < cap ? FBK_OK : FBK_EINVAL;
+}
+
 /* The entry key of name (buf holds FBK__LMDB_HASHED bytes). */
 static MDB_val name_key(const void *name, size_t len, unsigned char *buf)
 {
@@ -204,6 +210,56 @@ struct apply_arg {
     int missing; /* index + 1 of a bound key the location lacks */
 };
 
+/* ------------------------------------------------------ reference counts */
+
+/* refs[key] += delta (an entry per key with at least one binding; the
+ * count is 8 bytes little-endian).  A count that would go below zero (a
+ * binding the counts never saw) stays absent. */
+static int refs_add(MDB_txn *txn, MDB_dbi refs, const unsigned char key[16], int delta)
+{
+    MDB_val k = {16, (void *)key}, v;
+    uint64_t n = 0;
+    int rc = mdb_get(txn, refs, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        n = get_le64(v.mv_data);
+    else if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (delta < 0 && n <= (uint64_t)-delta) {
+        rc = rc == 0 ? mdb_del(txn, refs, &k, NULL) : 0;
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    n += (uint64_t)(int64_t)delta;
+    unsigned char buf[8];
+    put_le64(buf, n);
+    v = (MDB_val){8, buf};
+    return mdb_put(txn, refs, &k, &v, 0);
+}
+
+int fbk__lmdb_refs_build(MDB_txn *txn, MDB_dbi names, MDB_dbi refs)
+{
+    MDB_stat sn, sr;
+    int rc = mdb_stat(txn, names, &sn);
+    if (rc == 0)
+        rc = mdb_stat(txn, refs, &sr);
+    if (rc != 0 || sn.ms_entries == 0 || sr.ms_entries != 0)
+        return rc;
+    MDB_cursor *c;
+    rc = mdb_cursor_open(txn, names, &c);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (v.mv_size < VAL_HDR)
+            continue; /* damage: name_scan reports it; no binding to count */
+        rc = refs_add(txn, refs, v.mv_data, 1);
+        if (rc != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int fbk__lmdb_names_check(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op *ops, size_t n,
                           const fbk_key *coming, size_t ncoming, int *missing)
 {
@@ -245,6 +301,20 @@ int fbk__lmdb_names_put(MDB_txn *txn, const fbk__lmdb_loc *l, const fbk_name_op 
     for (size_t i = 0; i < n; i++) {
         const fbk_name_op *o = &ops[i];
         MDB_val k = name_key(o->name, o->len, buf);
+        if (l->refs) {
+            /* the counts follow the index in the same transaction: the
+             * binding this op replaces or removes loses its reference */
+            MDB_val old;
+            rc = mdb_get(txn, l->names, &k, &old);
+            if (rc == 0 && old.mv_size >= VAL_HDR)
+                rc = refs_add(txn, l->refs, old.mv_data, -1);
+            else if (rc == MDB_NOTFOUND || rc == 0)
+                rc = 0;
+            if (rc == 0 && o->key)
+                rc = refs_add(txn, l->refs, o->key->bytes, 1);
+            if (rc)
+                return rc;
+        }
         if (!o->key) {
             rc = mdb_del(txn, l->names, &k, NULL);
             if (rc == MDB_NOTFOUND)
@@ -317,6 +387,48 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
     if (err == FBK_EINVAL && a.missing)
         return fbk__lmdb_names_refused(l, ops, a.missing);
     return err;
+}
+
+/* ---------------------------------------------------------- remove_unbound */
+
+struct unbound_arg {
+    const fbk__lmdb_loc *l;
+    const fbk_key *key;
+    int removed;
+};
+
+static int unbound_op(MDB_txn *txn, void *p)
+{
+    struct unbound_arg *a = p;
+    MDB_val k = {sizeof(fbk_key), (void *)a->key->bytes}, v;
+    int rc = mdb_get(txn, a->l->refs, &k, &v);
+    if (rc == 0) {
+        a->removed = 0; /* a binding refers to it (maybe another process's) */
+        return 0;
+    }
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    rc = mdb_del(txn, a->l->dbi, &k, NULL);
+    a->removed = 1;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int fbk__lmdb_remove_unbound(void *self, void *loc, const fbk_key *key)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    if (!l->refs) /* read-only: the core never removes there */
+        return fbk_error_set(FBK_EIO, 0, "lmdb: location \"%s\" has no reference counts",
+                             l->name);
+    struct unbound_arg a = {l, key, 0};
+    char what[FBK__LMDB_WHAT], hex[33];
+    fbk_key_format_hex(key, hex);
+    snprintf(what, sizeof what, "removal of unbound key %s from location %s", hex, l->name);
+    fbk__lmdb_touch(&b->durable, l->dbi);
+    int err = fbk__lmdb_write(&b->durable, unbound_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
+                              what);
+    fbk__lmdb_touch(&b->durable, l->dbi);
+    return err ? err : a.removed;
 }
 
 int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key)
