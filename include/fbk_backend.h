@@ -3,8 +3,11 @@
  *
  * A backend stores opaque byte strings under 16-byte keys in a *spill area*
  * (the temporary storage the cache evicts into) and copies them to and from
- * durable *locations*.  The built-in backends (`mem:`, `file:`, `lmdb:`) are
- * tables of this shape; a user may supply their own to fbk_store_open_backend().
+ * durable *locations*.  The built-in backends (`mem:`, `file:`, `lmdb:`,
+ * `rados:`) are tables of this shape; a user may supply their own to
+ * fbk_store_open_backend(), or register a scheme for it (fbk_backend_register
+ * below) and open it by URI.  Overview: docs/backends.md; backends/mem/ is a
+ * template that uses only this header.
  *
  * What a backend may assume (the core guarantees it, as the original
  * file_backed `BackingStore` wrapper did):
