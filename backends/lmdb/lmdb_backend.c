@@ -364,9 +364,9 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
  * programs written before per-backend parameters, a URI parameter wins. */
 static const fbk_backend_param lmdb_params[] = {
     {"map_size", FBK_PARAM_SIZE,
-     "initial map size of each environment (fbk_store_options.map_size; default 64 MiB)"},
+     "initial map size of each environment (fbk_store_options.map_size)"},
     {"durable_dir", FBK_PARAM_STRING,
-     "directory of the durable environment (fbk_store_options.durable_dir; default DIR/durable)"},
+     "directory of the durable environment (fbk_store_options.durable_dir)"},
     {NULL, FBK_PARAM_STRING, NULL},
 };
 

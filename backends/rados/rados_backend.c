@@ -905,7 +905,7 @@ static const fbk_backend_param rados_params[] = {
     {"conf", FBK_PARAM_STRING, "a ceph.conf (default: librados's search)"},
     {"client", FBK_PARAM_STRING, "the cephx user, NAME or client.NAME (default client.admin)"},
     {"spill", FBK_PARAM_STRING, "the local spill area in DIR: lmdb (default) or file"},
-    {"timeout", FBK_PARAM_UINT, "seconds before a silent cluster is FBK_ETIMEDOUT (default 30)"},
+    {"timeout", FBK_PARAM_UINT, "seconds before a silent cluster is FBK_ETIMEDOUT"},
     {"map_size", FBK_PARAM_SIZE, "map size of the inner lmdb: spill area"},
     {NULL, FBK_PARAM_STRING, NULL},
 };
