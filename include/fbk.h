@@ -106,9 +106,13 @@ int fbk_last_os_error(void);
 
 /* ------------------------------------------------------------- allocator */
 
-/* Every allocation libfbk itself makes (not LMDB's, not the codec's own)
- * goes through this table.  Set it before opening any store; NULL restores
- * the C library's.  FBK_EINVAL if a function is missing. */
+/* Every allocation of libfbk's core and of the mem: backend goes through
+ * this table, and so does what a backend allocates with fbk_malloc
+ * (fbk_backend.h).  Not through it: the state of the lmdb:, file: and rados:
+ * backends (the C library's malloc), LMDB's and librados's own allocations,
+ * a codec's own (docs/backends.md, "Allocation").  Set it before opening any
+ * store; NULL restores the C library's.  FBK_EINVAL if a function is
+ * missing. */
 typedef struct fbk_allocator {
     void *(*malloc)(size_t size, void *ctx);
     void *(*realloc)(void *ptr, size_t size, void *ctx);
@@ -184,10 +188,13 @@ typedef struct fbk_store_options {
                               (2 for file:, else 1; fbk_store_threads tells) */
     fbk_error_fn on_error; /* background failures; NULL = counted only */
     void *on_error_arg;
-    size_t map_size;            /* lmdb: initial map size of each environment in
-                                   bytes; 0 = default (64 MiB); grows on demand */
+    size_t map_size;            /* lmdb: (and rados:'s lmdb: spill area): initial map
+                                   size of each environment in bytes; 0 = default
+                                   (64 MiB); grows on demand.  The URI parameter
+                                   map_size=... wins over it */
     const char *durable_dir;    /* lmdb: directory of the durable environment;
-                                   NULL = DIR/durable */
+                                   NULL = DIR/durable.  The URI parameter
+                                   durable_dir=... wins over it */
     unsigned max_queued_writes; /* eviction writes queued or running before a
                                blocking call waits for the workers; 0 = 32 x threads */
     size_t max_queued_bytes;    /* the same bound on their bytes, counted for
@@ -204,14 +211,17 @@ typedef struct fbk_store_options {
  * FBK_ENOTFOUND instead of being created. */
 #define FBK_STORE_READONLY 1u
 
-/* Opens a store.  uri: "lmdb:DIR", "file:DIR", "mem:" (or "mem:NAME");
- * a bare path means "lmdb:PATH".  opts == NULL means defaults.
+/* Opens a store.  uri: "lmdb:DIR", "file:DIR", "mem:" (or "mem:NAME"),
+ * "rados:DIR?pool=POOL" (when built with librados), or "SCHEME:ARG" of a
+ * scheme a program registered (fbk_backend_register, fbk_backend.h); a bare
+ * path means "lmdb:PATH".  opts == NULL means defaults.
  * The URI may carry parameters after '?': key=value pairs joined by '&',
- * percent-encoding allowed ("lmdb:/data/x?map_size=1g&threads=2").  Known
- * keys: threads, max_queued_writes, max_queued_bytes, readonly (0/1), and
- * for lmdb: map_size, durable_dir.  Sizes take a k/m/g/t suffix (powers of
- * 1024).  A parameter overrides the same field of opts.  An unknown key, or
- * one the scheme does not take, gives FBK_EINVAL naming it.
+ * percent-encoding allowed ("lmdb:/data/x?map_size=1g&threads=2").  Every
+ * scheme takes threads, max_queued_writes, max_queued_bytes, readonly (0/1)
+ * and its own (lmdb: map_size, durable_dir; the list of each scheme is in
+ * docs/backends.md and in fbk_backend_lookup(scheme)->params).  A parameter
+ * overrides the same field of opts.  An unknown key, or one the scheme does
+ * not take, gives FBK_EINVAL naming it and listing the known ones.
  * Blocking (creates DIR and a spill area of this store's own in it).
  * Several processes may open one store (docs/maps.md, "Sharing").
  * FBK_EINVAL for an unknown scheme or bad argument,

@@ -3,8 +3,11 @@
  *
  * A backend stores opaque byte strings under 16-byte keys in a *spill area*
  * (the temporary storage the cache evicts into) and copies them to and from
- * durable *locations*.  The built-in backends (`mem:`, `file:`, `lmdb:`) are
- * tables of this shape; a user may supply their own to fbk_store_open_backend().
+ * durable *locations*.  The built-in backends (`mem:`, `file:`, `lmdb:`,
+ * `rados:`) are tables of this shape; a user may supply their own to
+ * fbk_store_open_backend(), or register a scheme for it (fbk_backend_register
+ * below) and open it by URI.  Overview: docs/backends.md; backends/mem/ is a
+ * template that uses only this header.
  *
  * What a backend may assume (the core guarantees it, as the original
  * file_backed `BackingStore` wrapper did):
@@ -261,6 +264,105 @@ int fbk_error_from_errno(int os_errno, const char *fmt, ...) __attribute__((form
 int fbk_error_vset(int code, int os_errno, const char *fmt, va_list ap);
 
 /*
+ * The allocator table of fbk_set_allocator(), for backends: memory a backend
+ * gets here is counted with libfbk's own (and fails with it in an
+ * out-of-memory test).  Same contracts as malloc/calloc/realloc/free
+ * (fbk_calloc: NULL on overflow; fbk_realloc: NULL on failure, ptr left
+ * untouched; fbk_free(NULL) does nothing).  A block must be freed through the
+ * table it came from: a backend that holds memory across fbk_set_allocator()
+ * calls must not use these.  Thread-safe.
+ */
+void *fbk_malloc(size_t size);
+void *fbk_calloc(size_t count, size_t size);
+void *fbk_realloc(void *ptr, size_t size);
+void fbk_free(void *ptr);
+
+/*
+ * The scheme registry: which backend a URI "SCHEME:ARG?key=value&..." opens.
+ *
+ * fbk_store_open() looks SCHEME up in one table that holds the built-in
+ * backends (lmdb, file, mem, and rados when built with librados) and every
+ * scheme a program added with fbk_backend_register().  It then checks the
+ * URI's parameters against the core's own (threads, max_queued_writes,
+ * max_queued_bytes, readonly) and the scheme's declared list -- an unknown
+ * key is FBK_EINVAL naming it and listing the known ones --, parses each
+ * value once according to its kind, applies the core's to a copy of the
+ * caller's fbk_store_options, and calls the scheme's `create` with ARG, the
+ * backend's parameters and that copy.  The table `create` returns is then
+ * opened as by fbk_store_open_backend().
+ */
+
+/* How a parameter's value is parsed (and what fbk_backend_params_get puts in
+ * *num). */
+typedef enum fbk_param_kind {
+    FBK_PARAM_STRING = 0, /* any text; *num is 0 */
+    FBK_PARAM_SIZE = 1,   /* bytes: digits, then an optional k/m/g/t (powers of 1024) */
+    FBK_PARAM_UINT = 2,   /* a plain unsigned decimal number */
+    FBK_PARAM_BOOL = 3    /* 0, 1, false or true; *num is 0 or 1 */
+} fbk_param_kind;
+
+/* One URI parameter a scheme takes.  A scheme's list ends with an entry whose
+ * name is NULL. */
+typedef struct fbk_backend_param {
+    const char *name;        /* the key, e.g. "map_size" */
+    fbk_param_kind kind;
+    const char *description; /* one line, for error messages and tools; may be NULL */
+} fbk_backend_param;
+
+/* The parameters of one URI, checked and parsed (opaque; valid only during
+ * the `create` call it is handed to). */
+typedef struct fbk_backend_params fbk_backend_params;
+
+/* Looks up the parameter `name` in params.  Returns 1 when the URI gave it:
+ * *text (if text is not NULL) gets its percent-decoded value and *num (if num
+ * is not NULL) its parsed value (see fbk_param_kind); 0 when the URI did not
+ * give it or params is NULL (outputs untouched). */
+int fbk_backend_params_get(const fbk_backend_params *params, const char *name, const char **text,
+                           uint64_t *num);
+
+/* A scheme's constructor: make the backend named by `arg` (the URI's part
+ * between "SCHEME:" and '?', percent-encoding left as it is; "" when there is
+ * none).  params: the URI's parameters that the scheme declared (never the
+ * core's).  opts: never NULL; the caller's options with the URI's core
+ * parameters applied.  ctx: the scheme's `ctx`.  On success sets *ops and
+ * *self as fbk_store_open_backend() takes them and returns 0; otherwise
+ * returns an FBK_E* code with a message and leaves nothing behind.  The same
+ * duties as the built-in constructors below. */
+typedef int (*fbk_backend_create_fn)(void *ctx, const char *arg, const fbk_backend_params *params,
+                                     const fbk_store_options *opts, const fbk_backend_ops **ops,
+                                     void **self);
+
+/* 1: the first version.  Later versions only append members. */
+#define FBK_BACKEND_SCHEME_VERSION 1
+/* fbk_backend_scheme.flags: the URI must name something after "SCHEME:"
+ * (a directory); "SCHEME:" alone is then FBK_EINVAL. */
+#define FBK_BACKEND_SCHEME_NEEDS_ARG 1u
+
+typedef struct fbk_backend_scheme {
+    unsigned version;                /* FBK_BACKEND_SCHEME_VERSION */
+    const char *scheme;              /* 1..15 characters: a lowercase letter, then lowercase
+                                        letters, digits, '+', '-', '.' (URIs match it in any case) */
+    const fbk_backend_param *params; /* terminated by a NULL name; NULL = none */
+    unsigned flags;                  /* FBK_BACKEND_SCHEME_NEEDS_ARG */
+    fbk_backend_create_fn create;
+    void *ctx; /* handed to create */
+} fbk_backend_scheme;
+
+/* Adds a scheme, so that fbk_store_open("SCHEME:ARG?...") opens it exactly as
+ * it opens a built-in one.  *scheme and everything it points at must stay
+ * valid and unchanged until the process ends (static storage is the usual
+ * home); a scheme cannot be removed.  Thread-safe, also against concurrent
+ * fbk_store_open calls.  Returns 0, FBK_EBUSY if the scheme is taken already
+ * (a built-in or an earlier registration), FBK_EINVAL for a NULL or
+ * malformed table (version 0, bad scheme name, no create, a parameter
+ * without a name, an unknown kind, a parameter named like one of the
+ * core's), FBK_ENOMEM. */
+int fbk_backend_register(const fbk_backend_scheme *scheme);
+/* The table registered for `scheme` (matched in any case), or NULL.  The
+ * pointer stays valid until the process ends. */
+const fbk_backend_scheme *fbk_backend_lookup(const char *scheme);
+
+/*
  * The built-in backends' constructors, for users who wrap a built-in table
  * (fault injection, counting, tracing) and pass the wrapper to
  * fbk_store_open_backend().  `arg` is the part of the URI after the scheme.
@@ -274,8 +376,9 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
                             const fbk_backend_ops **ops, void **self);
 /* rados: (only in a libfbk built with librados, FBK_WITH_RADOS).  `arg` is
- * "DIR?pool=POOL[&conf=PATH][&client=NAME][&spill=lmdb|file][&timeout=S]"
- * (fbk_store_open hands over DIR and the parameters of its URI). */
+ * "DIR?pool=POOL[&conf=PATH][&client=NAME][&spill=lmdb|file][&timeout=S]
+ * [&map_size=SIZE]", checked as fbk_store_open checks the URI (the registry's
+ * `rados` entry is what fbk_store_open itself calls). */
 int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
                              const fbk_backend_ops **ops, void **self);
 

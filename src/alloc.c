@@ -55,6 +55,12 @@ void fbk__free(void *p)
         current.free(p, current.ctx);
 }
 
+/* the same, for backends (fbk_backend.h) */
+void *fbk_malloc(size_t size) { return fbk__malloc(size); }
+void *fbk_calloc(size_t count, size_t size) { return fbk__calloc(count, size); }
+void *fbk_realloc(void *ptr, size_t size) { return fbk__realloc(ptr, size); }
+void fbk_free(void *ptr) { fbk__free(ptr); }
+
 char *fbk__strdup(const char *s)
 {
     size_t n = strlen(s) + 1;

@@ -74,10 +74,17 @@ typedef struct fbk__uri {
 } fbk__uri;
 int fbk__uri_parse(const char *uri, fbk__uri *u);
 void fbk__uri_free(fbk__uri *u);
-/* store.c: the parameters of the URI whose backend fbk_store_open is
- * constructing on this thread (none outside a constructor); rados: reads
- * its own (pool, conf, ...) here. */
-void fbk__store_ctor_params(const fbk__uri_param **params, size_t *n);
+/* registry.c: constructs the backend of URI u (text `uri`, for messages)
+ * with scheme sc (NULL: the one registered for u->scheme), after checking
+ * u's parameters and applying the core's to *o (the caller's options). */
+int fbk__backend_create(const fbk_backend_scheme *sc, const fbk__uri *u, const char *uri,
+                        fbk_store_options *o, const fbk_backend_ops **ops, void **self);
+/* The built-in schemes, defined next to their constructors. */
+extern const fbk_backend_scheme fbk__lmdb_scheme;
+extern const fbk_backend_scheme fbk__mem_scheme;
+#ifdef FBK_WITH_RADOS
+extern const fbk_backend_scheme fbk__rados_scheme;
+#endif
 /* "64", "1g", "512KiB" -> bytes (powers of 1024); FBK_EINVAL naming `what`. */
 int fbk__parse_size(const char *text, const char *what, uint64_t *out);
 

@@ -1,5 +1,6 @@
 /* store.c -- fbk_store: the backend table, the worker threads and the
- * store-wide counters.  URI parsing picks the backend at run time. */
+ * store-wide counters.  The scheme registry (registry.c) picks the backend
+ * of a URI at run time. */
 #include "fbk_internal.h"
 
 #include <limits.h>
@@ -128,101 +129,6 @@ int fbk_store_open_backend(fbk_store **out, const fbk_backend_ops *ops, void *se
     return FBK_OK;
 }
 
-typedef int (*backend_ctor)(const char *arg, const fbk_store_options *opts,
-                            const fbk_backend_ops **ops, void **self);
-
-/* URI parameters a backend takes besides the core's own */
-static const char *const lmdb_params[] = {"map_size", "durable_dir", NULL};
-static const char *const no_params[] = {NULL};
-#ifdef FBK_WITH_RADOS
-static const char *const rados_params[] = {"pool", "conf", "client", "spill", "timeout", "map_size", NULL};
-#endif
-
-/* The URI whose backend is being constructed on this thread: the side
- * channel by which a constructor that takes parameters of its own (rados:)
- * reads them, since the constructor's signature carries only the path. */
-static _Thread_local const fbk__uri *tls_ctor_uri;
-
-void fbk__store_ctor_params(const fbk__uri_param **params, size_t *n)
-{
-    *params = tls_ctor_uri ? tls_ctor_uri->params : NULL;
-    *n = tls_ctor_uri ? tls_ctor_uri->n : 0;
-}
-
-static const struct {
-    const char *scheme;
-    backend_ctor create;
-    bool needs_arg;
-    const char *const *params;
-} schemes[] = {
-    {"lmdb", fbk_backend_lmdb_create, true, lmdb_params},
-    {"file", fbk_backend_file_create, true, no_params},
-    {"mem", fbk_backend_mem_create, false, no_params},
-#ifdef FBK_WITH_RADOS
-    {"rados", fbk_backend_rados_create, true, rados_params},
-#endif
-};
-
-static int param_uint(const fbk__uri_param *p, uint64_t max, uint64_t *out)
-{
-    int rc = fbk__parse_size(p->value, p->key, out);
-    if (rc == FBK_OK && *out > max)
-        rc = fbk_error_set(FBK_EINVAL, 0, "URI parameter %s=%s is too large", p->key, p->value);
-    return rc;
-}
-
-/* Applies the URI's parameters over *o (a copy of the caller's options). */
-static int apply_params(const fbk__uri *u, const char *const *backend_params, fbk_store_options *o)
-{
-    for (size_t i = 0; i < u->n; i++) {
-        const fbk__uri_param *p = &u->params[i];
-        uint64_t v = 0;
-        int rc = FBK_OK;
-        if (strcmp(p->key, "threads") == 0) {
-            rc = param_uint(p, 1024, &v);
-            o->threads = (unsigned)v;
-        } else if (strcmp(p->key, "max_queued_writes") == 0) {
-            rc = param_uint(p, UINT_MAX, &v);
-            o->max_queued_writes = (unsigned)v;
-        } else if (strcmp(p->key, "max_queued_bytes") == 0) {
-            rc = param_uint(p, SIZE_MAX, &v);
-            o->max_queued_bytes = (size_t)v;
-        } else if (strcmp(p->key, "readonly") == 0) {
-            if (strcmp(p->value, "1") && strcmp(p->value, "0") && strcmp(p->value, "true") &&
-                strcmp(p->value, "false"))
-                return fbk_error_set(FBK_EINVAL, 0, "URI parameter readonly=%s: use 0 or 1",
-                                     p->value);
-            if (p->value[0] == '1' || p->value[0] == 't')
-                o->flags |= FBK_STORE_READONLY;
-            else
-                o->flags &= ~FBK_STORE_READONLY;
-        } else {
-            bool known = false;
-            for (size_t k = 0; backend_params[k] && !known; k++)
-                known = strcmp(backend_params[k], p->key) == 0;
-            if (!known) {
-                char own[160] = "";
-                for (size_t k = 0; backend_params[k]; k++)
-                    snprintf(own + strlen(own), sizeof own - strlen(own), ", %s",
-                             backend_params[k]);
-                return fbk_error_set(FBK_EINVAL, 0,
-                                     "unknown URI parameter \"%s\" for %s: (known: threads, "
-                                     "max_queued_writes, max_queued_bytes, readonly%s)",
-                                     p->key, u->scheme, own);
-            }
-            if (strcmp(p->key, "map_size") == 0) {
-                rc = param_uint(p, SIZE_MAX, &v);
-                o->map_size = (size_t)v;
-            } else if (strcmp(p->key, "durable_dir") == 0) {
-                o->durable_dir = p->value; /* lives as long as u */
-            }
-        }
-        if (rc)
-            return rc;
-    }
-    return FBK_OK;
-}
-
 int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *opts)
 {
     if (!out)
@@ -231,37 +137,18 @@ int fbk_store_open(fbk_store **out, const char *uri, const fbk_store_options *op
     int rc = fbk__uri_parse(uri, &u);
     if (rc)
         return rc;
-    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
-        if (strcmp(schemes[i].scheme, u.scheme) != 0)
-            continue;
-        fbk_store_options o = {0};
-        if (opts)
-            o = *opts;
-        rc = apply_params(&u, schemes[i].params, &o);
-        if (rc == FBK_OK && schemes[i].needs_arg && !*u.arg)
-            rc = fbk_error_set(FBK_EINVAL, 0, "fbk_store_open: \"%s\" names no directory", uri);
-        const fbk_backend_ops *ops = NULL;
-        void *self = NULL;
-        if (rc == FBK_OK) {
-            tls_ctor_uri = &u;
-            rc = schemes[i].create(u.arg, &o, &ops, &self);
-            tls_ctor_uri = NULL;
-        }
-        if (rc == FBK_OK)
-            rc = fbk_store_open_backend(out, ops, self, &o);
-        fbk__uri_free(&u);
-        return rc ? fbk__error_keep(rc) : FBK_OK;
-    }
-    rc = fbk_error_set(
-        FBK_EINVAL, 0,
-        "fbk_store_open: unknown backend scheme \"%s:\" in \"%.200s\" (known: lmdb:, file:, mem:"
-#ifdef FBK_WITH_RADOS
-        ", rados:"
-#endif
-        ")",
-        u.scheme, uri);
+    /* the scheme registry (registry.c) checks the parameters, applies the
+     * core's to o and constructs the backend */
+    fbk_store_options o = {0};
+    if (opts)
+        o = *opts;
+    const fbk_backend_ops *ops = NULL;
+    void *self = NULL;
+    rc = fbk__backend_create(NULL, &u, uri, &o, &ops, &self);
+    if (rc == FBK_OK)
+        rc = fbk_store_open_backend(out, ops, self, &o);
     fbk__uri_free(&u);
-    return rc;
+    return rc ? fbk__error_keep(rc) : FBK_OK;
 }
 
 bool fbk__store_readonly(const fbk_store *s) { return s->flags & FBK_STORE_READONLY; }

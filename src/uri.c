@@ -29,8 +29,10 @@ int fbk__uri_split(const char *uri, char scheme[FBK__SCHEME_MAX + 1], const char
         return FBK_OK;
     }
     if (n > FBK__SCHEME_MAX)
-        return fbk_error_set(
-            FBK_EINVAL, 0, "unknown backend scheme in \"%.64s\" (known: lmdb:, file:, mem:)", uri);
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "unknown backend scheme in \"%.64s\" (a scheme has at most %d "
+                             "characters; fbk_backend_lookup tells the known ones)",
+                             uri, FBK__SCHEME_MAX);
     for (size_t i = 0; i < n; i++) {
         char ch = uri[i];
         scheme[i] =

@@ -360,3 +360,41 @@ int fbk_backend_lmdb_create(const char *dir, const fbk_store_options *opts,
     *self = b;
     return FBK_OK;
 }
+
+/* The lmdb: scheme (fbk_backend.h, the registry).  Its URI parameters
+ * override the same fields of fbk_store_options: the fields are kept for
+ * programs written before per-backend parameters, a URI parameter wins. */
+static const fbk_backend_param lmdb_params[] = {
+    {"map_size", FBK_PARAM_SIZE,
+     "initial map size of each environment (fbk_store_options.map_size)"},
+    {"durable_dir", FBK_PARAM_STRING,
+     "directory of the durable environment (fbk_store_options.durable_dir)"},
+    {NULL, FBK_PARAM_STRING, NULL},
+};
+
+static int lmdb_scheme_create(void *ctx, const char *dir, const fbk_backend_params *params,
+                              const fbk_store_options *opts, const fbk_backend_ops **ops,
+                              void **self)
+{
+    (void)ctx;
+    fbk_store_options o = *opts;
+    uint64_t size;
+    if (fbk_backend_params_get(params, "map_size", NULL, &size)) {
+#if SIZE_MAX < UINT64_MAX
+        if (size > SIZE_MAX)
+            return fbk_error_set(FBK_EINVAL, 0, "lmdb: map_size=%llu is too large",
+                                 (unsigned long long)size);
+#endif
+        o.map_size = (size_t)size;
+    }
+    fbk_backend_params_get(params, "durable_dir", &o.durable_dir, NULL);
+    return fbk_backend_lmdb_create(dir, &o, ops, self);
+}
+
+const fbk_backend_scheme fbk__lmdb_scheme = {
+    .version = FBK_BACKEND_SCHEME_VERSION,
+    .scheme = "lmdb",
+    .params = lmdb_params,
+    .flags = FBK_BACKEND_SCHEME_NEEDS_ARG,
+    .create = lmdb_scheme_create,
+};

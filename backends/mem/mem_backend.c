@@ -1,29 +1,130 @@
 /* mem_backend.c -- the `mem:` backend: everything in process memory.  For
  * tests and as the reference implementation of the backend table.
  *
+ * A TEMPLATE: this file includes only libfbk's public headers (fbk.h,
+ * fbk_backend.h), libc and pthreads, so a new backend can start as a copy of
+ * it.  Its memory comes from the program's allocator table (fbk_malloc...),
+ * its scheme entry (mem_scheme, at the end) is what fbk_backend_register()
+ * takes for a backend of one's own: rename the scheme, declare its URI
+ * parameters, and fbk_store_open("myscheme:ARG?x=1") opens it.
+ *
  * "mem:" is private to one store.  "mem:NAME" shares its locations with
  * every store opened as "mem:NAME" in this process, for as long as the
  * process lives, so a test can persist, close, reopen and register. The
  * spill area is always private to the store (emptied at open, as the real
  * backends do). */
 #include "fbk_backend.h"
-#include "keymap.h"
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <xxhash.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
+/* ---- a small chained hash table (values by key, bindings by name) ---- */
+
+/* The head of every element of a table: embedded first in the element. */
+typedef struct mem_node {
+    struct mem_node *next;
+    uint64_t hash;
+} mem_node;
+
+typedef struct mem_table {
+    mem_node **slots;
+    size_t cap; /* a power of two, or 0 */
+    size_t len;
+} mem_table;
+
+/* FNV-1a: keys are random UUIDs, but registered keys and names come from
+ * outside, so every byte counts. */
+static uint64_t mem_hash(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Makes room for `extra` more elements, so that that many inserts cannot
+ * fail.  FBK_ENOMEM leaves the table as it was. */
+static int table_reserve(mem_table *t, size_t extra)
+{
+    if (t->len + extra <= t->cap)
+        return FBK_OK;
+    size_t cap = t->cap ? t->cap : 16;
+    while (cap < t->len + extra)
+        cap *= 2;
+    mem_node **slots = fbk_calloc(cap, sizeof *slots);
+    if (!slots)
+        return FBK_ENOMEM;
+    for (size_t i = 0; i < t->cap; i++)
+        for (mem_node *n = t->slots[i], *next; n; n = next) {
+            next = n->next;
+            n->next = slots[n->hash & (cap - 1)];
+            slots[n->hash & (cap - 1)] = n;
+        }
+    fbk_free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return FBK_OK;
+}
+
+/* Adds n (n->hash set); call table_reserve first. */
+static void table_insert(mem_table *t, mem_node *n)
+{
+    mem_node **slot = &t->slots[n->hash & (t->cap - 1)];
+    n->next = *slot;
+    *slot = n;
+    t->len++;
+}
+
+/* The link that points at the first element with `hash` that match()
+ * accepts, or NULL. */
+static mem_node **table_find(const mem_table *t, uint64_t hash,
+                             bool (*match)(const mem_node *n, const void *arg), const void *arg)
+{
+    if (!t->cap)
+        return NULL;
+    for (mem_node **pp = &t->slots[hash & (t->cap - 1)]; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == hash && match(*pp, arg))
+            return pp;
+    return NULL;
+}
+
+/* Unlinks the element *link points at (from table_find) and returns it. */
+static mem_node *table_unlink(mem_table *t, mem_node **link)
+{
+    mem_node *n = *link;
+    *link = n->next;
+    t->len--;
+    return n;
+}
+
+/* Frees every element and the slots. */
+static void table_free(mem_table *t)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        for (mem_node *n = t->slots[i], *next; n; n = next) {
+            next = n->next;
+            fbk_free(n);
+        }
+    fbk_free(t->slots);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- the backend's state ---- */
+
+/* One value, in the spill area or in a location. */
 typedef struct mem_val {
+    mem_node node; /* hash of key */
+    fbk_key key;
     size_t len;
     unsigned char data[];
 } mem_val;
 
-/* One binding of a location's name index (chained by name hash). */
+/* One binding of a location's name index. */
 typedef struct mem_name {
-    struct mem_name *next;
+    mem_node node; /* hash of name */
     fbk_key key;
     uint64_t size;
     size_t len;
@@ -33,8 +134,8 @@ typedef struct mem_name {
 typedef struct mem_loc {
     char *name;
     pthread_mutex_t mu;
-    fbk__keymap keys;  /* key -> mem_val */
-    fbk__keymap names; /* XXH3-128 of the name -> mem_name chain */
+    mem_table keys;  /* mem_val */
+    mem_table names; /* mem_name */
     struct mem_loc *next;
 } mem_loc;
 
@@ -48,29 +149,58 @@ typedef struct mem_ns {
 typedef struct mem_backend {
     bool readonly;
     pthread_mutex_t mu;
-    fbk__keymap spill; /* key -> mem_val */
+    mem_table spill; /* mem_val */
     mem_ns *ns;
 } mem_backend;
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static mem_ns *registry; /* named namespaces: live until the process ends */
 
-static mem_val *val_copy(const mem_val *v)
+static char *mem_strdup(const char *s)
 {
-    mem_val *c = fbk__malloc(sizeof *c + v->len);
-    if (c) {
-        c->len = v->len;
-        memcpy(c->data, v->data, v->len);
-    }
-    return c;
+    size_t n = strlen(s) + 1;
+    char *d = fbk_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
 }
 
-static void map_free_vals(fbk__keymap *m)
+static bool val_matches(const mem_node *n, const void *key)
 {
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->used[i])
-            fbk__free(m->vals[i]);
-    fbk__keymap_free(m);
+    return fbk_key_equal(&((const mem_val *)n)->key, key);
+}
+
+/* The value under key in t, or NULL. */
+static mem_val *val_get(const mem_table *t, const fbk_key *key)
+{
+    mem_node **pp = table_find(t, mem_hash(key->bytes, sizeof key->bytes), val_matches, key);
+    return pp ? (mem_val *)*pp : NULL;
+}
+
+/* Takes the value under key out of t: the caller frees it.  NULL if absent. */
+static mem_val *val_take(mem_table *t, const fbk_key *key)
+{
+    mem_node **pp = table_find(t, mem_hash(key->bytes, sizeof key->bytes), val_matches, key);
+    return pp ? (mem_val *)table_unlink(t, pp) : NULL;
+}
+
+static mem_val *val_new(const fbk_key *key, size_t len)
+{
+    mem_val *v = fbk_malloc(sizeof *v + len);
+    if (v) {
+        v->node.hash = mem_hash(key->bytes, sizeof key->bytes);
+        v->key = *key;
+        v->len = len;
+    }
+    return v;
+}
+
+static mem_val *val_copy(const mem_val *v)
+{
+    mem_val *c = val_new(&v->key, v->len);
+    if (c)
+        memcpy(c->data, v->data, v->len);
+    return c;
 }
 
 static char *key_text(const fbk_key *key, char buf[FBK_KEY_STRLEN + 1])
@@ -79,16 +209,21 @@ static char *key_text(const fbk_key *key, char buf[FBK_KEY_STRLEN + 1])
     return buf;
 }
 
-/* Puts v under key in m (replacing and freeing an older value). */
-static int map_put(fbk__keymap *m, const fbk_key *key, mem_val *v)
+/* Puts v in t (replacing and freeing an older value of its key). */
+static int val_put(mem_table *t, mem_val *v)
 {
-    void **slot = fbk__keymap_get(m, key);
-    if (slot) {
-        fbk__free(*slot);
-        *slot = v;
+    mem_node **pp = table_find(t, v->node.hash, val_matches, &v->key);
+    if (pp) {
+        mem_node *old = *pp;
+        v->node.next = old->next;
+        *pp = &v->node;
+        fbk_free(old);
         return FBK_OK;
     }
-    return fbk__keymap_put(m, key, v);
+    if (table_reserve(t, 1))
+        return FBK_ENOMEM;
+    table_insert(t, &v->node);
+    return FBK_OK;
 }
 
 static int mem_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fill, void *arg)
@@ -96,20 +231,19 @@ static int mem_store(void *self, const fbk_key *key, size_t len, fbk_fill_fn fil
     mem_backend *b = self;
     if (len > SIZE_MAX - sizeof(mem_val))
         return fbk_error_set(FBK_ENOSPC, 0, "mem: %zu bytes do not fit in memory", len);
-    mem_val *v = fbk__malloc(sizeof *v + len);
+    mem_val *v = val_new(key, len);
     if (!v)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate %zu bytes", len);
-    v->len = len;
     int rc = fill(v->data, len, arg);
     if (rc) {
-        fbk__free(v);
+        fbk_free(v);
         return rc;
     }
     pthread_mutex_lock(&b->mu);
-    rc = map_put(&b->spill, key, v);
+    rc = val_put(&b->spill, v);
     pthread_mutex_unlock(&b->mu);
     if (rc) {
-        fbk__free(v);
+        fbk_free(v);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot grow the spill area");
     }
     return FBK_OK;
@@ -119,8 +253,7 @@ static int mem_load(void *self, const fbk_key *key, fbk_read_fn read, void *arg)
 {
     mem_backend *b = self;
     pthread_mutex_lock(&b->mu);
-    void **slot = fbk__keymap_get(&b->spill, key);
-    mem_val *v = slot ? *slot : NULL;
+    mem_val *v = val_get(&b->spill, key);
     pthread_mutex_unlock(&b->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
@@ -201,16 +334,13 @@ static int mem_remove(void *self, const fbk_key *key)
 {
     mem_backend *b = self;
     pthread_mutex_lock(&b->mu);
-    void **slot = fbk__keymap_get(&b->spill, key);
-    mem_val *v = slot ? *slot : NULL;
-    if (v)
-        fbk__keymap_del(&b->spill, key);
+    mem_val *v = val_take(&b->spill, key);
     pthread_mutex_unlock(&b->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
         return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in the spill area",
                              key_text(key, t));
-    fbk__free(v);
+    fbk_free(v);
     return FBK_OK;
 }
 
@@ -229,18 +359,16 @@ static int mem_open_location(void *self, const char *location, void **out)
                              "mem: location \"%s\" does not exist (read-only store)", location);
     }
     if (!l) {
-        l = fbk__calloc(1, sizeof *l);
-        char *name = fbk__strdup(location);
+        l = fbk_calloc(1, sizeof *l);
+        char *name = mem_strdup(location);
         if (!l || !name) {
-            fbk__free(l);
-            fbk__free(name);
+            fbk_free(l);
+            fbk_free(name);
             pthread_mutex_unlock(&b->ns->mu);
             return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate location \"%s\"", location);
         }
         l->name = name;
         pthread_mutex_init(&l->mu, NULL);
-        fbk__keymap_init(&l->keys);
-        fbk__keymap_init(&l->names);
         l->next = b->ns->locs;
         b->ns->locs = l;
     }
@@ -261,39 +389,38 @@ static int mem_scan(void *self, void *loc, fbk_key_fn each, void *arg)
     mem_loc *l = loc;
     pthread_mutex_lock(&l->mu);
     size_t n = l->keys.len, k = 0;
-    fbk_key *keys = fbk__malloc((n ? n : 1) * sizeof *keys);
-    if (keys)
-        for (size_t i = 0; i < l->keys.cap; i++)
-            if (l->keys.used[i])
-                keys[k++] = l->keys.keys[i];
+    fbk_key *keys = fbk_calloc(n ? n : 1, sizeof *keys);
+    for (size_t i = 0; keys && i < l->keys.cap; i++)
+        for (mem_node *e = l->keys.slots[i]; e; e = e->next)
+            keys[k++] = ((mem_val *)e)->key;
     pthread_mutex_unlock(&l->mu);
     if (!keys)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: scan cannot allocate %zu keys", n);
     int rc = FBK_OK;
     for (size_t i = 0; i < k && rc == FBK_OK; i++)
         rc = each(&keys[i], arg);
-    fbk__free(keys);
+    fbk_free(keys);
     return rc < 0 ? rc : 0; /* nothing is ever junk here */
 }
 
 /* Copies key from map `from` (under from_mu) into map `to` (under to_mu). */
-static int copy_between(pthread_mutex_t *from_mu, fbk__keymap *from, pthread_mutex_t *to_mu,
-                        fbk__keymap *to, const fbk_key *key, const char *what)
+static int copy_between(pthread_mutex_t *from_mu, mem_table *from, pthread_mutex_t *to_mu,
+                        mem_table *to, const fbk_key *key, const char *what)
 {
     char t[FBK_KEY_STRLEN + 1];
     pthread_mutex_lock(from_mu);
-    void **slot = fbk__keymap_get(from, key);
-    mem_val *c = slot ? val_copy(*slot) : NULL;
+    mem_val *v = val_get(from, key);
+    mem_val *c = v ? val_copy(v) : NULL;
     pthread_mutex_unlock(from_mu);
-    if (!slot)
+    if (!v)
         return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s: %s not found", what, key_text(key, t));
     if (!c)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: %s: out of memory", what);
     pthread_mutex_lock(to_mu);
-    int rc = map_put(to, key, c);
+    int rc = val_put(to, c);
     pthread_mutex_unlock(to_mu);
     if (rc) {
-        fbk__free(c);
+        fbk_free(c);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: %s: out of memory", what);
     }
     return FBK_OK;
@@ -318,16 +445,13 @@ static int mem_remove_persisted(void *self, void *loc, const fbk_key *key)
     (void)self;
     mem_loc *l = loc;
     pthread_mutex_lock(&l->mu);
-    void **slot = fbk__keymap_get(&l->keys, key);
-    mem_val *v = slot ? *slot : NULL;
-    if (v)
-        fbk__keymap_del(&l->keys, key);
+    mem_val *v = val_take(&l->keys, key);
     pthread_mutex_unlock(&l->mu);
     char t[FBK_KEY_STRLEN + 1];
     if (!v)
         return fbk_error_set(FBK_ENOTFOUND, 0, "mem: %s is not in location \"%s\"",
                              key_text(key, t), l->name);
-    fbk__free(v);
+    fbk_free(v);
     return FBK_OK;
 }
 
@@ -340,26 +464,23 @@ static int mem_sync(void *self, void *loc)
 
 /* ---- the name index (version 4) ---- */
 
-static fbk_key name_hash(const void *name, size_t len)
+typedef struct name_ref {
+    const void *name;
+    size_t len;
+} name_ref;
+
+static bool name_matches(const mem_node *n, const void *arg)
 {
-    XXH128_hash_t h = XXH3_128bits(name, len);
-    fbk_key k;
-    memcpy(k.bytes, &h.low64, 8);
-    memcpy(k.bytes + 8, &h.high64, 8);
-    return k;
+    const mem_name *e = (const mem_name *)n;
+    const name_ref *r = arg;
+    return e->len == r->len && memcmp(e->name, r->name, r->len) == 0;
 }
 
-/* The link that points at name's binding (or at the chain's NULL end). */
-static mem_name **name_slot(mem_loc *l, const void *name, size_t len)
+/* The link that points at name's binding, or NULL. */
+static mem_node **name_slot(mem_loc *l, const void *name, size_t len)
 {
-    fbk_key h = name_hash(name, len);
-    void **slot = fbk__keymap_get(&l->names, &h);
-    if (!slot)
-        return NULL;
-    mem_name **pp = (mem_name **)slot;
-    while (*pp && ((*pp)->len != len || memcmp((*pp)->name, name, len) != 0))
-        pp = &(*pp)->next;
-    return pp;
+    name_ref r = {name, len};
+    return table_find(&l->names, mem_hash(name, len), name_matches, &r);
 }
 
 static int mem_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
@@ -368,8 +489,8 @@ static int mem_name_get(void *self, void *loc, const void *name, size_t len, fbk
     (void)self;
     mem_loc *l = loc;
     pthread_mutex_lock(&l->mu);
-    mem_name **pp = name_slot(l, name, len);
-    mem_name *n = pp ? *pp : NULL;
+    mem_node **pp = name_slot(l, name, len);
+    mem_name *n = pp ? (mem_name *)*pp : NULL;
     if (n) {
         *key = n->key;
         *size = n->size;
@@ -386,20 +507,16 @@ static int mem_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
     mem_loc *l = loc;
     /* a copy, so that each() runs without the lock */
     pthread_mutex_lock(&l->mu);
-    size_t n = 0;
-    for (size_t i = 0; i < l->names.cap; i++)
-        if (l->names.used[i])
-            for (mem_name *e = l->names.vals[i]; e; e = e->next)
-                n++;
-    mem_name **copy = fbk__calloc(n ? n : 1, sizeof *copy);
+    size_t n = l->names.len;
+    mem_name **copy = fbk_calloc(n ? n : 1, sizeof *copy);
     size_t k = 0;
     for (size_t i = 0; copy && i < l->names.cap; i++)
-        if (l->names.used[i])
-            for (mem_name *e = l->names.vals[i]; e; e = e->next) {
-                if (!(copy[k] = fbk__malloc(sizeof *e + e->len)))
-                    goto oom;
-                memcpy(copy[k++], e, sizeof *e + e->len);
-            }
+        for (mem_node *nd = l->names.slots[i]; nd; nd = nd->next) {
+            const mem_name *e = (const mem_name *)nd;
+            if (!(copy[k] = fbk_malloc(sizeof *e + e->len)))
+                goto oom;
+            memcpy(copy[k++], e, sizeof *e + e->len);
+        }
 oom:
     pthread_mutex_unlock(&l->mu);
     int rc = copy && k == n ? FBK_OK
@@ -407,71 +524,65 @@ oom:
     for (size_t i = 0; i < k; i++) {
         if (rc == FBK_OK)
             rc = each(copy[i]->name, copy[i]->len, &copy[i]->key, copy[i]->size, arg);
-        fbk__free(copy[i]);
+        fbk_free(copy[i]);
     }
-    fbk__free(copy);
+    fbk_free(copy);
     return rc;
 }
 
-/* Applies one change with l->mu held. */
-static int name_apply_one(mem_loc *l, const fbk_name_op *op)
+/* Applies one change with l->mu held and room for one more binding made. */
+static void name_apply_one(mem_loc *l, const fbk_name_op *op, mem_name *fresh)
 {
-    mem_name **pp = name_slot(l, op->name, op->len);
-    mem_name *old = pp ? *pp : NULL;
+    mem_node **pp = name_slot(l, op->name, op->len);
+    mem_name *old = pp ? (mem_name *)*pp : NULL;
     if (!op->key) {
-        if (old) {
-            *pp = old->next;
-            fbk__free(old);
-            fbk_key h = name_hash(op->name, op->len);
-            void **slot = fbk__keymap_get(&l->names, &h);
-            if (!*slot)
-                fbk__keymap_del(&l->names, &h);
-        }
-        return FBK_OK;
-    }
-    if (old) {
+        if (old)
+            fbk_free(table_unlink(&l->names, pp));
+        fbk_free(fresh);
+    } else if (old) {
         old->key = *op->key;
         old->size = op->size;
-        return FBK_OK;
+        fbk_free(fresh);
+    } else {
+        fresh->node.hash = mem_hash(op->name, op->len);
+        fresh->key = *op->key;
+        fresh->size = op->size;
+        fresh->len = op->len;
+        memcpy(fresh->name, op->name, op->len);
+        table_insert(&l->names, &fresh->node);
     }
-    mem_name *e = fbk__malloc(sizeof *e + op->len);
-    if (!e)
-        return FBK_ENOMEM;
-    e->key = *op->key;
-    e->size = op->size;
-    e->len = op->len;
-    memcpy(e->name, op->name, op->len);
-    fbk_key h = name_hash(op->name, op->len);
-    void **slot = fbk__keymap_get(&l->names, &h);
-    e->next = slot ? *slot : NULL;
-    if (slot) {
-        *slot = e;
-    } else if (fbk__keymap_put(&l->names, &h, e) != FBK_OK) {
-        fbk__free(e);
-        return FBK_ENOMEM;
-    }
-    return FBK_OK;
 }
 
 static int mem_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
 {
     (void)self;
     mem_loc *l = loc;
+    /* all or none: every binding's memory is allocated, and room in the
+     * table made, before the first change */
+    mem_name **fresh = fbk_calloc(n ? n : 1, sizeof *fresh);
+    int rc = fresh ? FBK_OK : FBK_ENOMEM;
+    for (size_t i = 0; i < n && rc == FBK_OK; i++)
+        if (ops[i].key && !(fresh[i] = fbk_malloc(sizeof *fresh[i] + ops[i].len)))
+            rc = FBK_ENOMEM;
     pthread_mutex_lock(&l->mu);
-    /* all or none: every key bound must be there, and room for every
-     * binding is made before the first change */
-    int rc = fbk__keymap_reserve(&l->names, n);
+    if (rc == FBK_OK)
+        rc = table_reserve(&l->names, n);
     for (size_t i = 0; i < n && rc == FBK_OK; i++)
-        if (ops[i].key && !fbk__keymap_get(&l->keys, ops[i].key)) {
+        if (ops[i].key && !val_get(&l->keys, ops[i].key)) {
             char t[FBK_KEY_STRLEN + 1];
-            pthread_mutex_unlock(&l->mu);
-            return fbk_error_set(FBK_EINVAL, 0, "mem: name bound to %s, which location \"%s\" "
-                                 "does not hold", key_text(ops[i].key, t), l->name);
+            rc = fbk_error_set(FBK_EINVAL, 0,
+                               "mem: name bound to %s, which location \"%s\" does not hold",
+                               key_text(ops[i].key, t), l->name);
         }
-    for (size_t i = 0; i < n && rc == FBK_OK; i++)
-        rc = name_apply_one(l, &ops[i]);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+        name_apply_one(l, &ops[i], fresh[i]);
+        fresh[i] = NULL;
+    }
     pthread_mutex_unlock(&l->mu);
-    return rc ? fbk_error_set(FBK_ENOMEM, 0, "mem: name index: out of memory") : FBK_OK;
+    for (size_t i = 0; fresh && i < n; i++)
+        fbk_free(fresh[i]);
+    fbk_free(fresh);
+    return rc == FBK_ENOMEM ? fbk_error_set(FBK_ENOMEM, 0, "mem: name index: out of memory") : rc;
 }
 
 static int mem_contains(void *self, void *loc, const fbk_key *key)
@@ -479,20 +590,9 @@ static int mem_contains(void *self, void *loc, const fbk_key *key)
     (void)self;
     mem_loc *l = loc;
     pthread_mutex_lock(&l->mu);
-    int yes = fbk__keymap_get(&l->keys, key) != NULL;
+    int yes = val_get(&l->keys, key) != NULL;
     pthread_mutex_unlock(&l->mu);
     return yes;
-}
-
-static void names_free(fbk__keymap *names)
-{
-    for (size_t i = 0; i < names->cap; i++)
-        if (names->used[i])
-            for (mem_name *e = names->vals[i], *next; e; e = next) {
-                next = e->next;
-                fbk__free(e);
-            }
-    fbk__keymap_free(names);
 }
 
 static void ns_free(mem_ns *ns)
@@ -500,16 +600,16 @@ static void ns_free(mem_ns *ns)
     mem_loc *l = ns->locs;
     while (l) {
         mem_loc *next = l->next;
-        map_free_vals(&l->keys);
-        names_free(&l->names);
+        table_free(&l->keys);
+        table_free(&l->names);
         pthread_mutex_destroy(&l->mu);
-        fbk__free(l->name);
-        fbk__free(l);
+        fbk_free(l->name);
+        fbk_free(l);
         l = next;
     }
     pthread_mutex_destroy(&ns->mu);
-    fbk__free(ns->name);
-    fbk__free(ns);
+    fbk_free(ns->name);
+    fbk_free(ns);
 }
 
 static void mem_close(void *self)
@@ -517,11 +617,11 @@ static void mem_close(void *self)
     mem_backend *b = self;
     if (!b)
         return;
-    map_free_vals(&b->spill);
+    table_free(&b->spill);
     if (!b->ns->name)
         ns_free(b->ns);
     pthread_mutex_destroy(&b->mu);
-    fbk__free(b);
+    fbk_free(b);
 }
 
 static const fbk_backend_ops mem_ops = {
@@ -551,11 +651,11 @@ static const fbk_backend_ops mem_ops = {
 
 static mem_ns *ns_new(const char *name)
 {
-    mem_ns *ns = fbk__calloc(1, sizeof *ns);
+    mem_ns *ns = fbk_calloc(1, sizeof *ns);
     if (!ns)
         return NULL;
-    if (name && !(ns->name = fbk__strdup(name))) {
-        fbk__free(ns);
+    if (name && !(ns->name = mem_strdup(name))) {
+        fbk_free(ns);
         return NULL;
     }
     pthread_mutex_init(&ns->mu, NULL);
@@ -567,7 +667,7 @@ int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
 {
     if (!ops || !self)
         return fbk_error_set(FBK_EINVAL, 0, "fbk_backend_mem_create: NULL argument");
-    mem_backend *b = fbk__calloc(1, sizeof *b);
+    mem_backend *b = fbk_calloc(1, sizeof *b);
     if (!b)
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the backend");
     if (arg && *arg) {
@@ -585,13 +685,33 @@ int fbk_backend_mem_create(const char *arg, const fbk_store_options *opts,
         b->ns = ns_new(NULL);
     }
     if (!b->ns) {
-        fbk__free(b);
+        fbk_free(b);
         return fbk_error_set(FBK_ENOMEM, 0, "mem: cannot allocate the namespace");
     }
     pthread_mutex_init(&b->mu, NULL);
-    fbk__keymap_init(&b->spill);
     b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
     *ops = &mem_ops;
     *self = b;
     return FBK_OK;
 }
+
+/* The mem: scheme: how fbk_store_open finds this backend ("mem:" or
+ * "mem:NAME").  A backend of one's own declares its URI parameters here
+ * (fbk_backend_param) and reads them in create with
+ * fbk_backend_params_get; mem: takes none. */
+static int mem_scheme_create(void *ctx, const char *arg, const fbk_backend_params *params,
+                             const fbk_store_options *opts, const fbk_backend_ops **ops,
+                             void **self)
+{
+    (void)ctx;
+    (void)params;
+    return fbk_backend_mem_create(arg, opts, ops, self);
+}
+
+const fbk_backend_scheme fbk__mem_scheme = {
+    .version = FBK_BACKEND_SCHEME_VERSION,
+    .scheme = "mem",
+    .params = NULL,
+    .flags = 0, /* "mem:" alone is a private store */
+    .create = mem_scheme_create,
+};

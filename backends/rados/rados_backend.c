@@ -796,13 +796,11 @@ static const fbk_backend_ops *table_for(bool file, const fbk_backend_ops *inner)
     return t;
 }
 
-/* value of parameter key in params[0..n), or NULL */
-static const char *param(const fbk__uri_param *params, size_t n, const char *key)
+/* value of parameter key (NULL when the URI did not give it) */
+static const char *param(const fbk_backend_params *params, const char *key)
 {
     const char *v = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(params[i].key, key) == 0)
-            v = params[i].value;
+    fbk_backend_params_get(params, key, &v, NULL);
     return v;
 }
 
@@ -855,48 +853,20 @@ static int connect_cluster(rados_backend *b, const char *conf, const char *clien
     return FBK_OK;
 }
 
-int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
-                             const fbk_backend_ops **ops, void **self)
+/* The rados: scheme's constructor: DIR and the parameters the registry
+ * checked and parsed (rados_params below). */
+static int rados_scheme_create(void *ctx, const char *dir, const fbk_backend_params *params,
+                               const fbk_store_options *opts, const fbk_backend_ops **ops,
+                               void **self)
 {
-    if (!arg || !*arg || !ops || !self)
-        return fbk_error_set(FBK_EINVAL, 0,
-                             "rados: a directory is required (\"rados:DIR?pool=POOL\")");
-    /* fbk_store_open passes DIR and leaves the parameters in the side
-     * channel; a direct caller passes "DIR?pool=...". */
-    fbk__uri own = {0};
-    const fbk__uri_param *params;
-    size_t np;
-    char *dir = NULL;
-    int rc = FBK_OK;
-    if (strchr(arg, '?')) {
-        size_t len = strlen(arg);
-        char *uri = malloc(len + sizeof "rados:");
-        if (!uri)
-            return fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: out of memory");
-        memcpy(uri, "rados:", 6);
-        memcpy(uri + 6, arg, len + 1);
-        rc = fbk__uri_parse(uri, &own);
-        free(uri);
-        if (rc)
-            return rc;
-        params = own.params;
-        np = own.n;
-        dir = strdup(own.arg);
-    } else {
-        fbk__store_ctor_params(&params, &np);
-        dir = strdup(arg);
-    }
+    (void)ctx;
     rados_backend *b = calloc(1, sizeof *b);
-    if (!b || !dir) {
-        free(b);
-        free(dir);
-        fbk__uri_free(&own);
+    if (!b)
         return fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: out of memory");
-    }
-    const char *pool = param(params, np, "pool");
-    const char *spill = param(params, np, "spill");
-    const char *tmo = param(params, np, "timeout");
-    b->timeout = 30;
+    const char *pool = param(params, "pool");
+    const char *spill = param(params, "spill");
+    uint64_t tmo = 30;
+    int rc = FBK_OK;
     if (!pool || !*pool)
         rc = fbk_error_set(FBK_EINVAL, 0,
                            "rados:%s: the pool parameter is required (rados:DIR?pool=POOL)", dir);
@@ -904,21 +874,23 @@ int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
         rc = fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: out of memory");
     if (rc == FBK_OK && spill && strcmp(spill, "lmdb") && strcmp(spill, "file"))
         rc = fbk_error_set(FBK_EINVAL, 0, "rados: spill=%s: use lmdb or file", spill);
-    if (rc == FBK_OK && tmo) {
-        char *end;
-        unsigned long t = strtoul(tmo, &end, 10);
-        if (*end || !*tmo || t < 1 || t > 86400)
-            rc = fbk_error_set(FBK_EINVAL, 0, "rados: timeout=%s: use 1 to 86400 seconds", tmo);
-        b->timeout = (unsigned)t;
-    }
+    if (rc == FBK_OK && fbk_backend_params_get(params, "timeout", NULL, &tmo) &&
+        (tmo < 1 || tmo > 86400))
+        rc = fbk_error_set(FBK_EINVAL, 0, "rados: timeout=%s: use 1 to 86400 seconds",
+                           param(params, "timeout"));
+    b->timeout = (unsigned)tmo;
+    /* map_size is the inner lmdb: spill area's; like lmdb:'s own, it wins
+     * over fbk_store_options.map_size */
+    fbk_store_options o = *opts;
+    uint64_t map_size;
+    if (fbk_backend_params_get(params, "map_size", NULL, &map_size))
+        o.map_size = (size_t)map_size;
     if (rc == FBK_OK)
-        rc = connect_cluster(b, param(params, np, "conf"), param(params, np, "client"));
+        rc = connect_cluster(b, param(params, "conf"), param(params, "client"));
     bool file = spill && strcmp(spill, "file") == 0;
     if (rc == FBK_OK)
-        rc = file ? fbk_backend_file_create(dir, opts, &b->inner, &b->inner_self)
-                  : fbk_backend_lmdb_create(dir, opts, &b->inner, &b->inner_self);
-    fbk__uri_free(&own);
-    free(dir);
+        rc = file ? fbk_backend_file_create(dir, &o, &b->inner, &b->inner_self)
+                  : fbk_backend_lmdb_create(dir, &o, &b->inner, &b->inner_self);
     if (rc) {
         rb_close(b);
         return rc;
@@ -926,4 +898,49 @@ int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
     *ops = table_for(file, b->inner);
     *self = b;
     return FBK_OK;
+}
+
+static const fbk_backend_param rados_params[] = {
+    {"pool", FBK_PARAM_STRING, "the RADOS pool of the locations (required)"},
+    {"conf", FBK_PARAM_STRING, "a ceph.conf (default: librados's search)"},
+    {"client", FBK_PARAM_STRING, "the cephx user, NAME or client.NAME (default client.admin)"},
+    {"spill", FBK_PARAM_STRING, "the local spill area in DIR: lmdb (default) or file"},
+    {"timeout", FBK_PARAM_UINT, "seconds before a silent cluster is FBK_ETIMEDOUT"},
+    {"map_size", FBK_PARAM_SIZE, "map size of the inner lmdb: spill area"},
+    {NULL, FBK_PARAM_STRING, NULL},
+};
+
+const fbk_backend_scheme fbk__rados_scheme = {
+    .version = FBK_BACKEND_SCHEME_VERSION,
+    .scheme = "rados",
+    .params = rados_params,
+    .flags = FBK_BACKEND_SCHEME_NEEDS_ARG,
+    .create = rados_scheme_create,
+};
+
+int fbk_backend_rados_create(const char *arg, const fbk_store_options *opts,
+                             const fbk_backend_ops **ops, void **self)
+{
+    if (!arg || !*arg || !ops || !self)
+        return fbk_error_set(FBK_EINVAL, 0,
+                             "rados: a directory is required (\"rados:DIR?pool=POOL\")");
+    /* "DIR?pool=...": checked and parsed as fbk_store_open does, the core's
+     * own parameters (readonly...) applied to a copy of opts */
+    size_t len = strlen(arg);
+    char *uri = fbk_malloc(len + sizeof "rados:");
+    if (!uri)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: out of memory");
+    memcpy(uri, "rados:", 6);
+    memcpy(uri + 6, arg, len + 1);
+    fbk__uri u;
+    int rc = fbk__uri_parse(uri, &u);
+    if (rc == FBK_OK) {
+        fbk_store_options o = {0};
+        if (opts)
+            o = *opts;
+        rc = fbk__backend_create(&fbk__rados_scheme, &u, uri, &o, ops, self);
+        fbk__uri_free(&u);
+    }
+    fbk_free(uri);
+    return rc;
 }
