@@ -8,6 +8,7 @@
 
 #include "file_io.h"
 #include "file_names.h"
+#include "fbk_dirs.h"
 
 #include "fbk_backend.h"
 
@@ -148,7 +149,6 @@ int fbk__file_preadv_all(int fd, const struct iovec *iov, int n, size_t probe, s
 int fbk__file_mkdir_ok(int at, const char *path);
 int fbk__file_fsync_dir_at(int at, const char *path);
 int fbk__file_remove_tree_at(int at, const char *name, int depth);
-int fbk__file_mkdir_p(int at, const char *path, const char *what);
 
 /* ---- file_buf.c ---- */
 void *fbk__file_buf_get(file_backend *b, size_t len, size_t *cap);
@@ -183,10 +183,27 @@ int fbk__file_sync(void *self, void *loc);
 /* ---- file_backend.c ---- */
 int fbk__file_owner_alive(file_backend *b, const char *id);
 
-/* The name the constructor (file_backend.c) and file_location.c call it by. */
+/* mkdir -p path (relative to the directory at unless absolute) through the
+ * system-call table; every directory it creates is made durable in its
+ * parent at once (this happens only when a store or location is first
+ * created).  The shared implementation (backends/common/fbk_dirs.c); what
+ * names the step in messages ("file: <what> <dir>: ..."). */
 static inline int mkdir_p(int at, const char *path, const char *what)
 {
-    return fbk__file_mkdir_p(at, path, what);
+    const fbk__file_io *io = io_();
+    const fbk__dir_sys sys = {io->openat, io->close, io->fsync, io->mkdirat, io->flock};
+    return fbk__dir_make(&sys, at, path, "file", what);
+}
+
+/* DIR/LOCK opened (a writer creates it) and flock(LOCK_SH|LOCK_NB)ed through
+ * the system-call table: the shared implementation (fbk__dir_lock,
+ * backends/common/fbk_dirs.h).  *fd is -1 for a read-only store of a
+ * directory without one. */
+static inline int dir_lock(int rootfd, const char *dir, int readonly, int *fd)
+{
+    const fbk__file_io *io = io_();
+    const fbk__dir_sys sys = {io->openat, io->close, io->fsync, io->mkdirat, io->flock};
+    return fbk__dir_lock(&sys, rootfd, dir, readonly, "file", fd);
 }
 
 #endif

@@ -145,48 +145,6 @@ int fbk__file_fsync_dir_at(int at, const char *path)
     return io_()->close(fd);
 }
 
-/* mkdir -p path (relative to dirfd unless absolute); every directory it
- * creates is made durable in its parent at once (this happens only when a
- * store or location is first created). */
-int fbk__file_mkdir_p(int at, const char *path, const char *what)
-{
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 1);
-    if (!tmp)
-        return fbk_error_set(FBK_ENOMEM, ENOMEM, "file: %s %s: out of memory", what, path);
-    memcpy(tmp, path, n + 1);
-    int rc = FBK_OK;
-    for (size_t i = 1; i <= n && rc == FBK_OK; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        if (tmp[i - 1] == '/')
-            continue;
-        char c = tmp[i];
-        tmp[i] = '\0';
-        if (io_()->mkdirat(at, tmp, 0755) == 0) {
-            /* durable in its parent */
-            char *slash = strrchr(tmp, '/');
-            int r;
-            if (!slash) {
-                r = at == AT_FDCWD ? fbk__file_fsync_dir_at(AT_FDCWD, ".") : io_()->fsync(at);
-            } else if (slash == tmp) {
-                r = fbk__file_fsync_dir_at(at, "/");
-            } else {
-                *slash = '\0';
-                r = fbk__file_fsync_dir_at(at, tmp);
-                *slash = '/';
-            }
-            if (r != 0)
-                rc = fail(errno, what, tmp, NULL);
-        } else if (errno != EEXIST) {
-            rc = fail(errno, what, tmp, NULL);
-        }
-        tmp[i] = c;
-    }
-    free(tmp);
-    return rc;
-}
-
 /* Removes dirfd/name whatever it is (a directory recursively).  0 or -1. */
 int fbk__file_remove_tree_at(int at, const char *name, int depth)
 {
