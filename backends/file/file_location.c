@@ -297,6 +297,69 @@ static int loc_check_path(file_backend *b, const char *location, const char *sho
 
 enum { LOC_MARKED, LOC_EMPTY, LOC_LEGACY, LOC_FOREIGN };
 
+/* 1 if the location directory is, by its inode, the entry "spill" or
+ * "spill-<16 hex>" of a parent that holds a LOCK file: a file: store's spill
+ * area (removed by its store, or by the next open of that directory). */
+static int loc_is_spill_area(file_loc *l)
+{
+    struct stat self, st;
+    if (io_()->fstat(l->fd, &self) != 0 ||
+        io_()->fstatat(l->fd, "../LOCK", &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    /* which name of the parent is this directory? */
+    int pfd = io_()->openat(l->fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    DIR *pd = pfd >= 0 ? fbk__file_dir_of(pfd) : NULL;
+    int spill = 0;
+    struct dirent *pe;
+    while (pd && !spill && (pe = io_()->readdir(pd)) != NULL) {
+        struct stat ps;
+        if ((strcmp(pe->d_name, "spill") == 0 || fbk__file_is_spill_name(pe->d_name, "", NULL)) &&
+            io_()->fstatat(dirfd(pd), pe->d_name, &ps, AT_SYMLINK_NOFOLLOW) == 0 &&
+            ps.st_dev == self.st_dev && ps.st_ino == self.st_ino)
+            spill = 1;
+    }
+    if (pd)
+        io_()->closedir(pd);
+    return spill;
+}
+
+/* Whether the shard-named entry at/n of the location is libfbk's: a real
+ * directory holding only key files of its shard and libfbk temporaries.
+ * 0 if so; 1 if not (why says what is not); or an FBK_E* code (< 0). */
+static int loc_classify_shard(file_loc *l, int at, const char *n, char *why, size_t cap)
+{
+    int sfd = io_()->openat(at, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (sfd < 0) {
+        if (errno != ENOTDIR && errno != ELOOP)
+            return fail(errno, "open", l->path, n);
+        snprintf(why, cap, "%s is not a shard directory", n);
+        return 1;
+    }
+    DIR *sd = fbk__file_dir_of(sfd);
+    if (!sd)
+        return fail(errno, "list", l->path, n);
+    int foreign = 0, rc = FBK_OK;
+    struct dirent *se;
+    errno = 0;
+    while ((se = io_()->readdir(sd)) != NULL) {
+        const char *sn = se->d_name;
+        fbk_key key;
+        if (strcmp(sn, ".") == 0 || strcmp(sn, "..") == 0)
+            continue;
+        if (!(fbk__file_is_key_name(sn, n, &key) || fbk__file_is_tmp_name(sn, n, NULL)) ||
+            !is_regular(dirfd(sd), se)) {
+            snprintf(why, cap, "%s/%s is neither a key file nor a libfbk temporary", n, sn);
+            foreign = 1;
+            break;
+        }
+        errno = 0;
+    }
+    if (!foreign && errno)
+        rc = fail(errno, "list", l->path, n);
+    io_()->closedir(sd);
+    return rc != FBK_OK ? rc : foreign;
+}
+
 /* What the location directory is: marked (FILE_MARKER is a regular file in
  * it); empty; written by a version before the marker (LOC_LEGACY: at least
  * one shard directory, every shard-named entry a real directory holding
@@ -312,28 +375,9 @@ static int loc_classify(file_loc *l, char *why, size_t cap)
     struct stat st;
     if (io_()->fstatat(l->fd, FILE_MARKER, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
         return LOC_MARKED;
-    struct stat self;
-    if (io_()->fstat(l->fd, &self) == 0 &&
-        io_()->fstatat(l->fd, "../LOCK", &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        /* which name of the parent is this directory? */
-        int pfd = io_()->openat(l->fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-        DIR *pd = pfd >= 0 ? fbk__file_dir_of(pfd) : NULL;
-        int spill = 0;
-        struct dirent *pe;
-        while (pd && !spill && (pe = io_()->readdir(pd)) != NULL) {
-            struct stat ps;
-            if ((strcmp(pe->d_name, "spill") == 0 ||
-                 fbk__file_is_spill_name(pe->d_name, "", NULL)) &&
-                io_()->fstatat(dirfd(pd), pe->d_name, &ps, AT_SYMLINK_NOFOLLOW) == 0 &&
-                ps.st_dev == self.st_dev && ps.st_ino == self.st_ino)
-                spill = 1;
-        }
-        if (pd)
-            io_()->closedir(pd);
-        if (spill) {
-            snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
-            return LOC_FOREIGN;
-        }
+    if (loc_is_spill_area(l)) {
+        snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
+        return LOC_FOREIGN;
     }
     int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
@@ -362,40 +406,13 @@ static int loc_classify(file_loc *l, char *why, size_t cap)
             errno = 0;
             continue;
         }
-        int sfd = io_()->openat(dirfd(d), n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-        if (sfd < 0) {
-            if (errno != ENOTDIR && errno != ELOOP) {
-                rc = fail(errno, "open", l->path, n);
-                break;
-            }
-            snprintf(why, cap, "%s is not a shard directory", n);
+        int r = loc_classify_shard(l, dirfd(d), n, why, cap);
+        if (r < 0)
+            rc = r;
+        else if (r > 0)
             foreign = 1;
-            break;
-        }
-        DIR *sd = fbk__file_dir_of(sfd);
-        if (!sd) {
-            rc = fail(errno, "list", l->path, n);
-            break;
-        }
-        shards++;
-        struct dirent *se;
-        errno = 0;
-        while ((se = io_()->readdir(sd)) != NULL) {
-            const char *sn = se->d_name;
-            fbk_key key;
-            if (strcmp(sn, ".") == 0 || strcmp(sn, "..") == 0)
-                continue;
-            if (!(fbk__file_is_key_name(sn, n, &key) || fbk__file_is_tmp_name(sn, n, NULL)) ||
-                !is_regular(dirfd(sd), se)) {
-                snprintf(why, cap, "%s/%s is neither a key file nor a libfbk temporary", n, sn);
-                foreign = 1;
-                break;
-            }
-            errno = 0;
-        }
-        if (!foreign && errno)
-            rc = fail(errno, "list", l->path, n);
-        io_()->closedir(sd);
+        else
+            shards++;
         errno = 0;
     }
     if (rc == FBK_OK && !foreign && errno)
@@ -455,6 +472,58 @@ static int loc_claim(file_loc *l, int readonly, int *marked_now)
     return FBK_OK;
 }
 
+/* Opens the location directory into l->fd (relative to DIR unless
+ * absolute), making it (mkdir -p, durable) when it is missing -- unless the
+ * store is read-only (FBK_ENOTFOUND).  l->fd stays < 0 on failure. */
+static int loc_open_dir(file_backend *b, file_loc *l, const char *location)
+{
+    int rc = FBK_OK;
+    l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (l->fd < 0 && errno == ENOENT && b->readonly) {
+        rc = fbk_error_set(FBK_ENOTFOUND, ENOENT,
+                           "file: location %s does not exist (the store is read-only: it "
+                           "opens existing locations only)",
+                           l->path);
+    } else if (l->fd < 0 && errno == ENOENT) {
+        rc = mkdir_p(b->rootfd, location, "create location");
+        if (rc == FBK_OK)
+            l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    }
+    if (rc == FBK_OK && l->fd < 0) {
+        if (errno == ENOTDIR)
+            rc = fbk_error_set(FBK_EINVAL, ENOTDIR,
+                               "file: location %s is not a directory (or lies under a file)",
+                               l->path);
+        else
+            rc = fail(errno, "open location", l->path, NULL);
+    }
+    return rc;
+}
+
+/* A location handle of a directory whose sync failed earlier in this store
+ * starts failed (loc_fail: its keys' pages may be gone), as does every one
+ * once the store's list of failed directories overflowed.  l->dev and
+ * l->ino are set. */
+static void loc_inherit_failure(file_backend *b, file_loc *l)
+{
+    pthread_mutex_lock(&b->failed_mu);
+    for (size_t i = 0; i < b->nfailed; i++) {
+        if (b->failed[i].dev == l->dev && b->failed[i].ino == l->ino) {
+            l->sticky = b->failed[i].err;
+            l->sticky_errno = b->failed[i].os_errno;
+        }
+    }
+    if (b->failed_overflow && !l->sticky) {
+        l->sticky = FBK_EIO;
+        l->sticky_errno = EIO;
+    }
+    pthread_mutex_unlock(&b->failed_mu);
+    if (l->sticky)
+        snprintf(l->sticky_msg, sizeof l->sticky_msg,
+                 "file: a sync of location %s failed earlier in this store (%s)", l->path,
+                 fbk_err_name(l->sticky));
+}
+
 int fbk__file_open_location(void *self, const char *location, void **out)
 {
     file_backend *b = self;
@@ -479,25 +548,7 @@ int fbk__file_open_location(void *self, const char *location, void **out)
         free(l);
         return rc;
     }
-    l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (l->fd < 0 && errno == ENOENT && b->readonly) {
-        rc = fbk_error_set(FBK_ENOTFOUND, ENOENT,
-                           "file: location %s does not exist (the store is read-only: it "
-                           "opens existing locations only)",
-                           l->path);
-    } else if (l->fd < 0 && errno == ENOENT) {
-        rc = mkdir_p(b->rootfd, location, "create location");
-        if (rc == FBK_OK)
-            l->fd = io_()->openat(b->rootfd, location, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    }
-    if (rc == FBK_OK && l->fd < 0) {
-        if (errno == ENOTDIR)
-            rc = fbk_error_set(FBK_EINVAL, ENOTDIR,
-                               "file: location %s is not a directory (or lies under a file)",
-                               l->path);
-        else
-            rc = fail(errno, "open location", l->path, NULL);
-    }
+    rc = loc_open_dir(b, l, location);
     struct stat st;
     if (rc == FBK_OK && io_()->fstat(l->fd, &st) != 0)
         rc = fail(errno, "stat location", l->path, NULL);
@@ -514,22 +565,7 @@ int fbk__file_open_location(void *self, const char *location, void **out)
     l->dev = st.st_dev;
     l->ino = st.st_ino;
     l->need_full = !b->readonly; /* a read-only store makes nothing durable */
-    pthread_mutex_lock(&b->failed_mu);
-    for (size_t i = 0; i < b->nfailed; i++) {
-        if (b->failed[i].dev == l->dev && b->failed[i].ino == l->ino) {
-            l->sticky = b->failed[i].err;
-            l->sticky_errno = b->failed[i].os_errno;
-        }
-    }
-    if (b->failed_overflow && !l->sticky) {
-        l->sticky = FBK_EIO;
-        l->sticky_errno = EIO;
-    }
-    pthread_mutex_unlock(&b->failed_mu);
-    if (l->sticky)
-        snprintf(l->sticky_msg, sizeof l->sticky_msg,
-                 "file: a sync of location %s failed earlier in this store (%s)", l->path,
-                 fbk_err_name(l->sticky));
+    loc_inherit_failure(b, l);
     rc = b->readonly ? FBK_OK : loc_make_shards(b, l, marked_now);
     if (rc != FBK_OK) {
         io_()->close(l->fd);
@@ -557,80 +593,98 @@ void fbk__file_close_location(void *self, void *loc)
     free(l);
 }
 
+/* What a scan counts: key files, temporaries removed, foreign entries. */
+typedef struct scan_count {
+    long keys, junk;
+    size_t foreign;
+} scan_count;
+
+/* Scans shard i of l for fbk__file_scan: each key file is passed to each();
+ * a libfbk temporary whose store is gone is removed (a writer only);
+ * anything else is left alone and counted foreign.  0, each()'s non-zero
+ * return, or an FBK_E* code. */
+static int scan_shard(file_backend *b, file_loc *l, int i, fbk_key_fn each, void *arg,
+                      scan_count *c)
+{
+    char owner[FILE_ID_LEN + 1];
+    char shard[3];
+    snprintf(shard, sizeof shard, "%02x", i);
+    int fd = io_()->openat(l->fd, shard, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0; /* made on first persist (read-only at open) */
+        if (errno == ENOTDIR || errno == ELOOP) {
+            /* our name, not our kind of entry: not libfbk's, left alone
+             * (a persist into this shard then fails: "Not a directory") */
+            c->foreign++;
+            return 0;
+        }
+        return fail(errno, "open", l->path, shard);
+    }
+    DIR *d = fbk__file_dir_of(fd);
+    if (!d)
+        return fail(errno, "list", l->path, shard);
+    struct dirent *de;
+    errno = 0;
+    while ((de = io_()->readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        fbk_key key;
+        int is_key = fbk__file_is_key_name(n, shard, &key);
+        if (is_key && de->d_type != DT_REG) {
+            struct stat st;
+            is_key =
+                (de->d_type == DT_UNKNOWN &&
+                 io_()->fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode));
+        }
+        if (is_key) {
+            c->keys++;
+            int rc = each(&key, arg);
+            if (rc != 0) {
+                io_()->closedir(d);
+                return rc;
+            }
+        } else if (fbk__file_is_tmp_name(n, shard, owner) && is_regular(dirfd(d), de)) {
+            /* libfbk's temporary: junk left by a crash when its store
+             * is gone, else another store's persist in flight (left
+             * alone).  A read-only store deletes nothing.  A failed
+             * removal (read-only location) is not an error: the entry
+             * is still not a key. */
+            if (!b->readonly && !(owner[0] && fbk__file_owner_alive(b, owner)) &&
+                io_()->unlinkat(dirfd(d), n, 0) == 0)
+                c->junk++;
+        } else {
+            /* not made by libfbk (a user's file, a key in the wrong
+             * shard, a directory or symlink under a key name...): left
+             * alone, and counted (fbk_location_foreign_entries) */
+            c->foreign++;
+        }
+        errno = 0;
+    }
+    int e = errno;
+    io_()->closedir(d);
+    if (e)
+        return fail(e, "list", l->path, shard);
+    return 0;
+}
+
 int fbk__file_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 {
     file_backend *b = self;
     file_loc *l = loc;
-    char owner[FILE_ID_LEN + 1];
-    long junk = 0, keys = 0;
-    size_t foreign = 0;
+    scan_count c = {0, 0, 0};
     for (int i = 0; i < FILE_SHARDS; i++) {
-        char shard[3];
-        snprintf(shard, sizeof shard, "%02x", i);
-        int fd = io_()->openat(l->fd, shard, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-        if (fd < 0) {
-            if (errno == ENOENT)
-                continue; /* made on first persist (read-only at open) */
-            if (errno == ENOTDIR || errno == ELOOP) {
-                /* our name, not our kind of entry: not libfbk's, left alone
-                 * (a persist into this shard then fails: "Not a directory") */
-                foreign++;
-                continue;
-            }
-            return fail(errno, "open", l->path, shard);
-        }
-        DIR *d = fbk__file_dir_of(fd);
-        if (!d)
-            return fail(errno, "list", l->path, shard);
-        struct dirent *de;
-        errno = 0;
-        while ((de = io_()->readdir(d)) != NULL) {
-            const char *n = de->d_name;
-            if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-                continue;
-            fbk_key key;
-            int is_key = fbk__file_is_key_name(n, shard, &key);
-            if (is_key && de->d_type != DT_REG) {
-                struct stat st;
-                is_key = (de->d_type == DT_UNKNOWN &&
-                          io_()->fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                          S_ISREG(st.st_mode));
-            }
-            if (is_key) {
-                keys++;
-                int rc = each(&key, arg);
-                if (rc != 0) {
-                    io_()->closedir(d);
-                    return rc;
-                }
-            } else if (fbk__file_is_tmp_name(n, shard, owner) && is_regular(dirfd(d), de)) {
-                /* libfbk's temporary: junk left by a crash when its store
-                 * is gone, else another store's persist in flight (left
-                 * alone).  A read-only store deletes nothing.  A failed
-                 * removal (read-only location) is not an error: the entry
-                 * is still not a key. */
-                if (!b->readonly && !(owner[0] && fbk__file_owner_alive(b, owner)) &&
-                    io_()->unlinkat(dirfd(d), n, 0) == 0)
-                    junk++;
-            } else {
-                /* not made by libfbk (a user's file, a key in the wrong
-                 * shard, a directory or symlink under a key name...): left
-                 * alone, and counted (fbk_location_foreign_entries) */
-                foreign++;
-            }
-            errno = 0;
-        }
-        int e = errno;
-        io_()->closedir(d);
-        if (e)
-            return fail(e, "list", l->path, shard);
+        int rc = scan_shard(b, l, i, each, arg, &c);
+        if (rc != 0)
+            return rc;
     }
     pthread_mutex_lock(&l->sync_mu);
-    if (keys == 0)
+    if (c.keys == 0)
         l->need_full = 0; /* nothing to make durable but what comes */
-    l->foreign = foreign;
+    l->foreign = c.foreign;
     pthread_mutex_unlock(&l->sync_mu);
-    return junk > INT_MAX ? INT_MAX : (int)junk;
+    return c.junk > INT_MAX ? INT_MAX : (int)c.junk;
 }
 
 size_t fbk__file_scan_foreign(void *self, void *loc)

@@ -267,6 +267,41 @@ static int spill_syncfs(file_backend *b)
     return FBK_OK;
 }
 
+/* A sync of a few entries: fsync each file (its data: spill files are
+ * written without fsync), then each directory holding a new or removed
+ * entry (the shards set in dirty, and the root when root is set). */
+static int sync_each(file_loc *l, const fbk_key *files, size_t nfiles, const uint64_t *dirty,
+                     int root)
+{
+    int rc = FBK_OK;
+    for (size_t i = 0; i < nfiles && rc == FBK_OK; i++) {
+        char name[FILE_NAME_LEN];
+        fbk__file_key_name(&files[i], name);
+        int fd = io_()->openat(l->fd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) {
+            if (errno != ENOENT) /* removed since: nothing to make durable */
+                rc = fail(errno, "sync: open", l->path, name);
+            continue;
+        }
+        if (io_()->fsync(fd) != 0)
+            rc = fail(errno, "fsync", l->path, name);
+        io_()->close(fd);
+    }
+    for (int i = 0; i < FILE_SHARDS && rc == FBK_OK; i++) {
+        if (!(dirty[i / 64] >> (i % 64) & 1))
+            continue;
+        char shard[3];
+        snprintf(shard, sizeof shard, "%02x", i);
+        if (fbk__file_skip_dir_fsync)
+            continue; /* the negative control of the power-loss test */
+        if (fbk__file_fsync_dir_at(l->fd, shard) != 0)
+            rc = fail(errno, "fsync", l->path, shard);
+    }
+    if (rc == FBK_OK && root && io_()->fsync(l->fd) != 0)
+        rc = fail(errno, "fsync", l->path, NULL);
+    return rc;
+}
+
 int fbk__file_sync(void *self, void *loc)
 {
     file_backend *b = self;
@@ -302,33 +337,7 @@ int fbk__file_sync(void *self, void *loc)
     if (nshards == 0 && nfiles == 0 && !root && !full) {
         rc = FBK_OK;
     } else if (!full && nfiles + nshards + (size_t)root <= FILE_FSYNC_MAX) {
-        /* a few entries: fsync each file (its data: spill files are written
-         * without fsync), then each directory holding a new or removed entry */
-        for (size_t i = 0; i < nfiles && rc == FBK_OK; i++) {
-            char name[FILE_NAME_LEN];
-            fbk__file_key_name(&files[i], name);
-            int fd = io_()->openat(l->fd, name, O_RDONLY | O_CLOEXEC, 0);
-            if (fd < 0) {
-                if (errno != ENOENT) /* removed since: nothing to make durable */
-                    rc = fail(errno, "sync: open", l->path, name);
-                continue;
-            }
-            if (io_()->fsync(fd) != 0)
-                rc = fail(errno, "fsync", l->path, name);
-            io_()->close(fd);
-        }
-        for (int i = 0; i < FILE_SHARDS && rc == FBK_OK; i++) {
-            if (!(dirty[i / 64] >> (i % 64) & 1))
-                continue;
-            char shard[3];
-            snprintf(shard, sizeof shard, "%02x", i);
-            if (fbk__file_skip_dir_fsync)
-                continue; /* the negative control of the power-loss test */
-            if (fbk__file_fsync_dir_at(l->fd, shard) != 0)
-                rc = fail(errno, "fsync", l->path, shard);
-        }
-        if (rc == FBK_OK && root && io_()->fsync(l->fd) != 0)
-            rc = fail(errno, "fsync", l->path, NULL);
+        rc = sync_each(l, files, nfiles, dirty, root);
     } else if (l->dev == b->spill_dev) {
         /* many entries: one syncfs writes the files and the directories */
         rc = spill_syncfs(b);
