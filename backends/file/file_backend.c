@@ -36,7 +36,8 @@
  *   file_prim.c      file primitives over the system-call table
  *   file_buf.c       the reused write/read buffers
  *   file_spill.c     store, load and remove in the spill area
- *   file_location.c  locations: path rules, marker, open, shards, scan
+ *   file_location.c  locations: open, shards, scan
+ *   file_loc_check.c what a location may be: path rules, marker, adoption
  *   file_persist.c   persist, register, remove from a location; sync
  *   file_names.c     a location's name index (maps)
  *   file_io.c        the system-call table

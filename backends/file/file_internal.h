@@ -148,6 +148,7 @@ int fbk__file_writev_all(int fd, const struct iovec *iov, int n);
 int fbk__file_preadv_all(int fd, const struct iovec *iov, int n, size_t probe, size_t *got);
 int fbk__file_mkdir_ok(int at, const char *path);
 int fbk__file_fsync_dir_at(int at, const char *path);
+int fbk__file_is_regular(int at, const struct dirent *de);
 int fbk__file_remove_tree_at(int at, const char *name, int depth);
 
 /* ---- file_buf.c ---- */
@@ -172,6 +173,10 @@ void fbk__file_close_location(void *self, void *loc);
 int fbk__file_scan(void *self, void *loc, fbk_key_fn each, void *arg);
 size_t fbk__file_scan_foreign(void *self, void *loc);
 int fbk__file_contains(void *self, void *loc, const fbk_key *key);
+
+/* ---- file_loc_check.c ---- */
+int fbk__file_loc_check_path(file_backend *b, const char *location, const char *shown);
+int fbk__file_loc_claim(file_loc *l, int readonly, int *marked_now);
 
 /* ---- file_persist.c ---- */
 int fbk__file_refuse_readonly(file_backend *b, const char *what);

@@ -145,6 +145,15 @@ int fbk__file_fsync_dir_at(int at, const char *path)
     return io_()->close(fd);
 }
 
+/* 1 if the entry de of the directory at is a regular file (not followed). */
+int fbk__file_is_regular(int at, const struct dirent *de)
+{
+    if (de->d_type != DT_UNKNOWN)
+        return de->d_type == DT_REG;
+    struct stat st;
+    return io_()->fstatat(at, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
 /* Removes dirfd/name whatever it is (a directory recursively).  0 or -1. */
 int fbk__file_remove_tree_at(int at, const char *name, int depth)
 {
