@@ -2,6 +2,8 @@
  * mapping, pooled read transactions and map growth. */
 #include "lmdb_internal.h"
 
+#include "fbk_dirs.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -60,22 +62,8 @@ int fbk__lmdb_error(int rc, const char *fmt, ...)
 
 int fbk__lmdb_mkdirs(const char *path)
 {
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof tmp)
-        return fbk_error_set(FBK_EINVAL, 0, "lmdb: bad directory name (length %zu)", n);
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return fbk_error_from_errno(errno, "lmdb: mkdir %s", tmp);
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return fbk_error_from_errno(errno, "lmdb: mkdir %s", tmp);
-    return FBK_OK;
+    /* each directory made is fsynced into its parent (backends/common) */
+    return fbk__dir_make(NULL, AT_FDCWD, path, "lmdb", "mkdir");
 }
 
 static int init_locks(fbk__lmdb_env *e)

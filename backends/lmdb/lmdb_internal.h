@@ -204,7 +204,8 @@ typedef int (*fbk__lmdb_op_fn)(MDB_txn *txn, void *arg);
 int fbk__lmdb_code(int rc);
 /* Maps rc like fbk__lmdb_code and records "lmdb: <msg>: <mdb_strerror>". */
 int fbk__lmdb_error(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* mkdir -p; 0 or FBK_E* with a message. */
+/* mkdir -p, each directory it makes fsynced into its parent (fbk__dir_make,
+ * backends/common/fbk_dirs.h); 0 or FBK_E* with a message. */
 int fbk__lmdb_mkdirs(const char *path);
 /* Creates and opens e at path (created if missing).  With MDB_RDONLY in
  * flags nothing is made or written (no directory, no reservation, no

@@ -4,6 +4,8 @@
  * rule of LMDB environments.  See docs/lmdb-backend.md, "Sharing". */
 #include "lmdb_internal.h"
 
+#include "fbk_dirs.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,29 +26,14 @@
 
 int fbk__lmdb_dir_lock(fbk__lmdb *b, const char *dir)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/LOCK", dir);
-    /* a read-only store makes nothing: an existing LOCK is flock()ed through
-     * a read-only descriptor (flock needs no write access) */
-    b->lock_fd = b->readonly ? open(path, O_RDONLY | O_CLOEXEC)
-                             : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (b->lock_fd < 0 && b->readonly && errno == ENOENT)
-        return fbk_error_set(FBK_ENOTFOUND, ENOENT,
-                             "lmdb: read-only open of %s: no store there (%s does not exist)", dir,
-                             path);
-    if (b->lock_fd < 0)
-        return fbk_error_from_errno(errno, "lmdb: open %s", path);
     /* shared by every store, writer or read-only: only a holder of LOCK_EX
      * (fbk compact, or a libfbk from before sharing) keeps others out */
-    if (flock(b->lock_fd, LOCK_SH | LOCK_NB) == 0)
-        return FBK_OK;
-    int e = errno;
-    if (e == EWOULDBLOCK)
-        return fbk_error_set(FBK_EBUSY, e,
-                             "lmdb: %s is in use by a program that needs it alone (lock %s is "
-                             "held exclusively: fbk compact, or an older libfbk)",
-                             dir, path);
-    return fbk_error_from_errno(e, "lmdb: flock %s", path);
+    int err = fbk__dir_lock(NULL, AT_FDCWD, dir, b->readonly, "lmdb", &b->lock_fd);
+    if (err == FBK_OK && b->lock_fd < 0) /* a read-only store makes nothing */
+        return fbk_error_set(FBK_ENOTFOUND, ENOENT,
+                             "lmdb: read-only open of %s: no store there (%s/LOCK does not exist)",
+                             dir, dir);
+    return err;
 }
 
 /* ------------------------------------------------- one open per process */
