@@ -403,27 +403,9 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
         rc = fail(errno, "resolve", dir, NULL);
     /* DIR/LOCK, shared by every open store: `fbk compact` (LOCK_EX) runs only
      * when no store is open.  A read-only store makes none: a directory
-     * without one was never opened for writing. */
-    if (rc == FBK_OK) {
-        b->lockfd = b->readonly
-                        ? io_()->openat(b->rootfd, "LOCK", O_RDONLY | O_CLOEXEC, 0)
-                        : io_()->openat(b->rootfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (b->lockfd < 0 && !(b->readonly && errno == ENOENT))
-            rc = fail(errno, b->readonly ? "open" : "create", dir, "LOCK");
-    }
-    if (rc == FBK_OK && b->lockfd >= 0) {
-        int r;
-        while ((r = io_()->flock(b->lockfd, LOCK_SH | LOCK_NB)) != 0 && errno == EINTR)
-            ;
-        if (r != 0 && errno == EWOULDBLOCK)
-            rc = fbk_error_set(FBK_EBUSY, errno,
-                               "file: %s is locked exclusively (lock %s/LOCK is held by `fbk "
-                               "compact`, or by a program built with a libfbk before shared "
-                               "stores)",
-                               dir, dir);
-        else if (r != 0)
-            rc = fail(errno, "lock", dir, "LOCK");
-    }
+     * without one was never opened for writing (lockfd stays -1). */
+    if (rc == FBK_OK)
+        rc = dir_lock(b->rootfd, dir, b->readonly, &b->lockfd);
     if (rc == FBK_OK && !b->readonly)
         rc = spill_clean(b);
     if (rc == FBK_OK)
