@@ -81,6 +81,7 @@ int fbk__backend_create(const fbk_backend_scheme *sc, const fbk__uri *u, const c
                         fbk_store_options *o, const fbk_backend_ops **ops, void **self);
 /* The built-in schemes, defined next to their constructors. */
 extern const fbk_backend_scheme fbk__lmdb_scheme;
+extern const fbk_backend_scheme fbk__file_scheme;
 extern const fbk_backend_scheme fbk__mem_scheme;
 #ifdef FBK_WITH_RADOS
 extern const fbk_backend_scheme fbk__rados_scheme;

@@ -29,29 +29,9 @@ static const fbk_backend_param core_params[] = {
     {NULL, FBK_PARAM_STRING, NULL},
 };
 
-/* fbk__file_scheme would live in backends/file with its constructor, as
- * the others do; it takes no parameters, so an adapter here is all it
- * needs. */
-static int file_scheme_create(void *ctx, const char *arg, const fbk_backend_params *params,
-                              const fbk_store_options *opts, const fbk_backend_ops **ops,
-                              void **self)
-{
-    (void)ctx;
-    (void)params;
-    return fbk_backend_file_create(arg, opts, ops, self);
-}
-
-static const fbk_backend_scheme file_scheme = {
-    .version = FBK_BACKEND_SCHEME_VERSION,
-    .scheme = "file",
-    .params = NULL,
-    .flags = FBK_BACKEND_SCHEME_NEEDS_ARG,
-    .create = file_scheme_create,
-};
-
 static const fbk_backend_scheme *const builtins[] = {
     &fbk__lmdb_scheme,
-    &file_scheme,
+    &fbk__file_scheme,
     &fbk__mem_scheme,
 #ifdef FBK_WITH_RADOS
     &fbk__rados_scheme,

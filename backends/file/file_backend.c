@@ -434,3 +434,22 @@ int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,
     *self = b;
     return FBK_OK;
 }
+
+/* The registry's entry (src/registry.c): file: takes no URI parameters of
+ * its own. */
+static int file_scheme_create(void *ctx, const char *arg, const fbk_backend_params *params,
+                              const fbk_store_options *opts, const fbk_backend_ops **ops,
+                              void **self)
+{
+    (void)ctx;
+    (void)params;
+    return fbk_backend_file_create(arg, opts, ops, self);
+}
+
+const fbk_backend_scheme fbk__file_scheme = {
+    .version = FBK_BACKEND_SCHEME_VERSION,
+    .scheme = "file",
+    .params = NULL,
+    .flags = FBK_BACKEND_SCHEME_NEEDS_ARG,
+    .create = file_scheme_create,
+};
