@@ -376,10 +376,7 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
 
 /* 1 when the backend commits objects and name changes together (version 5
  * persist_names) */
-static bool can_bind(const fbk_store *s)
-{
-    return s->ops->version >= 5 && s->ops->persist_names;
-}
+static bool can_bind(const fbk_store *s) { return s->ops->version >= 5 && s->ops->persist_names; }
 
 int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
                                const fbk_name_op *ops, size_t nops, bool *bound)

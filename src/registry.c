@@ -85,8 +85,7 @@ static const char *scheme_problem(const fbk_backend_scheme *sc)
         return "the scheme must be 1..15 characters starting with a lowercase letter";
     for (size_t i = 1; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
-              c == '.'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))
             return "the scheme may hold only lowercase letters, digits, '+', '-' and '.'";
     }
     for (const fbk_backend_param *p = sc->params; p && p->name; p++) {
@@ -129,9 +128,8 @@ int fbk_backend_register(const fbk_backend_scheme *sc)
     pthread_mutex_unlock(&users_mu);
     if (taken) {
         fbk__free(node);
-        return fbk_error_set(FBK_EBUSY, 0,
-                             "fbk_backend_register: scheme \"%s:\" is registered already",
-                             sc->scheme);
+        return fbk_error_set(
+            FBK_EBUSY, 0, "fbk_backend_register: scheme \"%s:\" is registered already", sc->scheme);
     }
     return FBK_OK;
 }
@@ -197,8 +195,8 @@ static int unknown_param(const char *key, const fbk_backend_scheme *sc)
     const fbk_backend_param *lists[2] = {core_params, sc->params};
     for (int l = 0; l < 2; l++)
         for (const fbk_backend_param *d = lists[l]; d && d->name && len < sizeof known; d++)
-            len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", len ? ", " : "",
-                                    d->name);
+            len +=
+                (size_t)snprintf(known + len, sizeof known - len, "%s%s", len ? ", " : "", d->name);
     return fbk_error_set(FBK_EINVAL, 0, "unknown URI parameter \"%s\" for %s: (known: %s)", key,
                          sc->scheme, known);
 }
@@ -207,8 +205,8 @@ static void params_free(fbk_backend_params *p) { fbk__free(p); }
 
 /* Checks every parameter of u against the core's and sc's lists and parses
  * it: *core gets the core's, *own sc's (both freed with params_free). */
-static int params_parse(const fbk__uri *u, const fbk_backend_scheme *sc,
-                        fbk_backend_params **core, fbk_backend_params **own)
+static int params_parse(const fbk__uri *u, const fbk_backend_scheme *sc, fbk_backend_params **core,
+                        fbk_backend_params **own)
 {
     *core = fbk__calloc(1, sizeof **core + u->n * sizeof(struct param_value));
     *own = fbk__calloc(1, sizeof **own + u->n * sizeof(struct param_value));
@@ -239,8 +237,7 @@ static int params_parse(const fbk__uri *u, const fbk_backend_scheme *sc,
     return rc;
 }
 
-static int core_uint(const fbk_backend_params *core, const char *name, uint64_t max,
-                     uint64_t *out)
+static int core_uint(const fbk_backend_params *core, const char *name, uint64_t max, uint64_t *out)
 {
     const char *text = NULL;
     if (!fbk_backend_params_get(core, name, &text, out))

@@ -27,8 +27,8 @@ static int env_open(env *e, const char *uri)
 {
     if (fbk_store_open(&e->s, uri, NULL))
         return -1;
-    if (fbk_pool_create(&e->p, e->s, &fbk_blob_codec, 4) ||
-        fbk_location_open(e->s, "m", &e->loc) || fbk_map_open(e->p, e->loc, NULL, &e->m))
+    if (fbk_pool_create(&e->p, e->s, &fbk_blob_codec, 4) || fbk_location_open(e->s, "m", &e->loc) ||
+        fbk_map_open(e->p, e->loc, NULL, &e->m))
         return -1;
     return 0;
 }

@@ -47,7 +47,8 @@ static int open_op(MDB_txn *txn, void *p)
                              "locations of %s between its open and close (a closed location "
                              "keeps its slot); drop one (fbk_location_drop) or reopen the store "
                              "(%s)",
-                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path,
+                             mdb_strerror(rc));
     return rc;
 }
 
@@ -80,7 +81,8 @@ static int open_ro_op(MDB_txn *txn, void *p)
         return fbk_error_set(FBK_ENOSPC, 0,
                              "lmdb: location %s: too many locations: a store opens at most %d "
                              "locations of %s between its open and close (%s)",
-                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, a->path,
+                             mdb_strerror(rc));
     return rc;
 }
 
@@ -114,11 +116,11 @@ int fbk__lmdb_open_location(void *self, const char *location, void **loc)
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "open of location %s", l->name);
     pthread_mutex_lock(&b->loc_m); /* no drop of this name meanwhile */
-    if (b->readonly) /* one transaction at a time opens handles: loc_m */
+    if (b->readonly)               /* one transaction at a time opens handles: loc_m */
         err = fbk__lmdb_read_open(&b->durable, open_ro_op, &a, what);
     else
-        err = fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
-                              what);
+        err =
+            fbk__lmdb_write(&b->durable, open_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
     if (err == FBK_OK && (a.dbi >= sizeof b->loc_open / sizeof b->loc_open[0] ||
                           a.names >= sizeof b->loc_open / sizeof b->loc_open[0] ||
                           a.refs >= sizeof b->loc_open / sizeof b->loc_open[0]))
@@ -176,7 +178,8 @@ static int drop_op(MDB_txn *txn, void *p)
                              "lmdb: drop of location %s: every one of the %d location slots of "
                              "%s is taken, and finding this location needs one; drop a location "
                              "opened since the store opened, or reopen the store (%s)",
-                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, b->durable.path, mdb_strerror(rc));
+                             a->name, FBK__LMDB_MAXDBS / FBK__LMDB_LOC_DBS, b->durable.path,
+                             mdb_strerror(rc));
     if (rc != 0)
         return rc;
     if (dbi < sizeof b->loc_open / sizeof b->loc_open[0] && b->loc_open[dbi] > 0)
@@ -213,8 +216,10 @@ int fbk__lmdb_drop_location(void *self, const char *name)
     if (err != FBK_OK)
         return err;
     if (b->readonly)
-        return fbk_error_set(FBK_EREADONLY, 0, "lmdb: drop of location %s: the store was opened "
-                                               "read-only", name);
+        return fbk_error_set(FBK_EREADONLY, 0,
+                             "lmdb: drop of location %s: the store was opened "
+                             "read-only",
+                             name);
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "drop of location %s", name);
     struct drop_arg a = {b, name};
@@ -329,9 +334,8 @@ static int copy_op(MDB_txn *txn, void *p)
     struct copy_arg *a = p;
     /* a refused binding must leave the shared transaction untouched: check
      * before the first write */
-    int rc = a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n,
-                                             &a->missing)
-                     : 0;
+    int rc =
+        a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n, &a->missing) : 0;
     if (rc)
         return rc;
     for (size_t i = 0; i < a->n; i++) {
@@ -424,9 +428,9 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
             bytes += fbk__lmdb_names_bytes(ops, nops);
         }
         fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
-        err = fbk__lmdb_write(&b->durable, copy_op, &a, pages, bytes,
-                              keys_what(what, a.nops ? "persist (with names)" : "persist",
-                                        keys + i, k, "into", l));
+        err = fbk__lmdb_write(
+            &b->durable, copy_op, &a, pages, bytes,
+            keys_what(what, a.nops ? "persist (with names)" : "persist", keys + i, k, "into", l));
         fbk__lmdb_touch(&b->durable, l->dbi);
         if (err == FBK_EINVAL && a.missing)
             err = fbk__lmdb_names_refused(l, ops, a.missing);
@@ -447,8 +451,7 @@ int fbk__lmdb_persist_names(void *self, void *loc, const fbk_key *keys, size_t n
     fbk__lmdb_loc *l = loc;
     if (nops && !l->has_names)
         return fbk_error_set(FBK_EIO, 0,
-                             "lmdb: location \"%s\" has no name index (opened read-only)",
-                             l->name);
+                             "lmdb: location \"%s\" has no name index (opened read-only)", l->name);
     if (n == 0)
         return nops ? fbk__lmdb_name_apply(self, loc, ops, nops) : FBK_OK;
     MDB_val *vals = malloc(n * sizeof *vals);

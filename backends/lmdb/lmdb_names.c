@@ -73,10 +73,10 @@ static int decode(const fbk__lmdb_loc *l, const MDB_val *k, const MDB_val *v, co
                   size_t *len, fbk_key *key, uint64_t *size)
 {
     bool hashed = k->mv_size == FBK__LMDB_HASHED;
-    if ((!hashed && (k->mv_size == 0 || k->mv_size > FBK__LMDB_DIRECT)) ||
-        v->mv_size < VAL_HDR || (!hashed && v->mv_size != VAL_HDR) ||
-        (hashed && (v->mv_size <= VAL_HDR + FBK__LMDB_DIRECT ||
-                    v->mv_size > VAL_HDR + FBK_NAME_MAX)))
+    if ((!hashed && (k->mv_size == 0 || k->mv_size > FBK__LMDB_DIRECT)) || v->mv_size < VAL_HDR ||
+        (!hashed && v->mv_size != VAL_HDR) ||
+        (hashed &&
+         (v->mv_size <= VAL_HDR + FBK__LMDB_DIRECT || v->mv_size > VAL_HDR + FBK_NAME_MAX)))
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "lmdb: location \"%s\": name index entry of %zu+%zu bytes is damaged",
                              l->name, k->mv_size, v->mv_size);
@@ -373,8 +373,7 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
     fbk__lmdb_loc *l = loc;
     if (!l->has_names)
         return fbk_error_set(FBK_EIO, 0,
-                             "lmdb: location \"%s\" has no name index (opened read-only)",
-                             l->name);
+                             "lmdb: location \"%s\" has no name index (opened read-only)", l->name);
     if (n == 0)
         return FBK_OK;
     struct apply_arg a = {l, ops, n, 0};
@@ -418,15 +417,14 @@ int fbk__lmdb_remove_unbound(void *self, void *loc, const fbk_key *key)
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
     if (!l->refs) /* read-only: the core never removes there */
-        return fbk_error_set(FBK_EIO, 0, "lmdb: location \"%s\" has no reference counts",
-                             l->name);
+        return fbk_error_set(FBK_EIO, 0, "lmdb: location \"%s\" has no reference counts", l->name);
     struct unbound_arg a = {l, key, 0};
     char what[FBK__LMDB_WHAT], hex[33];
     fbk_key_format_hex(key, hex);
     snprintf(what, sizeof what, "removal of unbound key %s from location %s", hex, l->name);
     fbk__lmdb_touch(&b->durable, l->dbi);
-    int err = fbk__lmdb_write(&b->durable, unbound_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0,
-                              what);
+    int err =
+        fbk__lmdb_write(&b->durable, unbound_op, &a, fbk__lmdb_pages_for(&b->durable, 0), 0, what);
     fbk__lmdb_touch(&b->durable, l->dbi);
     return err ? err : a.removed;
 }
@@ -447,8 +445,7 @@ int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key)
     return fbk__lmdb_error(rc, "location \"%s\": look-up", l->name);
 }
 
-int fbk__lmdb_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read,
-                             void *arg)
+int fbk__lmdb_load_persisted(void *self, void *loc, const fbk_key *key, fbk_read_fn read, void *arg)
 {
     fbk__lmdb *b = self;
     fbk__lmdb_loc *l = loc;
