@@ -115,6 +115,10 @@ struct fbk_map {
     orphan *orphans;
     size_t norphans, caporphans;
     inflight *computing;
+    /* computations ended (under mu): a get_or_compute whose look-up missed
+     * and that then finds no computation in flight checks it did not miss
+     * one that ended in between */
+    uint64_t computed;
 
     /* Items the map keeps a reference to, so that gets of one name share
      * one item (one decoded copy) instead of registering it again: the
@@ -1030,16 +1034,28 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
 {
     if (!m || !compute || !out)
         return bad("fbk_map_get_or_compute", "NULL argument");
-    int rc = fbk_map_get(m, name, len, out);
-    if (rc != FBK_ENOTFOUND)
-        return rc;
-    rc = fbk__store_check_writable(m->s, "fbk_map_get_or_compute");
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&m->mu);
-    inflight *f = m->computing;
-    while (f && (f->len != len || memcmp(f->name, name, len) != 0))
-        f = f->next;
+    int rc;
+    inflight *f;
+    for (;;) {
+        pthread_mutex_lock(&m->mu);
+        uint64_t seen = m->computed;
+        pthread_mutex_unlock(&m->mu);
+        rc = fbk_map_get(m, name, len, out);
+        if (rc != FBK_ENOTFOUND)
+            return rc;
+        rc = fbk__store_check_writable(m->s, "fbk_map_get_or_compute");
+        if (rc)
+            return rc;
+        pthread_mutex_lock(&m->mu);
+        f = m->computing;
+        while (f && (f->len != len || memcmp(f->name, name, len) != 0))
+            f = f->next;
+        if (f || m->computed == seen)
+            break;
+        /* a computation ended between the look-up and now (maybe of this
+         * name, bound just after the look-up missed it): look again */
+        pthread_mutex_unlock(&m->mu);
+    }
     if (f) { /* someone computes it: wait for that */
         f->users++;
         while (!f->done)
@@ -1094,6 +1110,7 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
     f->name = NULL;
     f->done = true;
     f->rc = rc;
+    m->computed++;
     f->h = h ? fbk_handle_retain(h) : NULL;
     pthread_cond_broadcast(&m->cv);
     inflight_leave(m, f);
