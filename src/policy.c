@@ -3,8 +3,8 @@
  * small interface, and the plain list they share.  The pool (pool.c) owns the
  * policy and calls it under its mutex; only fbk__policy_hit (in the header)
  * runs without it.  A policy only orders items and says which value should
- * leave memory: the item's own state (pins, eviction writes) is entry.c's and
- * pool.c's business. */
+ * leave memory: the item's own state (pins, eviction writes) is item.c's
+ * business. */
 #include "fbk_internal.h"
 
 void fbk__list_init(fbk__list *l)
