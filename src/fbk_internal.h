@@ -512,14 +512,16 @@ void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
 /* The size() of obj when p tracks bytes, else 0.  No lock held. */
 size_t fbk__pool_weigh(fbk_pool *p, const void *obj);
-/* Counts a hit on the item at h: one atomic add on a stripe chosen by the
- * item's address (threads hitting different items use different lines;
- * threads hitting one item share its state word's line anyway). */
-static inline void fbk__pool_count_hit(fbk_pool *p, const void *h)
+/* Counts a hit: one atomic add on this thread's stripe of the counter (a
+ * line that, with up to FBK__HIT_STRIPES threads, no other thread writes). */
+extern _Thread_local unsigned fbk__hit_stripe __attribute__((tls_model("initial-exec")));
+unsigned fbk__hit_stripe_init(void);
+static inline void fbk__pool_count_hit(fbk_pool *p)
 {
-    uintptr_t a = (uintptr_t)h;
-    atomic_fetch_add_explicit(&p->n_hits[((a >> 7) ^ (a >> 11)) % FBK__HIT_STRIPES].n, 1,
-                              memory_order_relaxed);
+    unsigned i = fbk__hit_stripe;
+    if (i == 0)
+        i = fbk__hit_stripe_init();
+    atomic_fetch_add_explicit(&p->n_hits[i - 1].n, 1, memory_order_relaxed);
 }
 /* The value of an item (weighing `bytes`) entered (+1) or left (-1) memory. */
 static inline void fbk__pool_count_mem(fbk_pool *p, int dir, size_t bytes)

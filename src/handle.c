@@ -157,7 +157,7 @@ static int load(fbk_handle *h, const void **obj, bool wait, const char *fn)
     *obj = h->obj;
     bool queued;
     if (!loaded) {
-        fbk__pool_count_hit(p, h);
+        fbk__pool_count_hit(p);
         /* the common case: recorded with at most a relaxed store */
         if (fbk__policy_hit(&p->pol, &h->node))
             return FBK_OK;

@@ -87,6 +87,16 @@ size_t fbk__pool_weigh(fbk_pool *p, const void *obj)
     return p->track_bytes ? p->codec.size(obj, p->codec.ctx) : 0;
 }
 
+_Thread_local unsigned fbk__hit_stripe;
+
+unsigned fbk__hit_stripe_init(void)
+{
+    static atomic_uint next;
+    fbk__hit_stripe =
+        atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % FBK__HIT_STRIPES + 1;
+    return fbk__hit_stripe;
+}
+
 size_t fbk_pool_size(const fbk_pool *p) { return p ? atomic_load(&p->size) : 0; }
 
 void fbk__pool_retain(fbk_pool *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }

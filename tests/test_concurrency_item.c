@@ -10,6 +10,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -75,6 +76,7 @@ static uint64_t xs(uint64_t *s)
 static void *churn(void *arg)
 {
     world *w = arg;
+    fbk_handle *keep[3] = {NULL, NULL, NULL}; /* more than the pool holds */
     pthread_barrier_wait(&w->start);
     for (uint64_t i = 0; !atomic_load(&w->stop); i++) {
         fbk_handle *h;
@@ -83,8 +85,11 @@ static void *churn(void *arg)
             bad(w, "insert", rc);
             break;
         }
-        fbk_handle_release(h);
+        fbk_handle_release(keep[i % 3]);
+        keep[i % 3] = h;
     }
+    for (int i = 0; i < 3; i++)
+        fbk_handle_release(keep[i]);
     return NULL;
 }
 
@@ -224,7 +229,7 @@ Test(concurrency_item, last_release_races_with_loads_and_evictions)
  * readers load it through the same handle and the churner evicts it; no
  * reader ever sees a half-written value. */
 
-enum { MUTS = 2000 };
+enum { MUTS = 300 };
 
 static void *reader(void *arg)
 {
@@ -248,16 +253,28 @@ static void *reader(void *arg)
     return NULL;
 }
 
+static uint64_t evictions(world *w)
+{
+    fbk_pool_stats st;
+    fbk_pool_stats_get(w->p, &st);
+    return st.evictions;
+}
+
+/* Rewrites the value until MUTS rewrites got through and the churn has
+ * evicted values (no time limit: readers get preempted, so a load_mut
+ * finds the item unpinned sooner or later). */
 static void *mutator(void *arg)
 {
     world *w = arg;
     pthread_barrier_wait(&w->start);
     uint64_t rng = 77;
-    for (int i = 0; i < MUTS; i++) {
+    for (int i = 0; atomic_load(&w->muts) < MUTS || evictions(w) == 0; i++) {
         void *obj;
         int rc = (xs(&rng) & 1) ? fbk_load_mut(w->item, &obj) : fbk_try_load_mut(w->item, &obj);
-        if (rc == FBK_EBUSY || rc == FBK_EAGAIN)
-            continue; /* pinned by a reader, or out of memory (try) */
+        if (rc == FBK_EBUSY || rc == FBK_EAGAIN) {
+            sched_yield(); /* pinned by a reader, or out of memory (try) */
+            continue;
+        }
         if (rc) {
             bad(w, "load_mut", rc);
             break;
