@@ -386,6 +386,10 @@ void fbk__lru_init(fbk__lru *l, size_t mem_items, size_t mem_bytes);
 void fbk__lru_push_front(fbk__lru *l, fbk__node *n);
 void fbk__lru_push_back(fbk__lru *l, fbk__node *n);
 void fbk__lru_remove(fbk__lru *l, fbk__node *n);
+/* fbk__lru_remove + fbk__lru_push_front of a node in BACK, in one step,
+ * when that cannot push anything out (no byte bound, OUT empty); false:
+ * not that case, nothing done. */
+bool fbk__lru_promote(fbk__lru *l, fbk__node *n);
 void fbk__lru_reweight(fbk__lru *l, fbk__node *n, size_t w);
 fbk__node *fbk__lru_victim(fbk__lru *l);
 

@@ -90,6 +90,8 @@ bool fbk__policy_access(fbk__policy *pol, fbk__node *n, bool loaded)
         fbk__lru *l = &pol->u.slru;
         if ((s == FBK__SEG_FRONT && !loaded) || l->head.next == n)
             return false;
+        if (!loaded && fbk__lru_promote(l, n))
+            return true;
         fbk__lru_remove(l, n);
         if (too_big(pol, n))
             fbk__lru_push_back(l, n);
