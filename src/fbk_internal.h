@@ -485,9 +485,13 @@ typedef struct fbk__promo_slot {
     fbk_handle *item;
 } fbk__promo_slot;
 
-/* A statistics counter striped over cache lines, so that hits on several
- * threads do not share one line. */
-#define FBK__HIT_STRIPES 8
+/* The hit counter, striped over cache lines: the first FBK__HIT_OWNED
+ * threads that count a hit each own one stripe for good (the only writer:
+ * a plain load + store, no locked instruction); later threads share the
+ * last FBK__HIT_SHARED stripes with atomic adds. */
+#define FBK__HIT_OWNED 32
+#define FBK__HIT_SHARED 8
+#define FBK__HIT_STRIPES (FBK__HIT_OWNED + FBK__HIT_SHARED)
 typedef struct fbk__stripe_count {
     _Alignas(64) atomic_uint_fast64_t n;
 } fbk__stripe_count;
@@ -516,16 +520,23 @@ void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
 /* The size() of obj when p tracks bytes, else 0.  No lock held. */
 size_t fbk__pool_weigh(fbk_pool *p, const void *obj);
-/* Counts a hit: one atomic add on this thread's stripe of the counter (a
- * line that, with up to FBK__HIT_STRIPES threads, no other thread writes). */
+/* Counts a hit on this thread's stripe.  fbk__hit_stripe: 0 until the
+ * thread's first hit, then its stripe + 1, with FBK__HIT_MINE set when the
+ * thread owns it. */
+#define FBK__HIT_MINE 0x100u
 extern _Thread_local unsigned fbk__hit_stripe __attribute__((tls_model("initial-exec")));
 unsigned fbk__hit_stripe_init(void);
 static inline void fbk__pool_count_hit(fbk_pool *p)
 {
-    unsigned i = fbk__hit_stripe;
-    if (i == 0)
-        i = fbk__hit_stripe_init();
-    atomic_fetch_add_explicit(&p->n_hits[i - 1].n, 1, memory_order_relaxed);
+    unsigned v = fbk__hit_stripe;
+    if (v == 0)
+        v = fbk__hit_stripe_init();
+    atomic_uint_fast64_t *c = &p->n_hits[(v & 0xffu) - 1].n;
+    if (v & FBK__HIT_MINE)
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 /* The value of an item (weighing `bytes`) entered (+1) or left (-1) memory. */
 static inline void fbk__pool_count_mem(fbk_pool *p, int dir, size_t bytes)

@@ -91,10 +91,16 @@ _Thread_local unsigned fbk__hit_stripe;
 
 unsigned fbk__hit_stripe_init(void)
 {
-    static atomic_uint next;
-    fbk__hit_stripe =
-        atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % FBK__HIT_STRIPES + 1;
-    return fbk__hit_stripe;
+    /* owned stripes are handed out once per thread, never taken back (a
+     * thread-exit hook in a library that may be unloaded is not worth it) */
+    static atomic_uint owned_next, shared_next;
+    unsigned i = atomic_load_explicit(&owned_next, memory_order_relaxed);
+    while (i < FBK__HIT_OWNED)
+        if (atomic_compare_exchange_weak_explicit(&owned_next, &i, i + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return fbk__hit_stripe = (i + 1) | FBK__HIT_MINE;
+    i = atomic_fetch_add_explicit(&shared_next, 1, memory_order_relaxed) % FBK__HIT_SHARED;
+    return fbk__hit_stripe = FBK__HIT_OWNED + i + 1;
 }
 
 size_t fbk_pool_size(const fbk_pool *p) { return p ? atomic_load(&p->size) : 0; }

@@ -391,3 +391,46 @@ Test(concurrency_item, buffered_promotions_race_with_changes_and_frees)
         fbk_handle_release(atomic_load(&pw.slot[i]));
     close_world(&pw.w);
 }
+
+/* ------------------------------------------------------------------ */
+/* Test 4: hits are counted exactly, by threads that own a stripe of the
+ * counter (plain load + store) and by the ones beyond FBK__HIT_OWNED that
+ * share the rest (atomic adds). */
+
+enum { HIT_THREADS = 48, HITS_EACH = 500 };
+
+static void *hitter(void *arg)
+{
+    world *w = arg;
+    pthread_barrier_wait(&w->start);
+    for (int i = 0; i < HITS_EACH; i++) {
+        const void *obj;
+        int rc = fbk_load(w->item, &obj);
+        if (rc) {
+            bad(w, "load", rc);
+            break;
+        }
+        fbk_unload(w->item);
+    }
+    return NULL;
+}
+
+Test(concurrency_item, hits_are_counted_exactly_on_many_threads)
+{
+    world w;
+    open_world(&w, 4);
+    cr_assert_eq(fbk_insert(w.p, seeded(3), &w.item), 0);
+    pthread_barrier_init(&w.start, NULL, HIT_THREADS);
+    pthread_t th[HIT_THREADS];
+    for (int i = 0; i < HIT_THREADS; i++)
+        pthread_create(&th[i], NULL, hitter, &w);
+    for (int i = 0; i < HIT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&w.start);
+    cr_assert_eq(atomic_load(&w.bad), 0, "%d failures, first: %s", atomic_load(&w.bad), w.msg);
+    fbk_pool_stats st;
+    fbk_pool_stats_get(w.p, &st);
+    cr_assert_eq(st.hits, (uint64_t)HIT_THREADS * HITS_EACH);
+    fbk_handle_release(w.item);
+    close_world(&w);
+}
