@@ -1,14 +1,15 @@
 /* fbk_internal.h -- declarations shared by the core's files (not installed).
  *
- * Lock order (see docs/design.md): map->mu  ->  pool->mu  ->  entry->mu  ->
- * {workers->mu, store->tok_mu}.  map->mu (map.c) is taken before any of the
+ * Lock order (see docs/design.md): map->mu  ->  pool->mu  ->  {workers->mu,
+ * store->tok_mu}; an item stripe's mutex (item.c) is a leaf.  map->mu
+ * (map.c) is taken before any of the
  * core's other mutexes and never while one of them is held.  Every other
  * mutex (location->mu, task->mu, store->err_mu, store->bp_mu,
  * store->loc_mu) is a leaf: nothing else is locked while it is held
  * (store->loc_mu's one exception: fbk_location_drop holds it across the
  * backend's drop_location).  No mutex is held across a backend call, a codec
  * call or a condition wait on another object (that exception aside).  Debug
- * builds check the pool and item parts (FBK__ASSERT_*, below).
+ * builds check the pool and stripe parts (FBK__ASSERT_*, below).
  */
 #ifndef FBK_INTERNAL_H
 #define FBK_INTERNAL_H
@@ -140,7 +141,7 @@ typedef struct fbk__workers {
     pthread_cond_t idle_cv; /* pending reached 0 */
     pthread_cond_t exit_cv; /* a worker exited */
     fbk__job *head, *tail;
-    size_t pending; /* queued + running */
+    size_t pending;   /* queued + running */
     size_t batch_max; /* most jobs one run_many call gets (>= 1) */
     unsigned alive;
     unsigned started; /* threads that reached their loop (fbk__workers_start waits) */
@@ -296,8 +297,8 @@ struct fbk_location {
     fbk__keymap keys;
     size_t count; /* present keys */
     size_t junk;
-    size_t foreign; /* entries the scan left alone: not the backend's */
-    int sync_err; /* sticky: a failed sync is final */
+    size_t foreign;  /* entries the scan left alone: not the backend's */
+    int sync_err;    /* sticky: a failed sync is final */
     atomic_int maps; /* maps open on it (map.c): fbk_save refuses it then */
 };
 #define FBK__LOC_PERSISTING ((intptr_t)-1)
@@ -359,6 +360,7 @@ typedef struct fbk__node {
     _Atomic unsigned char mark;    /* SIEVE: visited bit; S3-FIFO: frequency 0..3.  Set by
                                       hits without the pool mutex, cleared under it. */
     unsigned char fresh;           /* SLRU: pushed into OUT by the change in progress */
+    unsigned char in_retry;        /* on the pool's retry list; pool mutex */
 } fbk__node;
 
 static inline unsigned fbk__node_seg(const fbk__node *n)
@@ -382,24 +384,21 @@ typedef struct fbk__list {
 void fbk__list_init(fbk__list *l);
 void fbk__list_push_front(fbk__list *l, fbk__node *n);
 void fbk__list_remove(fbk__list *l, fbk__node *n);
-static inline fbk__node *fbk__list_oldest(fbk__list *l)
-{
-    return l->count ? l->head.prev : NULL;
-}
+static inline fbk__node *fbk__list_oldest(fbk__list *l) { return l->count ? l->head.prev : NULL; }
 
 /* lru.c: the segmented LRU.  One list of every item cut at positions (or
  * byte sums) mem/2 (FRONT | BACK) and mem (BACK | OUT).  Segments are
  * contiguous and fill in order: segment k+1 is non-empty only when the next
  * node would not fit in segment k. */
 typedef struct fbk__lru {
-    fbk__node head;          /* sentinel of a circular list, head.next = front */
-    size_t cap_items[2];     /* bounds of FRONT and BACK (SIZE_MAX: none) */
+    fbk__node head;      /* sentinel of a circular list, head.next = front */
+    size_t cap_items[2]; /* bounds of FRONT and BACK (SIZE_MAX: none) */
     size_t cap_bytes[2];
     size_t count[3], bytes[3];
-    fbk__node *first[3];     /* first node of each segment, NULL if empty */
-    size_t fresh;            /* nodes the change in progress pushed into OUT
-                                (they are the first `fresh` nodes of OUT) */
-    fbk__node *cursor;       /* the next of them fbk__lru_victim returns */
+    fbk__node *first[3]; /* first node of each segment, NULL if empty */
+    size_t fresh;        /* nodes the change in progress pushed into OUT
+                            (they are the first `fresh` nodes of OUT) */
+    fbk__node *cursor;   /* the next of them fbk__lru_victim returns */
 } fbk__lru;
 
 void fbk__lru_init(fbk__lru *l, size_t mem_items, size_t mem_bytes);
@@ -407,6 +406,10 @@ void fbk__lru_init(fbk__lru *l, size_t mem_items, size_t mem_bytes);
 void fbk__lru_push_front(fbk__lru *l, fbk__node *n);
 void fbk__lru_push_back(fbk__lru *l, fbk__node *n);
 void fbk__lru_remove(fbk__lru *l, fbk__node *n);
+/* fbk__lru_remove + fbk__lru_push_front of a node in BACK, in one step,
+ * when that cannot push anything out (no byte bound, OUT empty); false:
+ * not that case, nothing done. */
+bool fbk__lru_promote(fbk__lru *l, fbk__node *n);
 void fbk__lru_reweight(fbk__lru *l, fbk__node *n, size_t w);
 fbk__node *fbk__lru_victim(fbk__lru *l);
 
@@ -487,43 +490,75 @@ void fbk__policy_reweight(fbk__policy *pol, fbk__node *n, size_t w);
 fbk__node *fbk__policy_victim(fbk__policy *pol);
 
 /* -------------------------------------------------------------- pool.c */
+/* The pool owns its policy (under `mu`), the retry list, the buffer of
+ * segmented-LRU promotions that hits recorded without the lock, and the
+ * lifetime of its items' memory accounting.  It never looks at an item's
+ * state: item.c does (one-way: handle.c -> item.c -> pool.c -> policy). */
+
+/* Promotions (SLRU hits in the back segment) recorded without the pool
+ * mutex, applied in order under it before the next list change.  A bounded
+ * multi-producer ring (one sequence number per slot); the consumer is
+ * whoever holds the pool mutex. */
+#define FBK__PROMO_SLOTS 64
+typedef struct fbk__promo_slot {
+    atomic_size_t seq;
+    fbk_handle *item;
+} fbk__promo_slot;
+
+/* The hit counter, striped over cache lines: the first FBK__HIT_OWNED
+ * threads that count a hit each own one stripe for good (the only writer:
+ * a plain load + store, no locked instruction); later threads share the
+ * last FBK__HIT_SHARED stripes with atomic adds. */
+#define FBK__HIT_OWNED 32
+#define FBK__HIT_SHARED 8
+#define FBK__HIT_STRIPES (FBK__HIT_OWNED + FBK__HIT_SHARED)
+typedef struct fbk__stripe_count {
+    _Alignas(64) atomic_uint_fast64_t n;
+} fbk__stripe_count;
+
 struct fbk_pool {
     atomic_long refs; /* the user's + one per live item */
     fbk_store *store;
     fbk_codec codec;
     bool track_bytes;   /* size() is taken of every value entering memory */
-    pthread_mutex_t mu; /* guards pol, retry list */
+    pthread_mutex_t mu; /* guards pol, retry list, promo_head */
 #ifndef NDEBUG
     _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
 #endif
     fbk__policy pol;
     atomic_size_t size;
     fbk_handle *retry; /* items whose eviction write failed (singly linked) */
+    size_t promo_head; /* next promotion to apply (pool mutex) */
     /* fbk_pool_stats */
-    atomic_uint_fast64_t n_hits, n_misses, n_evictions, n_mem_items, n_mem_bytes;
+    atomic_uint_fast64_t n_misses, n_evictions, n_mem_items, n_mem_bytes;
+    _Alignas(64) atomic_size_t promo_tail; /* next slot to fill (no lock) */
+    fbk__promo_slot promo[FBK__PROMO_SLOTS];
+    fbk__stripe_count n_hits[FBK__HIT_STRIPES];
 };
 
 void fbk__pool_retain(fbk_pool *p);
 void fbk__pool_release_ref(fbk_pool *p);
 /* The size() of obj when p tracks bytes, else 0.  No lock held. */
 size_t fbk__pool_weigh(fbk_pool *p, const void *obj);
-/* A successful access: records it with the policy (SLRU: moves h to the
- * front if it is not in the front half, or, with `loaded`, because it was
- * just read back from the spill area), and evicts what that pushes out.
- * Takes no lock when fbk__policy_hit records it.  `w`: the value's weight
- * when `loaded`.  Returns whether an eviction write was queued.  A failed
- * access moves nothing. */
-bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded, size_t w);
-/* Called after a pin ends: evicts h if the policy has it out. */
-void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h);
-/* Called by fbk_unload_mut under a byte bound: the value now weighs w. */
-void fbk__pool_reweigh(fbk_pool *p, fbk_handle *h, size_t w);
-/* Called by the eviction job when its write failed: retried later. */
-void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
-/* A new item (in memory: `resident`) of weight w. */
-bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
-void fbk__pool_unlink(fbk_pool *p, fbk_handle *h);
-/* The value of h (weighing `bytes`) entered (+1) or left (-1) memory. */
+/* Counts a hit on this thread's stripe.  fbk__hit_stripe: 0 until the
+ * thread's first hit, then its stripe + 1, with FBK__HIT_MINE set when the
+ * thread owns it. */
+#define FBK__HIT_MINE 0x100u
+extern _Thread_local unsigned fbk__hit_stripe __attribute__((tls_model("initial-exec")));
+unsigned fbk__hit_stripe_init(void);
+static inline void fbk__pool_count_hit(fbk_pool *p)
+{
+    unsigned v = fbk__hit_stripe;
+    if (v == 0)
+        v = fbk__hit_stripe_init();
+    atomic_uint_fast64_t *c = &p->n_hits[(v & 0xffu) - 1].n;
+    if (v & FBK__HIT_MINE)
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+/* The value of an item (weighing `bytes`) entered (+1) or left (-1) memory. */
 static inline void fbk__pool_count_mem(fbk_pool *p, int dir, size_t bytes)
 {
     if (dir > 0) {
@@ -534,68 +569,87 @@ static inline void fbk__pool_count_mem(fbk_pool *p, int dir, size_t bytes)
         atomic_fetch_sub_explicit(&p->n_mem_bytes, bytes, memory_order_relaxed);
     }
 }
+/* Without the pool mutex: records a promotion of the item whose node is n.
+ * false when the buffer is full (the caller takes the mutex, drains, and
+ * applies its own). */
+bool fbk__pool_promo_push(fbk_pool *p, fbk_handle *h);
+/* Pool mutex held: the oldest recorded promotion (NULL: none ready).  An
+ * entry whose item was unlinked meanwhile is skipped. */
+fbk_handle *fbk__pool_promo_pop(fbk_pool *p);
+/* Pool mutex held, the policy's node of h: insert/remove with the size and
+ * retry-list bookkeeping. */
+void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
+void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h);
+/* Pool mutex held: the next victim of the change just made (NULL: none);
+ * items on the retry list are skipped (their write failed a moment ago). */
+fbk_handle *fbk__pool_victim_locked(fbk_pool *p);
+/* Pool mutex held: the next item on the retry list (taken off it), or NULL. */
+fbk_handle *fbk__pool_retry_pop_locked(fbk_pool *p);
+/* Puts h on the retry list (its eviction write failed).  Takes the mutex. */
+void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
 
-/* ------------------------------------------------------------- entry.c */
-typedef enum {
-    FBK__EX_NONE = 0,
-    FBK__EX_LOAD,  /* a thread reads the value back from the spill area */
-    FBK__EX_EVICT, /* a worker writes the value out and drops it */
-    FBK__EX_MUT,   /* fbk_load_mut holds it */
-} fbk__excl;
+/* ------------------------------------------------------------- item.c */
+/* The item's state word (docs/design.md, "The item"): pins in the low 32
+ * bits, flags above.  Every transition is in item.c. */
+#define FBK__ST_PINS ((uint64_t)0xffffffffu) /* pins: fbk_load, tasks */
+#define FBK__ST_PIN ((uint64_t)1)
+#define FBK__ST_MEM ((uint64_t)1 << 32)     /* obj != NULL */
+#define FBK__ST_LOAD ((uint64_t)1 << 33)    /* a thread reads the value back */
+#define FBK__ST_EVICT ((uint64_t)1 << 34)   /* the value is written out / dropped */
+#define FBK__ST_MUT ((uint64_t)1 << 35)     /* fbk_load_mut holds the item */
+#define FBK__ST_STORING ((uint64_t)1 << 36) /* a pinned thread writes the value out */
+#define FBK__ST_WAITERS ((uint64_t)1 << 37) /* someone sleeps on the item's stripe */
+#define FBK__ST_NOREFS ((uint64_t)1 << 38)  /* refs reached 0: the last unpin frees */
+#define FBK__ST_WANTED                                                                             \
+    ((uint64_t)1 << 39) /* the policy wants the value out: the                                     \
+                           last unpin evicts it */
+/* exclusive holders: no pin may start (LOAD: no value-pin, since !MEM) */
+#define FBK__ST_EXCL (FBK__ST_LOAD | FBK__ST_EVICT | FBK__ST_MUT)
 
 struct fbk_handle {
-    atomic_long rc;    /* lifetime: user references + internal (jobs, tasks) */
-    atomic_long users; /* fbk_handle_retain references */
+    _Atomic uint64_t state; /* pins + FBK__ST_* flags */
+    atomic_int refs;        /* lifetime: handle references + jobs and tasks (not pins) */
+    atomic_int users;       /* handle references (fbk_handle_retain) */
     fbk_pool *pool;
     fbk__node node;         /* the policy's: guarded by pool->mu */
     fbk_handle *retry_next; /* guarded by pool->mu */
-    bool in_retry;          /* guarded by pool->mu */
-    uint32_t magic;         /* FBK__MAGIC_HANDLE while the item lives */
-
-    pthread_mutex_t mu; /* guards everything below */
-#ifndef NDEBUG
-    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
-#endif
-    pthread_cond_t cv;
-    void *obj;       /* in memory, or NULL */
+    /* Below: written only by the holder of an exclusive flag (LOAD, EVICT,
+     * MUT, or STORING with a pin), read by pin holders; `key` is also
+     * copied under the item's stripe lock. */
+    void *obj;       /* in memory, or NULL; FBK__ST_MEM says which */
     fbk__token *tok; /* spill copy, or NULL; obj || tok always */
     fbk_key key;
-    unsigned readers; /* pins */
-    fbk__excl excl;
-    bool storing; /* a pinned thread writes the value out */
-    pthread_t mut_owner;
-    fbk__job evict_job;
-    size_t evict_bytes; /* what the queued eviction write was counted as (set
-                           with excl = EVICT, read before it is cleared) */
-    size_t bytes;       /* size() of obj as counted in the pool's bytes_in_memory */
+    size_t bytes;          /* size() of obj as counted in the pool's bytes_in_memory */
+    fbk__job evict_job;    /* the eviction write (EVICT) */
+    atomic_uint mut_owner; /* fbk__thread_id() of the fbk_load_mut holder, or 0 */
+    uint32_t magic;        /* FBK__MAGIC_HANDLE while the item lives */
 };
 
-/* Lock checks.  The pool and item mutexes are taken through these wrappers;
- * debug builds (no NDEBUG: Debug, ASan, TSan) record the holder, so that a
- * function that needs a mutex asserts the caller holds it
- * (FBK__ASSERT_POOL_HELD, FBK__ASSERT_ITEM_HELD), and the lock order
- * pool->mu -> entry->mu is checked where pool->mu is taken (no item mutex
- * may be held then).  Release builds compile all of it away. */
-extern _Thread_local unsigned fbk__items_held; /* item mutexes this thread holds */
+/* A small number for this thread (never 0). */
+unsigned fbk__thread_id(void);
+
+/* Lock checks.  The pool mutex and the item stripes' mutexes are taken
+ * through these wrappers; debug builds (no NDEBUG: Debug, ASan, TSan)
+ * record the holder, so that a function that needs a mutex asserts the
+ * caller holds it (FBK__ASSERT_POOL_HELD), and the lock order pool->mu ->
+ * stripe is checked where pool->mu is taken (no stripe may be held then,
+ * nor two stripes at once).  Release builds compile all of it away. */
+extern _Thread_local unsigned fbk__stripes_held; /* stripe mutexes this thread holds */
 #ifndef NDEBUG
 #define FBK__SELF() ((unsigned long)pthread_self())
 #define FBK__ASSERT_POOL_HELD(p)                                                                   \
     FBK__DEBUG_ASSERT(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
                       __func__, "called without the pool mutex")
-#define FBK__ASSERT_ITEM_HELD(h)                                                                   \
-    FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->mu_owner, memory_order_relaxed) == FBK__SELF(),   \
-                      __func__, "called without the item's mutex")
 #define FBK__SET_OWNER(x, v) atomic_store_explicit(&(x)->mu_owner, (v), memory_order_relaxed)
 #else
 #define FBK__ASSERT_POOL_HELD(p) ((void)0)
-#define FBK__ASSERT_ITEM_HELD(h) ((void)0)
 #define FBK__SET_OWNER(x, v) ((void)0)
 #endif
 
 static inline void fbk__pool_lock(fbk_pool *p)
 {
-    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__pool_lock",
-                      "lock order: the pool mutex taken while holding an item's mutex");
+    FBK__DEBUG_ASSERT(fbk__stripes_held == 0, "fbk__pool_lock",
+                      "lock order: the pool mutex taken while holding an item stripe");
     pthread_mutex_lock(&p->mu);
     FBK__SET_OWNER(p, FBK__SELF());
 }
@@ -605,66 +659,69 @@ static inline void fbk__pool_unlock(fbk_pool *p)
     FBK__SET_OWNER(p, 0);
     pthread_mutex_unlock(&p->mu);
 }
-static inline void fbk__item_lock(fbk_handle *h)
-{
-    FBK__DEBUG_ASSERT(fbk__items_held == 0, "fbk__item_lock",
-                      "lock order: two item mutexes held at once");
-    pthread_mutex_lock(&h->mu);
-    FBK__SET_OWNER(h, FBK__SELF());
-#ifndef NDEBUG
-    fbk__items_held++;
-#endif
-}
-static inline void fbk__item_unlock(fbk_handle *h)
-{
-    FBK__ASSERT_ITEM_HELD(h);
-#ifndef NDEBUG
-    fbk__items_held--;
-#endif
-    FBK__SET_OWNER(h, 0);
-    pthread_mutex_unlock(&h->mu);
-}
-/* Waits on the item's condition variable (its mutex held). */
-static inline void fbk__item_wait(fbk_handle *h)
-{
-    FBK__ASSERT_ITEM_HELD(h);
-#ifndef NDEBUG
-    fbk__items_held--;
-#endif
-    FBK__SET_OWNER(h, 0);
-    pthread_cond_wait(&h->cv, &h->mu);
-    FBK__SET_OWNER(h, FBK__SELF());
-#ifndef NDEBUG
-    fbk__items_held++;
-#endif
-}
 
 /* Debug builds: h is a live item that the caller still holds a handle
  * reference to (fn names the public function for the report). */
 #define FBK__CHECK_HANDLE(h, fn)                                                                   \
     (FBK__DEBUG_ASSERT((h)->magic == FBK__MAGIC_HANDLE, (fn),                                      \
-                       "the handle's item was already freed (used after its last "               \
+                       "the handle's item was already freed (used after its last "                 \
                        "fbk_handle_release?)"),                                                    \
      FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->users, memory_order_relaxed) > 0, (fn),          \
                        "the handle was used after its last fbk_handle_release"))
 
-/* Takes one internal reference unless the item is already retiring. */
-bool fbk__entry_try_ref(fbk_handle *h);
-void fbk__entry_ref(fbk_handle *h);
-void fbk__entry_unref(fbk_handle *h);
-/* Pin the value for a task: waits (caller's thread) until no exclusive
- * holder; FBK_EBUSY if the caller itself holds fbk_load_mut. */
-int fbk__entry_pin(fbk_handle *h);
-void fbk__entry_unpin(fbk_handle *h);
+/* Lifetime. */
+fbk_handle *fbk__item_new(fbk_pool *p);
+/* Frees an item that was never linked (fbk_register_many's failure path). */
+void fbk__item_discard(fbk_handle *h);
+/* Takes one reference unless the item is already retiring. */
+bool fbk__item_try_ref(fbk_handle *h);
+void fbk__item_ref(fbk_handle *h);
+void fbk__item_unref(fbk_handle *h);
+/* Links a new item into its pool (in memory: `resident`, of weight w).
+ * Returns whether an eviction write was queued (for backpressure). */
+bool fbk__item_link(fbk_handle *h, bool resident, size_t w);
+
+/* Ends a pin (the last pin of an item whose references are gone frees it;
+ * of an item the policy has out, evicts it). */
+void fbk__item_unpin(fbk_handle *h);
+/* The hit path: pins h if its value is in memory and nobody holds it
+ * exclusively -- one atomic add.  false: nothing is held (the slow path,
+ * fbk__item_pin_value, takes over). */
+static inline bool fbk__item_pin_fast(fbk_handle *h)
+{
+    uint64_t s = atomic_fetch_add_explicit(&h->state, FBK__ST_PIN, memory_order_acquire);
+    if ((s & (FBK__ST_MEM | FBK__ST_EXCL)) == FBK__ST_MEM)
+        return true;
+    fbk__item_unpin(h);
+    return false;
+}
+/* Pins h with its value in memory: waits for an exclusive holder, or reads
+ * the value back (*loaded).  `wait` false: FBK_EAGAIN instead (fn names the
+ * caller in messages). */
+int fbk__item_pin_value(fbk_handle *h, bool wait, bool *loaded, const char *fn);
+/* Records a successful access with the policy (a lock-free hit, a buffered
+ * SLRU promotion, or a list change under the pool mutex, evicting what it
+ * pushes out).  Returns whether an eviction write was queued. */
+bool fbk__item_touch(fbk_handle *h, bool loaded, size_t w);
+/* fbk__item_touch for a hit that fbk__policy_hit could not record. */
+bool fbk__item_touch_moved(fbk_handle *h);
+/* Pin for a task: waits (caller's thread) until no EVICT/MUT; FBK_EBUSY if
+ * the caller itself holds fbk_load_mut. */
+int fbk__item_pin(fbk_handle *h);
+/* fbk_load_mut: holds h exclusively (users == 1 checked by the caller). */
+int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn);
+void fbk__item_mut_end(fbk_handle *h);
+/* A copy of the item's current key. */
+void fbk__item_key(fbk_handle *h, fbk_key *out);
 /* With a pin held: write the value out if it is not in the spill area yet;
  * *tok gets a use of the spill copy when tok != NULL. */
-int fbk__entry_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key);
+int fbk__item_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key);
 /* A new item (not in memory) for the spill copy t of key; takes over the
  * caller's use of t (released on failure). */
-int fbk__entry_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out);
+int fbk__item_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out);
 /* With a pin held: bring the value into memory. */
-int fbk__entry_fill(fbk_handle *h);
+int fbk__item_fill(fbk_handle *h);
 /* With a pin held: persist to loc; ends the pin. */
-int fbk__entry_persist_pinned(fbk_handle *h, fbk_location *loc);
+int fbk__item_persist_pinned(fbk_handle *h, fbk_location *loc);
 
 #endif

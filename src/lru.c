@@ -127,10 +127,7 @@ static void begin(fbk__lru *l)
 }
 
 /* A change ends: its victims are the first `fresh` nodes of OUT. */
-static void end(fbk__lru *l)
-{
-    l->cursor = l->fresh ? l->first[FBK__SEG_OUT] : NULL;
-}
+static void end(fbk__lru *l) { l->cursor = l->fresh ? l->first[FBK__SEG_OUT] : NULL; }
 
 static void link_after(fbk__node *pos, fbk__node *n)
 {
@@ -182,6 +179,29 @@ static void unlink_node(fbk__lru *l, fbk__node *n)
     n->prev = n->next = n;
     l->count[s]--;
     l->bytes[s] -= n->weight;
+}
+
+bool fbk__lru_promote(fbk__lru *l, fbk__node *n)
+{
+    /* Only the plain case: no byte bound and nothing beyond the cuts.  Then
+     * FRONT is full (BACK is non-empty), so the move leaves FRONT one over
+     * and its last node becomes BACK's first; BACK keeps its count, nothing
+     * can be pulled up and nothing falls out: exactly what remove +
+     * push_front would leave, in one step. */
+    if (fbk__node_seg(n) != FBK__SEG_BACK || l->first[FBK__SEG_OUT] ||
+        l->cap_bytes[0] != SIZE_MAX || l->cap_bytes[1] != SIZE_MAX)
+        return false;
+    begin(l);
+    unlink_node(l, n);
+    link_after(&l->head, n);
+    set_seg(n, FBK__SEG_FRONT);
+    l->count[0]++;
+    l->bytes[0] += n->weight;
+    l->first[0] = n;
+    if (over(l, 0))
+        spill_down(l, 0);
+    end(l);
+    return true;
 }
 
 void fbk__lru_remove(fbk__lru *l, fbk__node *n)

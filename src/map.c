@@ -626,11 +626,11 @@ int fbk_map_close(fbk_map *m)
  * of its spill copy, which the batch persists into the location. */
 static int stage_item(fbk_map *m, fbk_handle *h, fbk_key *key, uint64_t *size, fbk__token **tok)
 {
-    int rc = fbk__entry_pin(h);
+    int rc = fbk__item_pin(h);
     if (rc)
         return rc;
-    rc = fbk__entry_ensure_stored(h, tok, key);
-    fbk__entry_unpin(h);
+    rc = fbk__item_ensure_stored(h, tok, key);
+    fbk__item_unpin(h);
     if (rc)
         return rc;
     if ((*tok)->len >= FBK__FRAME_HDR) {
@@ -878,7 +878,7 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
             return FBK_OK;
         }
         if (ptok) { /* queued (NOSYNC): an item over its spill copy, no I/O */
-            rc = fbk__entry_from_token(m->pool, ptok, &key, out);
+            rc = fbk__item_from_token(m->pool, ptok, &key, out);
             if (rc == FBK_OK) {
                 pthread_mutex_lock(&m->mu);
                 mentry *e = find(m, name, len);

@@ -3,8 +3,8 @@
  * small interface, and the plain list they share.  The pool (pool.c) owns the
  * policy and calls it under its mutex; only fbk__policy_hit (in the header)
  * runs without it.  A policy only orders items and says which value should
- * leave memory: the item's own state (pins, eviction writes) is entry.c's and
- * pool.c's business. */
+ * leave memory: the item's own state (pins, eviction writes) is item.c's
+ * business. */
 #include "fbk_internal.h"
 
 void fbk__list_init(fbk__list *l)
@@ -90,6 +90,8 @@ bool fbk__policy_access(fbk__policy *pol, fbk__node *n, bool loaded)
         fbk__lru *l = &pol->u.slru;
         if ((s == FBK__SEG_FRONT && !loaded) || l->head.next == n)
             return false;
+        if (!loaded && fbk__lru_promote(l, n))
+            return true;
         fbk__lru_remove(l, n);
         if (too_big(pol, n))
             fbk__lru_push_back(l, n);

@@ -1,20 +1,14 @@
 /* pool.c -- fbk_pool: one codec, one eviction policy (policy.c: the
- * segmented LRU of the original FBPool, SIEVE or S3-FIFO) and what the pool
- * does with the items its policy pushes out: the value is written out and
- * dropped from memory by a worker (dropped at once when it is in the spill
- * area already), unless it is pinned, in which case that happens when its
- * last pin ends. */
+ * segmented LRU of the original FBPool, SIEVE or S3-FIFO), the list of items
+ * whose eviction write failed, the buffer of promotions that hits recorded
+ * without the mutex, and the pool's statistics.  The pool says which items
+ * should leave memory; it never touches an item's state (item.c does, and
+ * calls in here -- never the other way round). */
 #include "fbk_internal.h"
 
 #include <stdlib.h>
 
-_Thread_local unsigned fbk__items_held;
-
-#define node_entry(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
-
-/* How many items whose eviction write failed are retried per LRU change:
- * bounded, so a backend that keeps failing costs each insert O(1). */
-#define FBK__RETRY_PER_CHANGE 2
+#define node_item(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
 
 static int pool_new(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t mem_items,
                     size_t mem_bytes, fbk_policy policy, const char *fn)
@@ -22,14 +16,19 @@ static int pool_new(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t
     if (!out || !s || !codec)
         return fbk_error_set(FBK_EINVAL, 0, "%s: NULL argument", fn);
     if (!codec->size || !codec->encode || !codec->decode || !codec->destroy)
-        return fbk_error_set(FBK_EINVAL, 0, "%s: codec needs size, encode, decode and destroy",
-                             fn);
+        return fbk_error_set(FBK_EINVAL, 0, "%s: codec needs size, encode, decode and destroy", fn);
     fbk_pool *p = fbk__calloc(1, sizeof *p);
     if (!p)
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate a pool");
     atomic_init(&p->refs, 1);
     atomic_init(&p->size, 0);
-    atomic_init(&p->n_hits, 0);
+    for (int i = 0; i < FBK__HIT_STRIPES; i++)
+        atomic_init(&p->n_hits[i].n, 0);
+    atomic_init(&p->promo_tail, 0);
+    for (size_t i = 0; i < FBK__PROMO_SLOTS; i++) {
+        atomic_init(&p->promo[i].seq, i);
+        p->promo[i].item = NULL;
+    }
     atomic_init(&p->n_misses, 0);
     atomic_init(&p->n_evictions, 0);
     atomic_init(&p->n_mem_items, 0);
@@ -75,7 +74,8 @@ void fbk_pool_stats_get(const fbk_pool *p, fbk_pool_stats *out)
     *out = (fbk_pool_stats){0};
     if (!p)
         return;
-    out->hits = atomic_load_explicit(&p->n_hits, memory_order_relaxed);
+    for (int i = 0; i < FBK__HIT_STRIPES; i++)
+        out->hits += atomic_load_explicit(&p->n_hits[i].n, memory_order_relaxed);
     out->misses = atomic_load_explicit(&p->n_misses, memory_order_relaxed);
     out->evictions = atomic_load_explicit(&p->n_evictions, memory_order_relaxed);
     out->items_in_memory = atomic_load_explicit(&p->n_mem_items, memory_order_relaxed);
@@ -85,6 +85,22 @@ void fbk_pool_stats_get(const fbk_pool *p, fbk_pool_stats *out)
 size_t fbk__pool_weigh(fbk_pool *p, const void *obj)
 {
     return p->track_bytes ? p->codec.size(obj, p->codec.ctx) : 0;
+}
+
+_Thread_local unsigned fbk__hit_stripe;
+
+unsigned fbk__hit_stripe_init(void)
+{
+    /* owned stripes are handed out once per thread, never taken back (a
+     * thread-exit hook in a library that may be unloaded is not worth it) */
+    static atomic_uint owned_next, shared_next;
+    unsigned i = atomic_load_explicit(&owned_next, memory_order_relaxed);
+    while (i < FBK__HIT_OWNED)
+        if (atomic_compare_exchange_weak_explicit(&owned_next, &i, i + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return fbk__hit_stripe = (i + 1) | FBK__HIT_MINE;
+    i = atomic_fetch_add_explicit(&shared_next, 1, memory_order_relaxed) % FBK__HIT_SHARED;
+    return fbk__hit_stripe = FBK__HIT_OWNED + i + 1;
 }
 
 size_t fbk_pool_size(const fbk_pool *p) { return p ? atomic_load(&p->size) : 0; }
@@ -107,252 +123,117 @@ void fbk_pool_release(fbk_pool *p)
         fbk__pool_release_ref(p);
 }
 
-static void evict_job(fbk__job *job);
-static void evict_many(fbk__job *first, size_t n);
+/* ------------------------------------------------ promotion buffer */
 
-/* Most objects one LRU change drops on the calling thread; the rest of its
- * victims (a large value pushing out many small ones) go through a worker. */
-#define FBK__DROP_MAX 8
-
-/* What one LRU change decided, acted on after p->mu is released: objects to
- * destroy (never under a lock: a codec's destroy may release handles) and
- * whether an eviction write was queued (for backpressure). */
-typedef struct evict_batch {
-    void *drop[FBK__DROP_MAX];
-    int ndrop;
-    bool queued;
-} evict_batch;
-
-/* Evicts h if it is in memory and nobody holds it.  An item whose value is in
- * the spill area already is dropped right here (no write, no worker); one
- * that needs a write gets `excl = EVICT` and a job.  p->mu held. */
-static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
+/* A bounded multi-producer ring (after D. Vyukov's bounded MPMC queue):
+ * slot i is free for the producer at position pos when its seq == pos,
+ * and holds a promotion for the consumer at position pos when seq == pos+1;
+ * the consumer frees it for the next round by setting seq = pos + SLOTS.
+ * A producer that reserved a slot but has not filled it yet stops the
+ * consumer there: the promotions behind it wait for the next drain, as if
+ * their hits came a moment later.  Producers hold a pin on the item until
+ * their slot is filled, so an item's entries are all visible by the time it
+ * can be freed; fbk__pool_unlink_locked clears the ones still queued. */
+bool fbk__pool_promo_push(fbk_pool *p, fbk_handle *h)
 {
-    FBK__ASSERT_POOL_HELD(p);
-    bool go = false;
-    fbk__item_lock(h);
-    if (h->obj && h->excl == FBK__EX_NONE && h->readers == 0 && !h->storing) {
-        if (h->tok && b->ndrop < FBK__DROP_MAX) {
-            b->drop[b->ndrop++] = h->obj;
-            h->obj = NULL;
-            fbk__pool_count_mem(p, -1, h->bytes);
-        } else if (fbk__entry_try_ref(h)) {
-            h->excl = FBK__EX_EVICT;
-            /* a codec with view holds its bytes, so its size() is cheap:
-             * count them for the byte bound (none to write when stored) */
-            h->evict_bytes =
-                !h->tok && p->codec.view ? p->codec.size(h->obj, p->codec.ctx) : 0;
-            go = true;
+    size_t pos = atomic_load_explicit(&p->promo_tail, memory_order_relaxed);
+    fbk__promo_slot *slot;
+    for (;;) {
+        slot = &p->promo[pos % FBK__PROMO_SLOTS];
+        size_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        intptr_t dif = (intptr_t)seq - (intptr_t)pos;
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&p->promo_tail, &pos, pos + 1,
+                                                      memory_order_relaxed, memory_order_relaxed))
+                break;
+        } else if (dif < 0) {
+            return false; /* full */
+        } else {
+            pos = atomic_load_explicit(&p->promo_tail, memory_order_relaxed);
         }
     }
-    size_t bytes = go ? h->evict_bytes : 0;
-    fbk__item_unlock(h);
-    if (go) {
-        fbk_store *s = p->store;
-        fbk__store_evict_queued(s, bytes);
-        h->evict_job.run = evict_job;
-        h->evict_job.run_many = FBK__STORE_MANY(s) ? evict_many : NULL;
-        fbk__workers_submit(&s->workers, &h->evict_job);
-        b->queued = true;
-    }
+    slot->item = h;
+    atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
+    return true;
 }
 
-/* After p->mu is released: destroy what was dropped.  Returns whether an
- * eviction write was queued (the caller may then apply backpressure). */
-static bool finish_batch(fbk_pool *p, evict_batch *b)
+fbk_handle *fbk__pool_promo_pop(fbk_pool *p)
 {
-    fbk_store *s = p->store;
-    for (int i = 0; i < b->ndrop; i++)
-        p->codec.destroy(b->drop[i], p->codec.ctx);
-    if (b->ndrop) {
-        atomic_fetch_add_explicit(&s->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
+    FBK__ASSERT_POOL_HELD(p);
+    for (;;) {
+        size_t pos = p->promo_head;
+        fbk__promo_slot *slot = &p->promo[pos % FBK__PROMO_SLOTS];
+        if (atomic_load_explicit(&slot->seq, memory_order_acquire) != pos + 1)
+            return NULL; /* empty, or the next slot is still being filled */
+        fbk_handle *h = slot->item;
+        slot->item = NULL;
+        atomic_store_explicit(&slot->seq, pos + FBK__PROMO_SLOTS, memory_order_release);
+        p->promo_head = pos + 1;
+        if (h)
+            return h;
     }
-    return b->queued;
 }
 
-/* After a policy change: evict the values the policy pushed out.  p->mu
- * held.  (An item on the retry list is left to the retries: its write failed
- * a moment ago.) */
-static void evict_victims_locked(fbk_pool *p, evict_batch *b)
+/* --------------------------------------------------- list changes */
+
+void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    h->node.weight = w;
+    fbk__policy_insert(&p->pol, &h->node, resident);
+    atomic_fetch_add(&p->size, 1);
+}
+
+void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    fbk__policy_remove(&p->pol, &h->node);
+    if (h->node.in_retry) {
+        fbk_handle **pp = &p->retry;
+        while (*pp != h)
+            pp = &(*pp)->retry_next;
+        *pp = h->retry_next;
+        h->node.in_retry = 0;
+    }
+    /* promotions of h still queued behind a slot being filled */
+    size_t tail = atomic_load_explicit(&p->promo_tail, memory_order_relaxed);
+    for (size_t pos = p->promo_head; pos != tail; pos++) {
+        fbk__promo_slot *slot = &p->promo[pos % FBK__PROMO_SLOTS];
+        if (atomic_load_explicit(&slot->seq, memory_order_acquire) == pos + 1 && slot->item == h)
+            slot->item = NULL;
+    }
+    atomic_fetch_sub(&p->size, 1);
+}
+
+fbk_handle *fbk__pool_victim_locked(fbk_pool *p)
 {
     FBK__ASSERT_POOL_HELD(p);
     fbk__node *n;
-    while ((n = fbk__policy_victim(&p->pol))) {
-        fbk_handle *h = node_entry(n);
-        if (!h->in_retry)
-            try_evict_locked(p, h, b);
-    }
+    while ((n = fbk__policy_victim(&p->pol)))
+        if (!n->in_retry)
+            return node_item(n);
+    return NULL;
 }
 
-/* ... and then give a few earlier failures another try. */
-static void after_change_locked(fbk_pool *p, evict_batch *b)
+fbk_handle *fbk__pool_retry_pop_locked(fbk_pool *p)
 {
     FBK__ASSERT_POOL_HELD(p);
-    evict_victims_locked(p, b);
-    for (int i = 0; i < FBK__RETRY_PER_CHANGE && p->retry; i++) {
-        fbk_handle *h = p->retry;
+    fbk_handle *h = p->retry;
+    if (h) {
         p->retry = h->retry_next;
         h->retry_next = NULL;
-        h->in_retry = false;
-        if (fbk__node_out(&h->node))
-            try_evict_locked(p, h, b);
+        h->node.in_retry = 0;
     }
-}
-
-bool fbk__pool_touch(fbk_pool *p, fbk_handle *h, bool loaded, size_t w)
-{
-    if (!loaded && fbk__policy_hit(&p->pol, &h->node))
-        return false; /* hot path: recorded without a list change, no lock */
-    evict_batch b = {.ndrop = 0};
-    fbk__pool_lock(p);
-    if (loaded && h->node.weight != w) {
-        /* out of memory until now: its weight counted in no bound */
-        fbk__policy_reweight(&p->pol, &h->node, w);
-        evict_victims_locked(p, &b);
-    }
-    if (fbk__policy_access(&p->pol, &h->node, loaded))
-        after_change_locked(p, &b);
-    fbk__pool_unlock(p);
-    return finish_batch(p, &b);
-}
-
-void fbk__pool_unpinned(fbk_pool *p, fbk_handle *h)
-{
-    if (!fbk__node_out(&h->node))
-        return;
-    evict_batch b = {.ndrop = 0};
-    fbk__pool_lock(p);
-    if (fbk__node_out(&h->node))
-        try_evict_locked(p, h, &b);
-    fbk__pool_unlock(p);
-    (void)finish_batch(p, &b); /* never waits: called by unloads and workers */
-}
-
-void fbk__pool_reweigh(fbk_pool *p, fbk_handle *h, size_t w)
-{
-    evict_batch b = {.ndrop = 0};
-    fbk__pool_lock(p);
-    if (h->node.weight != w) {
-        fbk__policy_reweight(&p->pol, &h->node, w);
-        after_change_locked(p, &b);
-    }
-    fbk__pool_unlock(p);
-    (void)finish_batch(p, &b);
+    return h;
 }
 
 void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
 {
     fbk__pool_lock(p);
-    if (!h->in_retry) {
-        h->in_retry = true;
+    if (!h->node.in_retry) {
+        h->node.in_retry = 1;
         h->retry_next = p->retry;
         p->retry = h;
     }
     fbk__pool_unlock(p);
 }
-
-bool fbk__pool_link(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
-{
-    fbk__pool_retain(p);
-    evict_batch b = {.ndrop = 0};
-    fbk__pool_lock(p);
-    h->node.weight = w;
-    fbk__policy_insert(&p->pol, &h->node, resident);
-    atomic_fetch_add(&p->size, 1);
-    after_change_locked(p, &b);
-    if (resident && fbk__node_out(&h->node))
-        try_evict_locked(p, h, &b); /* larger than the byte bound */
-    fbk__pool_unlock(p);
-    return finish_batch(p, &b);
-}
-
-void fbk__pool_unlink(fbk_pool *p, fbk_handle *h)
-{
-    evict_batch b = {.ndrop = 0};
-    fbk__pool_lock(p);
-    fbk__policy_remove(&p->pol, &h->node);
-    evict_victims_locked(p, &b); /* none: a removal only makes room */
-    if (h->in_retry) {
-        fbk_handle **pp = &p->retry;
-        while (*pp != h)
-            pp = &(*pp)->retry_next;
-        *pp = h->retry_next;
-        h->in_retry = false;
-    }
-    atomic_fetch_sub(&p->size, 1);
-    fbk__pool_unlock(p);
-    (void)finish_batch(p, &b);
-}
-
-/* The end of an eviction: with the write's outcome, drop the object from
- * memory (rc == 0) or keep it and queue the item for a retry.  t is the new
- * token when this eviction wrote the value. */
-static void evict_finish(fbk_handle *h, int rc, fbk__token *t)
-{
-    fbk_pool *p = h->pool;
-    fbk_store *s = p->store;
-    fbk__item_lock(h);
-    if (t)
-        h->tok = t;
-    /* read before excl goes: the item's next eviction sets it anew */
-    size_t bytes = h->evict_bytes;
-    void *drop = NULL;
-    if (rc == FBK_OK) {
-        drop = h->obj;
-        h->obj = NULL;
-        fbk__pool_count_mem(p, -1, h->bytes);
-    }
-    h->excl = FBK__EX_NONE;
-    pthread_cond_broadcast(&h->cv);
-    fbk__item_unlock(h);
-    if (drop) {
-        p->codec.destroy(drop, p->codec.ctx);
-        atomic_fetch_add_explicit(&s->n_evictions, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&p->n_evictions, 1, memory_order_relaxed);
-    }
-    if (rc) {
-        atomic_fetch_add_explicit(&s->n_evict_fail, 1, memory_order_relaxed);
-        fbk__store_report(s, rc);
-        /* FBK_EINVAL is final (a value larger than the backend can hold):
-         * retrying it on every LRU change would only fail again.  The item
-         * stays in memory; it is written again only when it is next pushed
-         * out of the pool's memory. */
-        if (rc != FBK_EINVAL)
-            fbk__pool_evict_failed(p, h);
-    }
-    fbk__store_evict_done(s, bytes);
-    fbk__entry_unref(h);
-}
-
-/* The eviction writes of n jobs queued together (linked through next), on a
- * worker.  Each item is held exclusively (EVICT: no pins can start, its
- * object stays put); those not yet stored are written -- through the
- * backend's store_many when it has one -- and then dropped from memory.  A
- * failed write keeps its object in memory: nothing is lost, and the item is
- * retried on a later LRU change. */
-static void evict_many(fbk__job *first, size_t n)
-{
-    fbk_handle *hs[FBK__EVICT_BATCH];
-    bool write[FBK__EVICT_BATCH];
-    fbk__store_item items[FBK__EVICT_BATCH];
-    size_t m = 0, k = 0;
-    for (fbk__job *j = first; j && k < n && k < FBK__EVICT_BATCH; j = j->next, k++) {
-        fbk_handle *h = (fbk_handle *)((char *)j - offsetof(fbk_handle, evict_job));
-        hs[k] = h;
-        fbk__item_lock(h);
-        write[k] = !h->tok;
-        if (write[k])
-            items[m++] = (fbk__store_item){.key = h->key, .codec = &h->pool->codec, .obj = h->obj};
-        fbk__item_unlock(h);
-    }
-    if (m > 0)
-        fbk__token_store_many(hs[0]->pool->store, items, m);
-    for (size_t i = 0, w = 0; i < k; i++) {
-        fbk__store_item *it = write[i] ? &items[w++] : NULL;
-        int rc = it ? it->rc : FBK_OK;
-        evict_finish(hs[i], rc, rc == FBK_OK && it ? it->tok : NULL);
-    }
-}
-
-static void evict_job(fbk__job *job) { evict_many(job, 1); }

@@ -71,13 +71,13 @@ static int persist_batched(fbk_location *loc, fbk_handle *const *handles, size_t
         size_t k = 0;
         for (; i < n && k < FBK__PERSIST_CHUNK; i++) {
             fbk_handle *h = handles[i];
-            rc = fbk__entry_pin(h);
+            rc = fbk__item_pin(h);
             if (rc)
                 break;
             /* written above, so no I/O here unless load_mut ran meanwhile;
              * the token use keeps the spill copy until the persist is done */
-            rc = fbk__entry_ensure_stored(h, &toks[k], &keys[k]);
-            fbk__entry_unpin(h);
+            rc = fbk__item_ensure_stored(h, &toks[k], &keys[k]);
+            fbk__item_unpin(h);
             if (rc)
                 break;
             k++;

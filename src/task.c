@@ -59,15 +59,15 @@ static void task_run(fbk__job *job)
     int rc;
     switch (t->kind) {
     case TASK_WRITE:
-        rc = fbk__entry_ensure_stored(h, NULL, NULL);
-        fbk__entry_unpin(h);
+        rc = fbk__item_ensure_stored(h, NULL, NULL);
+        fbk__item_unpin(h);
         break;
     case TASK_PERSIST:
-        rc = fbk__entry_persist_pinned(h, loc);
+        rc = fbk__item_persist_pinned(h, loc);
         break;
     default:
-        rc = fbk__entry_fill(h);
-        fbk__entry_unpin(h);
+        rc = fbk__item_fill(h);
+        fbk__item_unpin(h);
         break;
     }
     if (rc)
@@ -83,7 +83,7 @@ static void task_run(fbk__job *job)
         fbk__store_report(h->pool->store, rc); /* nobody will read the result */
     if (loc)
         fbk__location_release(loc);
-    fbk__entry_unref(h);
+    fbk__item_unref(h);
 }
 
 static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task **out,
@@ -97,7 +97,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
     fbk_task *t = fbk__calloc(1, sizeof *t);
     if (!t)
         return fbk_error_set(FBK_ENOMEM, 0, "%s: cannot allocate a task", fn);
-    int rc = fbk__entry_pin(h);
+    int rc = fbk__item_pin(h);
     if (rc) {
         fbk__free(t);
         return rc;
@@ -109,7 +109,7 @@ static int task_start(fbk_handle *h, fbk_location *loc, task_kind kind, fbk_task
     t->refs = out ? 2 : 1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    fbk__entry_ref(h);
+    fbk__item_ref(h);
     if (loc)
         fbk__location_retain(loc);
     t->job.run = task_run;

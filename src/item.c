@@ -1,0 +1,764 @@
+/* item.c -- the item (struct fbk_handle): its state word and every
+ * transition of it, its lifetime, and what an eviction does to it.
+ *
+ *   state  pins (low 32 bits) + MEM LOAD EVICT MUT STORING WAITERS NOREFS
+ *   obj    the value in memory (MEM), or NULL   tok  its spill copy, or NULL
+ *
+ * Always obj || tok.  A pin (fbk_load, a task) is one atomic add on the
+ * state word; the exclusive holders (LOAD: reads the value back; EVICT:
+ * writes it out and drops it; MUT: fbk_load_mut) and STORING (a pinned
+ * thread writes it out) are flags set by compare-and-swap.  Waiters sleep on
+ * one of STRIPES shared condition variables chosen by the item's address.
+ * The rules -- who may change which bit, the memory orders and why they
+ * suffice, the lock order -- are in docs/design.md, "The item".
+ *
+ * Dependencies run one way: handle.c (the public API) -> item.c -> pool.c
+ * (policy, retry list, promotion buffer) -> policy.c.  The pool never looks
+ * at an item's state; item.c takes the pool mutex, asks the pool for its
+ * victims and evicts them.
+ */
+#include "fbk_internal.h"
+
+#include <sched.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------ thread ids */
+
+static atomic_uint next_thread_id = 1;
+static _Thread_local unsigned this_thread_id;
+
+unsigned fbk__thread_id(void)
+{
+    while (this_thread_id == 0)
+        this_thread_id = atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed);
+    return this_thread_id;
+}
+
+/* ------------------------------------------------- waiting stripes */
+
+/* Waiters for an item's flags to clear park here: the mutex + condition
+ * variable of the item's stripe.  A stripe's mutex is a leaf: nothing else
+ * is locked while it is held, and it is never held across a wait on
+ * anything but its own condition variable. */
+#define STRIPES 64
+typedef struct stripe {
+    _Alignas(64) pthread_mutex_t mu;
+    pthread_cond_t cv;
+#ifndef NDEBUG
+    _Atomic unsigned long mu_owner; /* lock checks: the holder's pthread_self(), or 0 */
+#endif
+} stripe;
+static stripe stripes[STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+_Thread_local unsigned fbk__stripes_held;
+
+static void stripes_init(void)
+{
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].mu, NULL);
+        pthread_cond_init(&stripes[i].cv, NULL);
+    }
+}
+
+static stripe *stripe_of(const fbk_handle *h)
+{
+    uintptr_t a = (uintptr_t)h;
+    return &stripes[((a >> 6) ^ (a >> 12)) % STRIPES];
+}
+
+#ifndef NDEBUG
+#define ASSERT_STRIPE_HELD(st)                                                                     \
+    FBK__DEBUG_ASSERT(atomic_load_explicit(&(st)->mu_owner, memory_order_relaxed) == FBK__SELF(),  \
+                      __func__, "called without the item's stripe mutex")
+#else
+#define ASSERT_STRIPE_HELD(st) ((void)0)
+#endif
+
+static stripe *stripe_lock(const fbk_handle *h)
+{
+    pthread_once(&stripes_once, stripes_init);
+    FBK__DEBUG_ASSERT(fbk__stripes_held == 0, "stripe_lock",
+                      "lock order: two item stripe mutexes held at once");
+    stripe *st = stripe_of(h);
+    pthread_mutex_lock(&st->mu);
+    FBK__SET_OWNER(st, FBK__SELF());
+#ifndef NDEBUG
+    fbk__stripes_held++;
+#endif
+    return st;
+}
+
+static void stripe_unlock(stripe *st)
+{
+    ASSERT_STRIPE_HELD(st);
+#ifndef NDEBUG
+    fbk__stripes_held--;
+#endif
+    FBK__SET_OWNER(st, 0);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Sleeps until some flag in `mask` may have cleared (the caller looks
+ * again).  Setting WAITERS under the stripe mutex, then looking at the
+ * flags, closes the race with wake(): a holder that clears its flag after
+ * our fetch_or sees WAITERS and must take the stripe mutex -- which we hold
+ * until pthread_cond_wait releases it -- before it broadcasts. */
+static void wait_while(fbk_handle *h, uint64_t mask)
+{
+    stripe *st = stripe_lock(h);
+    uint64_t s = atomic_fetch_or_explicit(&h->state, FBK__ST_WAITERS, memory_order_seq_cst);
+    if (s & mask) {
+#ifndef NDEBUG
+        fbk__stripes_held--;
+#endif
+        FBK__SET_OWNER(st, 0);
+        pthread_cond_wait(&st->cv, &st->mu);
+        FBK__SET_OWNER(st, FBK__SELF());
+#ifndef NDEBUG
+        fbk__stripes_held++;
+#endif
+    }
+    stripe_unlock(st);
+}
+
+/* Called by whoever cleared a flag of a state that had WAITERS. */
+static void wake(fbk_handle *h)
+{
+    stripe *st = stripe_lock(h);
+    atomic_fetch_and_explicit(&h->state, ~FBK__ST_WAITERS, memory_order_relaxed);
+    pthread_cond_broadcast(&st->cv);
+    stripe_unlock(st);
+}
+
+/* Ends an exclusive hold: clears `clear`, sets `set` and adds `add` pins in
+ * one step (release: the holder's writes to obj/tok/key/bytes are visible
+ * to whoever sees the new flags), then wakes the waiters. */
+static void release_flags(fbk_handle *h, uint64_t clear, uint64_t set, uint64_t add)
+{
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), n;
+    do
+        n = ((s & ~clear) | set) + add;
+    while (!atomic_compare_exchange_weak_explicit(&h->state, &s, n, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+    if (s & FBK__ST_WAITERS)
+        wake(h);
+}
+
+static bool self_holds_mut(fbk_handle *h)
+{
+    return atomic_load_explicit(&h->mut_owner, memory_order_relaxed) == fbk__thread_id();
+}
+
+/* --------------------------------------------------------- lifetime */
+
+fbk_handle *fbk__item_new(fbk_pool *p)
+{
+    fbk_handle *h = fbk__calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    atomic_init(&h->state, 0);
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->users, 1);
+    atomic_init(&h->mut_owner, 0);
+    h->pool = p;
+    h->magic = FBK__MAGIC_HANDLE;
+    atomic_init(&h->node.seg, FBK__SEG_OUT);
+    atomic_init(&h->node.mark, 0);
+    return h;
+}
+
+void fbk__item_discard(fbk_handle *h)
+{
+    h->magic = FBK__MAGIC_DEAD;
+    fbk__free(h);
+}
+
+/* ------------------------------------------------- pool changes */
+
+/* Most objects one LRU change drops on the calling thread; the rest of its
+ * victims (a large value pushing out many small ones) go through a worker. */
+#define DROP_MAX 8
+/* How many items whose eviction write failed are retried per LRU change:
+ * bounded, so a backend that keeps failing costs each insert O(1). */
+#define RETRY_PER_CHANGE 2
+
+/* What one pool change decided, acted on after the pool mutex is released:
+ * objects to destroy (never under a lock: a codec's destroy may release
+ * handles) and whether an eviction write was queued (for backpressure). */
+typedef struct evict_batch {
+    void *drop[DROP_MAX];
+    int ndrop;
+    bool queued;
+} evict_batch;
+
+static void evict_job(fbk__job *job);
+static void evict_many(fbk__job *first, size_t n);
+static bool touch_locked(fbk_handle *h, bool loaded, size_t w);
+
+/* The bytes an eviction write of h is counted as for backpressure: a codec
+ * with view holds its bytes, so its size() is cheap (none when stored). */
+static size_t queued_bytes(fbk_pool *p, fbk_handle *h)
+{
+    return !h->tok && p->codec.view ? p->codec.size(h->obj, p->codec.ctx) : 0;
+}
+
+/* EVICT begins: h is in memory, unpinned and nobody holds it.  A value in
+ * the spill area already is dropped right here (no write, no worker); one
+ * that needs a write gets a job.  A pinned (or STORING) item gets WANTED
+ * instead: its last unpin comes back here.  Pool mutex held (so h, found in
+ * the pool's lists, is not freed meanwhile). */
+static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), n;
+    do {
+        if (!(s & FBK__ST_MEM) || (s & FBK__ST_EXCL))
+            return; /* nothing in memory, or its holder looks again when done */
+        if ((s & FBK__ST_PINS) || (s & FBK__ST_STORING)) {
+            if (s & FBK__ST_WANTED)
+                return;
+            n = s | FBK__ST_WANTED;
+        } else {
+            n = (s | FBK__ST_EVICT) & ~FBK__ST_WANTED;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&h->state, &s, n, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (!(n & FBK__ST_EVICT))
+        return;
+    /* EVICT held: obj, tok and bytes are ours */
+    if (h->tok && b->ndrop < DROP_MAX) {
+        b->drop[b->ndrop++] = h->obj;
+        h->obj = NULL;
+        fbk__pool_count_mem(p, -1, h->bytes);
+        release_flags(h, FBK__ST_EVICT | FBK__ST_MEM, 0, 0);
+    } else if (fbk__item_try_ref(h)) {
+        fbk_store *st = p->store;
+        fbk__store_evict_queued(st, queued_bytes(p, h));
+        h->evict_job.run = evict_job;
+        h->evict_job.run_many = FBK__STORE_MANY(st) ? evict_many : NULL;
+        fbk__workers_submit(&st->workers, &h->evict_job);
+        b->queued = true;
+    } else {
+        release_flags(h, FBK__ST_EVICT, 0, 0); /* retiring: its end drops the value */
+    }
+}
+
+/* After a policy change: evict the values the policy pushed out. */
+static void evict_victims_locked(fbk_pool *p, evict_batch *b)
+{
+    fbk_handle *h;
+    while ((h = fbk__pool_victim_locked(p)))
+        try_evict_locked(p, h, b);
+}
+
+/* ... and then give a few earlier failures another try. */
+static void after_change_locked(fbk_pool *p, evict_batch *b)
+{
+    evict_victims_locked(p, b);
+    for (int i = 0; i < RETRY_PER_CHANGE; i++) {
+        fbk_handle *h = fbk__pool_retry_pop_locked(p);
+        if (!h)
+            break;
+        if (fbk__node_out(&h->node))
+            try_evict_locked(p, h, b);
+    }
+}
+
+/* Takes the pool mutex and applies the promotions hits recorded without
+ * it, in order, before the caller's change. */
+static void pool_lock(fbk_pool *p, evict_batch *b)
+{
+    fbk__pool_lock(p);
+    fbk_handle *h;
+    while ((h = fbk__pool_promo_pop(p)))
+        if (fbk__policy_access(&p->pol, &h->node, false))
+            evict_victims_locked(p, b);
+}
+
+/* After the pool mutex is released: destroy what was dropped.  Returns
+ * whether an eviction write was queued. */
+static bool pool_unlock(fbk_pool *p, evict_batch *b)
+{
+    fbk__pool_unlock(p);
+    fbk_store *s = p->store;
+    for (int i = 0; i < b->ndrop; i++)
+        p->codec.destroy(b->drop[i], p->codec.ctx);
+    if (b->ndrop) {
+        atomic_fetch_add_explicit(&s->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->n_evictions, (uint_fast64_t)b->ndrop, memory_order_relaxed);
+    }
+    return b->queued;
+}
+
+/* h may have fallen out of the policy while held: evict it now if so.  The
+ * caller holds a reference. */
+static void evict_if_out(fbk_handle *h, bool reweigh, size_t w)
+{
+    fbk_pool *p = h->pool;
+    if (!reweigh && !fbk__node_out(&h->node))
+        return;
+    evict_batch b = {.ndrop = 0};
+    pool_lock(p, &b);
+    if (reweigh && h->node.weight != w) {
+        fbk__policy_reweight(&p->pol, &h->node, w);
+        after_change_locked(p, &b);
+    }
+    if (fbk__node_out(&h->node))
+        try_evict_locked(p, h, &b);
+    (void)pool_unlock(p, &b); /* never waits: unloads and workers get here */
+}
+
+bool fbk__item_link(fbk_handle *h, bool resident, size_t w)
+{
+    fbk_pool *p = h->pool;
+    fbk__pool_retain(p);
+    evict_batch b = {.ndrop = 0};
+    pool_lock(p, &b);
+    fbk__pool_link_locked(p, h, resident, w);
+    after_change_locked(p, &b);
+    if (resident && fbk__node_out(&h->node))
+        try_evict_locked(p, h, &b); /* larger than the byte bound */
+    return pool_unlock(p, &b);
+}
+
+bool fbk__item_touch(fbk_handle *h, bool loaded, size_t w)
+{
+    if (!loaded) {
+        if (fbk__policy_hit(&h->pool->pol, &h->node))
+            return false; /* recorded without a list change, no lock */
+        return fbk__item_touch_moved(h);
+    }
+    return touch_locked(h, true, w);
+}
+
+bool fbk__item_touch_moved(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    /* A hit in SLRU's back segment moves the item to the front: recorded
+     * now, applied under the mutex before the next change.  (Only without
+     * a byte bound: there a move can push values out, which the caller must
+     * see happen now.) */
+    if (p->pol.kind == FBK_POLICY_SLRU && fbk__node_seg(&h->node) == FBK__SEG_BACK &&
+        p->pol.max_bytes == SIZE_MAX && fbk__pool_promo_push(p, h))
+        return false;
+    return touch_locked(h, false, 0);
+}
+
+/* An access that moves the item (or, `loaded`, of a value just read back,
+ * weighing w): under the pool mutex. */
+static bool touch_locked(fbk_handle *h, bool loaded, size_t w)
+{
+    fbk_pool *p = h->pool;
+    evict_batch b = {.ndrop = 0};
+    pool_lock(p, &b);
+    if (loaded && h->node.weight != w) {
+        /* out of memory until now: its weight counted in no bound */
+        fbk__policy_reweight(&p->pol, &h->node, w);
+        evict_victims_locked(p, &b);
+    }
+    if (fbk__policy_access(&p->pol, &h->node, loaded))
+        after_change_locked(p, &b);
+    if (fbk__node_out(&h->node))
+        try_evict_locked(p, h, &b); /* held by the caller: marks it WANTED */
+    return pool_unlock(p, &b);
+}
+
+static void retire(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    /* a pin or a job keeps the item, fbk_load_mut does not */
+    FBK__DEBUG_ASSERT(!(s & FBK__ST_MUT), "fbk_handle_release",
+                      "the last reference was released while fbk_load_mut held the item");
+    evict_batch b = {.ndrop = 0};
+    pool_lock(p, &b);
+    fbk__pool_unlink_locked(p, h);
+    (void)pool_unlock(p, &b);
+    /* unreachable now (a concurrent try_evict_locked ended under the pool
+     * mutex): no one else looks at it */
+    s = atomic_load_explicit(&h->state, memory_order_acquire);
+    if (h->tok)
+        fbk__token_release(h->tok); /* the spill copy goes in the background */
+    if (s & FBK__ST_MEM) {
+        fbk__pool_count_mem(p, -1, h->bytes);
+        p->codec.destroy(h->obj, p->codec.ctx);
+    }
+    h->magic = FBK__MAGIC_DEAD;
+    fbk__free(h);
+    fbk__pool_release_ref(p);
+}
+
+bool fbk__item_try_ref(fbk_handle *h)
+{
+    int n = atomic_load_explicit(&h->refs, memory_order_relaxed);
+    while (n > 0)
+        if (atomic_compare_exchange_weak_explicit(&h->refs, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+void fbk__item_ref(fbk_handle *h) { atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed); }
+
+/* The last reference sets NOREFS; whoever leaves the state with no pins and
+ * NOREFS -- this call, or the last unpin -- frees the item. */
+void fbk__item_unref(fbk_handle *h)
+{
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    uint64_t s = atomic_fetch_or_explicit(&h->state, FBK__ST_NOREFS, memory_order_acq_rel);
+    if ((s & FBK__ST_PINS) == 0)
+        retire(h);
+}
+
+/* ------------------------------------------------------------- pins */
+
+void fbk__item_unpin(fbk_handle *h)
+{
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), n;
+    bool ref = false, tried = false;
+    for (;;) {
+        FBK__DEBUG_ASSERT((s & FBK__ST_PINS) > 0, "fbk_unload",
+                          "the item is not pinned: no fbk_load/fbk_try_load is left to end");
+        bool last = (s & FBK__ST_PINS) == 1;
+        if (last && (s & FBK__ST_WANTED) && !(s & FBK__ST_NOREFS) && !tried) {
+            /* the policy wants the value out: evict it after this unpin,
+             * which needs the item alive -- a reference (none if the item
+             * is retiring: then its end drops the value) */
+            tried = true;
+            ref = fbk__item_try_ref(h);
+            s = atomic_load_explicit(&h->state, memory_order_relaxed);
+            continue;
+        }
+        n = s - FBK__ST_PIN;
+        if (last)
+            n &= ~FBK__ST_WANTED;
+        if (atomic_compare_exchange_weak_explicit(&h->state, &s, n, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            break;
+    }
+    bool last = (s & FBK__ST_PINS) == 1;
+    if (ref) {
+        if (last && (s & FBK__ST_WANTED))
+            evict_if_out(h, false, 0);
+        fbk__item_unref(h);
+    } else if (last && (s & FBK__ST_NOREFS)) {
+        retire(h);
+    }
+}
+
+/* Reads the value back from the spill area: LOAD is held.  Ends LOAD --
+ * with a pin added when `pin` (in one step, so nothing can evict the value
+ * between the read and the caller's pin). */
+static int load_value(fbk_handle *h, bool pin)
+{
+    fbk_pool *p = h->pool;
+    fbk__token *t = h->tok;
+    void *obj = NULL;
+    int rc = t ? fbk__token_load(p->store, t, &p->codec, &obj)
+               : fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
+    if (rc == FBK_OK) {
+        size_t w = fbk__pool_weigh(p, obj);
+        h->obj = obj;
+        h->bytes = w;
+        fbk__pool_count_mem(p, +1, w);
+        atomic_fetch_add_explicit(&p->n_misses, 1, memory_order_relaxed);
+        release_flags(h, FBK__ST_LOAD, FBK__ST_MEM, pin ? FBK__ST_PIN : 0);
+    } else {
+        release_flags(h, FBK__ST_LOAD, 0, 0);
+    }
+    return rc;
+}
+
+int fbk__item_pin_value(fbk_handle *h, bool wait, bool *loaded, const char *fn)
+{
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    for (;;) {
+        if ((s & (FBK__ST_MEM | FBK__ST_EXCL)) == FBK__ST_MEM) {
+            if (atomic_compare_exchange_weak_explicit(&h->state, &s, s + FBK__ST_PIN,
+                                                      memory_order_acquire, memory_order_acquire))
+                return FBK_OK;
+            continue;
+        }
+        if ((s & FBK__ST_MUT) && self_holds_mut(h))
+            return fbk_error_set(FBK_EBUSY, 0, "%s: this thread holds fbk_load_mut on the item",
+                                 fn);
+        if (!wait)
+            return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
+                                 (s & FBK__ST_EVICT) ? "being evicted" : "not in memory");
+        if (s & FBK__ST_EXCL) {
+            wait_while(h, FBK__ST_EXCL);
+            s = atomic_load_explicit(&h->state, memory_order_acquire);
+            continue;
+        }
+        if (!atomic_compare_exchange_weak_explicit(&h->state, &s, s | FBK__ST_LOAD,
+                                                   memory_order_acquire, memory_order_acquire))
+            continue;
+        int rc = load_value(h, true);
+        if (rc == FBK_OK)
+            *loaded = true;
+        return rc;
+    }
+}
+
+int fbk__item_pin(fbk_handle *h)
+{
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    for (;;) {
+        if ((s & FBK__ST_MUT) && self_holds_mut(h))
+            return fbk_error_set(FBK_EBUSY, 0, "this thread holds fbk_load_mut on the item");
+        if (!(s & (FBK__ST_EVICT | FBK__ST_MUT))) {
+            if (atomic_compare_exchange_weak_explicit(&h->state, &s, s + FBK__ST_PIN,
+                                                      memory_order_acquire, memory_order_acquire))
+                return FBK_OK;
+            continue;
+        }
+        wait_while(h, FBK__ST_EVICT | FBK__ST_MUT);
+        s = atomic_load_explicit(&h->state, memory_order_acquire);
+    }
+}
+
+int fbk__item_fill(fbk_handle *h)
+{
+    bool loaded = false;
+    /* pinned: EVICT and MUT cannot start, only LOAD */
+    for (;;) {
+        uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+        if (s & FBK__ST_MEM)
+            break;
+        if (s & FBK__ST_LOAD) {
+            wait_while(h, FBK__ST_LOAD);
+            continue;
+        }
+        if (atomic_compare_exchange_strong_explicit(&h->state, &s, s | FBK__ST_LOAD,
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            int rc = load_value(h, false);
+            if (rc)
+                return rc;
+            loaded = true;
+        }
+    }
+    (void)fbk__item_touch(h, loaded, h->bytes); /* on a worker: never waits */
+    return FBK_OK;
+}
+
+/* -------------------------------------------------------------- MUT */
+
+int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn)
+{
+    bool loaded = false;
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    for (;;) {
+        if ((s & FBK__ST_PINS) || (s & (FBK__ST_STORING | FBK__ST_MUT)))
+            return fbk_error_set(FBK_EBUSY, 0, "%s: the item is %s", fn,
+                                 (s & FBK__ST_MUT) ? "already held by fbk_load_mut" : "pinned");
+        if ((s & (FBK__ST_LOAD | FBK__ST_EVICT)) || !(s & FBK__ST_MEM)) {
+            if (try_only)
+                return fbk_error_set(FBK_EAGAIN, 0, "%s: the item is %s", fn,
+                                     (s & FBK__ST_MEM) ? "being evicted" : "not in memory");
+            if (s & (FBK__ST_LOAD | FBK__ST_EVICT)) {
+                wait_while(h, FBK__ST_LOAD | FBK__ST_EVICT);
+            } else if (atomic_compare_exchange_strong_explicit(&h->state, &s, s | FBK__ST_LOAD,
+                                                               memory_order_acquire,
+                                                               memory_order_relaxed)) {
+                int rc = load_value(h, false);
+                if (rc)
+                    return rc;
+                loaded = true;
+            }
+            s = atomic_load_explicit(&h->state, memory_order_acquire);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&h->state, &s, s | FBK__ST_MUT,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            break;
+    }
+    atomic_store_explicit(&h->mut_owner, fbk__thread_id(), memory_order_relaxed);
+    fbk__token *old = h->tok;
+    h->tok = NULL;
+    stripe *st = stripe_lock(h); /* fbk__item_key copies under it */
+    fbk_key_generate(&h->key);
+    stripe_unlock(st);
+    *obj = h->obj;
+    size_t w = h->bytes;
+    if (old)
+        fbk__token_release(old); /* the old value's spill copy goes in the background */
+    if (fbk__item_touch(h, loaded, w) && !try_only)
+        fbk__store_backpressure(h->pool->store);
+    return FBK_OK;
+}
+
+void fbk__item_mut_end(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    bool was = (s & FBK__ST_MUT) != 0;
+    FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
+    if (!was)
+        return;
+    size_t w = 0;
+    if (p->track_bytes) {
+        /* the caller may have resized the value: weigh it again while MUT
+         * still keeps everyone else off it */
+        w = fbk__pool_weigh(p, h->obj);
+        if (w != h->bytes) {
+            atomic_fetch_add_explicit(&p->n_mem_bytes, w - h->bytes, memory_order_relaxed);
+            h->bytes = w;
+        }
+    }
+    atomic_store_explicit(&h->mut_owner, 0, memory_order_relaxed);
+    release_flags(h, FBK__ST_MUT, 0, 0);
+    evict_if_out(h, p->track_bytes, w);
+}
+
+void fbk__item_key(fbk_handle *h, fbk_key *out)
+{
+    stripe *st = stripe_lock(h);
+    *out = h->key;
+    stripe_unlock(st);
+}
+
+/* ---------------------------------------------------------- STORING */
+
+int fbk__item_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
+{
+    fbk_pool *p = h->pool;
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
+    for (;;) {
+        if (!(s & FBK__ST_STORING)) {
+            if (atomic_compare_exchange_weak_explicit(&h->state, &s, s | FBK__ST_STORING,
+                                                      memory_order_acq_rel, memory_order_acquire))
+                break;
+            continue;
+        }
+        wait_while(h, FBK__ST_STORING);
+        s = atomic_load_explicit(&h->state, memory_order_acquire);
+    }
+    /* pinned + STORING: tok, obj and key are stable (a LOAD may set obj,
+     * but only of an item that has tok) */
+    int rc = FBK_OK;
+    if (!h->tok && !(s & FBK__ST_MEM)) {
+        rc = fbk_error_set(FBK_EIO, 0, "item has neither a value nor a spill copy");
+    } else if (!h->tok) {
+        fbk__token *t = NULL;
+        rc = fbk__token_store(p->store, &h->key, &p->codec, h->obj, &t);
+        if (rc == FBK_OK)
+            h->tok = t;
+    }
+    if (rc == FBK_OK) {
+        if (tok) {
+            fbk__token_retain(h->tok);
+            *tok = h->tok;
+        }
+        if (key)
+            *key = h->key;
+    }
+    release_flags(h, FBK__ST_STORING, 0, 0);
+    return rc;
+}
+
+int fbk__item_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out)
+{
+    fbk_handle *h = fbk__item_new(p);
+    if (!h) {
+        fbk__token_release(t);
+        return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate an item");
+    }
+    h->tok = t;
+    h->key = *key;
+    fbk__item_link(h, false, 0);
+    *out = h;
+    return FBK_OK;
+}
+
+int fbk__item_persist_pinned(fbk_handle *h, fbk_location *loc)
+{
+    /* not fbk_handle_key: a task's worker gets here after the user may have
+     * released the last handle reference */
+    fbk_key cur;
+    fbk__item_key(h, &cur);
+    if (fbk_location_contains(loc, &cur)) {
+        fbk__item_unpin(h);
+        return FBK_OK;
+    }
+    fbk__token *t = NULL;
+    fbk_key key;
+    int rc = fbk__item_ensure_stored(h, &t, &key);
+    fbk__item_unpin(h);
+    if (rc)
+        return rc;
+    rc = fbk__location_persist(loc, &key);
+    fbk__token_release(t);
+    return rc;
+}
+
+/* ------------------------------------------------------------ EVICT */
+
+/* The end of an eviction: with the write's outcome, drop the object from
+ * memory (rc == 0) or keep it and queue the item for a retry.  t is the new
+ * token when this eviction wrote the value; `bytes` what the write was
+ * counted as. */
+static void evict_finish(fbk_handle *h, int rc, fbk__token *t, size_t bytes)
+{
+    fbk_pool *p = h->pool;
+    fbk_store *s = p->store;
+    if (t)
+        h->tok = t;
+    void *drop = NULL;
+    if (rc == FBK_OK) {
+        drop = h->obj;
+        h->obj = NULL;
+        fbk__pool_count_mem(p, -1, h->bytes);
+    }
+    release_flags(h, FBK__ST_EVICT | (rc == FBK_OK ? FBK__ST_MEM : 0), 0, 0);
+    if (drop) {
+        p->codec.destroy(drop, p->codec.ctx);
+        atomic_fetch_add_explicit(&s->n_evictions, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->n_evictions, 1, memory_order_relaxed);
+    }
+    if (rc) {
+        atomic_fetch_add_explicit(&s->n_evict_fail, 1, memory_order_relaxed);
+        fbk__store_report(s, rc);
+        /* FBK_EINVAL is final (a value larger than the backend can hold):
+         * retrying it on every LRU change would only fail again.  The item
+         * stays in memory; it is written again only when it is next pushed
+         * out of the pool's memory. */
+        if (rc != FBK_EINVAL)
+            fbk__pool_evict_failed(p, h);
+    }
+    fbk__store_evict_done(s, bytes);
+    fbk__item_unref(h);
+}
+
+/* The eviction writes of n jobs queued together (linked through next), on a
+ * worker.  Each item is held exclusively (EVICT: no pins can start, its
+ * object stays put); those not yet stored are written -- through the
+ * backend's store_many when it has one -- and then dropped from memory.  A
+ * failed write keeps its object in memory: nothing is lost, and the item is
+ * retried on a later LRU change. */
+static void evict_many(fbk__job *first, size_t n)
+{
+    fbk_handle *hs[FBK__EVICT_BATCH];
+    bool write[FBK__EVICT_BATCH];
+    size_t bytes[FBK__EVICT_BATCH];
+    fbk__store_item items[FBK__EVICT_BATCH];
+    size_t m = 0, k = 0;
+    for (fbk__job *j = first; j && k < n && k < FBK__EVICT_BATCH; j = j->next, k++) {
+        fbk_handle *h = (fbk_handle *)((char *)j - offsetof(fbk_handle, evict_job));
+        hs[k] = h;
+        write[k] = !h->tok;
+        bytes[k] = queued_bytes(h->pool, h);
+        if (write[k])
+            items[m++] = (fbk__store_item){.key = h->key, .codec = &h->pool->codec, .obj = h->obj};
+    }
+    if (m > 0)
+        fbk__token_store_many(hs[0]->pool->store, items, m);
+    for (size_t i = 0, w = 0; i < k; i++) {
+        fbk__store_item *it = write[i] ? &items[w++] : NULL;
+        int rc = it ? it->rc : FBK_OK;
+        evict_finish(hs[i], rc, rc == FBK_OK && it ? it->tok : NULL, bytes[i]);
+    }
+}
+
+static void evict_job(fbk__job *job) { evict_many(job, 1); }
