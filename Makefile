@@ -39,13 +39,17 @@ test-asan: deps
 	  ctest --test-dir build-asan --output-on-failure -j $(JOBS); $(call CLEAN_TMP,build-asan)
 
 # ThreadSanitizer needs a fixed address-space layout on kernels with high
-# mmap randomisation: run under setarch -R when it is available.
+# mmap randomisation: run under setarch -R when it is available.  The
+# lock-free item suite and the stress suite then run 6 times more (each run
+# interleaves differently; about 40 s).
 test-tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DFBK_SANITIZE=thread -DFBK_BUILD_BENCH=OFF -DFBK_BUILD_FUZZ=OFF >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  $$(command -v setarch >/dev/null && echo "setarch $$(uname -m) -R") \
-	  ctest --test-dir build-tsan --output-on-failure -L concurrency; $(call CLEAN_TMP,build-tsan)
+	  sh -c 'ctest --test-dir build-tsan --output-on-failure -L concurrency && \
+	    ctest --test-dir build-tsan --output-on-failure -R "^(test_concurrency_item|test_stress)$$" \
+	      --repeat until-fail:6'; $(call CLEAN_TMP,build-tsan)
 
 # cmake --install, then a user's program built against the installed copy
 # three ways, each run: find_package(fbk) (fbk::fbk = libfbk.so, and
