@@ -708,6 +708,10 @@ bool fbk__item_touch_moved(fbk_handle *h);
 /* Pin for a task: waits (caller's thread) until no EVICT/MUT; FBK_EBUSY if
  * the caller itself holds fbk_load_mut. */
 int fbk__item_pin(fbk_handle *h);
+/* 1 when h's value is, at this moment, only in the spill area (not in
+ * memory, not being loaded): it has a spill copy, so nothing needs writing
+ * out.  A hint (the item may be loaded and changed right after). */
+bool fbk__item_spilled(fbk_handle *h);
 /* fbk_load_mut: holds h exclusively (users == 1 checked by the caller). */
 int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn);
 void fbk__item_mut_end(fbk_handle *h);

@@ -502,6 +502,13 @@ int fbk__item_pin_value(fbk_handle *h, bool wait, bool *loaded, const char *fn)
     }
 }
 
+bool fbk__item_spilled(fbk_handle *h)
+{
+    /* MEM clear: obj is NULL, so tok is set (obj || tok always); LOAD
+     * reads it back without changing it */
+    return !(atomic_load_explicit(&h->state, memory_order_acquire) & FBK__ST_MEM);
+}
+
 int fbk__item_pin(fbk_handle *h)
 {
     uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);

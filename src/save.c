@@ -11,7 +11,7 @@
 typedef int (*task_fn)(fbk_handle *h, fbk_location *loc, fbk_task **out);
 
 static int run_windowed(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width,
-                        task_fn start)
+                        task_fn start, bool skip_spilled)
 {
     fbk_task **ring = fbk__calloc(width, sizeof *ring);
     if (!ring)
@@ -23,6 +23,8 @@ static int run_windowed(fbk_location *loc, fbk_handle *const *handles, size_t n,
         fbk_handle_key(handles[i], &key);
         if (fbk_location_contains(loc, &key))
             continue; /* saved before: no backend call */
+        if (skip_spilled && fbk__item_spilled(handles[i]))
+            continue; /* written out already: no task, no round trip to a worker */
         if (used == width) {
             err = fbk_task_wait(ring[head]);
             head = (head + 1) % width;
@@ -56,7 +58,7 @@ static int start_write(fbk_handle *h, fbk_location *loc, fbk_task **out)
 
 static int persist_batched(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned width)
 {
-    int rc = run_windowed(loc, handles, n, width, start_write);
+    int rc = run_windowed(loc, handles, n, width, start_write, true);
     if (rc)
         return rc;
     fbk_key *keys = fbk__malloc(FBK__PERSIST_CHUNK * sizeof *keys);
@@ -96,7 +98,7 @@ static int persist_all(fbk_location *loc, fbk_handle *const *handles, size_t n, 
 {
     if (loc->store->ops->persist_many)
         return persist_batched(loc, handles, n, width);
-    return run_windowed(loc, handles, n, width, fbk_persist_async);
+    return run_windowed(loc, handles, n, width, fbk_persist_async, false);
 }
 
 int fbk_save(fbk_location *loc, fbk_handle *const *handles, size_t n, unsigned max_parallel,
