@@ -5,7 +5,9 @@ set -uo pipefail
 dir=${1:?usage: ceph-down.sh DIR}
 [ -d "$dir" ] || exit 0
 pids=()
-for f in "$dir"/run/osd.pid.up "$dir"/run/mon.pid.up; do
+# every OSD ceph-up.sh or ceph-osd-restart.sh started (run/osd.pid.up is
+# osd.0, run/osd.N.pid.up the others), then the monitor
+for f in "$dir"/run/osd*.pid.up "$dir"/run/mon.pid.up; do
   [ -f "$f" ] || continue
   pid=$(cat "$f")
   # only if that PID is still the daemon started here (not a reused PID)
