@@ -85,6 +85,9 @@ log file = $dir/log/\$name.log
 keyring = $dir/keyring
 [mon]
 mon data = $dir/mon
+# a map change (osd new, pool create/set ...) is proposed after 0.05 s, not
+# 1 s: the set-up issues about ten of them one after the other
+paxos propose interval = 0.05
 # a dead OSD (SIGKILL: its peers' connections are refused) is marked down
 # at once; one reporter is enough (all OSDs sit on one host)
 mon osd min down reporters = 1
