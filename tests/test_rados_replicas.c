@@ -268,7 +268,7 @@ Test(rados_procs, two_processes_share_a_location_and_a_map)
 #define PER_ROUND 4
 #define KILL_AFTER 4 /* acknowledged saves before the kill */
 #define AFTER_KILL 10 /* saves started after the kill, at least */
-#define MAXOBJ ((ROUNDS + AFTER_KILL + 64) * PER_ROUND)
+#define MAXOBJ ((ROUNDS + AFTER_KILL) * PER_ROUND)
 
 static int cluster_dir(char *out, size_t cap)
 {
@@ -299,7 +299,7 @@ typedef struct killer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int acked;      /* saves acknowledged so far (fbk_save returned 0) */
-    int killed;     /* 1 once the OSD is killed and marked down */
+    int killed;     /* 1 once the OSD is killed */
     int kill_rc;    /* kill()'s errno, or 0 */
     int down_rc;    /* the monitor's answer to "osd down" */
     pid_t victim;
@@ -336,13 +336,23 @@ static void *kill_thread(void *arg)
     pthread_mutex_unlock(&k->mu);
     /* while the saver goes on with its next save */
     int krc = kill(k->victim, SIGKILL) == 0 ? 0 : errno;
-    int drc = mark_down(VICTIM);
     pthread_mutex_lock(&k->mu);
     k->kill_rc = krc;
-    k->down_rc = drc;
     k->killed = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    int drc = mark_down(VICTIM);
+    pthread_mutex_lock(&k->mu);
+    k->down_rc = drc;
     pthread_mutex_unlock(&k->mu);
     return NULL;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static size_t obj_len(int i)
@@ -457,6 +467,8 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
 
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, kill_thread, &k), 0);
+    double t0 = now(), slowest = 0;
+    int slowest_r = -1;
 
     /* save r: the objects of saves 0..r into location ns (fbk_save keeps the
      * earlier ones, persists the new ones, syncs), then in the map of location
@@ -468,19 +480,22 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
     char err[512] = "";
     for (int r = 0;; r++) {
         pthread_mutex_lock(&k.mu);
+        /* the OSD dies while the saves go on; should the killer be slow,
+         * the last AFTER_KILL saves wait for it */
+        while (r >= ROUNDS - AFTER_KILL && !k.killed)
+            pthread_cond_wait(&k.cv, &k.mu);
         int killed = k.killed;
         pthread_mutex_unlock(&k.mu);
-        if (killed)
-            started_after_kill++;
         if (r >= ROUNDS && started_after_kill >= AFTER_KILL)
             break;
-        if (nobj + PER_ROUND > MAXOBJ)
-            break; /* the killer never ran: asserted below */
+        if (killed)
+            started_after_kill++;
         for (int j = 0; j < PER_ROUND; j++, nobj++) {
             cr_assert_eq(fbk_insert(p, tu_blob(obj_len(nobj), 5000 + (uint64_t)nobj), &hs[nobj]),
                          0);
             fbk_handle_key(hs[nobj], &keys[nobj]);
         }
+        double ts = now();
         rc = fbk_save(loc, hs, (size_t)nobj, 0, NULL, NULL);
         char name[32];
         int n = snprintf(name, sizeof name, "save/%d", r);
@@ -494,15 +509,19 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
                      killed ? "after" : "before", fbk_errmsg());
             break;
         }
+        if (now() - ts > slowest) {
+            slowest = now() - ts;
+            slowest_r = r;
+        }
         pthread_mutex_lock(&k.mu);
         k.acked = ++acked;
-        pthread_cond_signal(&k.cv);
+        pthread_cond_broadcast(&k.cv);
         pthread_mutex_unlock(&k.mu);
     }
     if (acked < KILL_AFTER) { /* let the killer go (and kill) all the same */
         pthread_mutex_lock(&k.mu);
         k.acked = KILL_AFTER;
-        pthread_cond_signal(&k.cv);
+        pthread_cond_broadcast(&k.cv);
         pthread_mutex_unlock(&k.mu);
     }
     pthread_join(th, NULL);
@@ -514,8 +533,10 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
     fbk_pool_release(p);
     fbk_store_close(s);
 
-    cr_log_info("%d saves acknowledged, %d of them started after osd.%d was killed", acked,
-                started_after_kill, VICTIM);
+    double t1 = now();
+    cr_log_info("%d saves acknowledged in %.2f s, %d of them started after osd.%d was killed; "
+                "the slowest, save %d, took %.2f s",
+                acked, t1 - t0, started_after_kill, VICTIM, slowest_r, slowest);
     /* with min_size 2, one OSD of three down still acknowledges writes */
     cr_expect_eq(first_err, 0, "%s", err);
     cr_expect_eq(k.kill_rc, 0, "kill osd.%d (PID %d): %s", VICTIM, (int)k.victim,
@@ -525,8 +546,13 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
     /* every acknowledged save, whole, from a fresh store: with the OSD down,
      * then after it restarted (its memstore empty) and rejoined */
     verify_all(ns, mns, keys, acked * PER_ROUND, acked, "osd down");
+    double t2 = now();
     int restarted = restart_osd(VICTIM);
     cr_assert_eq(restarted, 0, "ceph-osd-restart.sh: %d", restarted);
+    double t3 = now();
     verify_all(ns, mns, keys, acked * PER_ROUND, acked, "osd restarted");
+    cr_log_info("checked with osd.%d down in %.2f s, restarted it in %.2f s, checked again in "
+                "%.2f s",
+                VICTIM, t2 - t1, t3 - t2, now() - t3);
     cr_assert_geq(started_after_kill, AFTER_KILL);
 }
