@@ -445,8 +445,10 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
         cr_skip_test("osd.%d's PID or tests/cluster unknown (not a ceph-up.sh DIR 3 cluster)",
                      VICTIM);
     char uri[1024];
-    snprintf(uri, sizeof uri, "rados:%s?pool=" POOL3 "&conf=%s", tu_fresh_dir("rados-osd-save"),
-             conf_path());
+    /* timeout=60: a save the death interrupts waits until the dead OSD's
+     * read lease ran out (16 s), the default 30 s is close */
+    snprintf(uri, sizeof uri, "rados:%s?pool=" POOL3 "&conf=%s&timeout=60",
+             tu_fresh_dir("rados-osd-save"), conf_path());
     fbk_store *s;
     int rc = fbk_store_open(&s, uri, NULL);
     if (rc == FBK_EINVAL && strstr(fbk_errmsg(), POOL3))

@@ -71,10 +71,9 @@ osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
-# after an OSD's death its placement groups wait for its read lease to run
-# out before they serve I/O again: osd_heartbeat_grace (20 s) times this
-# ratio (0.8 by default, i.e. 16 s); 0.05 is 1 s
-osd pool default read lease ratio = 0.05
+# (not lowered: osd pool default read lease ratio, 0.8, i.e. 16 s of lease.
+# With 0.05 a placement group of pool fbk stayed "waiting for readable" for
+# good after the SIGSTOP/SIGCONT of osd.0 and the monitor in test_rados)
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
