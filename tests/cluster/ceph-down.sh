@@ -5,7 +5,9 @@ set -uo pipefail
 dir=${1:?usage: ceph-down.sh DIR}
 [ -d "$dir" ] || exit 0
 pids=()
-for f in "$dir"/run/osd.pid.up "$dir"/run/mon.pid.up; do
+# every OSD ceph-up.sh or ceph-osd-restart.sh started (run/osd.pid.up is
+# osd.0, run/osd.N.pid.up the others), then the monitor
+for f in "$dir"/run/osd*.pid.up "$dir"/run/mon.pid.up; do
   [ -f "$f" ] || continue
   pid=$(cat "$f")
   # only if that PID is still the daemon started here (not a reused PID)
@@ -15,11 +17,17 @@ for f in "$dir"/run/osd.pid.up "$dir"/run/mon.pid.up; do
   fi
   rm -f "$f"
 done
-for pid in "${pids[@]}"; do
-  for _ in $(seq 1 20); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
+# one second for all of them together to exit, then SIGKILL (memstore: there
+# is nothing to keep)
+for _ in $(seq 1 20); do
+  left=0
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && left=1
   done
+  [ $left -eq 0 ] && break
+  sleep 0.05
+done
+for pid in "${pids[@]}"; do
   kill -KILL "$pid" 2>/dev/null
 done
 rm -rf "$dir"
