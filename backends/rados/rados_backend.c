@@ -122,8 +122,9 @@ int fbk__rados_fail(const rados_loc *l, int r, const char *fmt, ...)
     if (code == FBK_ETIMEDOUT)
         return fbk_error_set(code, e,
                              "rados: %s (pool %s, namespace \"%s\"): the cluster did not answer "
-                             "within %u s (timeout=)",
-                             what, l->b->pool, l->name, l->b->timeout);
+                             "within %u s (the URI's timeout=%u); the store works again once "
+                             "it answers",
+                             what, l->b->pool, l->name, l->b->timeout, l->b->timeout);
     return fbk_error_set(code, e, "rados: %s (pool %s, namespace \"%s\"): %s", what, l->b->pool,
                          l->name, strerror(e));
 }
