@@ -16,31 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct env {
-    fbk_store *s;
-    fbk_pool *p;
-    fbk_location *loc;
-    fbk_map *m;
-} env;
+typedef tu_mapenv env;
 
-static int env_open(env *e, const char *uri)
-{
-    if (fbk_store_open(&e->s, uri, NULL))
-        return -1;
-    if (fbk_pool_create(&e->p, e->s, &fbk_blob_codec, 4) || fbk_location_open(e->s, "m", &e->loc) ||
-        fbk_map_open(e->p, e->loc, NULL, &e->m))
-        return -1;
-    return 0;
-}
+static int env_open(env *e, const char *uri) { return tu_map_open(e, uri, "m", 4, NULL, 0); }
 
-static int env_close(env *e)
-{
-    int rc = fbk_map_close(e->m);
-    fbk_location_close(e->loc);
-    fbk_pool_release(e->p);
-    fbk_store_close(e->s);
-    return rc;
-}
+static int env_close(env *e) { return tu_map_close(e); }
 
 static int put(env *e, const char *name, size_t len, uint64_t seed)
 {

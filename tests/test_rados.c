@@ -21,21 +21,6 @@
 
 #define POOL "fbk"
 
-static const char *conf_path(void)
-{
-    const char *c = getenv("FBK_RADOS_CONF");
-    struct stat st;
-    if (!c || stat(c, &st) != 0)
-        return NULL;
-    return c;
-}
-
-#define NEED_CLUSTER()                                                                             \
-    do {                                                                                           \
-        if (!conf_path())                                                                          \
-            cr_skip_test("no test cluster ($FBK_RADOS_CONF unset or missing)");                    \
-    } while (0)
-
 static int counter;
 
 /* a URI for a fresh local directory (machine `who`) on the test pool */
@@ -43,7 +28,7 @@ static void uri_for(char *out, size_t cap, const char *who, const char *extra)
 {
     char name[64];
     snprintf(name, sizeof name, "rados-%s-%d", who, counter++);
-    snprintf(out, cap, "rados:%s?pool=" POOL "&conf=%s%s", tu_fresh_dir(name), conf_path(),
+    snprintf(out, cap, "rados:%s?pool=" POOL "&conf=%s%s", tu_fresh_dir(name), tu_rados_conf(),
              extra ? extra : "");
 }
 
@@ -106,7 +91,7 @@ static int get_check(side *x, const fbk_key *key, size_t len, uint64_t seed)
 static rados_ioctx_t raw_open(rados_t *cl, const char *ns)
 {
     cr_assert_eq(rados_create(cl, NULL), 0);
-    cr_assert_eq(rados_conf_read_file(*cl, conf_path()), 0);
+    cr_assert_eq(rados_conf_read_file(*cl, tu_rados_conf()), 0);
     cr_assert_eq(rados_connect(*cl), 0);
     rados_ioctx_t io;
     cr_assert_eq(rados_ioctx_create(*cl, POOL, &io), 0);
@@ -124,7 +109,7 @@ static void raw_close(rados_t cl, rados_ioctx_t io)
 
 Test(rados, persist_sync_then_register_from_a_second_store)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "basic");
     side a, b;
@@ -151,7 +136,7 @@ Test(rados, persist_sync_then_register_from_a_second_store)
 
 Test(rados, file_spill_area)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "filespill");
     side a, b;
@@ -167,7 +152,7 @@ Test(rados, file_spill_area)
 
 Test(rados, namespaces_isolate_locations)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns1[128], ns2[128];
     ns_for(ns1, sizeof ns1, "iso1");
     ns_for(ns2, sizeof ns2, "iso2");
@@ -186,21 +171,21 @@ Test(rados, namespaces_isolate_locations)
 
 Test(rados, bad_uris)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     fbk_store *s;
     char uri[512];
-    snprintf(uri, sizeof uri, "rados:%s?conf=%s", tu_fresh_dir("rados-bad"), conf_path());
+    snprintf(uri, sizeof uri, "rados:%s?conf=%s", tu_fresh_dir("rados-bad"), tu_rados_conf());
     cr_assert_eq(fbk_store_open(&s, uri, NULL), FBK_EINVAL);
     cr_assert(strstr(fbk_errmsg(), "pool"), "%s", fbk_errmsg());
     snprintf(uri, sizeof uri, "rados:%s?pool=nosuchpool&conf=%s", tu_fresh_dir("rados-bad"),
-             conf_path());
+             tu_rados_conf());
     cr_assert_eq(fbk_store_open(&s, uri, NULL), FBK_EINVAL);
     cr_assert(strstr(fbk_errmsg(), "nosuchpool"), "%s", fbk_errmsg());
     snprintf(uri, sizeof uri, "rados:%s?pool=fbk&spill=mem&conf=%s", tu_fresh_dir("rados-bad"),
-             conf_path());
+             tu_rados_conf());
     cr_assert_eq(fbk_store_open(&s, uri, NULL), FBK_EINVAL);
     snprintf(uri, sizeof uri, "rados:%s?pool=fbk&bogus=1&conf=%s", tu_fresh_dir("rados-bad"),
-             conf_path());
+             tu_rados_conf());
     cr_assert_eq(fbk_store_open(&s, uri, NULL), FBK_EINVAL);
     cr_assert(strstr(fbk_errmsg(), "bogus"), "%s", fbk_errmsg());
 }
@@ -209,7 +194,7 @@ Test(rados, bad_uris)
 
 Test(rados, maps_put_in_one_store_get_in_another)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "maps");
     side a, b;
@@ -254,7 +239,7 @@ Test(rados, maps_put_in_one_store_get_in_another)
 
 Test(rados, damage_written_into_the_cluster_is_ecorrupt)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "corrupt");
     side a, b;
@@ -277,7 +262,7 @@ Test(rados, damage_written_into_the_cluster_is_ecorrupt)
 
 Test(rados, stripes_without_their_head_are_invisible)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "headless");
     fbk_key k;
@@ -299,7 +284,7 @@ Test(rados, stripes_without_their_head_are_invisible)
 
 Test(rados, a_200_mib_object_round_trips_striped)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "big");
     size_t len = (size_t)200 << 20;
@@ -352,7 +337,7 @@ Test(rados, a_200_mib_object_round_trips_striped)
 static int daemon_pids(pid_t pids[2])
 {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s", conf_path());
+    snprintf(dir, sizeof dir, "%s", tu_rados_conf());
     char *d = dirname(dir);
     const char *names[2] = {"osd", "mon"};
     for (int i = 0; i < 2; i++) {
@@ -373,7 +358,7 @@ static int daemon_pids(pid_t pids[2])
 
 Test(rados, a_stopped_cluster_times_out_and_the_store_recovers)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     pid_t pids[2];
     if (daemon_pids(pids) != 0)
         cr_skip_test("the cluster's daemon PIDs are unknown (not started by ceph-up.sh)");

@@ -23,21 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *conf_path(void)
-{
-    const char *c = getenv("FBK_RADOS_CONF");
-    struct stat st;
-    if (!c || stat(c, &st) != 0)
-        return NULL;
-    return c;
-}
-
-#define NEED_CLUSTER()                                                                             \
-    do {                                                                                           \
-        if (!conf_path())                                                                          \
-            cr_skip_test("no test cluster ($FBK_RADOS_CONF unset or missing)");                    \
-    } while (0)
-
 static void ns_for(char *out, size_t cap, const char *what)
 {
     static int counter;
@@ -99,7 +84,7 @@ static int proc_open(proc *x, const char *dir, const char *ns)
 {
     memset(x, 0, sizeof *x);
     char uri[1024];
-    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", dir, conf_path());
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", dir, tu_rados_conf());
     if (fbk_store_open(&x->s, uri, NULL) != 0)
         return FAIL(x, "open %s: %s", uri, fbk_errmsg());
     if (fbk_pool_create(&x->p, x->s, &fbk_blob_codec, 4) != 0)
@@ -213,7 +198,7 @@ static void child(const char *dir, const char *ns, int rfd, int wfd)
 
 Test(rados_procs, two_processes_share_a_location_and_a_map)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     char ns[128];
     ns_for(ns, sizeof ns, "procs");
     char cdir[2048], pdir[2048];
@@ -273,7 +258,7 @@ Test(rados_procs, two_processes_share_a_location_and_a_map)
 static int cluster_dir(char *out, size_t cap)
 {
     char c[1024];
-    snprintf(c, sizeof c, "%s", conf_path());
+    snprintf(c, sizeof c, "%s", tu_rados_conf());
     snprintf(out, cap, "%s", dirname(c));
     return 0;
 }
@@ -313,7 +298,7 @@ static int mark_down(int n)
     int rc = rados_create(&cl, NULL);
     if (rc)
         return rc;
-    if ((rc = rados_conf_read_file(cl, conf_path())) == 0 && (rc = rados_connect(cl)) == 0) {
+    if ((rc = rados_conf_read_file(cl, tu_rados_conf())) == 0 && (rc = rados_connect(cl)) == 0) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "{\"prefix\": \"osd down\", \"ids\": [\"%d\"]}", n);
         const char *cmds[1] = {cmd};
@@ -366,7 +351,7 @@ static void verify_all(const char *ns, const char *mns, const fbk_key *keys, int
 {
     char uri[1024];
     snprintf(uri, sizeof uri, "rados:%s?pool=" POOL3 "&conf=%s", tu_fresh_dir("rados-osd-check"),
-             conf_path());
+             tu_rados_conf());
     fbk_store *s;
     fbk_pool *p;
     fbk_location *loc, *mloc;
@@ -431,14 +416,14 @@ static int restart_osd(int n)
  * this one (a no-op when it already does) */
 static void restore_osd(void)
 {
-    if (conf_path() && getenv("FBK_CEPH_TOOLS") && osd_pid(VICTIM) > 0)
+    if (tu_rados_conf() && getenv("FBK_CEPH_TOOLS") && osd_pid(VICTIM) > 0)
         restart_osd(VICTIM);
 }
 
 Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .timeout = 300,
      .fini = restore_osd)
 {
-    NEED_CLUSTER();
+    TU_NEED_RADOS();
     killer k = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     k.victim = osd_pid(VICTIM);
     if (k.victim <= 0 || !getenv("FBK_CEPH_TOOLS"))
@@ -448,7 +433,7 @@ Test(rados_replicas, an_osd_killed_during_saves_loses_no_acknowledged_save, .tim
     /* timeout=60: a save the death interrupts waits until the dead OSD's
      * read lease ran out (16 s), the default 30 s is close */
     snprintf(uri, sizeof uri, "rados:%s?pool=" POOL3 "&conf=%s&timeout=60",
-             tu_fresh_dir("rados-osd-save"), conf_path());
+             tu_fresh_dir("rados-osd-save"), tu_rados_conf());
     fbk_store *s;
     int rc = fbk_store_open(&s, uri, NULL);
     if (rc == FBK_EINVAL && strstr(fbk_errmsg(), POOL3))

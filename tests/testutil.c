@@ -210,3 +210,12 @@ int tu_map_close(tu_mapenv *e)
     memset(e, 0, sizeof *e);
     return rc;
 }
+
+const char *tu_rados_conf(void)
+{
+    const char *c = getenv("FBK_RADOS_CONF");
+    struct stat st;
+    if (!c || stat(c, &st) != 0)
+        return NULL;
+    return c;
+}

@@ -74,4 +74,14 @@ int tu_map_open(tu_mapenv *e, const char *uri, const char *loc, size_t mem_items
 /* Closes the map, location, pool and store; returns fbk_map_close's result. */
 int tu_map_close(tu_mapenv *e);
 
+/* The ceph.conf of the rados: test cluster ($FBK_RADOS_CONF, set by CTest
+ * for the test_rados* suites), or NULL when it is unset or missing. */
+const char *tu_rados_conf(void);
+/* Skips the test (Criterion) when there is no test cluster. */
+#define TU_NEED_RADOS()                                                                            \
+    do {                                                                                           \
+        if (!tu_rados_conf())                                                                      \
+            cr_skip_test("no test cluster ($FBK_RADOS_CONF unset or missing)");                    \
+    } while (0)
+
 #endif
