@@ -11,6 +11,8 @@
  */
 #include <fbk.h>
 
+#include "bench_util.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,15 +24,6 @@ static double now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_) {                                                                                 \
-            fprintf(stderr, "%s: %s\n", #call, fbk_errmsg());                                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 typedef struct {
     fbk_handle *h;

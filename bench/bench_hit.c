@@ -21,15 +21,6 @@
 
 #include "bench_util.h"
 
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_) {                                                                                 \
-            fprintf(stderr, "%s: %s\n", #call, fbk_errmsg());                                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static inline uint64_t xorshift(uint64_t *s)
 {
     uint64_t x = *s;

@@ -16,20 +16,13 @@
  */
 #include <fbk.h>
 
+#include "bench_util.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_) {                                                                                 \
-            fprintf(stderr, "%s: %s\n", #call, fbk_errmsg());                                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* xorshift64*: a fixed seed, so every policy replays the same trace */
 static uint64_t rnd_state;

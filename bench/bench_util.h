@@ -3,9 +3,12 @@
 #ifndef FBK_BENCH_UTIL_H
 #define FBK_BENCH_UTIL_H
 
+#include <fbk.h>
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,5 +46,16 @@ static inline void bench_rmtree(const char *path)
 {
     nftw(path, bench_rm_one, 64, FTW_DEPTH | FTW_PHYS);
 }
+
+/* Runs a libfbk call; on failure prints the call and fbk_errmsg() and exits
+ * (a benchmark has nothing to recover). */
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_) {                                                                                 \
+            fprintf(stderr, "%s: %s\n", #call, fbk_errmsg());                                      \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
 
 #endif
