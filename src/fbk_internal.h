@@ -423,6 +423,8 @@ typedef struct fbk__s3fifo {
     fbk__list small, main, ghost;
     size_t small_items, small_bytes; /* SMALL's share: 10% of the bounds */
     size_t ghost_items, ghost_bytes; /* GHOST remembers as many as MAIN holds */
+    fbk__node *newest;               /* the last node inserted, until a victim
+                                        search passed over it once, or NULL */
 } fbk__s3fifo;
 
 /* The policies' parts (under the pool mutex; policy.c dispatches). */

@@ -7,6 +7,13 @@
  *   GHOST  items recently evicted from SMALL (their values are not in
  *          memory), as many as MAIN holds: reloading one enters MAIN.
  * A hit only counts the node's frequency (no lock, no list change).
+ *
+ * The paper evicts before it inserts; the pool inserts first and then asks
+ * for victims.  So that the order makes no difference, the node inserted
+ * last is passed over once by the victim search: otherwise a reload that
+ * entered MAIN at frequency 0 is the victim as soon as the search has gone
+ * round MAIN once (every node there used since), and on a loop a little
+ * larger than the cache MAIN never keeps what it admitted.
  * Runs under the pool mutex. */
 #include "fbk_internal.h"
 
@@ -33,6 +40,7 @@ void fbk__s3fifo_init(fbk__policy *pol)
     q->small_bytes = share(pol->max_bytes, 10);
     q->ghost_items = pol->max_items == SIZE_MAX ? SIZE_MAX : pol->max_items - q->small_items;
     q->ghost_bytes = pol->max_bytes == SIZE_MAX ? SIZE_MAX : pol->max_bytes - q->small_bytes;
+    q->newest = NULL;
 }
 
 static fbk__list *list_of(fbk__s3fifo *q, const fbk__node *n)
@@ -52,6 +60,8 @@ static fbk__list *list_of(fbk__s3fifo *q, const fbk__node *n)
 void fbk__s3fifo_remove(fbk__policy *pol, fbk__node *n)
 {
     fbk__list *l = list_of(&pol->u.s3, n);
+    if (pol->u.s3.newest == n)
+        pol->u.s3.newest = NULL;
     if (l) {
         fbk__list_remove(l, n);
         set_seg(n, FBK__SEG_OUT);
@@ -66,10 +76,13 @@ void fbk__s3fifo_insert(fbk__policy *pol, fbk__node *n)
     atomic_store_explicit(&n->mark, 0, memory_order_relaxed);
     fbk__list_push_front(ghost ? &q->main : &q->small, n);
     set_seg(n, ghost ? FBK__SEG_MAIN : FBK__SEG_SMALL);
+    q->newest = n;
 }
 
 static void to_ghost(fbk__s3fifo *q, fbk__node *n)
 {
+    if (q->newest == n)
+        q->newest = NULL;
     fbk__list_remove(&q->small, n);
     fbk__list_push_front(&q->ghost, n);
     set_seg(n, FBK__SEG_GHOST);
@@ -116,6 +129,14 @@ fbk__node *fbk__s3fifo_victim(fbk__policy *pol)
             fbk__list_remove(&q->main, t);
             fbk__list_push_front(&q->main, t);
             continue;
+        }
+        if (t == q->newest) {
+            q->newest = NULL;
+            if (steps > 0 && q->main.count > 1) { /* passed over once: see the top */
+                fbk__list_remove(&q->main, t);
+                fbk__list_push_front(&q->main, t);
+                continue;
+            }
         }
         fbk__list_remove(&q->main, t);
         set_seg(t, FBK__SEG_OUT);

@@ -102,7 +102,7 @@ static int check_name(const char *location, size_t *len)
 int fbk__lmdb_open_location(void *self, const char *location, void **loc)
 {
     fbk__lmdb *b = self;
-    size_t n;
+    size_t n = 0;
     int err = check_name(location, &n);
     if (err != FBK_OK)
         return err;
@@ -369,7 +369,7 @@ static const char *keys_what(char *buf, const char *verb, const fbk_key *keys, s
 static int get_all(fbk__lmdb_env *from, MDB_txn *txn, MDB_dbi dbi, const char *what,
                    const fbk_key *keys, size_t n, MDB_val *vals, fbk__lmdb_env *to)
 {
-    char obj[FBK__LMDB_WHAT], hex[33];
+    char obj[FBK__LMDB_WHAT + 64], hex[33]; /* "copy of key HEX from WHAT" */
     for (size_t i = 0; i < n; i++) {
         MDB_val k = {sizeof(fbk_key), (void *)keys[i].bytes};
         int rc = mdb_get(txn, dbi, &k, &vals[i]);

@@ -72,6 +72,8 @@ static uint64_t get_le64(const unsigned char *p)
 static int decode(const fbk__lmdb_loc *l, const MDB_val *k, const MDB_val *v, const void **name,
                   size_t *len, fbk_key *key, uint64_t *size)
 {
+    *name = NULL; /* defined on every path (-O3 -Wmaybe-uninitialized) */
+    *len = 0;
     bool hashed = k->mv_size == FBK__LMDB_HASHED;
     if ((!hashed && (k->mv_size == 0 || k->mv_size > FBK__LMDB_DIRECT)) || v->mv_size < VAL_HDR ||
         (!hashed && v->mv_size != VAL_HDR) ||
