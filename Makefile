@@ -5,14 +5,16 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# Our builds treat warnings as errors (a user's plain cmake build does not).
+WERROR = -DFBK_WERROR=ON
 
-.PHONY: deps build demo test test-rados test-asan test-tsan install-check fuzz-replay bench ci clean
+.PHONY: deps build demo test test-rados test-asan test-tsan install-check release-check fuzz-replay bench ci clean
 
 deps:
 	@tools/install-deps.sh
 
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
@@ -33,7 +35,7 @@ test-rados: build
 	ctest --test-dir $(BUILD) --output-on-failure -L rados
 
 test-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFBK_SANITIZE=address,undefined -DFBK_BUILD_BENCH=OFF >/dev/null
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug $(WERROR) -DFBK_SANITIZE=address,undefined -DFBK_BUILD_BENCH=OFF >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir build-asan --output-on-failure -j $(JOBS); $(call CLEAN_TMP,build-asan)
@@ -43,7 +45,7 @@ test-asan: deps
 # lock-free item suite and the stress suite then run 6 times more (each run
 # interleaves differently; about 40 s).
 test-tsan: deps
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DFBK_SANITIZE=thread -DFBK_BUILD_BENCH=OFF -DFBK_BUILD_FUZZ=OFF >/dev/null
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug $(WERROR) -DFBK_SANITIZE=thread -DFBK_BUILD_BENCH=OFF -DFBK_BUILD_FUZZ=OFF >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  $$(command -v setarch >/dev/null && echo "setarch $$(uname -m) -R") \
@@ -75,13 +77,19 @@ install-check: build
 	@! nm -D --defined-only $(STAGE)/lib/libfbk.so | grep -w 'fbk__[a-z_0-9]*' \
 	  || { echo "install-check: libfbk.so exports internal fbk__ symbols" >&2; exit 1; }
 
+# Everything built as a user's -DCMAKE_BUILD_TYPE=Release (-O3) build, with
+# warnings as errors: -O3 inlines more and so warns where -O2 does not.
+release-check: deps
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(WERROR) >/dev/null
+	cmake --build build-release -j $(JOBS)
+
 fuzz-replay: build
 	ctest --test-dir $(BUILD) --output-on-failure -L fuzz
 
 bench: build
 	$(BUILD)/bench/bench_core
 
-ci: test install-check test-asan test-tsan
+ci: test install-check release-check test-asan test-tsan
 
 clean:
-	rm -rf build build-asan build-tsan fbk-demo-store
+	rm -rf build build-asan build-tsan build-release fbk-demo-store
