@@ -2,7 +2,8 @@
  * when no binding refers to it, as every process left the index: another
  * process may have bound a name of its own to the object meanwhile, which
  * this map's view does not show (backend table version 5,
- * remove_unbound; lmdb: keeps reference counts with the index).
+ * remove_unbound; lmdb: keeps reference counts with the index, file: a ref
+ * file per binding beside the object, backends/file/file_refs.c).
  *
  * Process B gets name X (object k1) and puts it under Y; process A, which
  * bound X to k1 and never saw Y, rebinds X: k1 is A's orphan, but Y still
@@ -10,6 +11,8 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <fbk_backend.h>
+#include <ftw.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +24,29 @@ typedef tu_mapenv env;
 static int env_open(env *e, const char *uri) { return tu_map_open(e, uri, "m", 4, NULL, 0); }
 
 static int env_close(env *e) { return tu_map_close(e); }
+
+/* file: the refs under DIR (entries "<key>.name-<hex>"), removed if drop. */
+static size_t nrefs;
+static int drop_refs;
+static int count_ref(const char *path, const struct stat *st, int type, struct FTW *f)
+{
+    (void)st;
+    if (type == FTW_F && strstr(path + f->base, ".name-")) {
+        nrefs++;
+        if (drop_refs)
+            cr_assert_eq(unlink(path), 0);
+    }
+    if (type == FTW_F && drop_refs && strcmp(path + f->base, ".refs") == 0)
+        cr_assert_eq(unlink(path), 0);
+    return 0;
+}
+static size_t file_refs(const char *dir, int drop)
+{
+    nrefs = 0;
+    drop_refs = drop;
+    cr_assert_eq(nftw(dir, count_ref, 16, FTW_PHYS), 0);
+    return nrefs;
+}
 
 static int put(env *e, const char *name, size_t len, uint64_t seed)
 {
@@ -111,13 +137,18 @@ Test(map_orphans, lmdb_an_orphan_another_process_bound_survives)
     orphan_of_a_stale_view_survives("lmdb");
 }
 
+Test(map_orphans, file_an_orphan_another_process_bound_survives)
+{
+    orphan_of_a_stale_view_survives("file");
+}
+
 /* Y is unbound later: the object loses its last binding and the next
  * orphan removal of a process that sees it unreferenced takes it. */
-Test(map_orphans, lmdb_an_object_whose_last_binding_went_is_removed)
+static void last_binding_gone(const char *scheme)
 {
     char dir[4096], uri[4200];
-    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("lmdb-last"));
-    snprintf(uri, sizeof uri, "lmdb:%s", dir);
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir(scheme));
+    snprintf(uri, sizeof uri, "%s:%s", scheme, dir);
     env a;
     cr_assert_eq(env_open(&a, uri), 0, "%s", fbk_errmsg());
     cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
@@ -134,6 +165,18 @@ Test(map_orphans, lmdb_an_object_whose_last_binding_went_is_removed)
     cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
     cr_assert_eq(fbk_location_count(a.loc), 2, "the unbound object is removed (X and Z stay)");
     cr_assert_eq(env_close(&a), 0, "%s", fbk_errmsg());
+    if (strcmp(scheme, "file") == 0) /* the stale refs went with the object */
+        cr_assert_eq(file_refs(dir, 0), 2, "refs of X and Z only: %zu", file_refs(dir, 0));
+}
+
+Test(map_orphans, lmdb_an_object_whose_last_binding_went_is_removed)
+{
+    last_binding_gone("lmdb");
+}
+
+Test(map_orphans, file_an_object_whose_last_binding_went_is_removed)
+{
+    last_binding_gone("file");
 }
 
 /* A location whose names were written before the counts existed (no
@@ -179,4 +222,49 @@ Test(map_orphans, lmdb_counts_of_a_location_from_before_are_built_at_open)
     cr_assert_eq(env_open(&a, uri), 0, "%s", fbk_errmsg());
     cr_assert_eq(env_close(&a), 0);
     cr_assert_eq(refs_entries(dir, 0), 2);
+}
+
+/* file: a location whose bindings have no refs (written before them): a
+ * writer's map open gives every binding its ref, so the first orphan
+ * removal already sees every binding. */
+Test(map_orphans, file_refs_of_a_location_from_before_are_built_at_open)
+{
+    char dir[4096], uri[4200];
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("file-build"));
+    snprintf(uri, sizeof uri, "file:%s", dir);
+    env a;
+    cr_assert_eq(env_open(&a, uri), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 300, 1), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "Y", 300, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(env_close(&a), 0);
+    cr_assert_eq(file_refs(dir, 0), 2);
+    file_refs(dir, 1); /* as a version before the refs left it */
+    cr_assert_eq(file_refs(dir, 0), 0);
+    cr_assert_eq(env_open(&a, uri), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_location_foreign_entries(a.loc), 0);
+    cr_assert_eq(env_close(&a), 0);
+    cr_assert_eq(file_refs(dir, 0), 2);
+}
+
+/* file: a binding to an object that is gone (another process removed it as
+ * unbound a moment before) binds nothing and says so. */
+Test(map_orphans, file_binding_to_a_removed_object_binds_nothing)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", tu_fresh_dir("file-gone"));
+    const fbk_backend_ops *ops;
+    void *self, *loc;
+    cr_assert_eq(fbk_backend_file_create(dir, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(ops->open_location(self, "m", &loc), 0, "%s", fbk_errmsg());
+    fbk_key k, got;
+    fbk_key_generate(&k);
+    fbk_name_op op = {"X", 1, &k, 5};
+    int rc = ops->name_apply(self, loc, &op, 1);
+    cr_assert_eq(rc, FBK_ENOTFOUND, "%s: %s", fbk_err_name(rc), fbk_errmsg());
+    cr_assert(strstr(fbk_errmsg(), "put the value again"), "%s", fbk_errmsg());
+    uint64_t size;
+    cr_assert_eq(ops->name_get(self, loc, "X", 1, &got, &size), FBK_ENOTFOUND);
+    cr_assert_eq(file_refs(dir, 0), 0);
+    ops->close_location(self, loc);
+    ops->close(self);
 }

@@ -40,6 +40,7 @@
  *   file_loc_check.c what a location may be: path rules, marker, adoption
  *   file_persist.c   persist, register, remove from a location; sync
  *   file_names.c     a location's name index (maps)
+ *   file_refs.c      which names bind an object (remove_unbound)
  *   file_io.c        the system-call table
  */
 #include "file_internal.h"
@@ -268,10 +269,9 @@ static int file_name_get(void *self, void *loc, const void *name, size_t len, fb
 
 static int file_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
 {
-    file_backend *b = self;
-    file_loc *l = loc;
-    /* a writer's listing also removes dead stores' temporaries */
-    return fbk__file_name_scan(l->fd, l->path, each, arg, b->readonly ? NULL : owner_alive_cb, b);
+    /* a writer's listing also removes dead stores' temporaries, and gives
+     * the bindings of a location from before the refs theirs */
+    return fbk__file_refs_scan(self, loc, each, arg, owner_alive_cb);
 }
 
 static int file_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
@@ -279,10 +279,18 @@ static int file_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t
     if (((file_backend *)self)->readonly)
         return fbk__file_refuse_readonly(self, "bind names");
     file_loc *l = loc;
-    /* the bound objects first: no binding may be durable before them */
-    int rc = fbk__file_sync(self, loc);
+    /* the refs, then the bound objects and the refs made durable (no
+     * binding may be durable before them), then the bindings: all under the
+     * shared lock that keeps remove_unbound out (file_refs.c) */
+    int lock;
+    int rc = fbk__file_refs_lock(l, LOCK_SH, &lock);
+    if (rc == FBK_OK)
+        rc = fbk__file_refs_bind(l, ops, n);
+    if (rc == FBK_OK)
+        rc = fbk__file_sync(self, loc);
     if (rc == FBK_OK)
         rc = fbk__file_name_apply(l->fd, l->path, ((file_backend *)self)->id, ops, n);
+    fbk__file_refs_unlock(lock);
     return rc;
 }
 
@@ -357,6 +365,8 @@ static const fbk_backend_ops file_ops = {
     .contains = fbk__file_contains,
     .load_persisted = file_load_persisted,
     .scan_foreign = fbk__file_scan_foreign,
+    .persist_names = NULL,
+    .remove_unbound = fbk__file_remove_unbound,
 };
 
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,

@@ -36,6 +36,8 @@
 /* "ab/.tmp-" + 32 hex + "-" + 16 hex owner + "-" + 16 hex + NUL */
 #define FILE_TMP_LEN 80
 #define FILE_TMP_PREFIX ".tmp-"
+/* a ref (file_refs.c): "ab/" + 32 hex key + ".name-" + 32 hex + NUL */
+#define FILE_REF_LEN 76
 /* A store's spill id: 16 lowercase hex digits */
 #define FILE_ID_LEN 16
 /* "spill-" + id + ".lock" + NUL */
@@ -184,6 +186,16 @@ int fbk__file_persist(void *self, void *loc, const fbk_key *key);
 int fbk__file_register_key(void *self, void *loc, const fbk_key *key);
 int fbk__file_remove_persisted(void *self, void *loc, const fbk_key *key);
 int fbk__file_sync(void *self, void *loc);
+
+/* ---- file_refs.c ---- */
+void fbk__file_ref_name(const fbk_key *key, const char file[33], char out[FILE_REF_LEN]);
+int fbk__file_is_ref_name(const char *n, const char *shard, fbk_key *key, char file[33]);
+int fbk__file_refs_lock(file_loc *l, int how, int *fd);
+void fbk__file_refs_unlock(int fd);
+int fbk__file_refs_bind(file_loc *l, const fbk_name_op *ops, size_t n);
+int fbk__file_remove_unbound(void *self, void *loc, const fbk_key *key);
+int fbk__file_refs_scan(file_backend *b, file_loc *l, fbk_binding_fn each, void *arg,
+                        fbk__file_alive_fn alive);
 
 /* ---- file_backend.c ---- */
 int fbk__file_owner_alive(file_backend *b, const char *id);

@@ -229,9 +229,10 @@ static int loc_classify_shard(file_loc *l, int at, const char *n, char *why, siz
         fbk_key key;
         if (strcmp(sn, ".") == 0 || strcmp(sn, "..") == 0)
             continue;
-        if (!(fbk__file_is_key_name(sn, n, &key) || fbk__file_is_tmp_name(sn, n, NULL)) ||
+        if (!(fbk__file_is_key_name(sn, n, &key) || fbk__file_is_tmp_name(sn, n, NULL) ||
+              fbk__file_is_ref_name(sn, n, NULL, NULL)) ||
             !fbk__file_is_regular(dirfd(sd), se)) {
-            snprintf(why, cap, "%s/%s is neither a key file nor a libfbk temporary", n, sn);
+            snprintf(why, cap, "%s/%s is neither a key file, a ref nor a libfbk temporary", n, sn);
             foreign = 1;
             break;
         }

@@ -291,6 +291,8 @@ static int scan_shard(file_backend *b, file_loc *l, int i, fbk_key_fn each, void
                 io_()->closedir(d);
                 return rc;
             }
+        } else if (fbk__file_is_ref_name(n, shard, NULL, NULL)) {
+            /* a ref (file_refs.c): libfbk's, not a key */
         } else if (fbk__file_is_tmp_name(n, shard, owner) && fbk__file_is_regular(dirfd(d), de)) {
             /* libfbk's temporary: junk left by a crash when its store
              * is gone, else another store's persist in flight (left

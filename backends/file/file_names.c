@@ -112,6 +112,30 @@ static int read_binding(int dfd, const char *path, const char *file, unsigned ch
     return FBK_OK;
 }
 
+void fbk__file_name_file(const void *name, size_t len, char out[33]) { file_of(name, len, out); }
+
+int fbk__file_name_binds(int locfd, const char *path, const char *file, const fbk_key *key)
+{
+    int dfd = open_dir(locfd);
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : sys_fail(errno, "open", path, NULL);
+    unsigned char *buf = malloc(MAX_FILE + 1);
+    int rc = buf ? FBK_OK : fbk_error_set(FBK_ENOMEM, ENOMEM, "file: out of memory");
+    const void *name;
+    size_t len;
+    fbk_key got;
+    uint64_t size;
+    if (rc == FBK_OK)
+        rc = read_binding(dfd, path, file, buf, &name, &len, &got, &size);
+    if (rc == FBK_OK)
+        rc = fbk_key_equal(&got, key) ? 1 : 0;
+    else if (rc == FBK_ENOTFOUND)
+        rc = 0;
+    free(buf);
+    io()->close(dfd);
+    return rc;
+}
+
 int fbk__file_name_get(int locfd, const char *path, const void *name, size_t len, fbk_key *key,
                        uint64_t *size)
 {
@@ -287,6 +311,11 @@ int fbk__file_name_apply(int locfd, const char *path, const char *owner, const f
         if (io()->fsync(locfd) != 0)
             return fbk_error_from_errno(errno, "file: fsync %s", path);
         dfd = open_dir(locfd);
+        /* a new index: every binding gets its ref (file_refs.c) from the
+         * start (durable at the directory's fsync below, or built again) */
+        int mfd = dfd >= 0 ? io()->openat(dfd, ".refs", O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+        if (mfd >= 0)
+            io()->close(mfd);
     }
     if (dfd < 0)
         return sys_fail(errno, "open", path, NULL);

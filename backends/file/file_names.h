@@ -8,6 +8,12 @@
 /* The directory inside a location that holds its name index. */
 #define FBK__FILE_NAMES_DIR ".fbk-names"
 
+/* The file of a name in the directory: the XXH3-128 of the name, 32 hex. */
+void fbk__file_name_file(const void *name, size_t len, char out[33]);
+/* 1 if the binding file `file` names key, 0 if it names another key or
+ * there is none, else an FBK_E* code. */
+int fbk__file_name_binds(int locfd, const char *path, const char *file, const fbk_key *key);
+
 int fbk__file_name_get(int locfd, const char *path, const void *name, size_t len, fbk_key *key,
                        uint64_t *size);
 /* Whether the store whose spill id (16 hex digits) is `id` is open. */
