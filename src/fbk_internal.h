@@ -548,7 +548,7 @@ typedef struct fbk__slab {
 } fbk__slab;
 
 struct fbk_pool {
-    atomic_long refs; /* the user's + one per live item */
+    atomic_long refs; /* the user's + one while it has items (+ a map's) */
     fbk_store *store;
     fbk_codec codec;
     bool track_bytes;   /* size() is taken of every value entering memory */
@@ -613,9 +613,11 @@ bool fbk__pool_promo_push(fbk_pool *p, fbk_handle *h);
  * entry whose item was unlinked meanwhile is skipped. */
 fbk_handle *fbk__pool_promo_pop(fbk_pool *p);
 /* Pool mutex held, the policy's node of h: insert/remove with the size and
- * retry-list bookkeeping. */
-void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
-void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h);
+ * retry-list bookkeeping.  true when h is the pool's first (link) or last
+ * (unlink) item: the pool's items together hold one pool reference, taken
+ * by the first and released by the last (after the mutex). */
+bool fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
+bool fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h);
 /* Pool mutex held: the next victim of the change just made (NULL: none);
  * items on the retry list are skipped (their write failed a moment ago). */
 fbk_handle *fbk__pool_victim_locked(fbk_pool *p);
@@ -633,7 +635,7 @@ fbk_handle *fbk__pool_deferred_pop_locked(fbk_pool *p);
 fbk__evict_rec *fbk__pool_rec_get_locked(fbk_pool *p, fbk_handle *h);
 /* Gives a record back, without the mutex (a worker, when its write ended). */
 void fbk__pool_rec_put(fbk_pool *p, fbk__evict_rec *r);
-/* Pool mutex held: memory for one item (zeroed), or NULL; and back. */
+/* Pool mutex held: memory for one item (not zeroed), or NULL; and back. */
 fbk_handle *fbk__pool_item_alloc_locked(fbk_pool *p);
 void fbk__pool_item_free_locked(fbk_pool *p, fbk_handle *h);
 

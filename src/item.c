@@ -169,6 +169,11 @@ typedef struct evict_batch {
     int ndrop;
     bool queued;
 } evict_batch;
+/* (not `= {0}`: drop[] needs no zeroing, on the insert path) */
+#define BATCH(b)                                                                                   \
+    evict_batch b;                                                                                 \
+    b.ndrop = 0;                                                                                   \
+    b.queued = false
 
 static void evict_job(fbk__job *job);
 static void evict_many(fbk__job *first, size_t n);
@@ -245,7 +250,7 @@ static void after_change_locked(fbk_pool *p, evict_batch *b)
 {
     unsigned deferred = p->ndeferred; /* not those this change defers */
     evict_victims_locked(p, b);
-    for (int i = 0; i < RETRY_PER_CHANGE; i++) {
+    for (int i = 0; i < RETRY_PER_CHANGE && p->retry; i++) {
         fbk_handle *h = fbk__pool_retry_pop_locked(p);
         if (!h)
             break;
@@ -295,7 +300,7 @@ static void evict_if_out(fbk_handle *h)
     fbk_pool *p = h->pool;
     if (!fbk__node_out(&h->node))
         return;
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
     if (fbk__node_out(&h->node))
         try_evict_locked(p, h, &b);
@@ -311,8 +316,14 @@ static void item_init(fbk_pool *p, fbk_handle *h)
     atomic_init(&FBK__MUT_OWNER(h), 0);
     h->pool = p;
     FBK__ITEM_SET_MAGIC(h, FBK__MAGIC_HANDLE);
+    h->node.prev = h->node.next = NULL;
+    h->node.weight = 0;
     atomic_init(&h->node.seg, FBK__SEG_OUT);
     atomic_init(&h->node.mark, 0);
+    h->node.fresh = 0;
+    h->node.in_retry = 0;
+    h->obj = NULL;
+    h->tok = NULL;
 }
 
 /* One pool mutex hold: the item's memory from the pool's slab, the link,
@@ -320,8 +331,7 @@ static void item_init(fbk_pool *p, fbk_handle *h)
 fbk_handle *fbk__item_create(fbk_pool *p, void *obj, size_t w, fbk__token *tok,
                              const fbk_key *key, bool *queued)
 {
-    fbk__pool_retain(p);
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
     fbk_handle *h = fbk__pool_item_alloc_locked(p);
     if (h) {
@@ -333,14 +343,13 @@ fbk_handle *fbk__item_create(fbk_pool *p, void *obj, size_t w, fbk__token *tok,
             atomic_init(&h->state, FBK__ST_MEM);
             fbk__pool_count_mem(p, +1, w);
         }
-        fbk__pool_link_locked(p, h, obj != NULL, obj ? w : 0);
+        if (fbk__pool_link_locked(p, h, obj != NULL, obj ? w : 0))
+            fbk__pool_retain(p); /* the items' reference */
         after_change_locked(p, &b);
         if (obj && fbk__node_out(&h->node))
             try_evict_locked(p, h, &b); /* larger than the byte bound */
     }
     *queued = pool_unlock(p, &b);
-    if (!h)
-        fbk__pool_release_ref(p); /* not the last: the caller holds one */
     return h;
 }
 
@@ -374,10 +383,10 @@ void fbk__item_discard(fbk_handle *h)
 bool fbk__item_link(fbk_handle *h, bool resident, size_t w)
 {
     fbk_pool *p = h->pool;
-    fbk__pool_retain(p);
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
-    fbk__pool_link_locked(p, h, resident, w);
+    if (fbk__pool_link_locked(p, h, resident, w))
+        fbk__pool_retain(p); /* the items' reference */
     after_change_locked(p, &b);
     if (resident && fbk__node_out(&h->node))
         try_evict_locked(p, h, &b); /* larger than the byte bound */
@@ -412,7 +421,7 @@ bool fbk__item_touch_moved(fbk_handle *h)
 static bool touch_locked(fbk_handle *h, bool loaded)
 {
     fbk_pool *p = h->pool;
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
     if (fbk__policy_access(&p->pol, &h->node, loaded))
         after_change_locked(p, &b);
@@ -428,9 +437,12 @@ static void retire(fbk_handle *h)
     /* a pin or a job keeps the item, fbk_load_mut does not */
     FBK__DEBUG_ASSERT(!(s & FBK__ST_MUT), "fbk_handle_release",
                       "the last reference was released while fbk_load_mut held the item");
-    evict_batch b = {.ndrop = 0};
+    /* once h is unlinked, another item's end may release the items' pool
+     * reference: this one keeps p until we are done with it */
+    fbk__pool_retain(p);
+    BATCH(b);
     pool_lock(p, &b);
-    fbk__pool_unlink_locked(p, h);
+    bool last = fbk__pool_unlink_locked(p, h);
     /* unreachable now (a concurrent try_evict_locked ended under the pool
      * mutex): no one else looks at it, and its memory goes back to the slab
      * in the same hold */
@@ -447,6 +459,8 @@ static void retire(fbk_handle *h)
         fbk__pool_count_mem(p, -1, bytes);
         p->codec.destroy(obj, p->codec.ctx);
     }
+    if (last)
+        fbk__pool_release_ref(p); /* the items' */
     fbk__pool_release_ref(p);
 }
 
@@ -526,7 +540,7 @@ static int load_value(fbk_handle *h, bool pin, bool *queued)
         h->obj = obj;
         if (FBK__ITEM_BYTES(h) != w) {
             /* out of memory until now: its weight counted in no bound */
-            evict_batch b = {.ndrop = 0};
+            BATCH(b);
             pool_lock(p, &b);
             fbk__policy_reweight(&p->pol, &h->node, w);
             evict_victims_locked(p, &b);
@@ -679,7 +693,7 @@ void fbk__item_mut_end(fbk_handle *h)
          * the policy while MUT still keeps everyone else off it */
         size_t w = fbk__pool_weigh(p, h->obj), old = FBK__ITEM_BYTES(h);
         if (w != old) {
-            evict_batch b = {.ndrop = 0};
+            BATCH(b);
             pool_lock(p, &b);
             atomic_fetch_add_explicit(&p->n_mem_bytes, w - old, memory_order_relaxed);
             fbk__policy_reweight(&p->pol, &h->node, w);

@@ -157,6 +157,10 @@ void fbk__lru_push_front(fbk__lru *l, fbk__node *n)
             spill_down(l, 0);
             if (over(l, 1))
                 spill_down(l, 1);
+            /* the next insert spills FRONT's new last node: in a large pool
+             * it was last touched long ago (a cache miss), so fetch it now */
+            if (l->first[FBK__SEG_BACK]) /* (empty when BACK's share is 0) */
+                __builtin_prefetch(l->first[FBK__SEG_BACK]->prev, 1);
         }
     } else {
         rebalance(l);

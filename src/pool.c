@@ -71,10 +71,7 @@ static void slab_destroy(fbk__slab *sl)
 fbk_handle *fbk__pool_item_alloc_locked(fbk_pool *p)
 {
     FBK__ASSERT_POOL_HELD(p);
-    fbk_handle *h = slab_alloc(&p->items);
-    if (h)
-        memset(h, 0, sizeof *h);
-    return h;
+    return slab_alloc(&p->items); /* item.c sets every field */
 }
 
 void fbk__pool_item_free_locked(fbk_pool *p, fbk_handle *h)
@@ -214,7 +211,7 @@ void fbk__pool_release_ref(fbk_pool *p)
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
     fbk_store *s = p->store;
-    /* no item is left (each held a reference), so no record is in use */
+    /* no item is left (they held a reference), so no record is in use */
     slab_destroy(&p->items);
     slab_destroy(&p->recs);
     pthread_mutex_destroy(&p->mu);
@@ -281,15 +278,19 @@ fbk_handle *fbk__pool_promo_pop(fbk_pool *p)
 
 /* --------------------------------------------------- list changes */
 
-void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
+/* size changes only under the mutex: a load and a store, no locked
+ * instruction (fbk_pool_size reads it without the mutex) */
+bool fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
 {
     FBK__ASSERT_POOL_HELD(p);
     h->node.weight = w;
     fbk__policy_insert(&p->pol, &h->node, resident);
-    atomic_fetch_add(&p->size, 1);
+    size_t n = atomic_load_explicit(&p->size, memory_order_relaxed);
+    atomic_store_explicit(&p->size, n + 1, memory_order_relaxed);
+    return n == 0;
 }
 
-void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
+bool fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
 {
     FBK__ASSERT_POOL_HELD(p);
     fbk__policy_remove(&p->pol, &h->node);
@@ -316,7 +317,9 @@ void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
         if (atomic_load_explicit(&slot->seq, memory_order_acquire) == pos + 1 && slot->item == h)
             slot->item = NULL;
     }
-    atomic_fetch_sub(&p->size, 1);
+    size_t n = atomic_load_explicit(&p->size, memory_order_relaxed);
+    atomic_store_explicit(&p->size, n - 1, memory_order_relaxed);
+    return n == 1;
 }
 
 fbk_handle *fbk__pool_victim_locked(fbk_pool *p)
