@@ -137,34 +137,56 @@ fbk_pool *fbk_handle_pool(const fbk_handle *h)
  * holds exclusively) is one atomic add on the item's state word plus, for a
  * policy hit, at most a relaxed store of a mark byte or one slot of the
  * pool's promotion buffer. */
-static int load(fbk_handle *h, const void **obj, bool wait, const char *fn)
+/* A hit that the policy could not record without its mutex (pinned). */
+static int load_moved(fbk_handle *h, bool wait)
+{
+    if (fbk__item_touch_moved(h) && wait)
+        fbk__store_backpressure(h->pool->store);
+    return FBK_OK;
+}
+
+/* Everything but the common hit: NULL arguments, and values that are not
+ * in memory or held exclusively (fbk__item_pin_value). */
+static int load_slow(fbk_handle *h, const void **obj, bool wait, const char *fn)
 {
     if (!h || !obj)
         return bad(fn, "NULL argument");
     FBK__CHECK_HANDLE(h, fn);
     fbk_pool *p = h->pool;
     bool loaded = false;
-    if (!fbk__item_pin_fast(h)) {
-        int rc = fbk__item_pin_value(h, wait, &loaded, fn);
-        if (rc)
-            return rc;
-    }
+    int rc = fbk__item_pin_value(h, wait, &loaded, fn);
+    if (rc)
+        return rc;
     /* pinned with the value in memory: obj and bytes stay put */
     *obj = h->obj;
-    bool queued;
     if (!loaded) {
         fbk__pool_count_hit(p);
-        /* the common case: recorded with at most a relaxed store */
         if (fbk__policy_hit(&p->pol, &h->node))
             return FBK_OK;
-        queued = fbk__item_touch_moved(h);
-    } else {
-        /* the policy moves only for a successful access */
-        queued = fbk__item_touch(h, true);
+        return load_moved(h, wait);
     }
-    if (queued && wait)
+    /* the policy moves only for a successful access */
+    if (fbk__item_touch(h, true) && wait)
         fbk__store_backpressure(p->store);
     return FBK_OK;
+}
+
+/* The common case (a value in memory that nobody holds exclusively) with
+ * no call: the pin, the hit count, the policy's relaxed store. */
+static inline int load(fbk_handle *h, const void **obj, bool wait, const char *fn)
+{
+    if (__builtin_expect(h && obj, 1)) {
+        FBK__CHECK_HANDLE(h, fn);
+        if (fbk__item_pin_fast(h)) {
+            *obj = h->obj;
+            fbk_pool *p = h->pool;
+            fbk__pool_count_hit(p);
+            if (fbk__policy_hit(&p->pol, &h->node))
+                return FBK_OK;
+            return load_moved(h, wait);
+        }
+    }
+    return load_slow(h, obj, wait, fn);
 }
 
 int fbk_load(fbk_handle *h, const void **obj) { return load(h, obj, true, "fbk_load"); }

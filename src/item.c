@@ -489,9 +489,23 @@ void fbk__item_unref(fbk_handle *h)
 
 /* ------------------------------------------------------------- pins */
 
+static void unpin_slow(fbk_handle *h, uint64_t s);
+
 void fbk__item_unpin(fbk_handle *h)
 {
-    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), n;
+    /* the common case: neither WANTED nor NOREFS, so this unpin does
+     * nothing but drop the pin (one CAS; a failed one goes the long way) */
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed);
+    if (!(s & (FBK__ST_WANTED | FBK__ST_NOREFS)) && (s & FBK__ST_PINS) &&
+        atomic_compare_exchange_weak_explicit(&h->state, &s, s - FBK__ST_PIN, memory_order_acq_rel,
+                                              memory_order_relaxed))
+        return;
+    unpin_slow(h, s);
+}
+
+static void unpin_slow(fbk_handle *h, uint64_t s)
+{
+    uint64_t n;
     bool ref = false, tried = false;
     for (;;) {
         FBK__DEBUG_ASSERT((s & FBK__ST_PINS) > 0, "fbk_unload",
