@@ -9,10 +9,10 @@
 /* Key generation is on the insert path.  libuuid's uuid_generate_random()
  * makes four system calls per key (getpid, getppid, getuid, getrandom:
  * measured at ~9 us per insert), so keys are drawn from a per-thread buffer
- * filled by one getrandom() per 256 keys (4 KiB), the same kernel source libuuid
+ * filled by one getrandom() per 64 keys, the same kernel source libuuid
  * reads, and stamped as RFC 4122 version 4.  A forked child drops the buffer
  * it inherited, so parent and child never hand out the same key. */
-#define KEYS_PER_FILL 256
+#define KEYS_PER_FILL 64
 static _Thread_local unsigned char key_buf[KEYS_PER_FILL * 16];
 static _Thread_local unsigned key_left;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
