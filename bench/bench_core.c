@@ -1,6 +1,8 @@
 /* bench_core -- the core's hot paths on the mem: backend.
  *
  *   usage: bench_core [N]      (default N = 1000000)
+ *          bench_core insert [M]  only the resident insert below (M = 1000000;
+ *                                 for callgrind --toggle-collect=fbk_insert)
  *
  * Prints ns/op of:
  *   load+unload   fbk_load + fbk_unload of an item in the front half (1 and 2 threads)
@@ -8,6 +10,9 @@
  *                 (cold: N fresh items, each first touch of memory a page
  *                 fault; warm: batches of 1000 inserted and released)
  *   insert+evict  fbk_insert into a pool of 64 slots (eviction writes on the workers)
+ *   insert (1M resident, warm)  a pool holding M = 1M items: batches of 1000
+ *                 of them released and inserted anew, until each was
+ *                 replaced once (the memory is warm, the pool stays full)
  */
 #include <fbk.h>
 
@@ -16,6 +21,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void)
@@ -103,8 +109,44 @@ static double bench_insert_warm(fbk_store *s, size_t n)
     return total / (double)n;
 }
 
+static double bench_insert_resident(fbk_store *s, size_t n)
+{
+    enum { BATCH = 1000 };
+    n = n / BATCH * BATCH;
+    fbk_pool *p;
+    CHECK(fbk_pool_create(&p, s, &fbk_blob_codec, n + BATCH));
+    fbk_handle **hs = malloc(n * sizeof *hs);
+    for (size_t i = 0; i < n; i++)
+        CHECK(fbk_insert(p, fbk_blob_new("0123456789abcdef", 16), &hs[i]));
+    double total = 0;
+    for (size_t done = 0; done < n; done += BATCH) {
+        fbk_blob *bs[BATCH];
+        for (size_t i = 0; i < BATCH; i++) {
+            fbk_handle_release(hs[done + i]);
+            bs[i] = fbk_blob_new("0123456789abcdef", 16);
+        }
+        double t0 = now();
+        for (size_t i = 0; i < BATCH; i++)
+            CHECK(fbk_insert(p, bs[i], &hs[done + i]));
+        total += now() - t0;
+    }
+    for (size_t i = 0; i < n; i++)
+        fbk_handle_release(hs[i]);
+    fbk_pool_release(p);
+    free(hs);
+    return total / (double)n;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "insert") == 0) {
+        size_t m = argc > 2 ? strtoul(argv[2], NULL, 10) : 1000000;
+        fbk_store *s;
+        CHECK(fbk_store_open(&s, "mem:", NULL));
+        printf("insert (%zu resident, warm):     %7.1f ns/op\n", m, bench_insert_resident(s, m));
+        fbk_store_close(s);
+        return 0;
+    }
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
     fbk_store *s;
     CHECK(fbk_store_open(&s, "mem:", NULL));
@@ -119,6 +161,7 @@ int main(int argc, char **argv)
     size_t m = n / 10 ? n / 10 : 1;
     printf("insert (64 slots, evicting):         %7.1f ns/op (caller side; writes on workers)\n",
            bench_insert(s, m, 64));
+    printf("insert (1M resident, warm):          %7.1f ns/op\n", bench_insert_resident(s, 1000000));
     fbk_store_close(s);
     return 0;
 }

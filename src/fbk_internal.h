@@ -355,12 +355,16 @@ enum {
 
 typedef struct fbk__node {
     struct fbk__node *prev, *next; /* pool mutex */
-    size_t weight;                 /* the value's size() under a byte bound, else 0; pool mutex */
+    size_t weight;                 /* the value's size() when the pool tracks bytes, else 0:
+                                      the item's `bytes` too (docs/design.md); pool mutex */
     _Atomic unsigned char seg;     /* FBK__SEG_* */
     _Atomic unsigned char mark;    /* SIEVE: visited bit; S3-FIFO: frequency 0..3.  Set by
                                       hits without the pool mutex, cleared under it. */
     unsigned char fresh;           /* SLRU: pushed into OUT by the change in progress */
-    unsigned char in_retry;        /* on the pool's retry list; pool mutex */
+    unsigned char in_retry;        /* FBK__RETRY_*: on the pool's retry list or deferred
+                                      evictions (pool.c); pool mutex */
+    atomic_uint aux;               /* not the policy's: the item's (item.c keeps the
+                                      fbk_load_mut holder here, in what would be padding) */
 } fbk__node;
 
 static inline unsigned fbk__node_seg(const fbk__node *n)
@@ -518,8 +522,35 @@ typedef struct fbk__stripe_count {
     _Alignas(64) atomic_uint_fast64_t n;
 } fbk__stripe_count;
 
+/* fbk__node.in_retry: the item's eviction is to be tried again -- its write
+ * failed (on the retry list, with its record), or it found no record (out
+ * of memory: in the pool's `deferred` slots). */
+#define FBK__RETRY_LIST 1
+#define FBK__RETRY_DEFERRED 2
+#define FBK__DEFER_SLOTS 16
+
+/* An eviction write in flight (on a worker's queue), or one that failed and
+ * waits on the pool's retry list (linked through job.next).  The item holds
+ * none: the pool hands records out when an eviction starts (docs/design.md,
+ * "Item memory"). */
+typedef struct fbk__evict_rec {
+    fbk__job job; /* first: a job is its record */
+    fbk_handle *item;
+} fbk__evict_rec;
+
+/* Memory handed out in equal pieces (items, eviction records): blocks from
+ * the allocator table, carved in order, freed pieces kept on a free list;
+ * the blocks go back to the allocator when the pool is freed.  Pool mutex. */
+typedef struct fbk__slab {
+    void *blocks;     /* linked through their first word */
+    char *bump, *end; /* the unused rest of the newest block */
+    void *free;       /* freed pieces, linked through their first word */
+    size_t size;      /* of a piece */
+    size_t per_block; /* pieces per block */
+} fbk__slab;
+
 struct fbk_pool {
-    atomic_long refs; /* the user's + one per live item */
+    atomic_long refs; /* the user's + one while it has items (+ a map's) */
     fbk_store *store;
     fbk_codec codec;
     bool track_bytes;   /* size() is taken of every value entering memory */
@@ -529,7 +560,12 @@ struct fbk_pool {
 #endif
     fbk__policy pol;
     atomic_size_t size;
-    fbk_handle *retry; /* items whose eviction write failed (singly linked) */
+    fbk__evict_rec *retry; /* eviction writes that failed (linked through job.next) */
+    fbk__slab items;       /* the items' memory */
+    fbk__slab recs;        /* eviction records ... */
+    unsigned ndeferred;    /* evictions that found no record (FBK__RETRY_DEFERRED) */
+    fbk_handle *deferred[FBK__DEFER_SLOTS];
+    _Atomic(fbk__evict_rec *) recs_back; /* ... given back by workers without the mutex */
     size_t promo_head; /* next promotion to apply (pool mutex) */
     /* fbk_pool_stats */
     atomic_uint_fast64_t n_misses, n_evictions, n_mem_items, n_mem_bytes;
@@ -579,16 +615,31 @@ bool fbk__pool_promo_push(fbk_pool *p, fbk_handle *h);
  * entry whose item was unlinked meanwhile is skipped. */
 fbk_handle *fbk__pool_promo_pop(fbk_pool *p);
 /* Pool mutex held, the policy's node of h: insert/remove with the size and
- * retry-list bookkeeping. */
-void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
-void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h);
+ * retry-list bookkeeping.  true when h is the pool's first (link) or last
+ * (unlink) item: the pool's items together hold one pool reference, taken
+ * by the first and released by the last (after the mutex). */
+bool fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w);
+bool fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h);
 /* Pool mutex held: the next victim of the change just made (NULL: none);
  * items on the retry list are skipped (their write failed a moment ago). */
 fbk_handle *fbk__pool_victim_locked(fbk_pool *p);
 /* Pool mutex held: the next item on the retry list (taken off it), or NULL. */
 fbk_handle *fbk__pool_retry_pop_locked(fbk_pool *p);
-/* Puts h on the retry list (its eviction write failed).  Takes the mutex. */
-void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h);
+/* r's eviction write failed: its item goes on the retry list with r --
+ * unless it is there already: then r is given back.  Takes the mutex. */
+void fbk__pool_evict_failed(fbk_pool *p, fbk__evict_rec *r);
+/* Pool mutex held: an eviction of h found no record (out of memory): h is
+ * kept in one of the pool's FBK__DEFER_SLOTS for a later change to try
+ * again (all taken: h stays in memory until the policy next pushes it out). */
+void fbk__pool_defer_locked(fbk_pool *p, fbk_handle *h);
+fbk_handle *fbk__pool_deferred_pop_locked(fbk_pool *p);
+/* Pool mutex held: a record for an eviction of h, or NULL (out of memory). */
+fbk__evict_rec *fbk__pool_rec_get_locked(fbk_pool *p, fbk_handle *h);
+/* Gives a record back, without the mutex (a worker, when its write ended). */
+void fbk__pool_rec_put(fbk_pool *p, fbk__evict_rec *r);
+/* Pool mutex held: memory for one item (not zeroed), or NULL; and back. */
+fbk_handle *fbk__pool_item_alloc_locked(fbk_pool *p);
+void fbk__pool_item_free_locked(fbk_pool *p, fbk_handle *h);
 
 /* ------------------------------------------------------------- item.c */
 /* The item's state word (docs/design.md, "The item"): pins in the low 32
@@ -613,19 +664,35 @@ struct fbk_handle {
     atomic_int refs;        /* lifetime: handle references + jobs and tasks (not pins) */
     atomic_int users;       /* handle references (fbk_handle_retain) */
     fbk_pool *pool;
-    fbk__node node;         /* the policy's: guarded by pool->mu */
-    fbk_handle *retry_next; /* guarded by pool->mu */
+    /* The policy's (pool mutex), and two of the item's fields in it:
+     * node.weight is the item's `bytes` -- size() of obj as counted in the
+     * pool's bytes_in_memory and in the policy's byte sums (0 when the pool
+     * does not track bytes); it changes only under the pool mutex *and* an
+     * exclusive flag (LOAD, MUT) or before the item is linked, so either
+     * one suffices to read it.  node.aux is FBK__MUT_OWNER. */
+    fbk__node node;
     /* Below: written only by the holder of an exclusive flag (LOAD, EVICT,
      * MUT, or STORING with a pin), read by pin holders; `key` is also
      * copied under the item's stripe lock. */
     void *obj;       /* in memory, or NULL; FBK__ST_MEM says which */
     fbk__token *tok; /* spill copy, or NULL; obj || tok always */
     fbk_key key;
-    size_t bytes;          /* size() of obj as counted in the pool's bytes_in_memory */
-    fbk__job evict_job;    /* the eviction write (EVICT) */
-    atomic_uint mut_owner; /* fbk__thread_id() of the fbk_load_mut holder, or 0 */
-    uint32_t magic;        /* FBK__MAGIC_HANDLE while the item lives */
+#ifndef NDEBUG
+    uint32_t magic; /* FBK__MAGIC_HANDLE while the item lives (debug builds) */
+#endif
 };
+/* fbk__thread_id() of the fbk_load_mut holder, or 0 */
+#define FBK__MUT_OWNER(h) ((h)->node.aux)
+#define FBK__ITEM_BYTES(h) ((h)->node.weight)
+#ifdef NDEBUG
+/* issue 12: at most 96 bytes of metadata per item (it is 88) */
+_Static_assert(sizeof(struct fbk_handle) <= 96, "fbk_handle grew past 96 bytes");
+#define FBK__ITEM_MAGIC_OK(h) true
+#define FBK__ITEM_SET_MAGIC(h, v) ((void)0)
+#else
+#define FBK__ITEM_MAGIC_OK(h) ((h)->magic == FBK__MAGIC_HANDLE)
+#define FBK__ITEM_SET_MAGIC(h, v) ((h)->magic = (v))
+#endif
 
 /* A small number for this thread (never 0). */
 unsigned fbk__thread_id(void);
@@ -665,14 +732,22 @@ static inline void fbk__pool_unlock(fbk_pool *p)
 /* Debug builds: h is a live item that the caller still holds a handle
  * reference to (fn names the public function for the report). */
 #define FBK__CHECK_HANDLE(h, fn)                                                                   \
-    (FBK__DEBUG_ASSERT((h)->magic == FBK__MAGIC_HANDLE, (fn),                                      \
+    (FBK__DEBUG_ASSERT(FBK__ITEM_MAGIC_OK(h), (fn),                                      \
                        "the handle's item was already freed (used after its last "                 \
                        "fbk_handle_release?)"),                                                    \
      FBK__DEBUG_ASSERT(atomic_load_explicit(&(h)->users, memory_order_relaxed) > 0, (fn),          \
                        "the handle was used after its last fbk_handle_release"))
 
 /* Lifetime. */
-fbk_handle *fbk__item_new(fbk_pool *p);
+/* A new item, linked into p: in memory (obj, weighing w) or only in the
+ * spill area (tok, whose use it takes over), under key.  NULL when out of
+ * memory (nothing taken).  *queued: an eviction write was queued (for
+ * backpressure). */
+fbk_handle *fbk__item_create(fbk_pool *p, void *obj, size_t w, fbk__token *tok,
+                             const fbk_key *key, bool *queued);
+/* n items, not linked (fbk_register_many); false when out of memory (none
+ * kept). */
+bool fbk__item_new_many(fbk_pool *p, fbk_handle **hs, size_t n);
 /* Frees an item that was never linked (fbk_register_many's failure path). */
 void fbk__item_discard(fbk_handle *h);
 /* Takes one reference unless the item is already retiring. */
@@ -704,7 +779,7 @@ int fbk__item_pin_value(fbk_handle *h, bool wait, bool *loaded, const char *fn);
 /* Records a successful access with the policy (a lock-free hit, a buffered
  * SLRU promotion, or a list change under the pool mutex, evicting what it
  * pushes out).  Returns whether an eviction write was queued. */
-bool fbk__item_touch(fbk_handle *h, bool loaded, size_t w);
+bool fbk__item_touch(fbk_handle *h, bool loaded);
 /* fbk__item_touch for a hit that fbk__policy_hit could not record. */
 bool fbk__item_touch_moved(fbk_handle *h);
 /* Pin for a task: waits (caller's thread) until no EVICT/MUT; FBK_EBUSY if

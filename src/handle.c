@@ -16,15 +16,12 @@ int fbk_insert(fbk_pool *p, void *obj, fbk_handle **out)
 {
     if (!p || !obj || !out)
         return bad("fbk_insert", "NULL argument");
-    fbk_handle *h = fbk__item_new(p);
+    fbk_key key;
+    fbk_key_generate(&key);
+    bool queued;
+    fbk_handle *h = fbk__item_create(p, obj, fbk__pool_weigh(p, obj), NULL, &key, &queued);
     if (!h)
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_insert: cannot allocate an item");
-    h->obj = obj;
-    h->bytes = fbk__pool_weigh(p, obj);
-    atomic_init(&h->state, FBK__ST_MEM);
-    fbk_key_generate(&h->key);
-    fbk__pool_count_mem(p, +1, h->bytes);
-    bool queued = fbk__item_link(h, true, h->bytes);
     *out = h;
     if (queued)
         fbk__store_backpressure(p->store);
@@ -75,9 +72,8 @@ int fbk_register_many(fbk_pool *p, fbk_location *loc, const fbk_key *keys, size_
     bool registered = rc == FBK_OK; /* on failure it kept nothing */
     for (size_t i = 0; i < begun; i++)
         fbk__location_register_end(loc, &keys[i]);
-    for (size_t i = 0; i < n && rc == FBK_OK; i++)
-        if (!(hs[i] = fbk__item_new(p)))
-            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate an item");
+    if (rc == FBK_OK && !fbk__item_new_many(p, hs, n))
+        rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_register_many: cannot allocate %zu items", n);
     if (rc == FBK_OK) {
         for (size_t i = 0; i < n; i++) {
             hs[i]->tok = toks[i];
@@ -113,7 +109,7 @@ void fbk_handle_release(fbk_handle *h)
 {
     if (!h)
         return;
-    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_handle_release",
+    FBK__DEBUG_ASSERT(FBK__ITEM_MAGIC_OK(h), "fbk_handle_release",
                       "the handle's item was already freed (released twice?)");
     int users = atomic_fetch_sub_explicit(&h->users, 1, memory_order_relaxed);
     FBK__DEBUG_ASSERT(users > 0, "fbk_handle_release",
@@ -141,34 +137,56 @@ fbk_pool *fbk_handle_pool(const fbk_handle *h)
  * holds exclusively) is one atomic add on the item's state word plus, for a
  * policy hit, at most a relaxed store of a mark byte or one slot of the
  * pool's promotion buffer. */
-static int load(fbk_handle *h, const void **obj, bool wait, const char *fn)
+/* A hit that the policy could not record without its mutex (pinned). */
+static int load_moved(fbk_handle *h, bool wait)
+{
+    if (fbk__item_touch_moved(h) && wait)
+        fbk__store_backpressure(h->pool->store);
+    return FBK_OK;
+}
+
+/* Everything but the common hit: NULL arguments, and values that are not
+ * in memory or held exclusively (fbk__item_pin_value). */
+static int load_slow(fbk_handle *h, const void **obj, bool wait, const char *fn)
 {
     if (!h || !obj)
         return bad(fn, "NULL argument");
     FBK__CHECK_HANDLE(h, fn);
     fbk_pool *p = h->pool;
     bool loaded = false;
-    if (!fbk__item_pin_fast(h)) {
-        int rc = fbk__item_pin_value(h, wait, &loaded, fn);
-        if (rc)
-            return rc;
-    }
+    int rc = fbk__item_pin_value(h, wait, &loaded, fn);
+    if (rc)
+        return rc;
     /* pinned with the value in memory: obj and bytes stay put */
     *obj = h->obj;
-    bool queued;
     if (!loaded) {
         fbk__pool_count_hit(p);
-        /* the common case: recorded with at most a relaxed store */
         if (fbk__policy_hit(&p->pol, &h->node))
             return FBK_OK;
-        queued = fbk__item_touch_moved(h);
-    } else {
-        /* the policy moves only for a successful access */
-        queued = fbk__item_touch(h, true, h->bytes);
+        return load_moved(h, wait);
     }
-    if (queued && wait)
+    /* the policy moves only for a successful access */
+    if (fbk__item_touch(h, true) && wait)
         fbk__store_backpressure(p->store);
     return FBK_OK;
+}
+
+/* The common case (a value in memory that nobody holds exclusively) with
+ * no call: the pin, the hit count, the policy's relaxed store. */
+static inline int load(fbk_handle *h, const void **obj, bool wait, const char *fn)
+{
+    if (__builtin_expect(h && obj, 1)) {
+        FBK__CHECK_HANDLE(h, fn);
+        if (fbk__item_pin_fast(h)) {
+            *obj = h->obj;
+            fbk_pool *p = h->pool;
+            fbk__pool_count_hit(p);
+            if (fbk__policy_hit(&p->pol, &h->node))
+                return FBK_OK;
+            return load_moved(h, wait);
+        }
+    }
+    return load_slow(h, obj, wait, fn);
 }
 
 int fbk_load(fbk_handle *h, const void **obj) { return load(h, obj, true, "fbk_load"); }
@@ -180,7 +198,7 @@ void fbk_unload(fbk_handle *h)
     if (!h)
         return;
     /* no users check: a pin outlives the last handle reference */
-    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload",
+    FBK__DEBUG_ASSERT(FBK__ITEM_MAGIC_OK(h), "fbk_unload",
                       "the item was already freed (an fbk_unload without an fbk_load?)");
     fbk__item_unpin(h);
 }
@@ -205,7 +223,7 @@ void fbk_unload_mut(fbk_handle *h)
 {
     if (!h)
         return;
-    FBK__DEBUG_ASSERT(h->magic == FBK__MAGIC_HANDLE, "fbk_unload_mut",
+    FBK__DEBUG_ASSERT(FBK__ITEM_MAGIC_OK(h), "fbk_unload_mut",
                       "the handle's item was already freed");
     fbk__item_mut_end(h);
 }

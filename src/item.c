@@ -147,32 +147,10 @@ static void release_flags(fbk_handle *h, uint64_t clear, uint64_t set, uint64_t 
 
 static bool self_holds_mut(fbk_handle *h)
 {
-    return atomic_load_explicit(&h->mut_owner, memory_order_relaxed) == fbk__thread_id();
+    return atomic_load_explicit(&FBK__MUT_OWNER(h), memory_order_relaxed) == fbk__thread_id();
 }
 
 /* --------------------------------------------------------- lifetime */
-
-fbk_handle *fbk__item_new(fbk_pool *p)
-{
-    fbk_handle *h = fbk__calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
-    atomic_init(&h->state, 0);
-    atomic_init(&h->refs, 1);
-    atomic_init(&h->users, 1);
-    atomic_init(&h->mut_owner, 0);
-    h->pool = p;
-    h->magic = FBK__MAGIC_HANDLE;
-    atomic_init(&h->node.seg, FBK__SEG_OUT);
-    atomic_init(&h->node.mark, 0);
-    return h;
-}
-
-void fbk__item_discard(fbk_handle *h)
-{
-    h->magic = FBK__MAGIC_DEAD;
-    fbk__free(h);
-}
 
 /* ------------------------------------------------- pool changes */
 
@@ -191,10 +169,15 @@ typedef struct evict_batch {
     int ndrop;
     bool queued;
 } evict_batch;
+/* (not `= {0}`: drop[] needs no zeroing, on the insert path) */
+#define BATCH(b)                                                                                   \
+    evict_batch b;                                                                                 \
+    b.ndrop = 0;                                                                                   \
+    b.queued = false
 
 static void evict_job(fbk__job *job);
 static void evict_many(fbk__job *first, size_t n);
-static bool touch_locked(fbk_handle *h, bool loaded, size_t w);
+static bool touch_locked(fbk_handle *h, bool loaded);
 
 /* The bytes an eviction write of h is counted as for backpressure: a codec
  * with view holds its bytes, so its size() is cheap (none when stored). */
@@ -230,18 +213,28 @@ static void try_evict_locked(fbk_pool *p, fbk_handle *h, evict_batch *b)
     if (h->tok && b->ndrop < DROP_MAX) {
         b->drop[b->ndrop++] = h->obj;
         h->obj = NULL;
-        fbk__pool_count_mem(p, -1, h->bytes);
+        fbk__pool_count_mem(p, -1, FBK__ITEM_BYTES(h));
         release_flags(h, FBK__ST_EVICT | FBK__ST_MEM, 0, 0);
-    } else if (fbk__item_try_ref(h)) {
+        return;
+    }
+    /* a write (or a drop past DROP_MAX) on a worker: it needs a record */
+    fbk__evict_rec *r = fbk__pool_rec_get_locked(p, h);
+    if (r && fbk__item_try_ref(h)) {
         fbk_store *st = p->store;
         fbk__store_evict_queued(st, queued_bytes(p, h));
-        h->evict_job.run = evict_job;
-        h->evict_job.run_many = FBK__STORE_MANY(st) ? evict_many : NULL;
-        fbk__workers_submit(&st->workers, &h->evict_job);
+        r->job.run = evict_job;
+        r->job.run_many = FBK__STORE_MANY(st) ? evict_many : NULL;
+        fbk__workers_submit(&st->workers, &r->job);
         b->queued = true;
-    } else {
-        release_flags(h, FBK__ST_EVICT, 0, 0); /* retiring: its end drops the value */
+        return;
     }
+    /* retiring (its end drops the value), or no record to be had (out of
+     * memory: the value stays in memory, and a later change tries again) */
+    if (r)
+        fbk__pool_rec_put(p, r);
+    release_flags(h, FBK__ST_EVICT, 0, 0);
+    if (!r && !h->node.in_retry)
+        fbk__pool_defer_locked(p, h);
 }
 
 /* After a policy change: evict the values the policy pushed out. */
@@ -255,9 +248,18 @@ static void evict_victims_locked(fbk_pool *p, evict_batch *b)
 /* ... and then give a few earlier failures another try. */
 static void after_change_locked(fbk_pool *p, evict_batch *b)
 {
+    unsigned deferred = p->ndeferred; /* not those this change defers */
     evict_victims_locked(p, b);
-    for (int i = 0; i < RETRY_PER_CHANGE; i++) {
+    for (int i = 0; i < RETRY_PER_CHANGE && p->retry; i++) {
         fbk_handle *h = fbk__pool_retry_pop_locked(p);
+        if (!h)
+            break;
+        if (fbk__node_out(&h->node))
+            try_evict_locked(p, h, b);
+    }
+    /* evictions that found no record: out of memory then, maybe not now */
+    for (unsigned i = 0; i < RETRY_PER_CHANGE && i < deferred; i++) {
+        fbk_handle *h = fbk__pool_deferred_pop_locked(p);
         if (!h)
             break;
         if (fbk__node_out(&h->node))
@@ -293,43 +295,112 @@ static bool pool_unlock(fbk_pool *p, evict_batch *b)
 
 /* h may have fallen out of the policy while held: evict it now if so.  The
  * caller holds a reference. */
-static void evict_if_out(fbk_handle *h, bool reweigh, size_t w)
+static void evict_if_out(fbk_handle *h)
 {
     fbk_pool *p = h->pool;
-    if (!reweigh && !fbk__node_out(&h->node))
+    if (!fbk__node_out(&h->node))
         return;
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
-    if (reweigh && h->node.weight != w) {
-        fbk__policy_reweight(&p->pol, &h->node, w);
-        after_change_locked(p, &b);
-    }
     if (fbk__node_out(&h->node))
         try_evict_locked(p, h, &b);
     (void)pool_unlock(p, &b); /* never waits: unloads and workers get here */
 }
 
+/* Pool mutex held, h new (not linked): its fields. */
+static void item_init(fbk_pool *p, fbk_handle *h)
+{
+    atomic_init(&h->state, 0);
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->users, 1);
+    atomic_init(&FBK__MUT_OWNER(h), 0);
+    h->pool = p;
+    FBK__ITEM_SET_MAGIC(h, FBK__MAGIC_HANDLE);
+    h->node.prev = h->node.next = NULL;
+    h->node.weight = 0;
+    atomic_init(&h->node.seg, FBK__SEG_OUT);
+    atomic_init(&h->node.mark, 0);
+    h->node.fresh = 0;
+    h->node.in_retry = 0;
+    h->obj = NULL;
+    h->tok = NULL;
+}
+
+/* One pool mutex hold: the item's memory from the pool's slab, the link,
+ * and the evictions the link causes. */
+fbk_handle *fbk__item_create(fbk_pool *p, void *obj, size_t w, fbk__token *tok,
+                             const fbk_key *key, bool *queued)
+{
+    BATCH(b);
+    pool_lock(p, &b);
+    fbk_handle *h = fbk__pool_item_alloc_locked(p);
+    if (h) {
+        item_init(p, h);
+        h->obj = obj;
+        h->tok = tok;
+        h->key = *key;
+        if (obj) {
+            atomic_init(&h->state, FBK__ST_MEM);
+            fbk__pool_count_mem(p, +1, w);
+        }
+        if (fbk__pool_link_locked(p, h, obj != NULL, obj ? w : 0))
+            fbk__pool_retain(p); /* the items' reference */
+        after_change_locked(p, &b);
+        if (obj && fbk__node_out(&h->node))
+            try_evict_locked(p, h, &b); /* larger than the byte bound */
+    }
+    *queued = pool_unlock(p, &b);
+    return h;
+}
+
+bool fbk__item_new_many(fbk_pool *p, fbk_handle **hs, size_t n)
+{
+    fbk__pool_lock(p);
+    size_t i = 0;
+    for (; i < n; i++) {
+        if (!(hs[i] = fbk__pool_item_alloc_locked(p)))
+            break;
+        item_init(p, hs[i]);
+    }
+    if (i < n)
+        for (size_t j = 0; j < i; j++) {
+            fbk__pool_item_free_locked(p, hs[j]);
+            hs[j] = NULL;
+        }
+    fbk__pool_unlock(p);
+    return i == n;
+}
+
+void fbk__item_discard(fbk_handle *h)
+{
+    fbk_pool *p = h->pool;
+    FBK__ITEM_SET_MAGIC(h, FBK__MAGIC_DEAD);
+    fbk__pool_lock(p);
+    fbk__pool_item_free_locked(p, h);
+    fbk__pool_unlock(p);
+}
+
 bool fbk__item_link(fbk_handle *h, bool resident, size_t w)
 {
     fbk_pool *p = h->pool;
-    fbk__pool_retain(p);
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
-    fbk__pool_link_locked(p, h, resident, w);
+    if (fbk__pool_link_locked(p, h, resident, w))
+        fbk__pool_retain(p); /* the items' reference */
     after_change_locked(p, &b);
     if (resident && fbk__node_out(&h->node))
         try_evict_locked(p, h, &b); /* larger than the byte bound */
     return pool_unlock(p, &b);
 }
 
-bool fbk__item_touch(fbk_handle *h, bool loaded, size_t w)
+bool fbk__item_touch(fbk_handle *h, bool loaded)
 {
     if (!loaded) {
         if (fbk__policy_hit(&h->pool->pol, &h->node))
             return false; /* recorded without a list change, no lock */
         return fbk__item_touch_moved(h);
     }
-    return touch_locked(h, true, w);
+    return touch_locked(h, true);
 }
 
 bool fbk__item_touch_moved(fbk_handle *h)
@@ -342,21 +413,16 @@ bool fbk__item_touch_moved(fbk_handle *h)
     if (p->pol.kind == FBK_POLICY_SLRU && fbk__node_seg(&h->node) == FBK__SEG_BACK &&
         p->pol.max_bytes == SIZE_MAX && fbk__pool_promo_push(p, h))
         return false;
-    return touch_locked(h, false, 0);
+    return touch_locked(h, false);
 }
 
-/* An access that moves the item (or, `loaded`, of a value just read back,
- * weighing w): under the pool mutex. */
-static bool touch_locked(fbk_handle *h, bool loaded, size_t w)
+/* An access that moves the item (or, `loaded`, of a value just read back:
+ * load_value weighed it already): under the pool mutex. */
+static bool touch_locked(fbk_handle *h, bool loaded)
 {
     fbk_pool *p = h->pool;
-    evict_batch b = {.ndrop = 0};
+    BATCH(b);
     pool_lock(p, &b);
-    if (loaded && h->node.weight != w) {
-        /* out of memory until now: its weight counted in no bound */
-        fbk__policy_reweight(&p->pol, &h->node, w);
-        evict_victims_locked(p, &b);
-    }
     if (fbk__policy_access(&p->pol, &h->node, loaded))
         after_change_locked(p, &b);
     if (fbk__node_out(&h->node))
@@ -371,21 +437,30 @@ static void retire(fbk_handle *h)
     /* a pin or a job keeps the item, fbk_load_mut does not */
     FBK__DEBUG_ASSERT(!(s & FBK__ST_MUT), "fbk_handle_release",
                       "the last reference was released while fbk_load_mut held the item");
-    evict_batch b = {.ndrop = 0};
+    /* once h is unlinked, another item's end may release the items' pool
+     * reference: this one keeps p until we are done with it */
+    fbk__pool_retain(p);
+    BATCH(b);
     pool_lock(p, &b);
-    fbk__pool_unlink_locked(p, h);
-    (void)pool_unlock(p, &b);
+    bool last = fbk__pool_unlink_locked(p, h);
     /* unreachable now (a concurrent try_evict_locked ended under the pool
-     * mutex): no one else looks at it */
+     * mutex): no one else looks at it, and its memory goes back to the slab
+     * in the same hold */
     s = atomic_load_explicit(&h->state, memory_order_acquire);
-    if (h->tok)
-        fbk__token_release(h->tok); /* the spill copy goes in the background */
-    if (s & FBK__ST_MEM) {
-        fbk__pool_count_mem(p, -1, h->bytes);
-        p->codec.destroy(h->obj, p->codec.ctx);
+    fbk__token *tok = h->tok;
+    void *obj = (s & FBK__ST_MEM) ? h->obj : NULL;
+    size_t bytes = FBK__ITEM_BYTES(h);
+    FBK__ITEM_SET_MAGIC(h, FBK__MAGIC_DEAD);
+    fbk__pool_item_free_locked(p, h);
+    (void)pool_unlock(p, &b);
+    if (tok)
+        fbk__token_release(tok); /* the spill copy goes in the background */
+    if (obj) {
+        fbk__pool_count_mem(p, -1, bytes);
+        p->codec.destroy(obj, p->codec.ctx);
     }
-    h->magic = FBK__MAGIC_DEAD;
-    fbk__free(h);
+    if (last)
+        fbk__pool_release_ref(p); /* the items' */
     fbk__pool_release_ref(p);
 }
 
@@ -414,9 +489,23 @@ void fbk__item_unref(fbk_handle *h)
 
 /* ------------------------------------------------------------- pins */
 
+static void unpin_slow(fbk_handle *h, uint64_t s);
+
 void fbk__item_unpin(fbk_handle *h)
 {
-    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed), n;
+    /* the common case: neither WANTED nor NOREFS, so this unpin does
+     * nothing but drop the pin (one CAS; a failed one goes the long way) */
+    uint64_t s = atomic_load_explicit(&h->state, memory_order_relaxed);
+    if (!(s & (FBK__ST_WANTED | FBK__ST_NOREFS)) && (s & FBK__ST_PINS) &&
+        atomic_compare_exchange_weak_explicit(&h->state, &s, s - FBK__ST_PIN, memory_order_acq_rel,
+                                              memory_order_relaxed))
+        return;
+    unpin_slow(h, s);
+}
+
+static void unpin_slow(fbk_handle *h, uint64_t s)
+{
+    uint64_t n;
     bool ref = false, tried = false;
     for (;;) {
         FBK__DEBUG_ASSERT((s & FBK__ST_PINS) > 0, "fbk_unload",
@@ -441,7 +530,7 @@ void fbk__item_unpin(fbk_handle *h)
     bool last = (s & FBK__ST_PINS) == 1;
     if (ref) {
         if (last && (s & FBK__ST_WANTED))
-            evict_if_out(h, false, 0);
+            evict_if_out(h);
         fbk__item_unref(h);
     } else if (last && (s & FBK__ST_NOREFS)) {
         retire(h);
@@ -450,8 +539,10 @@ void fbk__item_unpin(fbk_handle *h)
 
 /* Reads the value back from the spill area: LOAD is held.  Ends LOAD --
  * with a pin added when `pin` (in one step, so nothing can evict the value
- * between the read and the caller's pin). */
-static int load_value(fbk_handle *h, bool pin)
+ * between the read and the caller's pin).  A new weight is given to the
+ * policy first, under the pool mutex while LOAD still keeps everyone off the
+ * item (node.weight is the item's `bytes`). */
+static int load_value(fbk_handle *h, bool pin, bool *queued)
 {
     fbk_pool *p = h->pool;
     fbk__token *t = h->tok;
@@ -461,7 +552,15 @@ static int load_value(fbk_handle *h, bool pin)
     if (rc == FBK_OK) {
         size_t w = fbk__pool_weigh(p, obj);
         h->obj = obj;
-        h->bytes = w;
+        if (FBK__ITEM_BYTES(h) != w) {
+            /* out of memory until now: its weight counted in no bound */
+            BATCH(b);
+            pool_lock(p, &b);
+            fbk__policy_reweight(&p->pol, &h->node, w);
+            evict_victims_locked(p, &b);
+            if (pool_unlock(p, &b) && queued)
+                *queued = true;
+        }
         fbk__pool_count_mem(p, +1, w);
         atomic_fetch_add_explicit(&p->n_misses, 1, memory_order_relaxed);
         release_flags(h, FBK__ST_LOAD, FBK__ST_MEM, pin ? FBK__ST_PIN : 0);
@@ -495,7 +594,7 @@ int fbk__item_pin_value(fbk_handle *h, bool wait, bool *loaded, const char *fn)
         if (!atomic_compare_exchange_weak_explicit(&h->state, &s, s | FBK__ST_LOAD,
                                                    memory_order_acquire, memory_order_acquire))
             continue;
-        int rc = load_value(h, true);
+        int rc = load_value(h, true, NULL);
         if (rc == FBK_OK)
             *loaded = true;
         return rc;
@@ -540,13 +639,13 @@ int fbk__item_fill(fbk_handle *h)
         }
         if (atomic_compare_exchange_strong_explicit(&h->state, &s, s | FBK__ST_LOAD,
                                                     memory_order_acquire, memory_order_relaxed)) {
-            int rc = load_value(h, false);
+            int rc = load_value(h, false, NULL);
             if (rc)
                 return rc;
             loaded = true;
         }
     }
-    (void)fbk__item_touch(h, loaded, h->bytes); /* on a worker: never waits */
+    (void)fbk__item_touch(h, loaded); /* on a worker: never waits */
     return FBK_OK;
 }
 
@@ -554,7 +653,7 @@ int fbk__item_fill(fbk_handle *h)
 
 int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn)
 {
-    bool loaded = false;
+    bool loaded = false, queued = false;
     uint64_t s = atomic_load_explicit(&h->state, memory_order_acquire);
     for (;;) {
         if ((s & FBK__ST_PINS) || (s & (FBK__ST_STORING | FBK__ST_MUT)))
@@ -569,7 +668,7 @@ int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn
             } else if (atomic_compare_exchange_strong_explicit(&h->state, &s, s | FBK__ST_LOAD,
                                                                memory_order_acquire,
                                                                memory_order_relaxed)) {
-                int rc = load_value(h, false);
+                int rc = load_value(h, false, &queued);
                 if (rc)
                     return rc;
                 loaded = true;
@@ -581,17 +680,16 @@ int fbk__item_mut_begin(fbk_handle *h, bool try_only, void **obj, const char *fn
                                                   memory_order_acq_rel, memory_order_acquire))
             break;
     }
-    atomic_store_explicit(&h->mut_owner, fbk__thread_id(), memory_order_relaxed);
+    atomic_store_explicit(&FBK__MUT_OWNER(h), fbk__thread_id(), memory_order_relaxed);
     fbk__token *old = h->tok;
     h->tok = NULL;
     stripe *st = stripe_lock(h); /* fbk__item_key copies under it */
     fbk_key_generate(&h->key);
     stripe_unlock(st);
     *obj = h->obj;
-    size_t w = h->bytes;
     if (old)
         fbk__token_release(old); /* the old value's spill copy goes in the background */
-    if (fbk__item_touch(h, loaded, w) && !try_only)
+    if ((fbk__item_touch(h, loaded) || queued) && !try_only)
         fbk__store_backpressure(h->pool->store);
     return FBK_OK;
 }
@@ -604,19 +702,22 @@ void fbk__item_mut_end(fbk_handle *h)
     FBK__DEBUG_ASSERT(was, "fbk_unload_mut", "no fbk_load_mut/fbk_make_mut holds the item");
     if (!was)
         return;
-    size_t w = 0;
     if (p->track_bytes) {
-        /* the caller may have resized the value: weigh it again while MUT
-         * still keeps everyone else off it */
-        w = fbk__pool_weigh(p, h->obj);
-        if (w != h->bytes) {
-            atomic_fetch_add_explicit(&p->n_mem_bytes, w - h->bytes, memory_order_relaxed);
-            h->bytes = w;
+        /* the caller may have resized the value: weigh it again and tell
+         * the policy while MUT still keeps everyone else off it */
+        size_t w = fbk__pool_weigh(p, h->obj), old = FBK__ITEM_BYTES(h);
+        if (w != old) {
+            BATCH(b);
+            pool_lock(p, &b);
+            atomic_fetch_add_explicit(&p->n_mem_bytes, w - old, memory_order_relaxed);
+            fbk__policy_reweight(&p->pol, &h->node, w);
+            after_change_locked(p, &b);
+            (void)pool_unlock(p, &b); /* never waits */
         }
     }
-    atomic_store_explicit(&h->mut_owner, 0, memory_order_relaxed);
+    atomic_store_explicit(&FBK__MUT_OWNER(h), 0, memory_order_relaxed);
     release_flags(h, FBK__ST_MUT, 0, 0);
-    evict_if_out(h, p->track_bytes, w);
+    evict_if_out(h); /* pushed out while held (or by its new weight) */
 }
 
 void fbk__item_key(fbk_handle *h, fbk_key *out)
@@ -667,14 +768,12 @@ int fbk__item_ensure_stored(fbk_handle *h, fbk__token **tok, fbk_key *key)
 
 int fbk__item_from_token(fbk_pool *p, fbk__token *t, const fbk_key *key, fbk_handle **out)
 {
-    fbk_handle *h = fbk__item_new(p);
+    bool queued;
+    fbk_handle *h = fbk__item_create(p, NULL, 0, t, key, &queued);
     if (!h) {
         fbk__token_release(t);
         return fbk_error_set(FBK_ENOMEM, 0, "cannot allocate an item");
     }
-    h->tok = t;
-    h->key = *key;
-    fbk__item_link(h, false, 0);
     *out = h;
     return FBK_OK;
 }
@@ -703,11 +802,12 @@ int fbk__item_persist_pinned(fbk_handle *h, fbk_location *loc)
 /* ------------------------------------------------------------ EVICT */
 
 /* The end of an eviction: with the write's outcome, drop the object from
- * memory (rc == 0) or keep it and queue the item for a retry.  t is the new
- * token when this eviction wrote the value; `bytes` what the write was
- * counted as. */
-static void evict_finish(fbk_handle *h, int rc, fbk__token *t, size_t bytes)
+ * memory (rc == 0) or keep it and put the item, with its record r, on the
+ * retry list.  t is the new token when this eviction wrote the value;
+ * `bytes` what the write was counted as.  Ends the job's reference. */
+static void evict_finish(fbk__evict_rec *r, int rc, fbk__token *t, size_t bytes)
 {
+    fbk_handle *h = r->item;
     fbk_pool *p = h->pool;
     fbk_store *s = p->store;
     if (t)
@@ -716,7 +816,7 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t, size_t bytes)
     if (rc == FBK_OK) {
         drop = h->obj;
         h->obj = NULL;
-        fbk__pool_count_mem(p, -1, h->bytes);
+        fbk__pool_count_mem(p, -1, FBK__ITEM_BYTES(h));
     }
     release_flags(h, FBK__ST_EVICT | (rc == FBK_OK ? FBK__ST_MEM : 0), 0, 0);
     if (drop) {
@@ -724,16 +824,20 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t, size_t bytes)
         atomic_fetch_add_explicit(&s->n_evictions, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->n_evictions, 1, memory_order_relaxed);
     }
+    /* FBK_EINVAL is final (a value larger than the backend can hold):
+     * retrying it on every LRU change would only fail again.  The item
+     * stays in memory; it is written again only when it is next pushed out
+     * of the pool's memory. */
     if (rc) {
         atomic_fetch_add_explicit(&s->n_evict_fail, 1, memory_order_relaxed);
         fbk__store_report(s, rc);
-        /* FBK_EINVAL is final (a value larger than the backend can hold):
-         * retrying it on every LRU change would only fail again.  The item
-         * stays in memory; it is written again only when it is next pushed
-         * out of the pool's memory. */
-        if (rc != FBK_EINVAL)
-            fbk__pool_evict_failed(p, h);
     }
+    /* the record goes on the retry list, or back, before the reference
+     * ends: the item's reference keeps the pool, and so the record's slab */
+    if (rc && rc != FBK_EINVAL)
+        fbk__pool_evict_failed(p, r);
+    else
+        fbk__pool_rec_put(p, r);
     fbk__store_evict_done(s, bytes);
     fbk__item_unref(h);
 }
@@ -746,25 +850,26 @@ static void evict_finish(fbk_handle *h, int rc, fbk__token *t, size_t bytes)
  * retried on a later LRU change. */
 static void evict_many(fbk__job *first, size_t n)
 {
-    fbk_handle *hs[FBK__EVICT_BATCH];
+    fbk__evict_rec *rs[FBK__EVICT_BATCH];
     bool write[FBK__EVICT_BATCH];
     size_t bytes[FBK__EVICT_BATCH];
     fbk__store_item items[FBK__EVICT_BATCH];
     size_t m = 0, k = 0;
     for (fbk__job *j = first; j && k < n && k < FBK__EVICT_BATCH; j = j->next, k++) {
-        fbk_handle *h = (fbk_handle *)((char *)j - offsetof(fbk_handle, evict_job));
-        hs[k] = h;
+        fbk__evict_rec *r = (fbk__evict_rec *)j; /* the job is the record's first member */
+        fbk_handle *h = r->item;
+        rs[k] = r;
         write[k] = !h->tok;
         bytes[k] = queued_bytes(h->pool, h);
         if (write[k])
             items[m++] = (fbk__store_item){.key = h->key, .codec = &h->pool->codec, .obj = h->obj};
     }
     if (m > 0)
-        fbk__token_store_many(hs[0]->pool->store, items, m);
+        fbk__token_store_many(rs[0]->item->pool->store, items, m);
     for (size_t i = 0, w = 0; i < k; i++) {
         fbk__store_item *it = write[i] ? &items[w++] : NULL;
         int rc = it ? it->rc : FBK_OK;
-        evict_finish(hs[i], rc, rc == FBK_OK && it ? it->tok : NULL, bytes[i]);
+        evict_finish(rs[i], rc, rc == FBK_OK && it ? it->tok : NULL, bytes[i]);
     }
 }
 

@@ -16,13 +16,19 @@
 static _Thread_local unsigned char key_buf[KEYS_PER_FILL * 16];
 static _Thread_local unsigned key_left;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static atomic_bool atfork_done;
 
 static void drop_buffer_in_child(void) { key_left = 0; }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, drop_buffer_in_child); }
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, drop_buffer_in_child);
+    atomic_store_explicit(&atfork_done, true, memory_order_release);
+}
 
 void fbk_key_generate(fbk_key *out)
 {
-    pthread_once(&atfork_once, install_atfork);
+    if (!atomic_load_explicit(&atfork_done, memory_order_acquire))
+        pthread_once(&atfork_once, install_atfork);
     if (key_left == 0) {
         ssize_t n = getrandom(key_buf, sizeof key_buf, 0);
         if (n != (ssize_t)sizeof key_buf) {

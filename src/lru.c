@@ -146,7 +146,25 @@ void fbk__lru_push_front(fbk__lru *l, fbk__node *n)
     l->count[0]++;
     l->bytes[0] += n->weight;
     l->first[0] = n;
-    rebalance(l);
+    if (l->cap_bytes[0] == SIZE_MAX && l->cap_bytes[1] == SIZE_MAX) {
+        /* Without a byte bound the cuts are positions, and the invariant
+         * says BACK (OUT) held nodes only when FRONT (BACK) was full.  The
+         * new node leaves FRONT at most one over: its last node becomes
+         * BACK's first, which leaves BACK at most one over: its last becomes
+         * OUT's first.  Nothing can be pulled up -- what rebalance() would
+         * do, without its rounds of checks (the insert path). */
+        if (over(l, 0)) {
+            spill_down(l, 0);
+            if (over(l, 1))
+                spill_down(l, 1);
+            /* the next insert spills FRONT's new last node: in a large pool
+             * it was last touched long ago (a cache miss), so fetch it now */
+            if (l->first[FBK__SEG_BACK]) /* (empty when BACK's share is 0) */
+                __builtin_prefetch(l->first[FBK__SEG_BACK]->prev, 1);
+        }
+    } else {
+        rebalance(l);
+    }
     end(l);
 }
 

@@ -7,8 +7,104 @@
 #include "fbk_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define node_item(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
+
+/* ------------------------------------------------------------ slabs */
+
+/* Pieces per block: an item block is ~88 KiB, a record block 2 KiB (one
+ * malloc chunk each, below glibc's mmap threshold). */
+#define ITEMS_PER_BLOCK 1024
+#define RECS_PER_BLOCK 64
+/* a block starts with the link to the next one, padded to 16 bytes */
+#define BLOCK_HDR 16
+
+static void slab_init(fbk__slab *sl, size_t size, size_t per_block)
+{
+    sl->blocks = sl->free = NULL;
+    sl->bump = sl->end = NULL;
+    sl->size = (size + 7) & ~(size_t)7; /* items and records need 8-byte alignment */
+    sl->per_block = per_block;
+}
+
+static void *slab_alloc(fbk__slab *sl)
+{
+    void *x = sl->free;
+    if (x) {
+        memcpy(&sl->free, x, sizeof(void *));
+        return x;
+    }
+    if (sl->bump == sl->end) {
+        char *b = fbk__malloc(BLOCK_HDR + sl->size * sl->per_block);
+        if (!b)
+            return NULL;
+        memcpy(b, &sl->blocks, sizeof(void *));
+        sl->blocks = b;
+        sl->bump = b + BLOCK_HDR;
+        sl->end = sl->bump + sl->size * sl->per_block;
+    }
+    x = sl->bump;
+    sl->bump += sl->size;
+    return x;
+}
+
+static void slab_free(fbk__slab *sl, void *x)
+{
+    memcpy(x, &sl->free, sizeof(void *));
+    sl->free = x;
+}
+
+static void slab_destroy(fbk__slab *sl)
+{
+    void *b = sl->blocks;
+    while (b) {
+        void *next;
+        memcpy(&next, b, sizeof next);
+        fbk__free(b);
+        b = next;
+    }
+    sl->blocks = sl->free = NULL;
+    sl->bump = sl->end = NULL;
+}
+
+fbk_handle *fbk__pool_item_alloc_locked(fbk_pool *p)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    return slab_alloc(&p->items); /* item.c sets every field */
+}
+
+void fbk__pool_item_free_locked(fbk_pool *p, fbk_handle *h)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    /* the link overwrites `state`; a debug build's magic (DEAD) stays, so
+     * a use after the last release is still recognised until reuse */
+    slab_free(&p->items, h);
+}
+
+fbk__evict_rec *fbk__pool_rec_get_locked(fbk_pool *p, fbk_handle *h)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    if (!p->recs.free) /* take what the workers gave back, all at once */
+        p->recs.free = atomic_exchange_explicit(&p->recs_back, NULL, memory_order_acquire);
+    fbk__evict_rec *r = slab_alloc(&p->recs);
+    if (r)
+        *r = (fbk__evict_rec){.item = h};
+    return r;
+}
+
+/* A Treiber stack with one consumer (the mutex holder takes it whole with
+ * an exchange), so no ABA: a record pushed here is not reused before that
+ * exchange.  The link is the record's first word (job.run), as on the free
+ * list. */
+void fbk__pool_rec_put(fbk_pool *p, fbk__evict_rec *r)
+{
+    fbk__evict_rec *head = atomic_load_explicit(&p->recs_back, memory_order_relaxed);
+    do
+        memcpy(r, &head, sizeof head);
+    while (!atomic_compare_exchange_weak_explicit(&p->recs_back, &head, r, memory_order_release,
+                                                  memory_order_relaxed));
+}
 
 static int pool_new(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t mem_items,
                     size_t mem_bytes, fbk_policy policy, const char *fn)
@@ -37,6 +133,9 @@ static int pool_new(fbk_pool **out, fbk_store *s, const fbk_codec *codec, size_t
     p->codec = *codec;
     /* a codec with view holds its bytes, so its size() is a field read */
     p->track_bytes = mem_bytes != 0 || codec->view != NULL;
+    slab_init(&p->items, sizeof(fbk_handle), ITEMS_PER_BLOCK);
+    slab_init(&p->recs, sizeof(fbk__evict_rec), RECS_PER_BLOCK);
+    atomic_init(&p->recs_back, NULL);
     pthread_mutex_init(&p->mu, NULL);
     fbk__policy_init(&p->pol, policy, mem_bytes && !mem_items ? SIZE_MAX : mem_items,
                      mem_bytes ? mem_bytes : SIZE_MAX);
@@ -112,6 +211,9 @@ void fbk__pool_release_ref(fbk_pool *p)
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
     fbk_store *s = p->store;
+    /* no item is left (they held a reference), so no record is in use */
+    slab_destroy(&p->items);
+    slab_destroy(&p->recs);
     pthread_mutex_destroy(&p->mu);
     fbk__free(p);
     fbk__store_release(s);
@@ -176,23 +278,36 @@ fbk_handle *fbk__pool_promo_pop(fbk_pool *p)
 
 /* --------------------------------------------------- list changes */
 
-void fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
+/* size changes only under the mutex: a load and a store, no locked
+ * instruction (fbk_pool_size reads it without the mutex) */
+bool fbk__pool_link_locked(fbk_pool *p, fbk_handle *h, bool resident, size_t w)
 {
     FBK__ASSERT_POOL_HELD(p);
     h->node.weight = w;
     fbk__policy_insert(&p->pol, &h->node, resident);
-    atomic_fetch_add(&p->size, 1);
+    size_t n = atomic_load_explicit(&p->size, memory_order_relaxed);
+    atomic_store_explicit(&p->size, n + 1, memory_order_relaxed);
+    return n == 0;
 }
 
-void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
+bool fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
 {
     FBK__ASSERT_POOL_HELD(p);
     fbk__policy_remove(&p->pol, &h->node);
-    if (h->node.in_retry) {
-        fbk_handle **pp = &p->retry;
-        while (*pp != h)
-            pp = &(*pp)->retry_next;
-        *pp = h->retry_next;
+    if (h->node.in_retry == FBK__RETRY_DEFERRED) {
+        unsigned i = 0;
+        while (p->deferred[i] != h)
+            i++;
+        p->ndeferred--;
+        memmove(&p->deferred[i], &p->deferred[i + 1], (p->ndeferred - i) * sizeof p->deferred[0]);
+        h->node.in_retry = 0;
+    } else if (h->node.in_retry) {
+        fbk__evict_rec **pp = &p->retry;
+        while ((*pp)->item != h)
+            pp = (fbk__evict_rec **)&(*pp)->job.next;
+        fbk__evict_rec *r = *pp;
+        *pp = (fbk__evict_rec *)r->job.next;
+        slab_free(&p->recs, r);
         h->node.in_retry = 0;
     }
     /* promotions of h still queued behind a slot being filled */
@@ -202,7 +317,9 @@ void fbk__pool_unlink_locked(fbk_pool *p, fbk_handle *h)
         if (atomic_load_explicit(&slot->seq, memory_order_acquire) == pos + 1 && slot->item == h)
             slot->item = NULL;
     }
-    atomic_fetch_sub(&p->size, 1);
+    size_t n = atomic_load_explicit(&p->size, memory_order_relaxed);
+    atomic_store_explicit(&p->size, n - 1, memory_order_relaxed);
+    return n == 1;
 }
 
 fbk_handle *fbk__pool_victim_locked(fbk_pool *p)
@@ -218,22 +335,47 @@ fbk_handle *fbk__pool_victim_locked(fbk_pool *p)
 fbk_handle *fbk__pool_retry_pop_locked(fbk_pool *p)
 {
     FBK__ASSERT_POOL_HELD(p);
-    fbk_handle *h = p->retry;
-    if (h) {
-        p->retry = h->retry_next;
-        h->retry_next = NULL;
-        h->node.in_retry = 0;
-    }
+    fbk__evict_rec *r = p->retry;
+    if (!r)
+        return NULL;
+    p->retry = (fbk__evict_rec *)r->job.next;
+    fbk_handle *h = r->item;
+    slab_free(&p->recs, r);
+    h->node.in_retry = 0;
     return h;
 }
 
-void fbk__pool_evict_failed(fbk_pool *p, fbk_handle *h)
+void fbk__pool_evict_failed(fbk_pool *p, fbk__evict_rec *r)
 {
     fbk__pool_lock(p);
+    fbk_handle *h = r->item;
     if (!h->node.in_retry) {
-        h->node.in_retry = 1;
-        h->retry_next = p->retry;
-        p->retry = h;
+        h->node.in_retry = FBK__RETRY_LIST;
+        r->job.next = (fbk__job *)p->retry;
+        p->retry = r;
+    } else {
+        slab_free(&p->recs, r); /* on the list already (an earlier failure) */
     }
     fbk__pool_unlock(p);
+}
+
+void fbk__pool_defer_locked(fbk_pool *p, fbk_handle *h)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    if (h->node.in_retry || p->ndeferred == FBK__DEFER_SLOTS)
+        return; /* full: h stays in memory until the policy next pushes it out */
+    p->deferred[p->ndeferred++] = h;
+    h->node.in_retry = FBK__RETRY_DEFERRED;
+}
+
+fbk_handle *fbk__pool_deferred_pop_locked(fbk_pool *p)
+{
+    FBK__ASSERT_POOL_HELD(p);
+    if (p->ndeferred == 0)
+        return NULL;
+    fbk_handle *h = p->deferred[0];
+    p->ndeferred--;
+    memmove(&p->deferred[0], &p->deferred[1], p->ndeferred * sizeof p->deferred[0]);
+    h->node.in_retry = 0;
+    return h;
 }

@@ -237,7 +237,8 @@ static unsigned run_mode(const oom_case *c, int file, int persistent)
     }
 }
 
-static void run_case(const oom_case *c, int file)
+/* may_not_allocate: the operation may need no allocation at all. */
+static void run_case_opt(const oom_case *c, int file, bool may_not_allocate)
 {
     install();
     unsigned once = run_mode(c, file, 0);
@@ -245,8 +246,11 @@ static void run_case(const oom_case *c, int file)
     uninstall();
     fprintf(stderr, "oom: %-28s %s: %u allocation points (fail once), %u (fail from N on)\n",
             c->name, file ? "file:" : "mem: ", once - 1, pers - 1);
-    cr_assert_gt(once, 1, "%s: no allocation point found", c->name);
+    if (!may_not_allocate)
+        cr_assert_gt(once, 1, "%s: no allocation point found", c->name);
 }
+
+static void run_case(const oom_case *c, int file) { run_case_opt(c, file, false); }
 
 /* --------------------------------------------------------- store open */
 
@@ -792,9 +796,14 @@ static void check_register(env *e, int rc)
 }
 
 static const oom_case c_register = {"fbk_register", setup_register, op_register, check_register};
+/* The token is shared and the item comes from the block of the pool's slab
+ * that the first registration allocated: possibly no allocation at all. */
 static const oom_case c_register_again = {"fbk_register (2nd of a key)", setup_register_again,
                                           op_register, check_register};
 
 Test(oom, register_fails_cleanly_then_works) { run_case(&c_register, 0); }
-Test(oom, register_of_registered_key_fails_cleanly_then_works) { run_case(&c_register_again, 0); }
+Test(oom, register_of_registered_key_fails_cleanly_then_works)
+{
+    run_case_opt(&c_register_again, 0, true);
+}
 Test(oom, register_file_fails_cleanly_then_works) { run_case(&c_register, 1); }
