@@ -11,8 +11,8 @@ phase.  Both stores are measured the same way: each process opens the store
 (timed apart: the "open ms" column, mean per process, set phase / get
 phase), makes its names and values, waits at a barrier for the other
 processes, then runs its operations and, in the set phase, the store's
-final flush; the phase's time runs from the first process's start to the
-last one's end.  fbk runs on lmdb: with sync=False (changes durable at the
+final flush (also shown apart: "flush ms", mean per process); the phase's
+time runs from the first process's start to the last one's end.  fbk runs on lmdb: with sync=False (changes durable at the
 final Map.sync(), which is timed as part of the set phase: neither it nor
 diskcache's SQLite in WAL mode with synchronous=NORMAL fsyncs each set)
 and with sync=True (every set durable on return).  Memoize: a function returning 16 KiB, first call
@@ -112,23 +112,27 @@ def make(kind, path, sync):
 
 
 def run_ops(kv, op, ks, vs=None):
-    """Times each call; returns the latencies in s.  A set phase ends with
-    the store's flush (fbk sync=False: Map.sync(); diskcache: nothing to do)."""
+    """Times each call; returns the latencies and the flush time in s.  A set
+    phase ends with the store's flush (fbk sync=False: Map.sync(); diskcache:
+    nothing to do)."""
     lat = []
     clock = time.perf_counter
+    flush = 0.0
     if op == "set":
         for k, v in zip(ks, vs):
             a = clock()
             kv.set(k, v)
             lat.append(clock() - a)
+        a = clock()
         kv.flush()
+        flush = clock() - a
     else:
         for k in ks:
             a = clock()
             v = kv.get(k)
             lat.append(clock() - a)
             assert v is not None
-    return lat
+    return lat, flush
 
 
 _barrier = None
@@ -156,10 +160,10 @@ def worker(args):
     if _barrier is not None:
         _barrier.wait()
     t0 = time.perf_counter()
-    lat = run_ops(kv, op, ks, vs)
+    lat, flush = run_ops(kv, op, ks, vs)
     t1 = time.perf_counter()
     kv.close()
-    return lat, opened, t0, t1
+    return lat, opened, t0, t1, flush
 
 
 def fbk_can_share(path):
@@ -199,7 +203,8 @@ def bench_kv(kind, sync, size, n, procs, root):
             wall = max(r[3] for r in res) - min(r[2] for r in res)
             rows[op] = dict(ops=len(lat) / wall, p50=pct(lat, 0.50), p99=pct(lat, 0.99),
                             mbs=len(lat) * size / wall / MIB,
-                            open=statistics.mean(r[1] for r in res))
+                            open=statistics.mean(r[1] for r in res),
+                            flush=statistics.mean(r[4] for r in res))
         return rows
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -265,8 +270,8 @@ def main():
     shutil.rmtree(share_dir, ignore_errors=True)
 
     print("| value | procs | store | open ms (set/get) | set ops/s | set p50 µs | set p99 µs "
-          "| get ops/s | get p50 µs | get p99 µs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| flush ms | get ops/s | get p50 µs | get p99 µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes = []
     summary = {}
     for size, n in plan:
@@ -282,10 +287,11 @@ def main():
                     continue
                 r = bench_kv(kind, sync, size, n, procs, root)
                 summary[(size, procs, label)] = r
-                print("| %s | %d | %s | %.1f / %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % (
+                print("| %s | %d | %s | %.1f / %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.0f |" % (
                     "16 KiB" if size < MIB else "1 MiB", procs, label,
                     r["set"]["open"] * 1e3, r["get"]["open"] * 1e3,
                     r["set"]["ops"], r["set"]["p50"] * 1e6, r["set"]["p99"] * 1e6,
+                    r["set"]["flush"] * 1e3,
                     r["get"]["ops"], r["get"]["p50"] * 1e6, r["get"]["p99"] * 1e6), flush=True)
     print()
     for size, n in plan:

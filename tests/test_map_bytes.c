@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,4 +333,89 @@ Test(map_bytes, works_on_every_backend_with_names)
         cr_assert_eq(fbk_map_get_bytes(e.m, S("y"), NULL, NULL), FBK_EINVAL);
         cr_assert_eq(tu_map_close(&e), 0, "%s", fbk_errmsg());
     }
+}
+
+/* 8 writers put_bytes (synced: they share batches) while 2 readers read the
+ * same names: a reader sees a name unbound or with exactly the bytes of
+ * one of its puts, never damage. */
+typedef struct {
+    fbk_map *m;
+    int id;
+    atomic_int *stop;
+    int bad;
+} worker_arg;
+
+#define WRITERS 8
+#define PUTS 40
+
+static void *writer(void *p)
+{
+    worker_arg *a = p;
+    char name[32];
+    for (int i = 0; i < PUTS; i++) {
+        snprintf(name, sizeof name, "w%d-%d", a->id, i % 10);
+        unsigned char *v = pattern(3000 + (size_t)i, (uint64_t)(a->id * 1000 + i % 10));
+        if (fbk_map_put_bytes(a->m, name, strlen(name), v, 3000 + (size_t)i) != 0)
+            a->bad++;
+        free(v);
+    }
+    return NULL;
+}
+
+static void *reader(void *p)
+{
+    worker_arg *a = p;
+    char name[32];
+    unsigned n = 0;
+    while (!atomic_load(a->stop)) {
+        int w = (int)(n++ % WRITERS), k = (int)(n % 10);
+        snprintf(name, sizeof name, "w%d-%d", w, k);
+        out_buf b = {0};
+        int rc = fbk_map_get_bytes(a->m, name, strlen(name), give, &b);
+        if (rc == 0) {
+            size_t i = b.size - 3000;
+            unsigned char *v = pattern(b.size, (uint64_t)(w * 1000 + k));
+            if (b.size < 3000 || i % 10 != (size_t)k || memcmp(v, b.p, b.size) != 0)
+                a->bad++;
+            free(v);
+        } else if (rc != FBK_ENOTFOUND) {
+            a->bad++;
+        }
+        free(b.p);
+    }
+    return NULL;
+}
+
+Test(map_bytes, concurrent_synced_puts_and_gets, .timeout = 120)
+{
+    const char *dir = tu_fresh_dir("map-bytes-threads");
+    tu_mapenv e;
+    open_wrapped(&e, dir, NULL, false, false);
+    atomic_int stop = 0;
+    pthread_t w[WRITERS], r[2];
+    worker_arg wa[WRITERS], ra[2];
+    for (int i = 0; i < 2; i++) {
+        ra[i] = (worker_arg){e.m, i, &stop, 0};
+        cr_assert_eq(pthread_create(&r[i], NULL, reader, &ra[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        wa[i] = (worker_arg){e.m, i, &stop, 0};
+        cr_assert_eq(pthread_create(&w[i], NULL, writer, &wa[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(w[i], NULL);
+        cr_assert_eq(wa[i].bad, 0, "writer %d: %d failed puts", i, wa[i].bad);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(r[i], NULL);
+        cr_assert_eq(ra[i].bad, 0, "reader %d: %d wrong reads", i, ra[i].bad);
+    }
+    cr_assert_lt(atomic_load(&n_write_names), WRITERS * PUTS, "no two puts shared a batch");
+    cr_assert_eq(fbk_map_count(e.m), WRITERS * 10);
+    /* the second sync waits for the first batch's orphan removal to end */
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_location_count(e.loc), WRITERS * 10, "orphans left behind");
+    cr_assert_eq(tu_map_close(&e), 0, "%s", fbk_errmsg());
 }
