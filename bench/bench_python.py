@@ -6,11 +6,16 @@ same data.
 
 For each value size (16 KiB, 1 MiB): set N values, then get them all in a
 shuffled order, in 1 process and in 8 processes (each its own share of the
-names); latencies per operation, throughput over the whole phase.  fbk runs
-on lmdb: with sync=False (changes durable at the final sync(), which is
-timed as part of the set phase: diskcache's SQLite in WAL mode with
-synchronous=NORMAL does not fsync each set either) and with sync=True (every
-set durable on return).  Memoize: a function returning 16 KiB, first call
+names); latencies per operation, throughput over the operations of the
+phase.  Both stores are measured the same way: each process opens the store
+(timed apart: the "open ms" column, mean per process, set phase / get
+phase), makes its names and values, waits at a barrier for the other
+processes, then runs its operations and, in the set phase, the store's
+final flush (also shown apart: "flush ms", mean per process); the phase's
+time runs from the first process's start to the last one's end.  fbk runs on lmdb: with sync=False (changes durable at the
+final Map.sync(), which is timed as part of the set phase: neither it nor
+diskcache's SQLite in WAL mode with synchronous=NORMAL fsyncs each set)
+and with sync=True (every set durable on return).  Memoize: a function returning 16 KiB, first call
 (miss) and repeated calls (hits) through fbk.memoize, diskcache's
 Cache.memoize and joblib.Memory.cache.
 
@@ -106,35 +111,59 @@ def make(kind, path, sync):
     return FbkKV(path, sync) if kind == "fbk" else DiskcacheKV(path)
 
 
-def run_phase(kv, op, ks, vs=None):
-    """Times each call; returns (latencies in s, total seconds incl. flush)."""
+def run_ops(kv, op, ks, vs=None):
+    """Times each call; returns the latencies and the flush time in s.  A set
+    phase ends with the store's flush (fbk sync=False: Map.sync(); diskcache:
+    nothing to do)."""
     lat = []
-    t0 = time.perf_counter()
+    clock = time.perf_counter
+    flush = 0.0
     if op == "set":
         for k, v in zip(ks, vs):
-            a = time.perf_counter()
+            a = clock()
             kv.set(k, v)
-            lat.append(time.perf_counter() - a)
+            lat.append(clock() - a)
+        a = clock()
         kv.flush()
+        flush = clock() - a
     else:
         for k in ks:
-            a = time.perf_counter()
+            a = clock()
             v = kv.get(k)
-            lat.append(time.perf_counter() - a)
+            lat.append(clock() - a)
             assert v is not None
-    return lat, time.perf_counter() - t0
+    return lat, flush
+
+
+_barrier = None
+
+
+def _init_worker(barrier):
+    global _barrier
+    _barrier = barrier
 
 
 def worker(args):
+    """One process's share of a phase: opens the store (timed apart), makes
+    its names and values, waits for the other workers (a barrier), then the
+    timed operations plus the final flush.  perf_counter is CLOCK_MONOTONIC,
+    one clock for every process of the machine, so the phase's wall time is
+    the latest end minus the earliest start."""
     kind, path, sync, size, n, tag, op = args
-    kv = make(kind, path, sync)
     ks = names(n, tag)
-    vs = values(size, n, seed=hash(tag) & 0xFFFF) if op == "set" else None
+    vs = values(size, n, seed=int(tag[1:]) + 1) if op == "set" else None
     if op == "get":
         random.Random(7).shuffle(ks)
-    lat, total = run_phase(kv, op, ks, vs)
+    t = time.perf_counter()
+    kv = make(kind, path, sync)
+    opened = time.perf_counter() - t
+    if _barrier is not None:
+        _barrier.wait()
+    t0 = time.perf_counter()
+    lat, flush = run_ops(kv, op, ks, vs)
+    t1 = time.perf_counter()
     kv.close()
-    return lat, total
+    return lat, opened, t0, t1, flush
 
 
 def fbk_can_share(path):
@@ -156,31 +185,29 @@ def _try_open(path):
 
 
 def bench_kv(kind, sync, size, n, procs, root):
+    """Per phase: ops/s over the operations plus the final flush (not the
+    open), latencies, and the mean time a process took to open the store."""
     path = tempfile.mkdtemp(prefix="%s-" % kind, dir=root)
     try:
         rows = {}
         for op in ("set", "get"):
             jobs = [(kind, path, sync, size, n // procs, b"p%d" % i, op) for i in range(procs)]
             if procs == 1:
-                t0 = time.perf_counter()
                 res = [worker(jobs[0])]
-                wall = time.perf_counter() - t0
             else:
-                with multiprocessing.get_context("spawn").Pool(procs) as p:
-                    p.map(_noop, range(procs))           # start the workers first
-                    t0 = time.perf_counter()
-                    res = p.map(worker, jobs)
-                    wall = time.perf_counter() - t0
-            lat = [x for r, _ in res for x in r]
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(procs, initializer=_init_worker,
+                              initargs=(ctx.Barrier(procs),)) as p:
+                    res = p.map(worker, jobs, chunksize=1)
+            lat = [x for r in res for x in r[0]]
+            wall = max(r[3] for r in res) - min(r[2] for r in res)
             rows[op] = dict(ops=len(lat) / wall, p50=pct(lat, 0.50), p99=pct(lat, 0.99),
-                            mbs=len(lat) * size / wall / MIB)
+                            mbs=len(lat) * size / wall / MIB,
+                            open=statistics.mean(r[1] for r in res),
+                            flush=statistics.mean(r[4] for r in res))
         return rows
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _noop(_):
-    return None
 
 
 # ----------------------------------------------------------------- memoize
@@ -242,8 +269,9 @@ def main():
     sharing = fbk_can_share(share_dir)
     shutil.rmtree(share_dir, ignore_errors=True)
 
-    print("| value | procs | store | set ops/s | set p50 µs | set p99 µs | get ops/s | get p50 µs | get p99 µs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| value | procs | store | open ms (set/get) | set ops/s | set p50 µs | set p99 µs "
+          "| flush ms | get ops/s | get p50 µs | get p99 µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes = []
     summary = {}
     for size, n in plan:
@@ -259,9 +287,11 @@ def main():
                     continue
                 r = bench_kv(kind, sync, size, n, procs, root)
                 summary[(size, procs, label)] = r
-                print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % (
+                print("| %s | %d | %s | %.1f / %.1f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.0f |" % (
                     "16 KiB" if size < MIB else "1 MiB", procs, label,
+                    r["set"]["open"] * 1e3, r["get"]["open"] * 1e3,
                     r["set"]["ops"], r["set"]["p50"] * 1e6, r["set"]["p99"] * 1e6,
+                    r["set"]["flush"] * 1e3,
                     r["get"]["ops"], r["get"]["p50"] * 1e6, r["get"]["p99"] * 1e6), flush=True)
     print()
     for size, n in plan:

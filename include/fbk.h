@@ -528,6 +528,31 @@ uint64_t fbk_map_bytes(fbk_map *m);
  * objects no name refers to any more). */
 int fbk_map_sync(fbk_map *m);
 
+/* Byte-level put and get, for a caller that has the value as bytes (the
+ * Python package): no item, no spill copy.
+ * fbk_map_put_bytes binds name to a new object whose encoded form is
+ * data[0..size) -- for a map over fbk_blob_codec, the value itself -- with
+ * the durability of fbk_map_put.  The bytes are copied once (checksummed in
+ * the same pass) into memory the map holds until the batch that binds them
+ * writes them into the location, in the transaction of the binding, through
+ * the backend's write_names (table version 6, lmdb:).  Without write_names,
+ * or while the map holds 64 MiB of such bytes already (FBK_MAP_NOSYNC puts
+ * waiting for a sync), the bytes are decoded by the pool's codec, inserted
+ * and put as fbk_map_put does (through the spill area).  Errors as fbk_map_put (FBK_ECODEC from the
+ * codec's decode). */
+int fbk_map_put_bytes(fbk_map *m, const void *name, size_t len, const void *data, size_t size);
+/* fbk_map_get_bytes copies the encoded form of the object bound to name (a
+ * blob's bytes) into memory the caller hands out: buf(size, arg) is called
+ * at most once, with the size, and returns where size bytes go (NULL:
+ * FBK_ENOMEM).  An object not in memory is read straight from the location
+ * (backend table version 4 load_persisted: one copy, checked against the
+ * frame's checksum in the same pass), with no item registered; otherwise
+ * as fbk_map_get, then fbk_load.  FBK_ENOTFOUND if unbound, FBK_ECORRUPT
+ * on damaged bytes.  When it fails after buf was called, the caller frees
+ * what buf handed out (its bytes are undefined). */
+typedef void *(*fbk_buf_fn)(size_t size, void *arg);
+int fbk_map_get_bytes(fbk_map *m, const void *name, size_t len, fbk_buf_fn buf, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,8 +64,8 @@ typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
  * 3: appends workers.  4: appends the name index (maps), contains,
  * scan_foreign, drop_location and load_persisted.  5: appends
- * persist_names and remove_unbound. */
-#define FBK_BACKEND_OPS_VERSION 5
+ * persist_names and remove_unbound.  6: appends write_names. */
+#define FBK_BACKEND_OPS_VERSION 6
 
 /* One change of a location's name index (version 4): bind name[0..len) to
  * key, or unbind it when key is NULL.  `size` is the object's payload size
@@ -91,6 +91,16 @@ typedef struct fbk_store_req {
     void *arg;
     int result; /* out: 0 when the value is readable, else its FBK_E* code */
 } fbk_store_req;
+
+/* One value write_names (version 6) puts into a location straight from the
+ * caller's memory: the framed value (the core's 24-byte header, then the
+ * codec's bytes) as iov[0..niov), niov <= 4, under a key new to the
+ * location. */
+typedef struct fbk_frame_req {
+    const fbk_key *key;
+    const struct iovec *iov;
+    int niov;
+} fbk_frame_req;
 
 /*
  * The table.  `version` comes first; later versions only append members, so a
@@ -245,6 +255,23 @@ struct fbk_backend_ops {
      * meanwhile survives.  NULL: remove_persisted (safe only while no other
      * process binds names in loc). */
     int (*remove_unbound)(void *self, void *loc, const fbk_key *key);
+
+    /* ---- version 6 (read only when version >= 6) ---- */
+    /* Optional: write the framed values reqs[0..n) into loc straight from
+     * memory (no spill copy: the core hands the bytes it has), then apply
+     * ops[0..nops) as name_apply does, committed together where the backend
+     * can (lmdb: one write transaction; values of more than 64 MiB in all
+     * take several, the name changes going into the last).  The keys are
+     * new to loc and distinct; the segments stay valid and unchanged during
+     * the call.  Same guarantees as persist_names: never a half-written
+     * value, durable at the next `sync`, a binding never durable before its
+     * object, a refused binding (FBK_EINVAL: its key is neither among reqs
+     * nor in loc) applies no name change.  n may be 0 (a name_apply) and
+     * nops may be 0 (objects only: a map's FBK_MAP_NOSYNC put writes its
+     * object at once and binds it at the next sync).  NULL: the core writes
+     * each value to the spill area and persists it from there. */
+    int (*write_names)(void *self, void *loc, const fbk_frame_req *reqs, size_t n,
+                       const fbk_name_op *ops, size_t nops);
 };
 
 /*

@@ -119,6 +119,14 @@ typedef struct fbk__read_ctx {
     void *obj; /* out */
 } fbk__read_ctx;
 int fbk__frame_read(const void *src, size_t len, void *arg); /* fbk_read_fn */
+/* Copies src[0..len) to dst and writes the frame header of those bytes to
+ * hdr: the checksum is taken over dst piece by piece right after each piece
+ * is copied (while it is in the cache).  0 or FBK_ENOMEM. */
+int fbk__frame_copy(unsigned char hdr[FBK__FRAME_HDR], void *dst, const void *src, size_t len);
+/* Copies a frame's payload[0..plen) to dst, checking it against the
+ * checksum of the frame header hdr the same way.  0, FBK_ECORRUPT (dst then
+ * holds the damaged bytes) or FBK_ENOMEM. */
+int fbk__frame_copy_check(const unsigned char *hdr, void *dst, const void *payload, size_t plen);
 /* A copy of obj through codec->clone, or encode+decode. */
 int fbk__codec_clone(const fbk_codec *codec, const void *obj, void **out);
 
@@ -324,6 +332,14 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
 int fbk__location_remove_unbound(fbk_location *loc, const fbk_key *key, bool *kept);
 int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
                                const fbk_name_op *ops, size_t nops, bool *bound);
+/* The backend's version-6 write_names, or NULL. */
+#define FBK__WRITE_NAMES(s) ((s)->ops->version >= 6 ? (s)->ops->write_names : NULL)
+/* Writes the framed values reqs[0..n) (keys new to loc) straight from memory
+ * into loc, then applies ops[0..nops), through write_names (which the
+ * caller checked the backend has): one commit on lmdb:.  The keys count as
+ * held by loc when it returns 0, as absent otherwise. */
+int fbk__location_write_bind(fbk_location *loc, const fbk_frame_req *reqs, size_t n,
+                             const fbk_name_op *ops, size_t nops);
 /* Bracket a register_key from loc: FBK_ENOTFOUND if loc lacks key; while
  * bracketed, the key cannot be removed from loc. */
 int fbk__location_register_begin(fbk_location *loc, const fbk_key *key);

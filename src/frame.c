@@ -95,6 +95,63 @@ int fbk__frame_check_sum(const unsigned char *hdr, const void *payload, size_t p
     return FBK_OK;
 }
 
+/* Pieces of fbk__frame_copy: small enough to stay in L2 between the copy and
+ * the hash. */
+#define FRAME_PIECE ((size_t)64 << 10)
+
+/* XXH3-64 of src[0..len) while copying it to dst (dst may be NULL: hash only). */
+static int copy_hash(void *dst, const void *src, size_t len, uint64_t *sum)
+{
+    if (len <= FRAME_PIECE) {
+        if (dst && len)
+            memcpy(dst, src, len);
+        *sum = XXH3_64bits(dst ? dst : src, len);
+        return FBK_OK;
+    }
+    XXH3_state_t *st = XXH3_createState();
+    if (!st)
+        return fbk_error_set(FBK_ENOMEM, 0, "frame: cannot allocate a checksum state");
+    XXH3_64bits_reset(st);
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    for (size_t off = 0; off < len; off += FRAME_PIECE) {
+        size_t n = len - off < FRAME_PIECE ? len - off : FRAME_PIECE;
+        memcpy(d + off, s + off, n);
+        XXH3_64bits_update(st, d + off, n);
+    }
+    *sum = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return FBK_OK;
+}
+
+int fbk__frame_copy(unsigned char hdr[FBK__FRAME_HDR], void *dst, const void *src, size_t len)
+{
+    uint64_t sum;
+    int rc = copy_hash(dst, src, len, &sum);
+    if (rc)
+        return rc;
+    memcpy(hdr, FBK__FRAME_MAGIC, 4);
+    hdr[4] = FBK__FRAME_VERSION;
+    hdr[5] = hdr[6] = hdr[7] = 0;
+    put_le64(hdr + 8, (uint64_t)len);
+    put_le64(hdr + 16, sum);
+    return FBK_OK;
+}
+
+int fbk__frame_copy_check(const unsigned char *hdr, void *dst, const void *payload, size_t plen)
+{
+    uint64_t got;
+    int rc = copy_hash(dst, payload, plen, &got);
+    if (rc)
+        return rc;
+    uint64_t want = get_le64(hdr + 16);
+    if (want != got)
+        return fbk_error_set(FBK_ECORRUPT, 0,
+                             "frame: checksum mismatch (stored %016llx, computed %016llx)",
+                             (unsigned long long)want, (unsigned long long)got);
+    return FBK_OK;
+}
+
 int fbk__frame_check(const void *src, size_t len, const unsigned char **payload, size_t *plen)
 {
     const unsigned char *p = src;

@@ -553,3 +553,43 @@ void fbk_location_close(fbk_location *loc)
     if (loc)
         fbk__location_release(loc);
 }
+
+int fbk__location_write_bind(fbk_location *loc, const fbk_frame_req *reqs, size_t n,
+                             const fbk_name_op *ops, size_t nops)
+{
+    fbk_store *s = loc->store;
+    pthread_mutex_lock(&loc->mu);
+    int rc = fbk__keymap_reserve(&loc->keys, n);
+    if (rc)
+        rc = fbk_error_set(rc, 0, "write: cannot grow the key set of location \"%s\"", loc->name);
+    size_t claimed = 0;
+    for (; claimed < n && rc == FBK_OK; claimed++) {
+        if (fbk__keymap_get(&loc->keys, reqs[claimed].key)) {
+            char t[FBK_KEY_STRLEN + 1];
+            fbk_key_format(reqs[claimed].key, t);
+            rc = fbk_error_set(FBK_EINVAL, 0, "write: location \"%s\" holds %s already", loc->name,
+                               t);
+            break;
+        }
+        fbk__keymap_put(&loc->keys, reqs[claimed].key, (void *)FBK__LOC_PERSISTING);
+    }
+    pthread_mutex_unlock(&loc->mu);
+    if (rc == FBK_OK)
+        rc = s->ops->write_names(s->self, loc->bloc, reqs, n, ops, nops);
+    if (rc)
+        fbk__error_keep(rc);
+    pthread_mutex_lock(&loc->mu);
+    for (size_t i = 0; i < claimed; i++) {
+        if (rc == FBK_OK) {
+            *fbk__keymap_get(&loc->keys, reqs[i].key) = (void *)(intptr_t)1;
+            loc->count++;
+        } else {
+            /* which of them landed is unknown: treat all as absent, as a
+             * failed persist does */
+            fbk__keymap_del(&loc->keys, reqs[i].key);
+        }
+    }
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+    return rc;
+}

@@ -24,7 +24,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <xxhash.h>
+
+/* A value fbk_map_put_bytes copied, framed, until its batch writes it into
+ * the location (write_names): shared by the queued change and the gets that
+ * read it meanwhile. */
+typedef struct mframe {
+    atomic_long refs;
+    size_t len; /* payload bytes */
+    unsigned char hdr[FBK__FRAME_HDR];
+    unsigned char data[];
+} mframe;
+
+static void frame_release(mframe *f)
+{
+    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
+        fbk__free(f);
+}
+
+/* Bytes of fbk_map_put_bytes values a map holds in memory at most until
+ * their batch; further puts take the spill area (fbk_map_put's path). */
+#define MAP_FRAMES_MAX ((uint64_t)64 << 20)
 
 /* One name as this process knows it.  `bound` false with pending > 0 is a
  * tombstone: unbound here, not yet in the backend (a get must not ask the
@@ -37,6 +58,7 @@ typedef struct mentry {
     unsigned pending; /* queued changes of this name not yet applied */
     fbk_handle *shared; /* a reference of the map's to the item of key (or NULL) */
     fbk__token *ptok;   /* the spill copy of key while its binding is queued (held by the op) */
+    mframe *pframe;     /* or its bytes in memory (fbk_map_put_bytes), likewise */
     size_t slot;        /* its place in m->shared + 1 (0: none) */
     bool bound;
     size_t len;
@@ -54,6 +76,7 @@ typedef struct mop {
     fbk_key key;
     uint64_t size;
     fbk__token *tok; /* bind: a use of the object's spill copy until it is persisted */
+    mframe *frame;   /* or its framed bytes in memory, written by the batch */
     bool bind;
     bool nosync;
 } mop;
@@ -109,6 +132,7 @@ struct fbk_map {
      * before it, so that threads arriving together share one batch */
     uint64_t stage_in, stage_out;
     int nosync_err; /* a failed batch held NOSYNC changes: the next sync says so */
+    uint64_t frame_bytes; /* payload bytes of the queued changes' frames */
     char batch_msg[384]; /* the last failed batch's message, for its waiters */
     int batch_errno;
 
@@ -359,7 +383,8 @@ static int ops_reserve(fbk_map *m, size_t extra)
 static uint64_t queue_op(fbk_map *m, mentry *e, fbk__token *tok, bool nosync)
 {
     e->ptok = e->bound ? tok : NULL;
-    m->ops[m->nops++] = (mop){e, e->key, e->size, tok, e->bound, nosync};
+    e->pframe = NULL;
+    m->ops[m->nops++] = (mop){e, e->key, e->size, tok, NULL, e->bound, nosync};
     e->pending++;
     return ++m->op_gen;
 }
@@ -380,31 +405,54 @@ static int apply_batch(fbk_map *m, const batch *b)
 {
     if (!b->n)
         return fbk_location_sync(m->loc);
-    size_t nkeys = 0;
-    for (size_t i = 0; i < b->n; i++)
+    size_t nkeys = 0, nframes = 0;
+    for (size_t i = 0; i < b->n; i++) {
         nkeys += b->ops[i].tok != NULL;
+        nframes += b->ops[i].frame != NULL;
+    }
     fbk_key *keys = fbk__malloc((nkeys ? nkeys : 1) * sizeof *keys);
     fbk_name_op *nops = fbk__malloc(b->n * sizeof *nops);
-    if (!keys || !nops) {
+    fbk_frame_req *reqs = fbk__malloc((nframes ? nframes : 1) * sizeof *reqs);
+    struct iovec *iov = fbk__malloc((nframes ? 2 * nframes : 1) * sizeof *iov);
+    if (!keys || !nops || !reqs || !iov) {
         fbk__free(keys);
         fbk__free(nops);
+        fbk__free(reqs);
+        fbk__free(iov);
         return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu changes", b->n);
     }
-    nkeys = 0;
+    nkeys = nframes = 0;
     for (size_t i = 0; i < b->n; i++) {
         const mop *o = &b->ops[i];
         if (o->tok)
             keys[nkeys++] = o->key;
+        if (o->frame) {
+            mframe *f = o->frame;
+            iov[2 * nframes] = (struct iovec){f->hdr, FBK__FRAME_HDR};
+            iov[2 * nframes + 1] = (struct iovec){f->data, f->len};
+            reqs[nframes] = (fbk_frame_req){&o->key, &iov[2 * nframes], 2};
+            nframes++;
+        }
         nops[i] = (fbk_name_op){o->e->name, o->e->len, o->bind ? &o->key : NULL, o->size};
     }
     bool bound = false;
     int rc = FBK_OK;
+    /* objects from the spill area first (without the names when frames
+     * follow), then the frames with the names: one transaction on lmdb:
+     * when the batch has only one kind */
     if (nkeys)
-        rc = fbk__location_persist_bind(m->loc, keys, nkeys, nops, b->n, &bound);
+        rc = fbk__location_persist_bind(m->loc, keys, nkeys, nframes ? NULL : nops,
+                                        nframes ? 0 : b->n, &bound);
+    if (rc == FBK_OK && nframes) {
+        rc = fbk__location_write_bind(m->loc, reqs, nframes, nops, b->n);
+        bound = rc == FBK_OK;
+    }
     if (rc == FBK_OK && !bound)
         rc = m->s->ops->name_apply(m->s->self, m->loc->bloc, nops, b->n);
     fbk__free(keys);
     fbk__free(nops);
+    fbk__free(reqs);
+    fbk__free(iov);
     if (rc)
         return fbk__error_keep(rc);
     return fbk_location_sync(m->loc);
@@ -456,6 +504,12 @@ static void run_batch(fbk_map *m)
         mentry *e = b.ops[i].e;
         if (e->ptok && e->ptok == b.ops[i].tok)
             e->ptok = NULL; /* applied: a get registers from the location now */
+        if (b.ops[i].frame) {
+            if (e->pframe == b.ops[i].frame)
+                e->pframe = NULL;
+            m->frame_bytes -= b.ops[i].frame->len;
+            frame_release(b.ops[i].frame);
+        }
         if (b.ops[i].tok) {
             pthread_mutex_unlock(&m->mu); /* token.c takes the store's lock */
             fbk__token_release(b.ops[i].tok);
@@ -793,7 +847,7 @@ int fbk_map_sync(fbk_map *m)
  * backend, else from the backend (what any process synced).  Brings the
  * local view in line and counts a use. */
 static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending,
-                  fbk__token **ptok)
+                  fbk__token **ptok, mframe **pframe)
 {
     pthread_mutex_lock(&m->mu);
     mentry *e = find(m, name, len);
@@ -806,6 +860,10 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
             if (ptok && e->ptok) { /* the queued change's spill copy */
                 fbk__token_retain(e->ptok);
                 *ptok = e->ptok;
+            }
+            if (pframe && e->pframe) { /* or its bytes in memory */
+                atomic_fetch_add(&e->pframe->refs, 1);
+                *pframe = e->pframe;
             }
         }
         pthread_mutex_unlock(&m->mu);
@@ -820,7 +878,7 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
     e = find(m, name, len);
     if (e && e->pending) { /* changed here meanwhile: that wins */
         pthread_mutex_unlock(&m->mu);
-        return lookup(m, name, len, key, pending, ptok);
+        return lookup(m, name, len, key, pending, ptok, pframe);
     }
     if (rc == FBK_ENOTFOUND) {
         if (e) { /* removed by another process */
@@ -849,16 +907,28 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
      * another process rebinds the name meanwhile: look again.  The same key
      * twice without its object is damage. */
     fbk_key prev;
-    for (int tries = 0; rc == FBK_OK; tries++) {
+    bool have_prev = false;
+    while (rc == FBK_OK) {
         fbk_key key;
         bool pending;
         fbk__token *ptok = NULL;
-        rc = lookup(m, name, len, &key, &pending, &ptok);
+        mframe *pframe = NULL;
+        rc = lookup(m, name, len, &key, &pending, &ptok, &pframe);
         if (rc == FBK_ENOTFOUND)
             return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get: the name is not bound");
         if (rc)
             return rc;
-        if (tries > 0 && fbk_key_equal(&key, &prev)) {
+        if (pframe) {
+            /* put by fbk_map_put_bytes, its batch not run yet (NOSYNC):
+             * run it, so that the object is in the location, then look
+             * again */
+            frame_release(pframe);
+            pthread_mutex_lock(&m->mu);
+            rc = commit_wait(m, ++m->op_gen);
+            pthread_mutex_unlock(&m->mu);
+            continue;
+        }
+        if (have_prev && fbk_key_equal(&key, &prev)) {
             char t[FBK_KEY_STRLEN + 1];
             fbk_key_format(&key, t);
             return fbk_error_set(FBK_ECORRUPT, 0,
@@ -868,6 +938,7 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
                                  len > 64 ? "..." : "", t, m->loc->name);
         }
         prev = key;
+        have_prev = true;
         pthread_mutex_lock(&m->mu);
         fbk_handle *h = share_get(find(m, name, len), &key);
         pthread_mutex_unlock(&m->mu);
@@ -918,7 +989,7 @@ int fbk_map_contains(fbk_map *m, const void *name, size_t len)
         return rc;
     fbk_key key;
     bool pending;
-    rc = lookup(m, name, len, &key, &pending, NULL);
+    rc = lookup(m, name, len, &key, &pending, NULL, NULL);
     return rc == FBK_OK ? 1 : rc == FBK_ENOTFOUND ? 0 : rc;
 }
 
@@ -1119,6 +1190,213 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
         return fbk_error_set(rc, err, "%s", msg);
     *out = h;
     return FBK_OK;
+}
+
+/* ------------------------------------------------------- bytes put/get */
+
+/* fbk_map_put_bytes on a backend without write_names: through an item. */
+static int put_decoded(fbk_map *m, const void *name, size_t len, const void *data, size_t size)
+{
+    const fbk_codec *c = &m->pool->codec;
+    void *obj = NULL;
+    int rc = c->decode(data, size, &obj, c->ctx);
+    if (rc)
+        return fbk__codec_error(rc, "decode");
+    fbk_handle *h;
+    rc = fbk_insert(m->pool, obj, &h);
+    if (rc) {
+        c->destroy(obj, c->ctx);
+        return rc;
+    }
+    rc = fbk_map_put(m, name, len, h);
+    fbk_handle_release(h);
+    return rc;
+}
+
+int fbk_map_put_bytes(fbk_map *m, const void *name, size_t len, const void *data, size_t size)
+{
+    if (!m || (!data && size))
+        return bad("fbk_map_put_bytes", !m ? "map is NULL" : "data is NULL");
+    int rc = check_name("fbk_map_put_bytes", name, len);
+    if (rc == FBK_OK)
+        rc = fbk__store_check_writable(m->s, "fbk_map_put_bytes");
+    if (rc)
+        return rc;
+    if (!FBK__WRITE_NAMES(m->s))
+        return put_decoded(m, name, len, data, size);
+    /* more than MAP_FRAMES_MAX pending in memory: this one goes through an
+     * item and the spill area, as fbk_map_put does (no stall, memory
+     * bounded) */
+    pthread_mutex_lock(&m->mu);
+    bool full = m->frame_bytes + size > MAP_FRAMES_MAX;
+    pthread_mutex_unlock(&m->mu);
+    if (full)
+        return put_decoded(m, name, len, data, size);
+    if (size > SIZE_MAX - sizeof(mframe) - 1)
+        return bad("fbk_map_put_bytes", "size too large");
+    mframe *f = fbk__malloc(sizeof *f + (size ? size : 1));
+    if (!f)
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_map_put_bytes: cannot copy a value of %zu bytes",
+                             size);
+    atomic_init(&f->refs, 1);
+    f->len = size;
+    rc = fbk__frame_copy(f->hdr, f->data, data, size);
+    if (rc) {
+        fbk__free(f);
+        return rc;
+    }
+    fbk_key key;
+    fbk_key_generate(&key);
+    pthread_mutex_lock(&m->mu);
+    mentry *e = find(m, name, len);
+    bool fresh = !e;
+    if (fresh && !(e = entry_add(m, name, len)))
+        rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_map_put_bytes: cannot grow the name index");
+    if (rc == FBK_OK)
+        rc = ops_reserve(m, 1);
+    if (rc == FBK_OK)
+        rc = bind_local(m, e, &key, size, m->op_gen + 1);
+    if (rc) {
+        if (fresh && e)
+            entry_free(m, e);
+        pthread_mutex_unlock(&m->mu);
+        frame_release(f);
+        return rc;
+    }
+    /* the change owns f; the entry lends it to gets until the batch */
+    bool nosync = m->flags & FBK_MAP_NOSYNC;
+    e->ptok = NULL;
+    e->pframe = f;
+    m->ops[m->nops++] = (mop){e, key, size, NULL, f, true, nosync};
+    e->pending++;
+    m->frame_bytes += size;
+    uint64_t gen = enforce_limit(m, e, ++m->op_gen);
+    return finish_change(m, gen);
+}
+
+/* fbk_map_get_bytes's read callback: the frame's payload into the caller's
+ * memory, checked in the same pass. */
+typedef struct read_ctx {
+    fbk_buf_fn buf;
+    void *arg;
+} read_ctx;
+
+static int read_into(const void *src, size_t len, void *arg)
+{
+    read_ctx *r = arg;
+    size_t plen;
+    int rc = fbk__frame_check_header(src, len, &plen);
+    if (rc)
+        return rc;
+    void *dst = r->buf(plen, r->arg);
+    if (!dst)
+        return fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes", plen);
+    return fbk__frame_copy_check(src, dst, (const unsigned char *)src + FBK__FRAME_HDR, plen);
+}
+
+/* The encoded form of h's object into the caller's memory; releases h. */
+static int copy_handle(fbk_map *m, fbk_handle *h, fbk_buf_fn buf, void *arg)
+{
+    const void *obj;
+    int rc = fbk_load(h, &obj);
+    if (rc == FBK_OK) {
+        const fbk_codec *c = &m->pool->codec;
+        size_t n = c->size(obj, c->ctx);
+        void *dst = buf(n, arg);
+        const void *v = dst && c->view ? c->view(obj, c->ctx) : NULL;
+        if (!dst) {
+            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes", n);
+        } else if (v) {
+            if (n)
+                memcpy(dst, v, n);
+        } else {
+            int e = c->encode(obj, dst, n, c->ctx);
+            if (e)
+                rc = fbk__codec_error(e, "encode");
+        }
+        fbk_unload(h);
+    }
+    fbk_handle_release(h);
+    return rc;
+}
+
+int fbk_map_get_bytes(fbk_map *m, const void *name, size_t len, fbk_buf_fn buf, void *arg)
+{
+    if (!m || !buf)
+        return bad("fbk_map_get_bytes", "NULL argument");
+    int rc = check_name("fbk_map_get_bytes", name, len);
+    if (rc)
+        return rc;
+    fbk_store *s = m->s;
+    fbk_key prev;
+    bool have_prev = false;
+    for (;;) {
+        fbk_key key;
+        bool pending;
+        fbk__token *ptok = NULL;
+        mframe *pframe = NULL;
+        rc = lookup(m, name, len, &key, &pending, &ptok, &pframe);
+        if (rc == FBK_ENOTFOUND)
+            return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get_bytes: the name is not bound");
+        if (rc)
+            return rc;
+        if (pframe) { /* put_bytes, not in the location yet: from memory */
+            size_t n = pframe->len;
+            void *dst = buf(n, arg);
+            if (dst && n)
+                memcpy(dst, pframe->data, n);
+            frame_release(pframe);
+            return dst ? FBK_OK
+                       : fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes",
+                                       n);
+        }
+        pthread_mutex_lock(&m->mu);
+        fbk_handle *h = share_get(find(m, name, len), &key);
+        pthread_mutex_unlock(&m->mu);
+        if (!h && (ptok || pending || !FBK__LOAD_PERSISTED(s))) {
+            /* a spill copy, or not in the location yet: through an item */
+            if (ptok)
+                fbk__token_release(ptok);
+            rc = fbk_map_get(m, name, len, &h);
+            if (rc)
+                return rc;
+        } else if (ptok) {
+            fbk__token_release(ptok);
+        }
+        if (h) /* an item of this map holds it */
+            return copy_handle(m, h, buf, arg);
+        if (have_prev && fbk_key_equal(&key, &prev)) {
+            char t[FBK_KEY_STRLEN + 1];
+            fbk_key_format(&key, t);
+            return fbk_error_set(FBK_ECORRUPT, 0,
+                                 "fbk_map_get_bytes: the name \"%.*s\"%s is bound to %s, which "
+                                 "location \"%s\" does not hold (its object was deleted or "
+                                 "damaged)",
+                                 (int)(len > 64 ? 64 : len), (const char *)name,
+                                 len > 64 ? "..." : "", t, m->loc->name);
+        }
+        prev = key;
+        have_prev = true;
+        rc = fbk__location_register_begin(m->loc, &key);
+        if (rc == FBK_OK) {
+            read_ctx r = {buf, arg};
+            rc = FBK__LOAD_PERSISTED(s)(s->self, m->loc->bloc, &key, read_into, &r);
+            fbk__location_register_end(m->loc, &key);
+        }
+        if (rc == FBK_ECORRUPT) {
+            char why[256], t[FBK_KEY_STRLEN + 1];
+            snprintf(why, sizeof why, "%s", fbk_errmsg());
+            fbk_key_format(&key, t);
+            return fbk_error_set(FBK_ECORRUPT, 0,
+                                 "fbk_map_get_bytes: the object %s of name \"%.*s\"%s in location "
+                                 "\"%s\" is damaged: %s",
+                                 t, (int)(len > 64 ? 64 : len), (const char *)name,
+                                 len > 64 ? "..." : "", m->loc->name, why);
+        }
+        /* gone meanwhile (another process rebound the name): look again */
+        if (rc != FBK_ENOTFOUND)
+            return rc;
+    }
 }
 
 /* ----------------------------------------------------------------- save */

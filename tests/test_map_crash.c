@@ -2,7 +2,10 @@
  * random point; after reopening, every acknowledged put is there byte-exact
  * (or a later one that was in flight), no acknowledged remove came back, and
  * no name resolves to a missing or corrupt object.  30 rounds per backend,
- * half of them with FBK_MAP_NOSYNC (acknowledged by fbk_map_sync). */
+ * half of them with FBK_MAP_NOSYNC (acknowledged by fbk_map_sync).  The
+ * *_bytes campaign mixes fbk_map_put_bytes with fbk_map_put (so a batch
+ * holds values from memory and spill copies together) and reads back with
+ * fbk_map_get_bytes. */
 #include "testutil.h"
 
 #include <criterion/criterion.h>
@@ -64,6 +67,8 @@ static void send_ack(int fd, int name, long version, int intent)
 }
 
 /* The child: changes names until it is killed.  Never returns. */
+static bool use_bytes; /* the *_bytes campaigns */
+
 static void child(const char *uri, int nosync, int fd, unsigned seed, long base)
 {
     tu_mapenv e;
@@ -91,6 +96,11 @@ static void child(const char *uri, int nosync, int fd, unsigned seed, long base)
             if (rc)
                 _exit(4);
             version = -v - 1;
+        } else if (use_bytes && rand() % 3 != 0) {
+            fbk_blob *b = make_obj(name, v);
+            if (!b || fbk_map_put_bytes(m, nm, (size_t)len, b->data, b->len))
+                _exit(5);
+            fbk_blob_free(b);
         } else {
             fbk_handle *h;
             fbk_blob *b = make_obj(name, v);
@@ -111,6 +121,19 @@ static void child(const char *uri, int nosync, int fd, unsigned seed, long base)
             npending = 0;
         }
     }
+}
+
+/* fbk_map_get_bytes into a new blob */
+typedef struct bytes_out {
+    fbk_blob *b;
+} bytes_out;
+
+static void *bytes_buf(size_t size, void *arg)
+{
+    bytes_out *o = arg;
+    fbk_blob_free(o->b);
+    o->b = fbk_blob_new(NULL, size);
+    return o->b ? o->b->data : NULL;
 }
 
 static void one_round(const char *uri, int nosync, unsigned seed, long base)
@@ -173,6 +196,14 @@ static void one_round(const char *uri, int nosync, unsigned seed, long base)
             continue;
         }
         cr_assert_eq(rc, 0, "round %u: %s: %s", seed, nm, fbk_errmsg());
+        if (use_bytes) { /* the same object through the byte-level read */
+            bytes_out bo = {0};
+            rc = fbk_map_get_bytes(m, nm, (size_t)len, bytes_buf, &bo);
+            cr_assert_eq(rc, 0, "round %u: %s: fbk_map_get_bytes: %s", seed, nm, fbk_errmsg());
+            long bv;
+            cr_assert(check_obj(bo.b, n, &bv), "round %u: %s holds wrong bytes", seed, nm);
+            fbk_blob_free(bo.b);
+        }
         const void *obj;
         rc = fbk_load(h, &obj);
         cr_assert_eq(rc, 0, "round %u: %s resolves to a missing or corrupt object: %s", seed, nm,
@@ -191,7 +222,9 @@ static void one_round(const char *uri, int nosync, unsigned seed, long base)
 static void campaign(const char *scheme)
 {
     char uri[512];
-    snprintf(uri, sizeof uri, "%s:%s", scheme, tu_fresh_dir(scheme));
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s%s", scheme, use_bytes ? "-bytes" : "");
+    snprintf(uri, sizeof uri, "%s:%s", scheme, tu_fresh_dir(dir));
     for (unsigned r = 0; r < ROUNDS; r++)
         one_round(uri, (int)(r & 1), 1000u * r + 17u, 1 + 1000000L * r); /* versions grow across rounds */
 }
@@ -199,3 +232,15 @@ static void campaign(const char *scheme)
 Test(map_crash, lmdb_acknowledged_names_survive_sigkill) { campaign("lmdb"); }
 
 Test(map_crash, file_acknowledged_names_survive_sigkill) { campaign("file"); }
+
+Test(map_crash, lmdb_put_bytes_acknowledged_names_survive_sigkill)
+{
+    use_bytes = true;
+    campaign("lmdb");
+}
+
+Test(map_crash, file_put_bytes_acknowledged_names_survive_sigkill)
+{
+    use_bytes = true;
+    campaign("file");
+}

@@ -342,6 +342,10 @@ int fbk__lmdb_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n
 /* Objects and name changes in one transaction (version 5 persist_names). */
 int fbk__lmdb_persist_names(void *self, void *loc, const fbk_key *keys, size_t n,
                             const fbk_name_op *ops, size_t nops);
+/* Framed values from memory and name changes in one transaction (version 6
+ * write_names). */
+int fbk__lmdb_write_names(void *self, void *loc, const fbk_frame_req *reqs, size_t n,
+                          const fbk_name_op *ops, size_t nops);
 /* Inside a durable write transaction: applies ops[0..n) to l's name index,
  * all or none (unless missing is NULL -- checked already -- every bound key
  * is checked first: FBK_EINVAL and *missing = index + 1 of the first key l

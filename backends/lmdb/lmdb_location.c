@@ -467,6 +467,102 @@ int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
     return fbk__lmdb_persist_names(self, loc, keys, n, NULL, 0);
 }
 
+/* write_names (backend table version 6): framed values straight from the
+ * caller's memory into the location, the name changes after them in the
+ * last transaction. */
+struct write_arg {
+    const fbk__lmdb_loc *l;
+    const fbk_frame_req *reqs;
+    const fbk_key *keys; /* the keys of reqs (for the binding check) */
+    size_t n;
+    const fbk_name_op *ops;
+    size_t nops;
+    int missing;
+};
+
+static size_t req_len(const fbk_frame_req *r)
+{
+    size_t len = 0;
+    for (int i = 0; i < r->niov; i++)
+        len += r->iov[i].iov_len;
+    return len;
+}
+
+static int write_op(MDB_txn *txn, void *p)
+{
+    struct write_arg *a = p;
+    int rc =
+        a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n, &a->missing) : 0;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < a->n; i++) {
+        const fbk_frame_req *r = &a->reqs[i];
+        MDB_val k = {sizeof(fbk_key), (void *)r->key->bytes};
+        MDB_val v = {req_len(r), NULL};
+        rc = mdb_put(txn, a->l->dbi, &k, &v, MDB_RESERVE);
+        if (rc != 0)
+            return rc;
+        unsigned char *dst = v.mv_data;
+        for (int j = 0; j < r->niov; j++) {
+            if (r->iov[j].iov_len)
+                memcpy(dst, r->iov[j].iov_base, r->iov[j].iov_len);
+            dst += r->iov[j].iov_len;
+        }
+    }
+    return a->nops ? fbk__lmdb_names_put(txn, a->l, a->ops, a->nops, NULL) : 0;
+}
+
+int fbk__lmdb_write_names(void *self, void *loc, const fbk_frame_req *reqs, size_t n,
+                          const fbk_name_op *ops, size_t nops)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    if (nops && !l->has_names)
+        return fbk_error_set(FBK_EIO, 0,
+                             "lmdb: location \"%s\" has no name index (opened read-only)", l->name);
+    if (n == 0)
+        return nops ? fbk__lmdb_name_apply(self, loc, ops, nops) : FBK_OK;
+    fbk_key *keys = malloc(n * sizeof *keys);
+    if (!keys)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: write of %zu values: out of memory", n);
+    char what[FBK__LMDB_WHAT];
+    int err = FBK_OK;
+    for (size_t i = 0; i < n && err == FBK_OK; i++) {
+        keys[i] = *reqs[i].key;
+        char hex[33], obj[FBK__LMDB_WHAT];
+        fbk_key_format_hex(&keys[i], hex);
+        snprintf(obj, sizeof obj, "write of key %s into location %s", hex, l->name);
+        err = fbk__lmdb_check_len(&b->durable, req_len(&reqs[i]), obj);
+    }
+    /* chunks of at most FBK__LMDB_TXN_BYTES (at least one value), as persist */
+    for (size_t i = 0, k; err == FBK_OK && i < n; i += k) {
+        size_t pages = 0, bytes = 0;
+        for (k = 0; i + k < n; k++) {
+            size_t len = req_len(&reqs[i + k]);
+            if (k > 0 && bytes + len > FBK__LMDB_TXN_BYTES)
+                break;
+            pages += fbk__lmdb_pages_for(&b->durable, len);
+            bytes += len;
+        }
+        struct write_arg a = {l, reqs + i, keys + i, k, NULL, 0, 0};
+        if (i + k == n && nops) {
+            a.ops = ops;
+            a.nops = nops;
+            pages += fbk__lmdb_names_pages(&b->durable, ops, nops);
+            bytes += fbk__lmdb_names_bytes(ops, nops);
+        }
+        fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
+        err = fbk__lmdb_write(
+            &b->durable, write_op, &a, pages, bytes,
+            keys_what(what, a.nops ? "write (with names)" : "write", keys + i, k, "into", l));
+        fbk__lmdb_touch(&b->durable, l->dbi);
+        if (err == FBK_EINVAL && a.missing)
+            err = fbk__lmdb_names_refused(l, ops, a.missing);
+    }
+    free(keys);
+    return err;
+}
+
 /* location -> spill.  Runs inside the spill batch; takes a durable read
  * transaction there (spill before durable).  Sizes were measured before
  * joining; every key is looked up again before the first put, so a missing

@@ -624,6 +624,26 @@ static PyObject *copy_out(fbk_handle *h, const fbk_blob *b)
     return r;
 }
 
+/* fbk_map_get_bytes's buffer: a new bytes object of the value's size,
+ * allocated with the GIL taken back for the moment. */
+typedef struct {
+    PyThreadState *ts; /* saved while the GIL is released */
+    PyObject *obj;
+} bytes_ctx;
+
+static void *new_bytes(size_t size, void *arg)
+{
+    bytes_ctx *c = arg;
+    if (size > PY_SSIZE_T_MAX)
+        return NULL;
+    PyEval_RestoreThread(c->ts);
+    Py_XDECREF(c->obj);
+    c->obj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    char *p = c->obj ? PyBytes_AS_STRING(c->obj) : NULL;
+    c->ts = PyEval_SaveThread();
+    return p;
+}
+
 /* self[name] (missing: KeyError), or self.get(name, dflt) (dflt != NULL). */
 static PyObject *map_lookup(MapObject *self, PyObject *key, PyObject *dflt)
 {
@@ -642,17 +662,22 @@ static PyObject *map_lookup(MapObject *self, PyObject *key, PyObject *dflt)
         return NULL;
     }
     fbk_map *m = self->m;
-    fbk_handle *h = NULL;
-    const fbk_blob *b = NULL;
     err_t e = {0};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lookup_pinned(m, &nm, &h, &b, &e);
-    Py_END_ALLOW_THREADS
+    /* one copy, straight into the new bytes object (fbk_map_get_bytes calls
+     * new_bytes, which takes the GIL back for the allocation) */
+    bytes_ctx bc = {NULL, NULL};
+    bc.ts = PyEval_SaveThread();
+    int rc = fbk_map_get_bytes(m, nm.p, (size_t)nm.n, new_bytes, &bc);
+    if (rc && rc != FBK_ENOTFOUND)
+        err_capture(&e, rc);
+    PyEval_RestoreThread(bc.ts);
     map_leave(self);
     Py_XDECREF(nm.hold);
     if (rc == 0)
-        return copy_out(h, b);
+        return bc.obj;
+    Py_CLEAR(bc.obj);
+    if (PyErr_Occurred()) /* the allocation failed */
+        return NULL;
     if (rc == FBK_ENOTFOUND) {
         if (dflt)
             return Py_NewRef(dflt);
@@ -702,28 +727,13 @@ static int map_store(MapObject *self, PyObject *key, PyObject *value)
         return -1;
     }
     fbk_map *m = self->m;
-    fbk_pool *pool = self->pool;
     err_t e = {0};
     Py_BEGIN_ALLOW_THREADS
-    int rc;
-    fbk_blob *b = fbk_blob_new(val.buf, (size_t)val.len);
-    if (!b) {
-        rc = FBK_ENOMEM;
-        snprintf(e.msg, sizeof e.msg, "fbk.Map: no memory for a value of %zd bytes", val.len);
-        e.rc = rc;
-    } else {
-        fbk_handle *h;
-        rc = fbk_insert(pool, b, &h);
-        if (rc) {
-            err_capture(&e, rc);
-            fbk_blob_free(b);
-        } else {
-            rc = fbk_map_put(m, nm.p, (size_t)nm.n, h);
-            if (rc)
-                err_capture(&e, rc);
-            fbk_handle_release(h);
-        }
-    }
+    /* one copy (checksummed in the same pass) into the map, which writes it
+     * into the location with its binding (fbk_map_put_bytes) */
+    int rc = fbk_map_put_bytes(m, nm.p, (size_t)nm.n, val.buf, (size_t)val.len);
+    if (rc)
+        err_capture(&e, rc);
     Py_END_ALLOW_THREADS
     map_leave(self);
     PyBuffer_Release(&val);

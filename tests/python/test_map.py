@@ -6,6 +6,7 @@ import gc
 import pytest
 
 import fbk
+from conftest import run_python
 
 
 def test_is_a_mutable_mapping(store):
@@ -183,3 +184,57 @@ def test_context_managers(uri):
             m[b"k"] = b"v"
         assert m.closed
     assert s.closed
+
+
+def test_sync_false_values_read_before_the_sync(store):
+    # [] of a value not synced yet comes from the map's pending copy; view()
+    # (an item) runs the batch first; both give the bytes put
+    m = store.map("m", sync=False)
+    vals = {b"%d" % i: bytes([i % 256]) * (i * 97) for i in range(40)}
+    for k, v in vals.items():
+        m[k] = v
+    assert all(m[k] == v for k, v in vals.items())
+    with m.view(b"39") as mv:
+        assert bytes(mv) == vals[b"39"]
+    m[b"39"] = b"rebound"
+    assert m[b"39"] == b"rebound"
+    m.sync()
+    assert all(m[k] == v for k, v in vals.items() if k != b"39")
+
+
+def test_sync_false_past_64_mib_pending(tmp_path):
+    # more than 64 MiB of unsynced values: the later ones go through the
+    # spill area; all of them are there after the sync, in a new process too
+    uri = "lmdb:%s" % (tmp_path / "s")
+    mib = 1 << 20
+    with fbk.Store(uri) as s:
+        m = s.map("m", sync=False)
+        for i in range(70):
+            m[b"%d" % i] = bytes([i]) * mib
+        assert m[b"69"] == bytes([69]) * mib and m[b"0"] == bytes([0]) * mib
+    out = run_python("import sys, fbk\n"
+                     "m = fbk.Store(sys.argv[1]).map('m')\n"
+                     "print(all(m[b'%d' % i] == bytes([i]) * (1 << 20) for i in range(70)))",
+                     uri)
+    assert out.stdout.strip() == "True"
+
+
+def test_damaged_lmdb_object_raises_corrupt_error(tmp_path):
+    # the one-copy read of [] checks the frame's checksum in the same pass
+    uri = "lmdb:%s" % (tmp_path / "s")
+    value = b"0123456789abcdef" * 4096 + b"precious tail"
+    with fbk.Store(uri) as s:
+        s.map("m")[b"k"] = value
+    data = tmp_path / "s" / "durable" / "data.mdb"
+    raw = data.read_bytes()
+    at = raw.find(b"precious tail")
+    assert at > 0
+    with open(data, "r+b") as f:
+        f.seek(at)
+        f.write(b"Q")
+    with fbk.Store(uri) as s:
+        m = s.map("m")
+        assert b"k" in m
+        with pytest.raises(fbk.CorruptError) as e:
+            m[b"k"]
+        assert "checksum" in str(e.value)
