@@ -9,6 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* AddressSanitizer builds: a piece on a slab's free list (and the unused
+ * rest of a block) is poisoned, so a use of an item after its last release
+ * is reported as it is for malloc'd memory. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SLAB_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define SLAB_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SLAB_POISON(p, n) ((void)(p), (void)(n))
+#define SLAB_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define node_item(n) ((fbk_handle *)((char *)(n)-offsetof(fbk_handle, node)))
 
 /* ------------------------------------------------------------ slabs */
@@ -32,6 +44,7 @@ static void *slab_alloc(fbk__slab *sl)
 {
     void *x = sl->free;
     if (x) {
+        SLAB_UNPOISON(x, sl->size);
         memcpy(&sl->free, x, sizeof(void *));
         return x;
     }
@@ -43,9 +56,11 @@ static void *slab_alloc(fbk__slab *sl)
         sl->blocks = b;
         sl->bump = b + BLOCK_HDR;
         sl->end = sl->bump + sl->size * sl->per_block;
+        SLAB_POISON(sl->bump, sl->size * sl->per_block);
     }
     x = sl->bump;
     sl->bump += sl->size;
+    SLAB_UNPOISON(x, sl->size);
     return x;
 }
 
@@ -53,6 +68,7 @@ static void slab_free(fbk__slab *sl, void *x)
 {
     memcpy(x, &sl->free, sizeof(void *));
     sl->free = x;
+    SLAB_POISON(x, sl->size);
 }
 
 static void slab_destroy(fbk__slab *sl)
@@ -61,6 +77,7 @@ static void slab_destroy(fbk__slab *sl)
     while (b) {
         void *next;
         memcpy(&next, b, sizeof next);
+        SLAB_UNPOISON(b, BLOCK_HDR + sl->size * sl->per_block);
         fbk__free(b);
         b = next;
     }
