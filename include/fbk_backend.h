@@ -64,7 +64,8 @@ typedef int (*fbk_place_fn)(size_t len, struct iovec *iov, int *n, void *arg);
 /* 1: the contract's table.  2: appends store_many, store_iov, load_into.
  * 3: appends workers.  4: appends the name index (maps), contains,
  * scan_foreign, drop_location and load_persisted.  5: appends
- * persist_names and remove_unbound.  6: appends write_names. */
+ * persist_names and remove_unbound.  6: appends write_names and
+ * remove_unbound_many. */
 #define FBK_BACKEND_OPS_VERSION 6
 
 /* One change of a location's name index (version 4): bind name[0..len) to
@@ -272,6 +273,15 @@ struct fbk_backend_ops {
      * each value to the spill area and persists it from there. */
     int (*write_names)(void *self, void *loc, const fbk_frame_req *reqs, size_t n,
                        const fbk_name_op *ops, size_t nops);
+    /* Optional: remove_unbound of keys[0..n) (distinct) at once: removed[i]
+     * is set to 1 when keys[i] was deleted (or absent), 0 when it was kept
+     * because bound.  FBK_OK, or an FBK_E* code -- then removed[] still
+     * tells which keys were deleted (lmdb: the keys of the transactions
+     * that committed; the map's orphans of a batch go in transactions of
+     * 1024, one commit each instead of one per key).  NULL: remove_unbound
+     * per key. */
+    int (*remove_unbound_many)(void *self, void *loc, const fbk_key *keys, size_t n,
+                               int *removed);
 };
 
 /*

@@ -330,6 +330,7 @@ int fbk__location_persist_many(fbk_location *loc, const fbk_key *keys, size_t n)
  * the name index refers to it -- one another process made -- (*kept, may be
  * NULL); without it, removed as fbk_location_remove does. */
 int fbk__location_remove_unbound(fbk_location *loc, const fbk_key *key, bool *kept);
+int fbk__location_remove_unbound_many(fbk_location *loc, const fbk_key *keys, size_t n);
 int fbk__location_persist_bind(fbk_location *loc, const fbk_key *keys, size_t n,
                                const fbk_name_op *ops, size_t nops, bool *bound);
 /* The backend's version-6 write_names, or NULL. */

@@ -341,6 +341,92 @@ int fbk__location_remove_unbound(fbk_location *loc, const fbk_key *key, bool *ke
     return ro ? ro : remove_key(loc, key, unbound, kept);
 }
 
+/* fbk__location_remove_unbound of keys[0..n) (distinct), with one backend
+ * call (remove_unbound_many) for those present and idle now; a key busy in
+ * another thread is removed alone afterwards (waiting for it while holding
+ * the others as REMOVING could deadlock with another batch).  The first
+ * failure is returned; every key is removed or kept as it should be. */
+int fbk__location_remove_unbound_many(fbk_location *loc, const fbk_key *keys, size_t n)
+{
+    fbk_store *s = loc->store;
+    const fbk_backend_ops *ops = s->ops;
+    int rc = fbk__store_check_writable(s, "map: removal of orphans");
+    if (rc)
+        return rc;
+    fbk_key *mine = NULL, *later = NULL;
+    int *removed = NULL;
+    if (n > 1 && ops->version >= 6 && ops->remove_unbound_many) {
+        mine = fbk__malloc(n * sizeof *mine);
+        later = fbk__malloc(n * sizeof *later);
+        removed = fbk__malloc(n * sizeof *removed);
+    }
+    if (!mine || !later || !removed) { /* one by one */
+        fbk__free(mine);
+        fbk__free(later);
+        fbk__free(removed);
+        for (size_t i = 0; i < n; i++) {
+            int r = fbk__location_remove_unbound(loc, &keys[i], NULL);
+            if (r && !rc)
+                rc = r;
+        }
+        return rc;
+    }
+    size_t nm = 0, nl = 0;
+    pthread_mutex_lock(&loc->mu);
+    for (size_t i = 0; i < n; i++) {
+        void **slot = fbk__keymap_get(&loc->keys, &keys[i]);
+        intptr_t st = slot ? (intptr_t)*slot : 0;
+        if (st == 1) {
+            *slot = (void *)FBK__LOC_REMOVING;
+            loc->count--;
+            mine[nm++] = keys[i];
+        } else if (st != 0) {
+            later[nl++] = keys[i];
+        }
+    }
+    pthread_mutex_unlock(&loc->mu);
+    /* items registered lazily keep their bytes (as remove_key) */
+    size_t k = 0;
+    for (size_t i = 0; i < nm; i++) {
+        int r = fbk__token_materialize(s, &mine[i]);
+        if (r == FBK_OK) {
+            mine[k++] = mine[i];
+            continue;
+        }
+        if (!rc)
+            rc = fbk__error_keep(r);
+        pthread_mutex_lock(&loc->mu);
+        *fbk__keymap_get(&loc->keys, &mine[i]) = (void *)(intptr_t)1;
+        loc->count++;
+        pthread_cond_broadcast(&loc->cv);
+        pthread_mutex_unlock(&loc->mu);
+    }
+    nm = k;
+    int r = nm ? ops->remove_unbound_many(s->self, loc->bloc, mine, nm, removed) : FBK_OK;
+    if (r && !rc)
+        rc = fbk__error_keep(r);
+    pthread_mutex_lock(&loc->mu);
+    for (size_t i = 0; i < nm; i++) {
+        if (removed[i]) {
+            fbk__keymap_del(&loc->keys, &mine[i]);
+        } else {
+            *fbk__keymap_get(&loc->keys, &mine[i]) = (void *)(intptr_t)1;
+            loc->count++;
+        }
+    }
+    pthread_cond_broadcast(&loc->cv);
+    pthread_mutex_unlock(&loc->mu);
+    for (size_t i = 0; i < nl; i++) {
+        r = fbk__location_remove_unbound(loc, &later[i], NULL);
+        if (r && !rc)
+            rc = r;
+    }
+    fbk__free(mine);
+    fbk__free(later);
+    fbk__free(removed);
+    return rc;
+}
+
 int fbk__location_persist(fbk_location *loc, const fbk_key *key)
 {
     pthread_mutex_lock(&loc->mu);

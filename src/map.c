@@ -475,12 +475,11 @@ static void remove_orphans(fbk_map *m, uint64_t hi)
     }
     m->norphans = k;
     pthread_mutex_unlock(&m->mu);
-    for (size_t i = 0; i < n; i++) {
-        /* kept when another process bound a name to it meanwhile */
-        int rc = fbk__location_remove_unbound(m->loc, &gone[i], NULL);
-        if (rc)
-            fbk__store_report(m->s, rc); /* garbage, not a failure of the put */
-    }
+    /* kept when another process bound a name to it meanwhile; lmdb: one
+     * transaction for all of them (1024 at a time) */
+    int rc = n ? fbk__location_remove_unbound_many(m->loc, gone, n) : FBK_OK;
+    if (rc)
+        fbk__store_report(m->s, rc); /* garbage, not a failure of the put */
     fbk__free(gone);
     pthread_mutex_lock(&m->mu);
 }

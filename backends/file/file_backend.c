@@ -367,6 +367,8 @@ static const fbk_backend_ops file_ops = {
     .scan_foreign = fbk__file_scan_foreign,
     .persist_names = NULL,
     .remove_unbound = fbk__file_remove_unbound,
+    .write_names = NULL,
+    .remove_unbound_many = fbk__file_remove_unbound_many,
 };
 
 int fbk_backend_file_create(const char *dir, const fbk_store_options *opts,

@@ -194,6 +194,8 @@ int fbk__file_refs_lock(file_loc *l, int how, int *fd);
 void fbk__file_refs_unlock(int fd);
 int fbk__file_refs_bind(file_loc *l, const fbk_name_op *ops, size_t n);
 int fbk__file_remove_unbound(void *self, void *loc, const fbk_key *key);
+int fbk__file_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                  int *removed);
 int fbk__file_refs_scan(file_backend *b, file_loc *l, fbk_binding_fn each, void *arg,
                         fbk__file_alive_fn alive);
 

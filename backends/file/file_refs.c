@@ -184,21 +184,13 @@ static int refs_of(file_loc *l, const fbk_key *key, ref_list *out)
     return rc;
 }
 
-/* remove_unbound: 1 when the object was deleted (or absent), 0 when kept
- * because a binding names it, or an FBK_E* code. */
-int fbk__file_remove_unbound(void *self, void *loc, const fbk_key *key)
+/* With the exclusive lock: 1 when key's object was deleted (or absent), 0
+ * when kept because a binding names it, or an FBK_E* code. */
+static int unbound_locked(file_backend *b, file_loc *l, const fbk_key *key)
 {
-    file_backend *b = self;
-    if (b->readonly)
-        return fbk__file_refuse_readonly(b, "remove");
-    file_loc *l = loc;
-    int lock;
-    int rc = fbk__file_refs_lock(l, LOCK_EX, &lock);
-    if (rc != FBK_OK)
-        return rc;
     ref_list refs = {NULL, 0, 0};
     int bound = 0;
-    rc = refs_of(l, key, &refs);
+    int rc = refs_of(l, key, &refs);
     for (size_t i = 0; i < refs.n && rc == FBK_OK && !bound; i++) {
         rc = fbk__file_name_binds(l->fd, l->path, refs.files[i], key);
         if (rc == 1) {
@@ -212,13 +204,50 @@ int fbk__file_remove_unbound(void *self, void *loc, const fbk_key *key)
         }
     }
     free(refs.files);
-    if (rc == FBK_OK && !bound) {
-        rc = fbk__file_remove_persisted(self, loc, key);
-        if (rc == FBK_OK || rc == FBK_ENOTFOUND)
-            rc = 1; /* deleted, or absent */
+    if (rc != FBK_OK)
+        return rc;
+    if (bound)
+        return 0;
+    rc = fbk__file_remove_persisted(b, l, key);
+    return rc == FBK_OK || rc == FBK_ENOTFOUND ? 1 : rc;
+}
+
+/* remove_unbound: 1 when the object was deleted (or absent), 0 when kept
+ * because a binding names it, or an FBK_E* code. */
+int fbk__file_remove_unbound(void *self, void *loc, const fbk_key *key)
+{
+    file_backend *b = self;
+    if (b->readonly)
+        return fbk__file_refuse_readonly(b, "remove");
+    file_loc *l = loc;
+    int lock;
+    int rc = fbk__file_refs_lock(l, LOCK_EX, &lock);
+    if (rc == FBK_OK)
+        rc = unbound_locked(b, l, key);
+    fbk__file_refs_unlock(lock);
+    return rc;
+}
+
+/* remove_unbound of many keys under one exclusive lock. */
+int fbk__file_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                  int *removed)
+{
+    file_backend *b = self;
+    memset(removed, 0, n * sizeof *removed);
+    if (b->readonly)
+        return fbk__file_refuse_readonly(b, "remove");
+    file_loc *l = loc;
+    int lock;
+    int rc = fbk__file_refs_lock(l, LOCK_EX, &lock);
+    for (size_t i = 0; i < n && rc == FBK_OK; i++) {
+        rc = unbound_locked(b, l, &keys[i]);
+        if (rc >= 0) {
+            removed[i] = rc;
+            rc = FBK_OK;
+        }
     }
     fbk__file_refs_unlock(lock);
-    return rc; /* 0: kept, bound */
+    return rc;
 }
 
 /* name_scan's callback when the refs are being built: each binding's ref. */

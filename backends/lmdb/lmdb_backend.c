@@ -267,6 +267,7 @@ static const fbk_backend_ops lmdb_ops = {
     .persist_names = fbk__lmdb_persist_names,
     .remove_unbound = fbk__lmdb_remove_unbound,
     .write_names = fbk__lmdb_write_names,
+    .remove_unbound_many = fbk__lmdb_remove_unbound_many,
 };
 
 static int open_envs(fbk__lmdb *b, const char *dir, const fbk_store_options *opts)

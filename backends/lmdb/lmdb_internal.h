@@ -335,6 +335,8 @@ int fbk__lmdb_refs_build(MDB_txn *txn, MDB_dbi names, MDB_dbi refs);
  * refers to it, decided in one write transaction.  1 deleted (or absent),
  * 0 kept, or FBK_E*. */
 int fbk__lmdb_remove_unbound(void *self, void *loc, const fbk_key *key);
+int fbk__lmdb_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                  int *removed);
 int fbk__lmdb_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
                        uint64_t *size);
 int fbk__lmdb_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);

@@ -431,6 +431,56 @@ int fbk__lmdb_remove_unbound(void *self, void *loc, const fbk_key *key)
     return err ? err : a.removed;
 }
 
+/* remove_unbound of many keys: transactions of UNBOUND_CHUNK keys. */
+#define UNBOUND_CHUNK 1024
+
+struct unbound_many_arg {
+    const fbk__lmdb_loc *l;
+    const fbk_key *keys;
+    size_t n;
+    int *removed;
+};
+
+static int unbound_many_op(MDB_txn *txn, void *p)
+{
+    struct unbound_many_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        struct unbound_arg one = {a->l, &a->keys[i], 0};
+        /* an LMDB failure dooms the whole transaction (none is undone
+         * alone): nothing of this chunk is removed then */
+        int rc = unbound_op(txn, &one);
+        if (rc)
+            return rc;
+        a->removed[i] = one.removed;
+    }
+    return 0;
+}
+
+int fbk__lmdb_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                  int *removed)
+{
+    fbk__lmdb *b = self;
+    fbk__lmdb_loc *l = loc;
+    memset(removed, 0, n * sizeof *removed);
+    if (!l->refs)
+        return fbk_error_set(FBK_EIO, 0, "lmdb: location \"%s\" has no reference counts", l->name);
+    for (size_t off = 0; off < n; off += UNBOUND_CHUNK) {
+        size_t k = n - off < UNBOUND_CHUNK ? n - off : UNBOUND_CHUNK;
+        struct unbound_many_arg a = {l, keys + off, k, removed + off};
+        char what[FBK__LMDB_WHAT];
+        snprintf(what, sizeof what, "removal of %zu unbound keys from location %s", k, l->name);
+        fbk__lmdb_touch(&b->durable, l->dbi);
+        int err = fbk__lmdb_write(&b->durable, unbound_many_op, &a,
+                                  k * fbk__lmdb_pages_for(&b->durable, 0), 0, what);
+        fbk__lmdb_touch(&b->durable, l->dbi);
+        if (err) {
+            memset(removed + off, 0, k * sizeof *removed);
+            return err;
+        }
+    }
+    return FBK_OK;
+}
+
 int fbk__lmdb_contains(void *self, void *loc, const fbk_key *key)
 {
     fbk__lmdb *b = self;
