@@ -315,27 +315,41 @@ int fbk__lmdb_scan(void *self, void *loc, fbk_key_fn each, void *arg)
 
 /* ------------------------------------------------------------------ copies */
 
+/* The name changes a persist or write carries (persist_names, write_names):
+ * written after the objects, in the transaction of the last chunk. */
+typedef struct names_part {
+    const fbk__lmdb_loc *l;
+    const fbk_name_op *ops;
+    size_t nops;
+    int missing; /* out: a binding refused (fbk__lmdb_names_check) */
+} names_part;
+
+/* Before a chunk's first write: a refused binding must leave the shared
+ * transaction untouched.  keys[0..n) are the chunk's objects. */
+static int names_check(MDB_txn *txn, names_part *np, const fbk_key *keys, size_t n)
+{
+    return np->nops ? fbk__lmdb_names_check(txn, np->l, np->ops, np->nops, keys, n, &np->missing)
+                    : 0;
+}
+
+static int names_put(MDB_txn *txn, const names_part *np)
+{
+    return np->nops ? fbk__lmdb_names_put(txn, np->l, np->ops, np->nops, NULL) : 0;
+}
+
 /* Puts n values under keys into dbi, each by MDB_RESERVE + memcpy. */
 struct copy_arg {
     MDB_dbi dbi;
     const fbk_key *keys;
     const MDB_val *vals;
     size_t n;
-    /* persist_names: the name changes, written after the objects in the
-     * same transaction (the last chunk's) */
-    const fbk__lmdb_loc *l;
-    const fbk_name_op *ops;
-    size_t nops;
-    int missing;
+    names_part np;
 };
 
 static int copy_op(MDB_txn *txn, void *p)
 {
     struct copy_arg *a = p;
-    /* a refused binding must leave the shared transaction untouched: check
-     * before the first write */
-    int rc =
-        a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n, &a->missing) : 0;
+    int rc = names_check(txn, &a->np, a->keys, a->n);
     if (rc)
         return rc;
     for (size_t i = 0; i < a->n; i++) {
@@ -346,7 +360,7 @@ static int copy_op(MDB_txn *txn, void *p)
             return rc;
         memcpy(v.mv_data, a->vals[i].mv_data, v.mv_size);
     }
-    return a->nops ? fbk__lmdb_names_put(txn, a->l, a->ops, a->nops, NULL) : 0;
+    return names_put(txn, &a->np);
 }
 
 /* "<verb> of key <hex> <dir> location <name>" (n == 1) or "<verb> of n keys
@@ -362,6 +376,30 @@ static const char *keys_what(char *buf, const char *verb, const fbk_key *keys, s
         snprintf(buf, FBK__LMDB_WHAT, "%s of %zu keys (the first %s) %s location %s", verb, n, hex,
                  dir, l->name);
     return buf;
+}
+
+/* One transaction of a persist or a write: op(arg) over keys[0..k); the
+ * last chunk (last) also carries the name changes ops[0..nops) into np.
+ * verb names it in messages. */
+static int run_chunk(fbk__lmdb *b, fbk__lmdb_loc *l, fbk__lmdb_op_fn op, void *arg, names_part *np,
+                     int last, const fbk_name_op *ops, size_t nops, size_t pages, size_t bytes,
+                     const char *verb, const fbk_key *keys, size_t k)
+{
+    if (last && nops) {
+        np->ops = ops;
+        np->nops = nops;
+        pages += fbk__lmdb_names_pages(&b->durable, ops, nops);
+        bytes += fbk__lmdb_names_bytes(ops, nops);
+    }
+    char what[FBK__LMDB_WHAT], v[64];
+    snprintf(v, sizeof v, "%s%s", verb, np->nops ? " (with names)" : "");
+    fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
+    int err = fbk__lmdb_write(&b->durable, op, arg, pages, bytes,
+                              keys_what(what, v, keys, k, "into", l));
+    fbk__lmdb_touch(&b->durable, l->dbi);
+    if (err == FBK_EINVAL && np->missing)
+        err = fbk__lmdb_names_refused(l, ops, np->missing);
+    return err;
 }
 
 /* Looks up n keys in a read transaction of `from` (`what`: its name in
@@ -416,24 +454,12 @@ static int persist_keys(fbk__lmdb *b, fbk__lmdb_loc *l, const fbk_key *keys, siz
     if (err != FBK_OK)
         return err;
     err = get_all(&b->spill, txn, b->spill.main, "spill", keys, n, vals, &b->durable);
-    char what[FBK__LMDB_WHAT];
     for (size_t i = 0, k; err == FBK_OK && i < n; i += k) {
         size_t pages, bytes;
         k = chunk(&b->durable, vals + i, n - i, &pages, &bytes);
-        struct copy_arg a = {l->dbi, keys + i, vals + i, k, l, NULL, 0, 0};
-        if (i + k == n && nops) {
-            a.ops = ops;
-            a.nops = nops;
-            pages += fbk__lmdb_names_pages(&b->durable, ops, nops);
-            bytes += fbk__lmdb_names_bytes(ops, nops);
-        }
-        fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
-        err = fbk__lmdb_write(
-            &b->durable, copy_op, &a, pages, bytes,
-            keys_what(what, a.nops ? "persist (with names)" : "persist", keys + i, k, "into", l));
-        fbk__lmdb_touch(&b->durable, l->dbi);
-        if (err == FBK_EINVAL && a.missing)
-            err = fbk__lmdb_names_refused(l, ops, a.missing);
+        struct copy_arg a = {l->dbi, keys + i, vals + i, k, {l, NULL, 0, 0}};
+        err = run_chunk(b, l, copy_op, &a, &a.np, i + k == n, ops, nops, pages, bytes, "persist",
+                        keys + i, k);
     }
     fbk__lmdb_rtxn_end(&b->spill, txn);
     return err;
@@ -471,13 +497,10 @@ int fbk__lmdb_persist_many(void *self, void *loc, const fbk_key *keys, size_t n)
  * caller's memory into the location, the name changes after them in the
  * last transaction. */
 struct write_arg {
-    const fbk__lmdb_loc *l;
     const fbk_frame_req *reqs;
     const fbk_key *keys; /* the keys of reqs (for the binding check) */
     size_t n;
-    const fbk_name_op *ops;
-    size_t nops;
-    int missing;
+    names_part np;
 };
 
 static size_t req_len(const fbk_frame_req *r)
@@ -491,15 +514,14 @@ static size_t req_len(const fbk_frame_req *r)
 static int write_op(MDB_txn *txn, void *p)
 {
     struct write_arg *a = p;
-    int rc =
-        a->nops ? fbk__lmdb_names_check(txn, a->l, a->ops, a->nops, a->keys, a->n, &a->missing) : 0;
+    int rc = names_check(txn, &a->np, a->keys, a->n);
     if (rc)
         return rc;
     for (size_t i = 0; i < a->n; i++) {
         const fbk_frame_req *r = &a->reqs[i];
         MDB_val k = {sizeof(fbk_key), (void *)r->key->bytes};
         MDB_val v = {req_len(r), NULL};
-        rc = mdb_put(txn, a->l->dbi, &k, &v, MDB_RESERVE);
+        rc = mdb_put(txn, a->np.l->dbi, &k, &v, MDB_RESERVE);
         if (rc != 0)
             return rc;
         unsigned char *dst = v.mv_data;
@@ -509,7 +531,7 @@ static int write_op(MDB_txn *txn, void *p)
             dst += r->iov[j].iov_len;
         }
     }
-    return a->nops ? fbk__lmdb_names_put(txn, a->l, a->ops, a->nops, NULL) : 0;
+    return names_put(txn, &a->np);
 }
 
 int fbk__lmdb_write_names(void *self, void *loc, const fbk_frame_req *reqs, size_t n,
@@ -525,7 +547,6 @@ int fbk__lmdb_write_names(void *self, void *loc, const fbk_frame_req *reqs, size
     fbk_key *keys = malloc(n * sizeof *keys);
     if (!keys)
         return fbk_error_set(FBK_ENOMEM, ENOMEM, "lmdb: write of %zu values: out of memory", n);
-    char what[FBK__LMDB_WHAT];
     int err = FBK_OK;
     for (size_t i = 0; i < n && err == FBK_OK; i++) {
         keys[i] = *reqs[i].key;
@@ -544,20 +565,9 @@ int fbk__lmdb_write_names(void *self, void *loc, const fbk_frame_req *reqs, size
             pages += fbk__lmdb_pages_for(&b->durable, len);
             bytes += len;
         }
-        struct write_arg a = {l, reqs + i, keys + i, k, NULL, 0, 0};
-        if (i + k == n && nops) {
-            a.ops = ops;
-            a.nops = nops;
-            pages += fbk__lmdb_names_pages(&b->durable, ops, nops);
-            bytes += fbk__lmdb_names_bytes(ops, nops);
-        }
-        fbk__lmdb_touch(&b->durable, l->dbi); /* before and after: see fbk__lmdb_touch */
-        err = fbk__lmdb_write(
-            &b->durable, write_op, &a, pages, bytes,
-            keys_what(what, a.nops ? "write (with names)" : "write", keys + i, k, "into", l));
-        fbk__lmdb_touch(&b->durable, l->dbi);
-        if (err == FBK_EINVAL && a.missing)
-            err = fbk__lmdb_names_refused(l, ops, a.missing);
+        struct write_arg a = {reqs + i, keys + i, k, {l, NULL, 0, 0}};
+        err = run_chunk(b, l, write_op, &a, &a.np, i + k == n, ops, nops, pages, bytes, "write",
+                        keys + i, k);
     }
     free(keys);
     return err;
@@ -586,7 +596,7 @@ static int register_op(MDB_txn *txn, void *p)
     char what[FBK__LMDB_WHAT];
     snprintf(what, sizeof what, "location %s", a->l->name);
     err = get_all(&b->durable, rtxn, a->l->dbi, what, a->keys, a->n, a->vals, &b->spill);
-    struct copy_arg c = {b->spill.main, a->keys, a->vals, a->n, NULL, NULL, 0, 0};
+    struct copy_arg c = {b->spill.main, a->keys, a->vals, a->n, {NULL, NULL, 0, 0}};
     int rc = err == FBK_OK ? copy_op(txn, &c) : 0;
     fbk__lmdb_rtxn_end(&b->durable, rtxn);
     return rc ? rc : err;
