@@ -725,6 +725,27 @@ static int finish_change(fbk_map *m, uint64_t gen)
     return rc;
 }
 
+/* Binds name to key in the map's view (mu held): its entry (made if new),
+ * room for the queued change, the local binding of the next change.  On
+ * failure nothing changed; fn names the caller in messages. */
+static int bind_name(fbk_map *m, const void *name, size_t len, const fbk_key *key, uint64_t size,
+                     const char *fn, mentry **out)
+{
+    int rc = FBK_OK;
+    mentry *e = find(m, name, len);
+    bool fresh = !e;
+    if (fresh && !(e = entry_add(m, name, len)))
+        rc = fbk_error_set(FBK_ENOMEM, 0, "%s: cannot grow the name index", fn);
+    if (rc == FBK_OK)
+        rc = ops_reserve(m, 1);
+    if (rc == FBK_OK)
+        rc = bind_local(m, e, key, size, m->op_gen + 1);
+    if (rc && fresh && e)
+        entry_free(m, e);
+    *out = e;
+    return rc;
+}
+
 int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
 {
     if (!m || !h)
@@ -751,17 +772,9 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
         pthread_mutex_unlock(&m->mu);
         return rc;
     }
-    mentry *e = find(m, name, len);
-    bool fresh = !e;
-    if (fresh && !(e = entry_add(m, name, len)))
-        rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_map_put: cannot grow the name index");
-    if (rc == FBK_OK)
-        rc = ops_reserve(m, 1);
-    if (rc == FBK_OK)
-        rc = bind_local(m, e, &key, size, m->op_gen + 1);
+    mentry *e;
+    rc = bind_name(m, name, len, &key, size, "fbk_map_put", &e);
     if (rc) {
-        if (fresh && e)
-            entry_free(m, e);
         pthread_mutex_unlock(&m->mu);
         fbk__token_release(tok);
         return rc;
@@ -1247,17 +1260,9 @@ int fbk_map_put_bytes(fbk_map *m, const void *name, size_t len, const void *data
     fbk_key key;
     fbk_key_generate(&key);
     pthread_mutex_lock(&m->mu);
-    mentry *e = find(m, name, len);
-    bool fresh = !e;
-    if (fresh && !(e = entry_add(m, name, len)))
-        rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_map_put_bytes: cannot grow the name index");
-    if (rc == FBK_OK)
-        rc = ops_reserve(m, 1);
-    if (rc == FBK_OK)
-        rc = bind_local(m, e, &key, size, m->op_gen + 1);
+    mentry *e;
+    rc = bind_name(m, name, len, &key, size, "fbk_map_put_bytes", &e);
     if (rc) {
-        if (fresh && e)
-            entry_free(m, e);
         pthread_mutex_unlock(&m->mu);
         frame_release(f);
         return rc;
