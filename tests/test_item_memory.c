@@ -12,8 +12,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-static atomic_long live;      /* blocks handed out, not yet freed */
-static atomic_ulong mallocs;  /* malloc/realloc calls */
 static atomic_long fail_next; /* fail this many of the next allocations */
 
 static int should_fail(void)
@@ -25,58 +23,32 @@ static int should_fail(void)
     return 0;
 }
 
-static void *c_malloc(size_t n, void *ctx)
+static void install(void)
 {
-    (void)ctx;
-    atomic_fetch_add(&mallocs, 1);
-    if (should_fail())
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&live, 1);
-    return p;
+    tu_alloc_reset();
+    tu_alloc_fail = should_fail;
+    cr_assert_eq(fbk_set_allocator(&tu_counting_allocator), 0);
 }
 
-static void *c_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&mallocs, 1);
-    if (should_fail())
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        atomic_fetch_add(&live, 1);
-    return q;
-}
-
-static void c_free(void *p, void *ctx)
-{
-    (void)ctx;
-    if (p)
-        atomic_fetch_sub(&live, 1);
-    free(p);
-}
-
-static const fbk_allocator counting = {c_malloc, c_realloc, c_free, NULL};
 
 #define N 4096
 
 Test(item_memory, items_come_from_a_slab_and_go_back_with_the_pool)
 {
-    cr_assert_eq(fbk_set_allocator(&counting), 0);
+    install();
     fbk_store *s;
     cr_assert_eq(fbk_store_open(&s, "mem:", NULL), 0, "%s", fbk_errmsg());
-    long before_pool = atomic_load(&live);
+    long before_pool = tu_alloc_live_get();
     fbk_pool *p;
     cr_assert_eq(fbk_pool_create(&p, s, &fbk_blob_codec, 2 * N), 0, "%s", fbk_errmsg());
     static fbk_blob *bs[N];
     static fbk_handle *hs[N];
     for (size_t i = 0; i < N; i++)
         bs[i] = tu_blob(64, i);
-    unsigned long m0 = atomic_load(&mallocs);
+    unsigned long m0 = tu_alloc_calls_get();
     for (size_t i = 0; i < N; i++)
         cr_assert_eq(fbk_insert(p, bs[i], &hs[i]), 0, "%s", fbk_errmsg());
-    unsigned long calls = atomic_load(&mallocs) - m0;
+    unsigned long calls = tu_alloc_calls_get() - m0;
     /* a block per many items, not a malloc per item */
     cr_assert_leq(calls, N / 256, "%lu allocations for %d inserts", calls, N);
     for (size_t i = 0; i < N; i++) {
@@ -90,18 +62,18 @@ Test(item_memory, items_come_from_a_slab_and_go_back_with_the_pool)
         fbk_handle_release(hs[i]);
     for (size_t i = 0; i < N; i++)
         bs[i] = tu_blob(64, i);
-    m0 = atomic_load(&mallocs);
+    m0 = tu_alloc_calls_get();
     for (size_t i = 0; i < N; i++)
         cr_assert_eq(fbk_insert(p, bs[i], &hs[i]), 0, "%s", fbk_errmsg());
-    cr_assert_eq(atomic_load(&mallocs) - m0, 0, "the freed items were not reused");
+    cr_assert_eq(tu_alloc_calls_get() - m0, 0, "the freed items were not reused");
     for (size_t i = 0; i < N; i++)
         fbk_handle_release(hs[i]);
     /* every block goes back to the allocator with the pool */
     fbk_pool_release(p);
-    cr_assert_eq(atomic_load(&live), before_pool, "%ld blocks kept after the pool was freed",
-                 atomic_load(&live) - before_pool);
+    cr_assert_eq(tu_alloc_live_get(), before_pool, "%ld blocks kept after the pool was freed",
+                 tu_alloc_live_get() - before_pool);
     fbk_store_close(s);
-    cr_assert_eq(atomic_load(&live), 0);
+    cr_assert_eq(tu_alloc_live_get(), 0);
     fbk_set_allocator(NULL);
 }
 
@@ -116,7 +88,7 @@ static void expect_value(fbk_handle *h, uint64_t seed)
 
 Test(item_memory, eviction_without_a_record_keeps_the_value_and_tries_again)
 {
-    cr_assert_eq(fbk_set_allocator(&counting), 0);
+    install();
     fbk_store *s;
     cr_assert_eq(fbk_store_open(&s, "mem:", NULL), 0, "%s", fbk_errmsg());
     fbk_pool *p;
@@ -156,6 +128,6 @@ Test(item_memory, eviction_without_a_record_keeps_the_value_and_tries_again)
     fbk_pool_release(p);
     cr_assert_eq(fbk_store_drain(s), 0);
     fbk_store_close(s);
-    cr_assert_eq(atomic_load(&live), 0);
+    cr_assert_eq(tu_alloc_live_get(), 0);
     fbk_set_allocator(NULL);
 }

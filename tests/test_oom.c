@@ -23,7 +23,6 @@
 
 /* ------------------------------------------------------------ allocator */
 
-static atomic_long live;            /* blocks handed out and not yet freed */
 static atomic_ulong fail_at;        /* N; 0 = disarmed */
 static atomic_int fail_persist;     /* fail N, N+1, ... instead of N only */
 static atomic_ulong armed_calls;    /* allocations since arming */
@@ -42,38 +41,6 @@ static int should_fail(void)
     return 0;
 }
 
-static void *oom_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    if (should_fail())
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&live, 1);
-    return p;
-}
-
-static void *oom_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    if (should_fail())
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        atomic_fetch_add(&live, 1);
-    return q;
-}
-
-static void oom_free(void *p, void *ctx)
-{
-    (void)ctx;
-    if (p) {
-        atomic_fetch_sub(&live, 1);
-        free(p);
-    }
-}
-
-static const fbk_allocator oom_allocator = {oom_malloc, oom_realloc, oom_free, NULL};
 
 static void arm(unsigned long n, int persistent)
 {
@@ -92,8 +59,9 @@ static unsigned long disarm(void)
 
 static void install(void)
 {
-    cr_assert_eq(fbk_set_allocator(&oom_allocator), 0);
-    atomic_store(&live, 0);
+    tu_alloc_reset();
+    tu_alloc_fail = should_fail;
+    cr_assert_eq(fbk_set_allocator(&tu_counting_allocator), 0);
 }
 
 static void uninstall(void)
@@ -185,7 +153,7 @@ static void env_close(env *e)
     fbk_location_close(e->loc);
     fbk_pool_release(e->p);
     fbk_store_close(e->s);
-    long n = atomic_load(&live);
+    long n = tu_alloc_live_get();
     cr_assert_eq(n, 0, "%ld blocks allocated by libfbk were not freed", n);
 }
 

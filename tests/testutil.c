@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -219,3 +220,56 @@ const char *tu_rados_conf(void)
         return NULL;
     return c;
 }
+
+/* ------------------------------------------------ a counting allocator */
+
+static atomic_long alloc_live;
+static atomic_ulong alloc_calls;
+int (*volatile tu_alloc_fail)(void);
+
+long tu_alloc_live_get(void) { return atomic_load(&alloc_live); }
+unsigned long tu_alloc_calls_get(void) { return atomic_load(&alloc_calls); }
+void tu_alloc_reset(void)
+{
+    atomic_store(&alloc_live, 0);
+    atomic_store(&alloc_calls, 0);
+}
+
+static int alloc_fails(void)
+{
+    atomic_fetch_add(&alloc_calls, 1);
+    int (*f)(void) = tu_alloc_fail;
+    return f && f();
+}
+
+static void *tu_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    if (alloc_fails())
+        return NULL;
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&alloc_live, 1);
+    return p;
+}
+
+static void *tu_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    if (alloc_fails())
+        return NULL;
+    void *q = realloc(p, n);
+    if (q && !p)
+        atomic_fetch_add(&alloc_live, 1);
+    return q;
+}
+
+static void tu_free(void *p, void *ctx)
+{
+    (void)ctx;
+    if (p)
+        atomic_fetch_sub(&alloc_live, 1);
+    free(p);
+}
+
+const fbk_allocator tu_counting_allocator = {tu_malloc, tu_realloc, tu_free, NULL};

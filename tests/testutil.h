@@ -84,4 +84,14 @@ const char *tu_rados_conf(void);
             cr_skip_test("no test cluster ($FBK_RADOS_CONF unset or missing)");                    \
     } while (0)
 
+/* A counting allocator for fbk_set_allocator (malloc/realloc/free
+ * underneath): tu_alloc_live counts the blocks handed out and not yet freed,
+ * tu_alloc_calls the malloc/realloc calls; tu_alloc_fail, when set, is asked
+ * before each malloc/realloc and makes it fail (NULL) when it returns 1. */
+extern long tu_alloc_live_get(void);
+extern unsigned long tu_alloc_calls_get(void);
+void tu_alloc_reset(void);
+extern int (*volatile tu_alloc_fail)(void);
+extern const fbk_allocator tu_counting_allocator;
+
 #endif
