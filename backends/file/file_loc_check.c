@@ -36,35 +36,53 @@ static int is_store_name(const char *comp, size_t *len)
            strncmp(comp, FILE_SPILL_PREFIX, sizeof FILE_SPILL_PREFIX - 1) == 0;
 }
 
+/* A path's components, one by one: the next one after *p (slashes
+ * skipped), its length in *len, *p moved past it; NULL at the end. */
+static const char *next_part(const char **p, size_t *len)
+{
+    const char *s = *p;
+    while (*s == '/')
+        s++;
+    const char *e = s;
+    while (*e && *e != '/')
+        e++;
+    *len = (size_t)(e - s);
+    *p = e;
+    return *len ? s : NULL;
+}
+
+/* -1 for "..", 0 for ".", 1 for a name. */
+static int part_kind(const char *c, size_t len)
+{
+    if (len == 2 && c[0] == '.' && c[1] == '.')
+        return -1;
+    return len == 1 && c[0] == '.' ? 0 : 1;
+}
+
 /* Appends the components of rel to the absolute path buf[0..*n) (capacity
  * cap), resolving "." and ".." lexically: rel names directories that do not
  * exist yet, which mkdir_p will make, so "new/.." is where "new" is made.
  * -1 when the result does not fit. */
 static int path_append(char *buf, size_t *n, size_t cap, const char *rel)
 {
-    for (const char *p = rel; *p;) {
-        while (*p == '/')
-            p++;
-        const char *e = p;
-        while (*e && *e != '/')
-            e++;
-        size_t len = (size_t)(e - p);
-        if (len == 2 && p[0] == '.' && p[1] == '.') {
+    size_t len;
+    for (const char *p = rel, *c; (c = next_part(&p, &len)) != NULL;) {
+        int kind = part_kind(c, len);
+        if (kind < 0) {
             while (*n > 1 && buf[*n - 1] != '/')
                 (*n)--;
             if (*n > 1)
                 (*n)--;
-        } else if (len > 0 && !(len == 1 && p[0] == '.')) {
+        } else if (kind > 0) {
             if (*n + 1 + len + 1 > cap)
                 return -1;
             if (buf[*n - 1] != '/')
                 buf[(*n)++] = '/';
-            memcpy(buf + *n, p, len);
+            memcpy(buf + *n, c, len);
             *n += len;
         }
-        buf[*n] = '\0';
-        p = e;
     }
+    buf[*n] = '\0';
     return 0;
 }
 
@@ -125,24 +143,15 @@ int fbk__file_loc_check_path(file_backend *b, const char *location, const char *
 {
     if (location[0] != '/') {
         int depth = 0;
-        for (const char *p = location; *p;) {
-            while (*p == '/')
-                p++;
-            const char *e = p;
-            while (*e && *e != '/')
-                e++;
-            size_t len = (size_t)(e - p);
-            if (len == 2 && p[0] == '.' && p[1] == '.')
-                depth--;
-            else if (len > 0 && !(len == 1 && p[0] == '.'))
-                depth++;
+        size_t len;
+        for (const char *p = location, *c; (c = next_part(&p, &len)) != NULL;) {
+            depth += part_kind(c, len);
             if (depth < 0)
                 return fbk_error_set(FBK_EINVAL, 0,
                                      "file: location %s climbs out of the store directory %s "
                                      "with \"..\": a relative location must stay inside the store "
                                      "directory (give an absolute path for a directory elsewhere)",
                                      location, b->dir);
-            p = e;
         }
     }
     size_t flen = strlen(b->canon) + strlen(location) + 2;
