@@ -530,11 +530,23 @@ Test(cli, compact_file_removes_empty_shards_and_temporaries)
     snprintf(key, sizeof key, "%s", put(dir, uri, "loc", "abc", 3));
     snprintf(tmp, sizeof tmp, "%s/s/loc/00/.tmp-0123", dir);
     write_file(tmp, "junk", 4);
+    /* refs (backends/file/file_refs.c): one whose object is gone goes, one
+     * beside the object stays */
+    char hex[33], dead[4500], live[4500];
+    for (int i = 0, j = 0; key[i] && j < 32; i++)
+        if (key[i] != '-')
+            hex[j++] = key[i], hex[j] = '\0';
+    snprintf(dead, sizeof dead, "%s/s/loc/00/00112233445566778899aabbccddeeff.name-%032d", dir, 7);
+    write_file(dead, "", 0);
+    snprintf(live, sizeof live, "%s/s/loc/%.2s/%s.name-%032d", dir, hex, hex, 7);
+    write_file(live, "", 0);
     run r = fbk(dir, NULL, "compact", uri, NULL);
     cr_assert_eq(r.status, 0, "%s", r.err);
     run_free(&r);
     struct stat st;
     cr_assert_neq(stat(tmp, &st), 0, "temporary left");
+    cr_assert_neq(stat(dead, &st), 0, "a ref of a missing object left");
+    cr_assert_eq(stat(live, &st), 0, "the ref of a present object was removed");
     int shards = 0;
     for (int i = 0; i < 256; i++) {
         char p[4400];

@@ -5,7 +5,8 @@
  *         synced, and swapped with DIR/durable in one renameat2
  *         (RENAME_EXCHANGE); the old one is then deleted.  A crash at any
  *         point leaves DIR/durable whole: the old environment or the new.
- *   file: leftover temporaries (.tmp-*) and empty shard directories of every
+ *   file: leftover temporaries (.tmp-*), refs whose object is gone and empty
+ *         shard directories of every
  *         location, and the spill areas of stores that died, are deleted.
  * Both run only while no program has the store open: DIR/LOCK is taken
  * exclusively (without waiting) for the whole run, so no store can open
@@ -161,7 +162,22 @@ static int lmdb_compact(const char *cmd, const tool_uri *u)
     return 0;
 }
 
-/* Deletes .tmp-* entries of a shard, and the shard when then empty. */
+/* A ref (backends/file/file_refs.c: "<32 hex key>.name-<32 hex>") whose
+ * object is gone: it protects nothing (left by fbk_location_remove, or a
+ * crash). */
+static int dead_ref(int dfd, const char *n)
+{
+    if (strlen(n) != 32 + 6 + 32 || strncmp(n + 32, ".name-", 6) != 0)
+        return 0;
+    char obj[33];
+    memcpy(obj, n, 32);
+    obj[32] = '\0';
+    struct stat st;
+    return fstatat(dfd, obj, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+}
+
+/* Deletes .tmp-* entries and dead refs of a shard, and the shard when then
+ * empty. */
 static void file_clean_location(const char *root)
 {
     int rfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -182,7 +198,8 @@ static void file_clean_location(const char *root)
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
                 continue;
-            if (!strncmp(e->d_name, ".tmp-", 5) && unlinkat(dirfd(d), e->d_name, 0) == 0)
+            if ((!strncmp(e->d_name, ".tmp-", 5) || dead_ref(dirfd(d), e->d_name)) &&
+                unlinkat(dirfd(d), e->d_name, 0) == 0)
                 continue;
             others++;
         }
