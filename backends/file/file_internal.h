@@ -170,6 +170,7 @@ int fbk__file_remove(void *self, const fbk_key *key);
 void fbk__file_loc_touch(file_loc *l, const char *name, int file, const fbk_key *key,
                          int made_shard);
 void fbk__file_loc_fail(file_backend *b, file_loc *l, int rc);
+int fbk__file_loc_list(file_loc *l, DIR **d);
 int fbk__file_open_location(void *self, const char *location, void **out);
 void fbk__file_close_location(void *self, void *loc);
 int fbk__file_scan(void *self, void *loc, fbk_key_fn each, void *arg);

@@ -272,12 +272,10 @@ static int loc_classify(file_loc *l, char *why, size_t cap)
         snprintf(why, cap, "it looks like the spill area of a file: store (../LOCK exists)");
         return LOC_FOREIGN;
     }
-    int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fail(errno, "open location", l->path, NULL);
-    DIR *d = fbk__file_dir_of(fd);
-    if (!d)
-        return fail(errno, "list location", l->path, NULL);
+    DIR *d;
+    int err = fbk__file_loc_list(l, &d);
+    if (err != FBK_OK)
+        return err;
     int any = 0, shards = 0, foreign = 0, rc = FBK_OK;
     char other[256] = "";
     struct dirent *de;

@@ -30,6 +30,17 @@ void fbk__file_loc_touch(file_loc *l, const char *name, int file, const fbk_key 
     pthread_mutex_unlock(&l->mu);
 }
 
+/* A listing of l's directory (its own descriptor), into *d. */
+int fbk__file_loc_list(file_loc *l, DIR **d)
+{
+    int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fail(errno, "open location", l->path, NULL);
+    if (!(*d = fbk__file_dir_of(fd)))
+        return fail(errno, "list location", l->path, NULL);
+    return FBK_OK;
+}
+
 /* Makes l failed for good with rc and the current message (a flush failed:
  * its pages may be gone, and a retry would "succeed"), and remembers its
  * directory as failed for the rest of the store.  Called with l->sync_mu
@@ -68,12 +79,10 @@ void fbk__file_loc_fail(file_backend *b, file_loc *l, int rc)
 static int loc_make_shards(file_backend *b, file_loc *l, int marked)
 {
     uint64_t present[FILE_SHARDS / 64] = {0};
-    int fd = io_()->openat(l->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fail(errno, "open location", l->path, NULL);
-    DIR *d = fbk__file_dir_of(fd);
-    if (!d)
-        return fail(errno, "list location", l->path, NULL);
+    DIR *d;
+    int err = fbk__file_loc_list(l, &d);
+    if (err != FBK_OK)
+        return err;
     struct dirent *de;
     errno = 0;
     while ((de = io_()->readdir(d)) != NULL) {
