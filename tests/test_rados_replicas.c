@@ -38,11 +38,12 @@ typedef struct msg {
     int status;         /* 0: the sender's steps succeeded */
 } msg;
 
-static int write_all(int fd, const void *buf, size_t len)
+/* All len bytes through read() or write() (a pipe between the processes). */
+static int move_all(int fd, void *buf, size_t len, int writing)
 {
-    const char *p = buf;
+    char *p = buf;
     while (len) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -53,20 +54,8 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int read_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
+static int write_all(int fd, const void *buf, size_t len) { return move_all(fd, (void *)buf, len, 1); }
+static int read_all(int fd, void *buf, size_t len) { return move_all(fd, buf, len, 0); }
 
 /* One process's store on the pool "fbk": everything returns 0 or a message in
  * err (the child cannot use Criterion's assertions). */
