@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,22 +132,29 @@ static struct meta parse_meta(const unsigned char *b)
     return m;
 }
 
-/* Reserves blocks for [0, len) of fd without changing its size, so that
- * LMDB's later writes there (pwrite, or stores through a shared map) cannot
- * run out of space.  Where FALLOC_FL_KEEP_SIZE is not supported, a file that
- * already holds data is extended instead (posix_fallocate); an empty one is
- * left alone (LMDB takes an empty data.mdb for a new environment).  0 or an
+/* Reserves blocks for [0, len) of fd, so that LMDB's later writes there
+ * (pwrite, or stores through a shared map) cannot run out of space.
+ * `extend`: a data.mdb LMDB has initialised (non-empty) also grows to len
+ * bytes.  A committed meta page's last_pg may lie past the last page LMDB
+ * wrote (a page a transaction took and freed again is never written), so
+ * after a kill the file could be shorter than its meta page says without
+ * being damaged; grown to the map, it never is (the size change is durable
+ * with the next commit's fdatasync), and check_data_file's rule holds.  An
+ * empty file keeps its size: LMDB takes an empty data.mdb for a new
+ * environment.  Where fallocate is not supported, a file that already holds
+ * data is extended (posix_fallocate); an empty one is left alone.  0 or an
  * errno. */
-static int reserve_fd(int fd, off_t len)
+static int reserve_fd(int fd, off_t len, bool extend)
 {
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, len) == 0)
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno;
+    int mode = extend && st.st_size > 0 && st.st_size < len ? 0 : FALLOC_FL_KEEP_SIZE;
+    if (fallocate(fd, mode, 0, len) == 0)
         return 0;
     int err = errno;
     if (err != EOPNOTSUPP && err != ENOSYS)
         return err;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return errno;
     if (st.st_size == 0)
         return 0;
     return posix_fallocate(fd, 0, len);
@@ -170,7 +178,7 @@ static int reserve_file(const fbk__lmdb_env *e, const char *file, off_t len, con
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return fbk_error_from_errno(errno, "lmdb: %s: %s: open %s%s", e->what, when, path, why);
-    int err = reserve_fd(fd, len);
+    int err = reserve_fd(fd, len, false);
     close(fd);
     return err ? reserve_error(e, err, file, len, when, why) : FBK_OK;
 }
@@ -276,7 +284,7 @@ static int reserve_map(fbk__lmdb_env *e, const char *verb, const char *why)
         rc = mdb_env_get_fd(e->env, &fd);
     if (rc != 0)
         return fbk__lmdb_error(rc, "%s: %s environment %s: info", e->what, verb, e->path);
-    rc = reserve_fd(fd, (off_t)info.me_mapsize);
+    rc = reserve_fd(fd, (off_t)info.me_mapsize, true);
     return rc ? reserve_error(e, rc, "data.mdb", (off_t)info.me_mapsize, verb, why) : FBK_OK;
 }
 
@@ -777,7 +785,7 @@ int fbk__lmdb_grow(fbk__lmdb_env *e, size_t need)
      * env does not change in state GROWING. */
     int fd = -1, res = 0;
     if (size && mdb_env_get_fd(e->env, &fd) == 0)
-        res = reserve_fd(fd, (off_t)size);
+        res = reserve_fd(fd, (off_t)size, true);
     if (res != 0) {
         pthread_mutex_lock(&e->m);
         e->state = FBK__LMDB_IDLE;
