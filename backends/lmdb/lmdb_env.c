@@ -241,10 +241,13 @@ static int check_data_file(const fbk__lmdb_env *e, const char *verb, const char 
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "lmdb: %s: %s is truncated: %lld bytes, but its meta page "
                              "(transaction %llu) uses %llu pages of %llu bytes = %llu bytes; "
-                             "restore it from a copy (or delete it to start empty)",
+                             "restore it from a copy -- or, if a writer of a libfbk that did "
+                             "not grow data.mdb to its map (before 2026-12) was killed, the "
+                             "missing pages may be free ones LMDB never wrote: `truncate -s "
+                             "%llu %s`, then `fbk verify`",
                              e->what, path, (long long)st.st_size, (unsigned long long)m->txnid,
                              (unsigned long long)(need / psize), (unsigned long long)psize,
-                             (unsigned long long)need);
+                             (unsigned long long)need, (unsigned long long)need, path);
     return fbk_error_set(FBK_ECORRUPT, 0,
                          "lmdb: %s: %s is truncated: %lld bytes, shorter than the %llu bytes of "
                          "LMDB's two meta pages; restore it from a copy (or delete it to start "
