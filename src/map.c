@@ -15,154 +15,33 @@
  * everything queued so far; the others sleep until a batch covers their
  * change.  So N concurrent puts cost about N / (batch size) syncs.
  *
+ * Rooms: this file (the index, opening, put/remove, look-ups, names,
+ * get_or_compute, save), map_commit.c (the group commit and the orphans'
+ * removal), map_bytes.c (fbk_map_put_bytes / fbk_map_get_bytes); what they
+ * share is in map_internal.h.
+ *
  * Lock order: m->mu is taken before the location's and the pool's own
  * mutexes and never while one of them is held; it is NOT held across
  * backend calls, the location sync, codec calls or compute callbacks.
  */
-#include "fbk_internal.h"
+#include "map_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <xxhash.h>
 
-/* A value fbk_map_put_bytes copied, framed, until its batch writes it into
- * the location (write_names): shared by the queued change and the gets that
- * read it meanwhile. */
-typedef struct mframe {
-    atomic_long refs;
-    size_t len; /* payload bytes */
-    unsigned char hdr[FBK__FRAME_HDR];
-    unsigned char data[];
-} mframe;
-
-static void frame_release(mframe *f)
-{
-    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
-        fbk__free(f);
-}
-
-/* Bytes of fbk_map_put_bytes values a map holds in memory at most until
- * their batch; further puts take the spill area (fbk_map_put's path). */
-#define MAP_FRAMES_MAX ((uint64_t)64 << 20)
-
-/* One name as this process knows it.  `bound` false with pending > 0 is a
- * tombstone: unbound here, not yet in the backend (a get must not ask the
- * backend, which still has the old binding). */
-typedef struct mentry {
-    struct mentry *hnext;       /* same name hash */
-    struct mentry *prev, *next; /* LRU ring, most recent first (bound only) */
-    fbk_key key;
-    uint64_t size;
-    unsigned pending; /* queued changes of this name not yet applied */
-    fbk_handle *shared; /* a reference of the map's to the item of key (or NULL) */
-    fbk__token *ptok;   /* the spill copy of key while its binding is queued (held by the op) */
-    mframe *pframe;     /* or its bytes in memory (fbk_map_put_bytes), likewise */
-    size_t slot;        /* its place in m->shared + 1 (0: none) */
-    bool bound;
-    size_t len;
-    unsigned char name[];
-} mentry;
-
-/* How many names of this map refer to one object, and its size. */
-typedef struct keyref {
-    long names;
-    uint64_t size;
-} keyref;
-
-typedef struct mop {
-    mentry *e; /* kept alive by e->pending */
-    fbk_key key;
-    uint64_t size;
-    fbk__token *tok; /* bind: a use of the object's spill copy until it is persisted */
-    mframe *frame;   /* or its framed bytes in memory, written by the batch */
-    bool bind;
-    bool nosync;
-} mop;
-
-/* An object no name refers to any more, removable once the change that
- * orphaned it (op number gen) is durable. */
-typedef struct orphan {
-    fbk_key key;
-    uint64_t gen;
-} orphan;
-
-/* A thread waiting for the batch that applies its change number gen. */
-typedef struct waiter {
-    struct waiter *next;
-    uint64_t gen;
-    int rc;
-    bool done;
-} waiter;
-
-/* One get_or_compute computation in flight. */
-typedef struct inflight {
-    struct inflight *next;
-    const void *name;
-    size_t len;
-    int users; /* the computing thread + waiters */
-    bool done;
-    int rc;
-    fbk_handle *h; /* a reference of the inflight's own */
-} inflight;
-
-struct fbk_map {
-    fbk_pool *pool;
-    fbk_location *loc;
-    fbk_store *s;
-    uint64_t size_limit;
-    unsigned flags;
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    fbk__keymap index;   /* XXH3-128 of the name -> mentry chain */
-    fbk__keymap keyrefs; /* object key -> keyref */
-    mentry lru;          /* sentinel (its name is empty) */
-    uint64_t count, bytes;
-
-    mop *ops;
-    size_t nops, capops;
-    uint64_t op_gen;   /* changes queued so far (and sync barriers) */
-    uint64_t done_gen; /* changes whose batch has finished */
-    bool committing;
-    waiter *waiters;
-    /* puts between their entry and their queued change (writing the
-     * object to the spill area): a committer waits for those that started
-     * before it, so that threads arriving together share one batch */
-    uint64_t stage_in, stage_out;
-    int nosync_err; /* a failed batch held NOSYNC changes: the next sync says so */
-    uint64_t frame_bytes; /* payload bytes of the queued changes' frames */
-    char batch_msg[384]; /* the last failed batch's message, for its waiters */
-    int batch_errno;
-
-    orphan *orphans;
-    size_t norphans, caporphans;
-    inflight *computing;
-    /* computations ended (under mu): a get_or_compute whose look-up missed
-     * and that then finds no computation in flight checks it did not miss
-     * one that ended in between */
-    uint64_t computed;
-
-    /* Items the map keeps a reference to, so that gets of one name share
-     * one item (one decoded copy) instead of registering it again: the
-     * last MAP_SHARED names put or got, replaced in turn. */
-    mentry *shared[256];
-    size_t shared_next;
-};
-#define MAP_SHARED (sizeof ((fbk_map *)0)->shared / sizeof(mentry *))
-
-static int bad(const char *fn, const char *why)
+int fbk__map_bad(const char *fn, const char *why)
 {
     return fbk_error_set(FBK_EINVAL, 0, "%s: %s", fn, why);
 }
 
-static int check_name(const char *fn, const void *name, size_t len)
+int fbk__map_check_name(const char *fn, const void *name, size_t len)
 {
     if (!name)
-        return bad(fn, "name is NULL");
+        return fbk__map_bad(fn, "name is NULL");
     if (len == 0)
-        return bad(fn, "name is empty (names are 1 to FBK_NAME_MAX bytes)");
+        return fbk__map_bad(fn, "name is empty (names are 1 to FBK_NAME_MAX bytes)");
     if (len > FBK_NAME_MAX)
         return fbk_error_set(FBK_EINVAL, 0, "%s: name is %zu bytes, more than FBK_NAME_MAX (%d)",
                              fn, len, FBK_NAME_MAX);
@@ -185,7 +64,7 @@ static bool ops_v4(const fbk_backend_ops *ops)
 
 /* ------------------------------------------------------------- the index */
 
-static mentry *find(fbk_map *m, const void *name, size_t len)
+mentry *fbk__map_find(fbk_map *m, const void *name, size_t len)
 {
     fbk_key h = name_hash(name, len);
     void **slot = fbk__keymap_get(&m->index, &h);
@@ -241,7 +120,7 @@ static void share_set(fbk_map *m, mentry *e, fbk_handle *h)
 }
 
 /* A new reference to e's shared item if it still is the item of key. */
-static fbk_handle *share_get(mentry *e, const fbk_key *key)
+fbk_handle *fbk__map_share_get(mentry *e, const fbk_key *key)
 {
     if (!e || !e->shared)
         return NULL;
@@ -250,7 +129,7 @@ static fbk_handle *share_get(mentry *e, const fbk_key *key)
     return fbk_key_equal(&k, key) ? fbk_handle_retain(e->shared) : NULL;
 }
 
-static void entry_free(fbk_map *m, mentry *e)
+void fbk__map_entry_free(fbk_map *m, mentry *e)
 {
     share_drop(m, e);
     fbk_key h = name_hash(e->name, e->len);
@@ -389,190 +268,6 @@ static uint64_t queue_op(fbk_map *m, mentry *e, fbk__token *tok, bool nosync)
     return ++m->op_gen;
 }
 
-/* ------------------------------------------------------- group commit */
-
-typedef struct batch {
-    mop *ops;
-    size_t n;
-    uint64_t hi;
-} batch;
-
-/* The batch's objects into the location and its bindings into the index,
- * then one sync of the location for all of it.  A backend with
- * persist_names (lmdb:) commits objects and bindings in one transaction;
- * otherwise one persist_many, then one name_apply. */
-static int apply_batch(fbk_map *m, const batch *b)
-{
-    if (!b->n)
-        return fbk_location_sync(m->loc);
-    size_t nkeys = 0, nframes = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        nkeys += b->ops[i].tok != NULL;
-        nframes += b->ops[i].frame != NULL;
-    }
-    fbk_key *keys = fbk__malloc((nkeys ? nkeys : 1) * sizeof *keys);
-    fbk_name_op *nops = fbk__malloc(b->n * sizeof *nops);
-    fbk_frame_req *reqs = fbk__malloc((nframes ? nframes : 1) * sizeof *reqs);
-    struct iovec *iov = fbk__malloc((nframes ? 2 * nframes : 1) * sizeof *iov);
-    if (!keys || !nops || !reqs || !iov) {
-        fbk__free(keys);
-        fbk__free(nops);
-        fbk__free(reqs);
-        fbk__free(iov);
-        return fbk_error_set(FBK_ENOMEM, 0, "map: cannot allocate a batch of %zu changes", b->n);
-    }
-    nkeys = nframes = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        const mop *o = &b->ops[i];
-        if (o->tok)
-            keys[nkeys++] = o->key;
-        if (o->frame) {
-            mframe *f = o->frame;
-            iov[2 * nframes] = (struct iovec){f->hdr, FBK__FRAME_HDR};
-            iov[2 * nframes + 1] = (struct iovec){f->data, f->len};
-            reqs[nframes] = (fbk_frame_req){&o->key, &iov[2 * nframes], 2};
-            nframes++;
-        }
-        nops[i] = (fbk_name_op){o->e->name, o->e->len, o->bind ? &o->key : NULL, o->size};
-    }
-    bool bound = false;
-    int rc = FBK_OK;
-    /* objects from the spill area first (without the names when frames
-     * follow), then the frames with the names: one transaction on lmdb:
-     * when the batch has only one kind */
-    if (nkeys)
-        rc = fbk__location_persist_bind(m->loc, keys, nkeys, nframes ? NULL : nops,
-                                        nframes ? 0 : b->n, &bound);
-    if (rc == FBK_OK && nframes) {
-        rc = fbk__location_write_bind(m->loc, reqs, nframes, nops, b->n);
-        bound = rc == FBK_OK;
-    }
-    if (rc == FBK_OK && !bound)
-        rc = m->s->ops->name_apply(m->s->self, m->loc->bloc, nops, b->n);
-    fbk__free(keys);
-    fbk__free(nops);
-    fbk__free(reqs);
-    fbk__free(iov);
-    if (rc)
-        return fbk__error_keep(rc);
-    return fbk_location_sync(m->loc);
-}
-
-/* Removes the objects orphaned by changes up to `hi` (durable now) that
- * are still unreferenced.  Called with mu held; drops it meanwhile. */
-static void remove_orphans(fbk_map *m, uint64_t hi)
-{
-    size_t k = 0, n = 0;
-    fbk_key *gone = fbk__malloc((m->norphans ? m->norphans : 1) * sizeof *gone);
-    if (!gone)
-        return; /* garbage stays; retried after the next batch */
-    for (size_t i = 0; i < m->norphans; i++) {
-        orphan o = m->orphans[i];
-        if (o.gen > hi)
-            m->orphans[k++] = o;
-        else if (!fbk__keymap_get(&m->keyrefs, &o.key))
-            gone[n++] = o.key;
-    }
-    m->norphans = k;
-    pthread_mutex_unlock(&m->mu);
-    /* kept when another process bound a name to it meanwhile; lmdb: one
-     * transaction for all of them (1024 at a time) */
-    int rc = n ? fbk__location_remove_unbound_many(m->loc, gone, n) : FBK_OK;
-    if (rc)
-        fbk__store_report(m->s, rc); /* garbage, not a failure of the put */
-    fbk__free(gone);
-    pthread_mutex_lock(&m->mu);
-}
-
-/* Runs one batch of everything queued.  Called with mu held and no batch
- * running; returns with mu held. */
-static void run_batch(fbk_map *m)
-{
-    m->committing = true;
-    batch b = {m->ops, m->nops, m->op_gen};
-    m->ops = NULL;
-    m->nops = m->capops = 0;
-    pthread_mutex_unlock(&m->mu);
-    int rc = apply_batch(m, &b);
-    pthread_mutex_lock(&m->mu);
-    if (rc) {
-        snprintf(m->batch_msg, sizeof m->batch_msg, "%s", fbk_errmsg());
-        m->batch_errno = fbk_last_os_error();
-    }
-    for (size_t i = 0; i < b.n; i++) {
-        mentry *e = b.ops[i].e;
-        if (e->ptok && e->ptok == b.ops[i].tok)
-            e->ptok = NULL; /* applied: a get registers from the location now */
-        if (b.ops[i].frame) {
-            if (e->pframe == b.ops[i].frame)
-                e->pframe = NULL;
-            m->frame_bytes -= b.ops[i].frame->len;
-            frame_release(b.ops[i].frame);
-        }
-        if (b.ops[i].tok) {
-            pthread_mutex_unlock(&m->mu); /* token.c takes the store's lock */
-            fbk__token_release(b.ops[i].tok);
-            pthread_mutex_lock(&m->mu);
-        }
-        if (rc && b.ops[i].nosync && !m->nosync_err)
-            m->nosync_err = rc;
-        if (--e->pending == 0 && !e->bound)
-            entry_free(m, e);
-    }
-    fbk__free(b.ops);
-    m->done_gen = b.hi;
-    for (waiter **pp = &m->waiters; *pp;) {
-        waiter *w = *pp;
-        if (w->gen <= b.hi) {
-            w->rc = rc;
-            w->done = true;
-            *pp = w->next;
-        } else {
-            pp = &w->next;
-        }
-    }
-    if (rc == FBK_OK)
-        remove_orphans(m, b.hi);
-    m->committing = false;
-    pthread_cond_broadcast(&m->cv);
-}
-
-/* Waits (mu held) until change `gen` is applied and synced; its result.
- * The waiter lives on this stack: the batch that covers it unlinks it before
- * setting done, so no pointer to it outlives this call. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdangling-pointer"
-#define FBK__DANGLING_OFF 1
-#endif
-static int commit_wait(fbk_map *m, uint64_t gen)
-{
-    waiter w = {.gen = gen};
-    w.next = m->waiters;
-    m->waiters = &w;
-    while (!w.done) {
-        if (m->committing) {
-            pthread_cond_wait(&m->cv, &m->mu);
-            continue;
-        }
-        /* become the committer; first let the puts already under way join
-         * (a bounded wait: later arrivals go to the next batch) */
-        m->committing = true;
-        for (uint64_t target = m->stage_in; m->stage_out < target;)
-            pthread_cond_wait(&m->cv, &m->mu);
-        run_batch(m);
-    }
-    if (w.rc)
-        fbk_error_set(w.rc, m->batch_errno,
-                      "map: location \"%s\": the change was not applied (nothing of it is "
-                      "bound): %s",
-                      m->loc->name, m->batch_msg);
-    return w.rc;
-}
-#ifdef FBK__DANGLING_OFF
-#pragma GCC diagnostic pop
-#endif
-
 /* ------------------------------------------------------------- opening */
 
 static int load_binding(const void *name, size_t len, const fbk_key *key, uint64_t size, void *arg)
@@ -581,7 +276,7 @@ static int load_binding(const void *name, size_t len, const fbk_key *key, uint64
     if (len == 0 || len > FBK_NAME_MAX)
         return fbk_error_set(FBK_ECORRUPT, 0, "map: location \"%s\" holds a name of %zu bytes",
                              m->loc->name, len);
-    mentry *e = find(m, name, len);
+    mentry *e = fbk__map_find(m, name, len);
     if (!e && !(e = entry_add(m, name, len)))
         return fbk_error_set(FBK_ENOMEM, 0, "map: cannot grow the name index");
     return bind_local(m, e, key, size, 0);
@@ -615,9 +310,9 @@ static void map_free(fbk_map *m)
 int fbk_map_open(fbk_pool *p, fbk_location *loc, const fbk_map_options *opts, fbk_map **out)
 {
     if (!p || !loc || !out)
-        return bad("fbk_map_open", "NULL argument");
+        return fbk__map_bad("fbk_map_open", "NULL argument");
     if (p->store != loc->store)
-        return bad("fbk_map_open", "the pool and the location belong to different stores");
+        return fbk__map_bad("fbk_map_open", "the pool and the location belong to different stores");
     fbk_store *s = loc->store;
     if (!ops_v4(s->ops))
         return fbk_error_set(FBK_ENOTSUP, 0,
@@ -656,7 +351,7 @@ int fbk_map_close(fbk_map *m)
     int rc = FBK_OK;
     pthread_mutex_lock(&m->mu);
     if (m->nops || m->norphans || m->nosync_err) {
-        rc = commit_wait(m, ++m->op_gen);
+        rc = fbk__map_commit_wait(m, ++m->op_gen);
         if (rc == FBK_OK && m->nosync_err)
             rc = fbk_error_set(m->nosync_err, 0,
                                "fbk_map_close: an earlier batch of NOSYNC changes failed (%s)",
@@ -703,7 +398,7 @@ static int stage_item(fbk_map *m, fbk_handle *h, fbk_key *key, uint64_t *size, f
 
 /* Unbinds least recently used names until the map fits its limit (mu
  * held; `keep` is the name just put).  Returns the last change queued. */
-static uint64_t enforce_limit(fbk_map *m, mentry *keep, uint64_t gen)
+uint64_t fbk__map_enforce_limit(fbk_map *m, mentry *keep, uint64_t gen)
 {
     while (m->size_limit && m->bytes > m->size_limit && m->count > 1) {
         mentry *victim = m->lru.prev;
@@ -716,11 +411,11 @@ static uint64_t enforce_limit(fbk_map *m, mentry *keep, uint64_t gen)
 }
 
 /* Ends a change queued under mu: waits for its batch unless NOSYNC. */
-static int finish_change(fbk_map *m, uint64_t gen)
+int fbk__map_finish_change(fbk_map *m, uint64_t gen)
 {
     int rc = FBK_OK;
     if (!(m->flags & FBK_MAP_NOSYNC))
-        rc = commit_wait(m, gen);
+        rc = fbk__map_commit_wait(m, gen);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }
@@ -728,11 +423,11 @@ static int finish_change(fbk_map *m, uint64_t gen)
 /* Binds name to key in the map's view (mu held): its entry (made if new),
  * room for the queued change, the local binding of the next change.  On
  * failure nothing changed; fn names the caller in messages. */
-static int bind_name(fbk_map *m, const void *name, size_t len, const fbk_key *key, uint64_t size,
+int fbk__map_bind_name(fbk_map *m, const void *name, size_t len, const fbk_key *key, uint64_t size,
                      const char *fn, mentry **out)
 {
     int rc = FBK_OK;
-    mentry *e = find(m, name, len);
+    mentry *e = fbk__map_find(m, name, len);
     bool fresh = !e;
     if (fresh && !(e = entry_add(m, name, len)))
         rc = fbk_error_set(FBK_ENOMEM, 0, "%s: cannot grow the name index", fn);
@@ -741,7 +436,7 @@ static int bind_name(fbk_map *m, const void *name, size_t len, const fbk_key *ke
     if (rc == FBK_OK)
         rc = bind_local(m, e, key, size, m->op_gen + 1);
     if (rc && fresh && e)
-        entry_free(m, e);
+        fbk__map_entry_free(m, e);
     *out = e;
     return rc;
 }
@@ -749,12 +444,12 @@ static int bind_name(fbk_map *m, const void *name, size_t len, const fbk_key *ke
 int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
 {
     if (!m || !h)
-        return bad("fbk_map_put", !m ? "map is NULL" : "handle is NULL");
-    int rc = check_name("fbk_map_put", name, len);
+        return fbk__map_bad("fbk_map_put", !m ? "map is NULL" : "handle is NULL");
+    int rc = fbk__map_check_name("fbk_map_put", name, len);
     if (rc == FBK_OK)
         rc = fbk__store_check_writable(m->s, "fbk_map_put");
     if (rc == FBK_OK && h->pool->store != m->s)
-        rc = bad("fbk_map_put", "the handle belongs to another store");
+        rc = fbk__map_bad("fbk_map_put", "the handle belongs to another store");
     if (rc)
         return rc;
     fbk_key key;
@@ -773,7 +468,7 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
         return rc;
     }
     mentry *e;
-    rc = bind_name(m, name, len, &key, size, "fbk_map_put", &e);
+    rc = fbk__map_bind_name(m, name, len, &key, size, "fbk_map_put", &e);
     if (rc) {
         pthread_mutex_unlock(&m->mu);
         fbk__token_release(tok);
@@ -781,21 +476,21 @@ int fbk_map_put(fbk_map *m, const void *name, size_t len, fbk_handle *h)
     }
     uint64_t gen = queue_op(m, e, tok, m->flags & FBK_MAP_NOSYNC);
     share_set(m, e, h); /* later gets share the caller's item */
-    gen = enforce_limit(m, e, gen);
-    return finish_change(m, gen);
+    gen = fbk__map_enforce_limit(m, e, gen);
+    return fbk__map_finish_change(m, gen);
 }
 
 int fbk_map_remove(fbk_map *m, const void *name, size_t len)
 {
     if (!m)
-        return bad("fbk_map_remove", "map is NULL");
-    int rc = check_name("fbk_map_remove", name, len);
+        return fbk__map_bad("fbk_map_remove", "map is NULL");
+    int rc = fbk__map_check_name("fbk_map_remove", name, len);
     if (rc == FBK_OK)
         rc = fbk__store_check_writable(m->s, "fbk_map_remove");
     if (rc)
         return rc;
     pthread_mutex_lock(&m->mu);
-    mentry *e = find(m, name, len);
+    mentry *e = fbk__map_find(m, name, len);
     if (!e || !e->pending) {
         /* ask the backend: another process may have bound or unbound it */
         pthread_mutex_unlock(&m->mu);
@@ -803,16 +498,16 @@ int fbk_map_remove(fbk_map *m, const void *name, size_t len)
         uint64_t size;
         rc = m->s->ops->name_get(m->s->self, m->loc->bloc, name, len, &key, &size);
         pthread_mutex_lock(&m->mu);
-        e = find(m, name, len);
+        e = fbk__map_find(m, name, len);
         if (rc == FBK_OK && (!e || !e->pending)) {
             bool fresh = !e;
             if (fresh && !(e = entry_add(m, name, len)))
                 rc = FBK_ENOMEM;
             else if ((rc = bind_local(m, e, &key, size, 0)) != FBK_OK && fresh)
-                entry_free(m, e);
+                fbk__map_entry_free(m, e);
         } else if (rc == FBK_ENOTFOUND && e && !e->pending) {
             unbind_local(m, e, 0); /* removed by another process */
-            entry_free(m, e);
+            fbk__map_entry_free(m, e);
             e = NULL;
         }
         if (rc != FBK_OK && rc != FBK_ENOTFOUND) {
@@ -831,17 +526,17 @@ int fbk_map_remove(fbk_map *m, const void *name, size_t len)
     }
     unbind_local(m, e, m->op_gen + 1);
     uint64_t gen = queue_op(m, e, NULL, m->flags & FBK_MAP_NOSYNC);
-    return finish_change(m, gen);
+    return fbk__map_finish_change(m, gen);
 }
 
 int fbk_map_sync(fbk_map *m)
 {
     if (!m)
-        return bad("fbk_map_sync", "map is NULL");
+        return fbk__map_bad("fbk_map_sync", "map is NULL");
     if (fbk__store_readonly(m->s))
         return FBK_OK; /* nothing can be pending */
     pthread_mutex_lock(&m->mu);
-    int rc = commit_wait(m, ++m->op_gen);
+    int rc = fbk__map_commit_wait(m, ++m->op_gen);
     if (rc == FBK_OK && m->nosync_err) {
         rc = fbk_error_set(m->nosync_err, 0,
                            "fbk_map_sync: a batch of NOSYNC changes failed earlier (%s): they "
@@ -858,11 +553,11 @@ int fbk_map_sync(fbk_map *m)
 /* The key bound to name: from a change of this process not yet in the
  * backend, else from the backend (what any process synced).  Brings the
  * local view in line and counts a use. */
-static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending,
+int fbk__map_lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *pending,
                   fbk__token **ptok, mframe **pframe)
 {
     pthread_mutex_lock(&m->mu);
-    mentry *e = find(m, name, len);
+    mentry *e = fbk__map_find(m, name, len);
     *pending = e && e->pending;
     if (e && e->pending) {
         int rc = e->bound ? FBK_OK : FBK_ENOTFOUND;
@@ -887,22 +582,22 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
     if (rc != FBK_OK && rc != FBK_ENOTFOUND)
         return fbk__error_keep(rc);
     pthread_mutex_lock(&m->mu);
-    e = find(m, name, len);
+    e = fbk__map_find(m, name, len);
     if (e && e->pending) { /* changed here meanwhile: that wins */
         pthread_mutex_unlock(&m->mu);
-        return lookup(m, name, len, key, pending, ptok, pframe);
+        return fbk__map_lookup(m, name, len, key, pending, ptok, pframe);
     }
     if (rc == FBK_ENOTFOUND) {
         if (e) { /* removed by another process */
             unbind_local(m, e, 0);
-            entry_free(m, e);
+            fbk__map_entry_free(m, e);
         }
     } else if (!e || !e->bound || !fbk_key_equal(&e->key, key)) {
         bool fresh = !e;
         if (fresh)
             e = entry_add(m, name, len);
         if (e && bind_local(m, e, key, size, 0) != FBK_OK && fresh)
-            entry_free(m, e);
+            fbk__map_entry_free(m, e);
     } else {
         lru_front(m, e);
     }
@@ -910,11 +605,44 @@ static int lookup(fbk_map *m, const void *name, size_t len, fbk_key *key, bool *
     return rc;
 }
 
+/* fbk__map_lookup for the get named fn: an unbound name is FBK_ENOTFOUND
+ * "fn: the name is not bound". */
+int fbk__map_lookup_for(fbk_map *m, const char *fn, const void *name, size_t len, fbk_key *key,
+                        bool *pending, fbk__token **ptok, mframe **pframe)
+{
+    int rc = fbk__map_lookup(m, name, len, key, pending, ptok, pframe);
+    if (rc == FBK_ENOTFOUND)
+        return fbk_error_set(FBK_ENOTFOUND, 0, "%s: the name is not bound", fn);
+    return rc;
+}
+
+/* A get found name bound to key twice and the location without it. */
+int fbk__map_vanished(const fbk_map *m, const char *fn, const void *name, size_t len,
+                      const fbk_key *key)
+{
+    char t[FBK_KEY_STRLEN + 1];
+    fbk_key_format(key, t);
+    return fbk_error_set(FBK_ECORRUPT, 0,
+                         "%s: the name \"%.*s\"%s is bound to %s, which location \"%s\" does "
+                         "not hold (its object was deleted or damaged)",
+                         fn, (int)(len > 64 ? 64 : len), (const char *)name, len > 64 ? "..." : "",
+                         t, m->loc->name);
+}
+
+/* A new reference to the item this map shares for name, if it is key's. */
+fbk_handle *fbk__map_shared(fbk_map *m, const void *name, size_t len, const fbk_key *key)
+{
+    pthread_mutex_lock(&m->mu);
+    fbk_handle *h = fbk__map_share_get(fbk__map_find(m, name, len), key);
+    pthread_mutex_unlock(&m->mu);
+    return h;
+}
+
 int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
 {
     if (!m || !out)
-        return bad("fbk_map_get", "NULL argument");
-    int rc = check_name("fbk_map_get", name, len);
+        return fbk__map_bad("fbk_map_get", "NULL argument");
+    int rc = fbk__map_check_name("fbk_map_get", name, len);
     /* The object may be removed between the look-up and the register when
      * another process rebinds the name meanwhile: look again.  The same key
      * twice without its object is damage. */
@@ -925,35 +653,24 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
         bool pending;
         fbk__token *ptok = NULL;
         mframe *pframe = NULL;
-        rc = lookup(m, name, len, &key, &pending, &ptok, &pframe);
-        if (rc == FBK_ENOTFOUND)
-            return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get: the name is not bound");
+        rc = fbk__map_lookup_for(m, "fbk_map_get", name, len, &key, &pending, &ptok, &pframe);
         if (rc)
             return rc;
         if (pframe) {
             /* put by fbk_map_put_bytes, its batch not run yet (NOSYNC):
              * run it, so that the object is in the location, then look
              * again */
-            frame_release(pframe);
+            fbk__map_frame_release(pframe);
             pthread_mutex_lock(&m->mu);
-            rc = commit_wait(m, ++m->op_gen);
+            rc = fbk__map_commit_wait(m, ++m->op_gen);
             pthread_mutex_unlock(&m->mu);
             continue;
         }
-        if (have_prev && fbk_key_equal(&key, &prev)) {
-            char t[FBK_KEY_STRLEN + 1];
-            fbk_key_format(&key, t);
-            return fbk_error_set(FBK_ECORRUPT, 0,
-                                 "fbk_map_get: the name \"%.*s\"%s is bound to %s, which location "
-                                 "\"%s\" does not hold (its object was deleted or damaged)",
-                                 (int)(len > 64 ? 64 : len), (const char *)name,
-                                 len > 64 ? "..." : "", t, m->loc->name);
-        }
+        if (have_prev && fbk_key_equal(&key, &prev))
+            return fbk__map_vanished(m, "fbk_map_get", name, len, &key);
         prev = key;
         have_prev = true;
-        pthread_mutex_lock(&m->mu);
-        fbk_handle *h = share_get(find(m, name, len), &key);
-        pthread_mutex_unlock(&m->mu);
+        fbk_handle *h = fbk__map_shared(m, name, len, &key);
         if (h) { /* an item of this map holds it: no copy, no I/O */
             if (ptok)
                 fbk__token_release(ptok);
@@ -964,7 +681,7 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
             rc = fbk__item_from_token(m->pool, ptok, &key, out);
             if (rc == FBK_OK) {
                 pthread_mutex_lock(&m->mu);
-                mentry *e = find(m, name, len);
+                mentry *e = fbk__map_find(m, name, len);
                 if (e && e->bound && fbk_key_equal(&e->key, &key))
                     share_set(m, e, *out);
                 pthread_mutex_unlock(&m->mu);
@@ -980,7 +697,7 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
         rc = fbk_register(m->pool, m->loc, &key, out);
         if (rc == FBK_OK) {
             pthread_mutex_lock(&m->mu);
-            mentry *e = find(m, name, len);
+            mentry *e = fbk__map_find(m, name, len);
             if (e && e->bound && fbk_key_equal(&e->key, &key))
                 share_set(m, e, *out);
             pthread_mutex_unlock(&m->mu);
@@ -995,13 +712,13 @@ int fbk_map_get(fbk_map *m, const void *name, size_t len, fbk_handle **out)
 int fbk_map_contains(fbk_map *m, const void *name, size_t len)
 {
     if (!m)
-        return bad("fbk_map_contains", "map is NULL");
-    int rc = check_name("fbk_map_contains", name, len);
+        return fbk__map_bad("fbk_map_contains", "map is NULL");
+    int rc = fbk__map_check_name("fbk_map_contains", name, len);
     if (rc)
         return rc;
     fbk_key key;
     bool pending;
-    rc = lookup(m, name, len, &key, &pending, NULL, NULL);
+    rc = fbk__map_lookup(m, name, len, &key, &pending, NULL, NULL);
     return rc == FBK_OK ? 1 : rc == FBK_ENOTFOUND ? 0 : rc;
 }
 
@@ -1061,7 +778,7 @@ static int each_binding(const void *name, size_t len, const fbk_key *key, uint64
 int fbk_map_names(fbk_map *m, fbk_name_fn each, void *arg)
 {
     if (!m || !each)
-        return bad("fbk_map_names", "NULL argument");
+        return fbk__map_bad("fbk_map_names", "NULL argument");
     names_ctx c = {.m = m, .each = each, .arg = arg};
     fbk__keymap_init(&c.seen);
     int rc = FBK_OK;
@@ -1116,7 +833,7 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
                            void *arg, fbk_handle **out)
 {
     if (!m || !compute || !out)
-        return bad("fbk_map_get_or_compute", "NULL argument");
+        return fbk__map_bad("fbk_map_get_or_compute", "NULL argument");
     int rc;
     inflight *f;
     for (;;) {
@@ -1202,205 +919,6 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
         return fbk_error_set(rc, err, "%s", msg);
     *out = h;
     return FBK_OK;
-}
-
-/* ------------------------------------------------------- bytes put/get */
-
-/* fbk_map_put_bytes on a backend without write_names: through an item. */
-static int put_decoded(fbk_map *m, const void *name, size_t len, const void *data, size_t size)
-{
-    const fbk_codec *c = &m->pool->codec;
-    void *obj = NULL;
-    int rc = c->decode(data, size, &obj, c->ctx);
-    if (rc)
-        return fbk__codec_error(rc, "decode");
-    fbk_handle *h;
-    rc = fbk_insert(m->pool, obj, &h);
-    if (rc) {
-        c->destroy(obj, c->ctx);
-        return rc;
-    }
-    rc = fbk_map_put(m, name, len, h);
-    fbk_handle_release(h);
-    return rc;
-}
-
-int fbk_map_put_bytes(fbk_map *m, const void *name, size_t len, const void *data, size_t size)
-{
-    if (!m || (!data && size))
-        return bad("fbk_map_put_bytes", !m ? "map is NULL" : "data is NULL");
-    int rc = check_name("fbk_map_put_bytes", name, len);
-    if (rc == FBK_OK)
-        rc = fbk__store_check_writable(m->s, "fbk_map_put_bytes");
-    if (rc)
-        return rc;
-    if (!FBK__WRITE_NAMES(m->s))
-        return put_decoded(m, name, len, data, size);
-    /* more than MAP_FRAMES_MAX pending in memory: this one goes through an
-     * item and the spill area, as fbk_map_put does (no stall, memory
-     * bounded) */
-    pthread_mutex_lock(&m->mu);
-    bool full = m->frame_bytes + size > MAP_FRAMES_MAX;
-    pthread_mutex_unlock(&m->mu);
-    if (full)
-        return put_decoded(m, name, len, data, size);
-    if (size > SIZE_MAX - sizeof(mframe) - 1)
-        return bad("fbk_map_put_bytes", "size too large");
-    mframe *f = fbk__malloc(sizeof *f + (size ? size : 1));
-    if (!f)
-        return fbk_error_set(FBK_ENOMEM, 0, "fbk_map_put_bytes: cannot copy a value of %zu bytes",
-                             size);
-    atomic_init(&f->refs, 1);
-    f->len = size;
-    rc = fbk__frame_copy(f->hdr, f->data, data, size);
-    if (rc) {
-        fbk__free(f);
-        return rc;
-    }
-    fbk_key key;
-    fbk_key_generate(&key);
-    pthread_mutex_lock(&m->mu);
-    mentry *e;
-    rc = bind_name(m, name, len, &key, size, "fbk_map_put_bytes", &e);
-    if (rc) {
-        pthread_mutex_unlock(&m->mu);
-        frame_release(f);
-        return rc;
-    }
-    /* the change owns f; the entry lends it to gets until the batch */
-    bool nosync = m->flags & FBK_MAP_NOSYNC;
-    e->ptok = NULL;
-    e->pframe = f;
-    m->ops[m->nops++] = (mop){e, key, size, NULL, f, true, nosync};
-    e->pending++;
-    m->frame_bytes += size;
-    uint64_t gen = enforce_limit(m, e, ++m->op_gen);
-    return finish_change(m, gen);
-}
-
-/* fbk_map_get_bytes's read callback: the frame's payload into the caller's
- * memory, checked in the same pass. */
-typedef struct read_ctx {
-    fbk_buf_fn buf;
-    void *arg;
-} read_ctx;
-
-static int read_into(const void *src, size_t len, void *arg)
-{
-    read_ctx *r = arg;
-    size_t plen;
-    int rc = fbk__frame_check_header(src, len, &plen);
-    if (rc)
-        return rc;
-    void *dst = r->buf(plen, r->arg);
-    if (!dst)
-        return fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes", plen);
-    return fbk__frame_copy_check(src, dst, (const unsigned char *)src + FBK__FRAME_HDR, plen);
-}
-
-/* The encoded form of h's object into the caller's memory; releases h. */
-static int copy_handle(fbk_map *m, fbk_handle *h, fbk_buf_fn buf, void *arg)
-{
-    const void *obj;
-    int rc = fbk_load(h, &obj);
-    if (rc == FBK_OK) {
-        const fbk_codec *c = &m->pool->codec;
-        size_t n = c->size(obj, c->ctx);
-        void *dst = buf(n, arg);
-        const void *v = dst && c->view ? c->view(obj, c->ctx) : NULL;
-        if (!dst) {
-            rc = fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes", n);
-        } else if (v) {
-            if (n)
-                memcpy(dst, v, n);
-        } else {
-            int e = c->encode(obj, dst, n, c->ctx);
-            if (e)
-                rc = fbk__codec_error(e, "encode");
-        }
-        fbk_unload(h);
-    }
-    fbk_handle_release(h);
-    return rc;
-}
-
-int fbk_map_get_bytes(fbk_map *m, const void *name, size_t len, fbk_buf_fn buf, void *arg)
-{
-    if (!m || !buf)
-        return bad("fbk_map_get_bytes", "NULL argument");
-    int rc = check_name("fbk_map_get_bytes", name, len);
-    if (rc)
-        return rc;
-    fbk_store *s = m->s;
-    fbk_key prev;
-    bool have_prev = false;
-    for (;;) {
-        fbk_key key;
-        bool pending;
-        fbk__token *ptok = NULL;
-        mframe *pframe = NULL;
-        rc = lookup(m, name, len, &key, &pending, &ptok, &pframe);
-        if (rc == FBK_ENOTFOUND)
-            return fbk_error_set(FBK_ENOTFOUND, 0, "fbk_map_get_bytes: the name is not bound");
-        if (rc)
-            return rc;
-        if (pframe) { /* put_bytes, not in the location yet: from memory */
-            size_t n = pframe->len;
-            void *dst = buf(n, arg);
-            if (dst && n)
-                memcpy(dst, pframe->data, n);
-            frame_release(pframe);
-            return dst ? FBK_OK
-                       : fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_bytes: no buffer for %zu bytes",
-                                       n);
-        }
-        pthread_mutex_lock(&m->mu);
-        fbk_handle *h = share_get(find(m, name, len), &key);
-        pthread_mutex_unlock(&m->mu);
-        if (!h && (ptok || pending || !FBK__LOAD_PERSISTED(s))) {
-            /* a spill copy, or not in the location yet: through an item */
-            if (ptok)
-                fbk__token_release(ptok);
-            rc = fbk_map_get(m, name, len, &h);
-            if (rc)
-                return rc;
-        } else if (ptok) {
-            fbk__token_release(ptok);
-        }
-        if (h) /* an item of this map holds it */
-            return copy_handle(m, h, buf, arg);
-        if (have_prev && fbk_key_equal(&key, &prev)) {
-            char t[FBK_KEY_STRLEN + 1];
-            fbk_key_format(&key, t);
-            return fbk_error_set(FBK_ECORRUPT, 0,
-                                 "fbk_map_get_bytes: the name \"%.*s\"%s is bound to %s, which "
-                                 "location \"%s\" does not hold (its object was deleted or "
-                                 "damaged)",
-                                 (int)(len > 64 ? 64 : len), (const char *)name,
-                                 len > 64 ? "..." : "", t, m->loc->name);
-        }
-        prev = key;
-        have_prev = true;
-        rc = fbk__location_register_begin(m->loc, &key);
-        if (rc == FBK_OK) {
-            read_ctx r = {buf, arg};
-            rc = FBK__LOAD_PERSISTED(s)(s->self, m->loc->bloc, &key, read_into, &r);
-            fbk__location_register_end(m->loc, &key);
-        }
-        if (rc == FBK_ECORRUPT) {
-            char why[256], t[FBK_KEY_STRLEN + 1];
-            snprintf(why, sizeof why, "%s", fbk_errmsg());
-            fbk_key_format(&key, t);
-            return fbk_error_set(FBK_ECORRUPT, 0,
-                                 "fbk_map_get_bytes: the object %s of name \"%.*s\"%s in location "
-                                 "\"%s\" is damaged: %s",
-                                 t, (int)(len > 64 ? 64 : len), (const char *)name,
-                                 len > 64 ? "..." : "", m->loc->name, why);
-        }
-        /* gone meanwhile (another process rebound the name): look again */
-        if (rc != FBK_ENOTFOUND)
-            return rc;
-    }
 }
 
 /* ----------------------------------------------------------------- save */
