@@ -290,6 +290,12 @@ static int rb_open_location(void *self, const char *location, void **out)
         return rc;
     }
     rados_ioctx_set_namespace(l->io, location);
+    /* a writer completes the references of an index from before them */
+    int rc = b->readonly ? FBK_OK : fbk__rados_names_open(l);
+    if (rc) {
+        loc_free(l);
+        return rc;
+    }
     *out = l;
     return FBK_OK;
 }
@@ -640,9 +646,13 @@ static int rb_register_many(void *self, void *loc, const fbk_key *keys, size_t n
 static int rb_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
     (void)self;
-    rados_loc *l = loc;
     char hex[33];
     fbk_key_format_hex(key, hex);
+    return fbk__rados_remove_object(loc, hex);
+}
+
+int fbk__rados_remove_object(rados_loc *l, const char *hex)
+{
     rb_head h;
     int kind = read_head(l, hex, &h);
     if (kind < 0 && kind != FBK_ECORRUPT)
@@ -767,6 +777,8 @@ static const fbk_backend_ops rados_template = {
     .name_scan = fbk__rados_name_scan,
     .name_apply = fbk__rados_name_apply,
     .contains = rb_contains,
+    .remove_unbound = fbk__rados_remove_unbound,
+    .remove_unbound_many = fbk__rados_remove_unbound_many,
 };
 
 /* One table per kind of spill area: the template without the optional spill
@@ -880,6 +892,7 @@ static int rados_scheme_create(void *ctx, const char *dir, const fbk_backend_par
         rc = fbk_error_set(FBK_EINVAL, 0, "rados: timeout=%s: use 1 to 86400 seconds",
                            param(params, "timeout"));
     b->timeout = (unsigned)tmo;
+    b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
     /* map_size is the inner lmdb: spill area's; like lmdb:'s own, it wins
      * over fbk_store_options.map_size */
     fbk_store_options o = *opts;

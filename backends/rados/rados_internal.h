@@ -15,6 +15,21 @@
 #define RB_NAMES_OBJ "__fbk_names"
 #define RB_STRIPE_PREFIX "__fbk_stripe."
 
+/* the omap of RB_NAMES_OBJ besides the bindings (32 hex digits of the
+ * name's hash; docs/formats.md): the generation every write of the index
+ * compares and bumps, the marker saying the references are complete, a
+ * reference "r<object hex><name hash>" per binding and a tombstone
+ * "x<object hex>" per object being removed as bound by no name */
+#define RB_GEN_KEY "\x1fgen"
+#define RB_GEN_KLEN 4
+#define RB_MARK_KEY "\x1frefs-v1"
+#define RB_MARK_KLEN 9
+#define RB_REF_KLEN 65
+/* attempts of a write of the index that other clients' writes overtake */
+#define RB_RETRIES 100
+/* remove_unbound_many's keys per read/write of the index */
+#define RB_UNBOUND_CHUNK 256
+
 /* One asynchronous write not yet accounted for by a sync. */
 typedef struct rb_pending {
     rados_completion_t c;
@@ -30,6 +45,7 @@ typedef struct rados_backend {
     size_t stripe;    /* objects longer than this are striped */
     const fbk_backend_ops *inner; /* the local spill area (lmdb: or file:) */
     void *inner_self;
+    bool readonly; /* FBK_STORE_READONLY: the index is never written */
 } rados_backend;
 
 typedef struct rados_loc {
@@ -61,5 +77,14 @@ int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk
                         uint64_t *size);
 int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
 int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
+int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key);
+int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                   int *removed);
+/* A writer's open of l: builds the references of a name index written
+ * without them (by a libfbk before them). */
+int fbk__rados_names_open(rados_loc *l);
+/* Removes the object hex names (and its stripes): FBK_OK, FBK_ENOTFOUND
+ * when absent, or an FBK_E* code. */
+int fbk__rados_remove_object(rados_loc *l, const char *hex);
 
 #endif

@@ -15,10 +15,13 @@
  * -- atomic in RADOS, acknowledged once durable on every replica. */
 #include "rados_internal.h"
 
+#include "fbk_internal.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #define HDR (4 + 4 + 16 + 8 + 4)
@@ -82,6 +85,16 @@ static int decode(const rados_loc *l, const char *okey, const char *val, size_t 
     return FBK_OK;
 }
 
+static bool is_hex32(const char *k, size_t len)
+{
+    if (len != 32)
+        return false;
+    for (size_t i = 0; i < 32; i++)
+        if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'f')))
+            return false;
+    return true;
+}
+
 int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
                         uint64_t *size)
 {
@@ -123,7 +136,7 @@ int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
 {
     (void)self;
     rados_loc *l = loc;
-    char after[33] = "";
+    char after[RB_REF_KLEN + 8] = "";
     for (;;) {
         rados_omap_iter_t it = NULL;
         unsigned char more = 0;
@@ -146,9 +159,23 @@ int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
             size_t oklen = 0, vlen = 0;
             if (rados_omap_get_next2(it, &ok, &val, &oklen, &vlen) < 0 || !ok)
                 break;
+            if (oklen < sizeof after) {
+                memcpy(after, ok, oklen);
+                after[oklen] = '\0';
+            }
+            if (!is_hex32(ok, oklen)) {
+                /* the generation, the marker ("\x1f..." before the
+                 * bindings), references and tombstones ("r...", "x..."
+                 * after them): not bindings */
+                if ((unsigned char)ok[0] > 'f') {
+                    more = 0;
+                    break;
+                }
+                continue;
+            }
             char okey[33];
-            snprintf(okey, sizeof okey, "%.*s", (int)(oklen < 32 ? oklen : 32), ok);
-            memcpy(after, okey, sizeof after);
+            memcpy(okey, ok, 32);
+            okey[32] = '\0';
             const void *n;
             size_t nl;
             fbk_key key;
@@ -165,9 +192,295 @@ int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
     }
 }
 
+/* ------------------------------------------------ the generation guard */
+
+/* The generation of the index as a read op found it (old: its bytes, ""
+ * when absent) and the value the next write sets. */
+typedef struct rb_gen {
+    char old[24];
+    size_t oldlen;
+    char next[24];
+    size_t nextlen;
+} rb_gen;
+
+static void gen_from(rb_gen *g, const char *v, size_t len)
+{
+    char buf[24] = "";
+    if (len >= sizeof g->old)
+        len = 0; /* not one of ours: compared as "" fails, the write retries */
+    memcpy(g->old, v, len);
+    g->oldlen = len;
+    memcpy(buf, v, len);
+    unsigned long long n = strtoull(buf, NULL, 10);
+    g->nextlen = (size_t)snprintf(g->next, sizeof g->next, "%llu", n + 1);
+}
+
+/* Adds to op: the generation is still g->old, and becomes g->next. */
+static void gen_guard(rados_write_op_t op, const rb_gen *g, int *prval)
+{
+    const char *k[1] = {RB_GEN_KEY};
+    const char *v[1] = {g->next};
+    size_t kl[1] = {RB_GEN_KLEN}, vl[1] = {g->nextlen};
+    rados_write_op_omap_cmp2(op, RB_GEN_KEY, LIBRADOS_CMPXATTR_OP_EQ, g->old, RB_GEN_KLEN,
+                             g->oldlen, prval);
+    rados_write_op_omap_set2(op, k, v, kl, vl, 1);
+}
+
+/* A short randomized wait before the next attempt of a write another
+ * client's write overtook (-ECANCELED): up to 0.2 ms << attempt, at most
+ * 12.8 ms. */
+static void backoff(unsigned attempt)
+{
+    static _Thread_local uint64_t x;
+    if (!x) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        x = ((uint64_t)t.tv_nsec ^ ((uint64_t)(uintptr_t)&t << 16)) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    unsigned cap_us = 200u << (attempt < 6 ? attempt : 6);
+    struct timespec d = {0, (long)(x % cap_us) * 1000};
+    nanosleep(&d, NULL);
+}
+
+static int contended(const rados_loc *l, const char *what)
+{
+    return fbk_error_set(FBK_EBUSY, ECANCELED,
+                         "rados: %s (pool %s, namespace \"%s\", object " RB_NAMES_OBJ
+                         "): other clients changed the name index %d times in a row meanwhile; "
+                         "nothing was changed, try again",
+                         what, l->b->pool, l->name, RB_RETRIES);
+}
+
+/* "r" + the object key's hex + the name's omap key: one reference */
+static void ref_key(char out[RB_REF_KLEN + 1], const char *hex, const char *nk)
+{
+    out[0] = 'r';
+    memcpy(out + 1, hex, 32);
+    memcpy(out + 33, nk, 32);
+    out[RB_REF_KLEN] = '\0';
+}
+
+/* "x" + the object key's hex: its tombstone */
+static void tomb_key(char out[34], const char *hex)
+{
+    out[0] = 'x';
+    memcpy(out + 1, hex, 32);
+    out[33] = '\0';
+}
+
+static void end_iter(rados_omap_iter_t it)
+{
+    if (it)
+        rados_omap_get_end(it);
+}
+
+/* -------------------------------------------------- building the refs */
+
+typedef struct refs_list {
+    char (*k)[RB_REF_KLEN + 1];
+    size_t n, cap;
+} refs_list;
+
+static int refs_add(const rados_loc *l, refs_list *r, const char *hex, const char *nk)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 256;
+        void *p = realloc(r->k, cap * sizeof *r->k);
+        if (!p)
+            return fbk_error_set(FBK_ENOMEM, ENOMEM,
+                                 "rados: references of the names of \"%s\": out of memory",
+                                 l->name);
+        r->k = p;
+        r->cap = cap;
+    }
+    ref_key(r->k[r->n++], hex, nk);
+    return FBK_OK;
+}
+
+/* Makes the references of a name index written without them (by a libfbk
+ * before them): reads every binding (pages of 1024, each with the
+ * generation: a change meanwhile starts over), then ONE guarded write sets
+ * a reference per binding, the marker and the next generation.  Nothing to
+ * do when the marker is there.  Without a names object: nothing (create
+ * false) or the marker alone (create true: no binding, complete). */
+static int build_refs(rados_loc *l, bool create)
+{
+    refs_list refs = {0};
+    int rc = FBK_OK;
+    for (unsigned attempt = 0;; attempt++) {
+        if (attempt == RB_RETRIES) {
+            rc = contended(l, "build the references of the names");
+            break;
+        }
+        if (attempt)
+            backoff(attempt);
+        refs.n = 0;
+        rb_gen g = {0};
+        bool restart = false, marker = false, absent = false;
+        char after[RB_REF_KLEN + 8] = "";
+        for (bool first = true;; first = false) {
+            const char *bk[2] = {RB_GEN_KEY, RB_MARK_KEY};
+            size_t bkl[2] = {RB_GEN_KLEN, RB_MARK_KLEN};
+            rados_omap_iter_t ib = NULL, it = NULL;
+            int pb = 0, pv = 0;
+            unsigned char more = 0;
+            rados_read_op_t op = rados_create_read_op();
+            rados_read_op_omap_get_vals_by_keys2(op, bk, 2, bkl, &ib, &pb);
+            rados_read_op_omap_get_vals2(op, after, "", 1024, &it, &more, &pv);
+            int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
+            rados_release_read_op(op);
+            if (r >= 0 && pb < 0)
+                r = pb;
+            if (r >= 0 && pv < 0)
+                r = pv;
+            if (r < 0) {
+                end_iter(ib);
+                end_iter(it);
+                if (r == -ENOENT && first) {
+                    absent = true;
+                    break;
+                }
+                if (r == -ENOENT) {
+                    restart = true; /* removed while being read */
+                    break;
+                }
+                rc = fbk__rados_fail(l, r, "read the names to build their references");
+                break;
+            }
+            rb_gen pg = {0};
+            char *k, *v;
+            size_t kl, vl;
+            while (rados_omap_get_next2(ib, &k, &v, &kl, &vl) == 0 && k) {
+                if (kl == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, kl) == 0)
+                    gen_from(&pg, v, vl);
+                else if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0)
+                    marker = true;
+            }
+            end_iter(ib);
+            if (!pg.nextlen)
+                gen_from(&pg, "", 0);
+            if (first)
+                g = pg;
+            else if (pg.oldlen != g.oldlen || memcmp(pg.old, g.old, g.oldlen) != 0)
+                restart = true;
+            bool past = false;
+            while (!marker && !restart && !rc &&
+                   rados_omap_get_next2(it, &k, &v, &kl, &vl) == 0 && k) {
+                if (kl < sizeof after) {
+                    memcpy(after, k, kl);
+                    after[kl] = '\0';
+                }
+                if (!is_hex32(k, kl)) {
+                    if ((unsigned char)k[0] > 'f') {
+                        past = true; /* the bindings are behind: sorted */
+                        break;
+                    }
+                    continue;
+                }
+                const void *nm;
+                size_t nl;
+                fbk_key key;
+                uint64_t size;
+                char okey[33], hex[33];
+                memcpy(okey, k, 32);
+                okey[32] = '\0';
+                if (decode(l, okey, v, vl, &nm, &nl, &key, &size) != FBK_OK)
+                    continue; /* damaged: its object unknown (name_get says so) */
+                fbk_key_format_hex(&key, hex);
+                rc = refs_add(l, &refs, hex, okey);
+            }
+            end_iter(it);
+            if (marker || restart || rc || past || !more)
+                break;
+        }
+        if (rc || (marker && !restart) || (absent && !create))
+            break;
+        if (restart)
+            continue;
+        if (absent)
+            gen_from(&g, "", 0);
+        /* one write: the references, the marker, the generation */
+        size_t nk = refs.n + 1;
+        const char **keys = malloc(nk * sizeof *keys);
+        const char **vals = malloc(nk * sizeof *vals);
+        size_t *kls = malloc(nk * sizeof *kls);
+        size_t *vls = malloc(nk * sizeof *vls);
+        if (!keys || !vals || !kls || !vls) {
+            free(keys);
+            free(vals);
+            free(kls);
+            free(vls);
+            rc = fbk_error_set(FBK_ENOMEM, ENOMEM,
+                               "rados: references of the names of \"%s\": out of memory", l->name);
+            break;
+        }
+        keys[0] = RB_MARK_KEY;
+        kls[0] = RB_MARK_KLEN;
+        for (size_t i = 0; i < refs.n; i++) {
+            keys[i + 1] = refs.k[i];
+            kls[i + 1] = RB_REF_KLEN;
+        }
+        for (size_t i = 0; i < nk; i++) {
+            vals[i] = "";
+            vls[i] = 0;
+        }
+        int pg = 0;
+        rados_write_op_t op = rados_create_write_op();
+        rados_write_op_create(op, LIBRADOS_CREATE_IDEMPOTENT, NULL);
+        gen_guard(op, &g, &pg);
+        rados_write_op_omap_set2(op, keys, vals, kls, vls, nk);
+        int r = rados_write_op_operate(op, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_release_write_op(op);
+        free(keys);
+        free(vals);
+        free(kls);
+        free(vls);
+        if (r == -ECANCELED)
+            continue;
+        if (r < 0)
+            rc = fbk__rados_fail(l, r, "write the references of %zu names", refs.n);
+        break;
+    }
+    free(refs.k);
+    return rc;
+}
+
+int fbk__rados_names_open(rados_loc *l)
+{
+    /* one read of the marker; the build only for an index from before */
+    const char *bk[1] = {RB_MARK_KEY};
+    size_t bkl[1] = {RB_MARK_KLEN};
+    rados_omap_iter_t it = NULL;
+    int pv = 0;
+    rados_read_op_t op = rados_create_read_op();
+    rados_read_op_omap_get_vals_by_keys2(op, bk, 1, bkl, &it, &pv);
+    int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
+    rados_release_read_op(op);
+    if (r >= 0 && pv < 0)
+        r = pv;
+    bool marker = false;
+    char *k, *v;
+    size_t kl, vl;
+    while (r >= 0 && rados_omap_get_next2(it, &k, &v, &kl, &vl) == 0 && k)
+        marker = true;
+    end_iter(it);
+    if (r == -ENOENT || marker)
+        return FBK_OK;
+    if (r < 0)
+        return fbk__rados_fail(l, r, "read the name index's marker");
+    return build_refs(l, false);
+}
+
+/* ------------------------------------------------------ applying names */
+
 typedef struct change {
     char k[33];
     size_t pos;
+    bool had;    /* the name was bound before the batch ... */
+    char old[33]; /* ... to this object */
 } change;
 
 static int by_key_then_pos(const void *a, const void *b)
@@ -175,6 +488,94 @@ static int by_key_then_pos(const void *a, const void *b)
     const change *x = a, *y = b;
     int c = strcmp(x->k, y->k);
     return c ? c : (x->pos < y->pos ? -1 : x->pos > y->pos);
+}
+
+static int by_k(const void *key, const void *elem)
+{
+    return strcmp(key, ((const change *)elem)->k);
+}
+
+typedef struct newkey {
+    char hex[33];
+    char tomb[34];
+    bool dead;     /* tombstoned */
+    int stat;      /* rados_aio_stat's result */
+} newkey;
+
+static int by_hex(const void *a, const void *b)
+{
+    return strcmp(((const newkey *)a)->hex, ((const newkey *)b)->hex);
+}
+
+static int by_hex_key(const void *key, const void *elem)
+{
+    return strcmp(key, ((const newkey *)elem)->hex);
+}
+
+/* rados_stat of each nk[i] (nk[i].stat), up to 64 at a time. */
+static int stat_all(rados_loc *l, newkey *nk, size_t n)
+{
+    enum { W = 64 };
+    rados_completion_t c[W];
+    uint64_t size[W];
+    time_t mtime[W];
+    for (size_t i = 0; i < n; i += W) {
+        size_t m = n - i < W ? n - i : W, k = 0;
+        int r = 0;
+        for (; k < m; k++) {
+            r = rados_aio_create_completion2(NULL, NULL, &c[k]);
+            if (r < 0)
+                break;
+            r = rados_aio_stat(l->io, nk[i + k].hex, c[k], &size[k], &mtime[k]);
+            if (r < 0) {
+                rados_aio_release(c[k]);
+                break;
+            }
+        }
+        for (size_t j = 0; j < k; j++) {
+            rados_aio_wait_for_complete(c[j]);
+            nk[i + j].stat = rados_aio_get_return_value(c[j]);
+            rados_aio_release(c[j]);
+        }
+        if (r < 0)
+            return fbk__rados_fail(l, r, "stat %s", nk[i + k].hex);
+        for (size_t j = 0; j < k; j++)
+            if (nk[i + j].stat < 0 && nk[i + j].stat != -ENOENT)
+                return fbk__rados_fail(l, nk[i + j].stat, "stat %s", nk[i + j].hex);
+    }
+    return FBK_OK;
+}
+
+/* The arrays of one name_apply (nu distinct names, nn distinct objects). */
+typedef struct apply_mem {
+    change *ch;
+    newkey *nk;
+    char **enc;   /* per change: the encoded binding (NULL: an unbinding) */
+    size_t *encl;
+    char (*oref)[RB_REF_KLEN + 1], (*nref)[RB_REF_KLEN + 1];
+    const char **rk, **sk, **sv, **xk; /* read keys, set keys/values, rm keys */
+    size_t *rkl, *skl, *svl, *xkl;
+} apply_mem;
+
+static void apply_free(apply_mem *a, size_t n)
+{
+    if (a->enc)
+        for (size_t i = 0; i < n; i++)
+            free(a->enc[i]);
+    free(a->ch);
+    free(a->nk);
+    free(a->enc);
+    free(a->encl);
+    free(a->oref);
+    free(a->nref);
+    free(a->rk);
+    free(a->sk);
+    free(a->sv);
+    free(a->xk);
+    free(a->rkl);
+    free(a->skl);
+    free(a->svl);
+    free(a->xkl);
 }
 
 int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
@@ -187,18 +588,30 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     int rc = fbk__rados_settle(l, false);
     if (rc)
         return rc;
-    /* the last change of each name wins (ops apply in order) */
-    change *ch = malloc(n * sizeof *ch);
-    const char **skeys = malloc(n * sizeof *skeys);
-    const char **rkeys = malloc(n * sizeof *rkeys);
-    char **vals = calloc(n, sizeof *vals);
-    size_t *klens = malloc(n * sizeof *klens);
-    size_t *vlens = malloc(n * sizeof *vlens);
-    size_t ns = 0, nr = 0;
-    if (!ch || !skeys || !rkeys || !vals || !klens || !vlens) {
+    apply_mem a = {0};
+    a.ch = malloc(n * sizeof *a.ch);
+    a.nk = malloc(n * sizeof *a.nk);
+    a.enc = calloc(n, sizeof *a.enc);
+    a.encl = calloc(n, sizeof *a.encl);
+    a.oref = malloc(n * sizeof *a.oref);
+    a.nref = malloc(n * sizeof *a.nref);
+    a.rk = malloc((2 * n + 2) * sizeof *a.rk);
+    a.rkl = malloc((2 * n + 2) * sizeof *a.rkl);
+    a.sk = malloc(2 * n * sizeof *a.sk);
+    a.skl = malloc(2 * n * sizeof *a.skl);
+    a.sv = malloc(2 * n * sizeof *a.sv);
+    a.svl = malloc(2 * n * sizeof *a.svl);
+    a.xk = malloc(2 * n * sizeof *a.xk);
+    a.xkl = malloc(2 * n * sizeof *a.xkl);
+    size_t nu = 0, nn = 0;
+    if (!a.ch || !a.nk || !a.enc || !a.encl || !a.oref || !a.nref || !a.rk || !a.rkl || !a.sk ||
+        !a.skl || !a.sv || !a.svl || !a.xk || !a.xkl) {
         rc = fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: names of \"%s\": out of memory", l->name);
         goto out;
     }
+    change *ch = a.ch;
+    newkey *nk = a.nk;
+    /* the last change of each name wins (ops apply in order) */
     for (size_t i = 0; i < n; i++) {
         omap_key(ops[i].name, ops[i].len, ch[i].k);
         ch[i].pos = i;
@@ -207,40 +620,328 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     for (size_t i = 0; i < n; i++) {
         if (i + 1 < n && strcmp(ch[i].k, ch[i + 1].k) == 0)
             continue; /* a later change of the same name follows */
+        ch[nu++] = ch[i];
+    }
+    /* the bindings encoded once; the distinct objects bound */
+    for (size_t i = 0; i < nu; i++) {
         const fbk_name_op *op = &ops[ch[i].pos];
-        if (op->key) {
-            rc = encode(op, &vals[ns], &vlens[ns]);
+        if (!op->key)
+            continue;
+        rc = encode(op, &a.enc[i], &a.encl[i]);
+        if (rc)
+            goto out;
+        char hex[33];
+        fbk_key_format_hex(op->key, hex);
+        ref_key(a.nref[i], hex, ch[i].k);
+        memcpy(nk[nn].hex, hex, sizeof hex);
+        tomb_key(nk[nn].tomb, hex);
+        nn++;
+    }
+    qsort(nk, nn, sizeof *nk, by_hex);
+    size_t d = 0;
+    for (size_t i = 0; i < nn; i++)
+        if (!d || strcmp(nk[d - 1].hex, nk[i].hex) != 0)
+            nk[d++] = nk[i];
+    nn = d;
+
+    for (unsigned attempt = 0;; attempt++) {
+        if (attempt == RB_RETRIES) {
+            rc = contended(l, "apply name changes");
+            break;
+        }
+        if (attempt)
+            backoff(attempt);
+        /* 1. one read: generation, marker, the names' bindings now, the
+         * tombstones of the objects to bind */
+        size_t nr = 0;
+        a.rk[nr] = RB_GEN_KEY;
+        a.rkl[nr++] = RB_GEN_KLEN;
+        a.rk[nr] = RB_MARK_KEY;
+        a.rkl[nr++] = RB_MARK_KLEN;
+        for (size_t i = 0; i < nu; i++) {
+            a.rk[nr] = ch[i].k;
+            a.rkl[nr++] = 32;
+            ch[i].had = false;
+        }
+        for (size_t i = 0; i < nn; i++) {
+            a.rk[nr] = nk[i].tomb;
+            a.rkl[nr++] = 33;
+            nk[i].dead = false;
+        }
+        rados_omap_iter_t it = NULL;
+        int pv = 0;
+        rados_read_op_t rop = rados_create_read_op();
+        rados_read_op_omap_get_vals_by_keys2(rop, a.rk, nr, a.rkl, &it, &pv);
+        int r = rados_read_op_operate(rop, l->io, RB_NAMES_OBJ, 0);
+        rados_release_read_op(rop);
+        if (r >= 0 && pv < 0)
+            r = pv;
+        rb_gen g = {0};
+        bool marker = false;
+        if (r >= 0) {
+            char *k, *v;
+            size_t klen, vlen;
+            while (rados_omap_get_next2(it, &k, &v, &klen, &vlen) == 0 && k) {
+                if (klen == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, klen) == 0) {
+                    gen_from(&g, v, vlen);
+                } else if (klen == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, klen) == 0) {
+                    marker = true;
+                } else if (klen == 32) {
+                    char okey[33];
+                    memcpy(okey, k, 32);
+                    okey[32] = '\0';
+                    change *c = bsearch(okey, ch, nu, sizeof *ch, by_k);
+                    const void *nm;
+                    size_t nl;
+                    fbk_key old;
+                    uint64_t size;
+                    /* a damaged binding is overwritten; its reference, if
+                     * any, stays (its object is kept: safe) */
+                    if (c && decode(l, okey, v, vlen, &nm, &nl, &old, &size) == FBK_OK) {
+                        char hex[33];
+                        fbk_key_format_hex(&old, hex);
+                        ref_key(a.oref[c - ch], hex, c->k);
+                        c->had = true;
+                    }
+                } else if (klen == 33 && k[0] == 'x') {
+                    char hex[33];
+                    memcpy(hex, k + 1, 32);
+                    hex[32] = '\0';
+                    newkey *x = bsearch(hex, nk, nn, sizeof *nk, by_hex_key);
+                    if (x)
+                        x->dead = true;
+                }
+            }
+        }
+        end_iter(it);
+        if (r < 0 && r != -ENOENT) {
+            rc = fbk__rados_fail(l, r, "read the bindings of %zu names", nu);
+            break;
+        }
+        if (!g.nextlen)
+            gen_from(&g, "", 0);
+        if (!marker) {
+            /* an index from before the references (or none yet): complete
+             * them first, then start over */
+            rc = build_refs(l, true);
             if (rc)
-                goto out;
-            klens[ns] = 32;
-            skeys[ns++] = ch[i].k;
-        } else {
-            rkeys[nr++] = ch[i].k;
+                break;
+            continue;
+        }
+        /* 2. a tombstoned object, or one that is gone, refuses the batch
+         * (stat after the read: a removal that began after it bumps the
+         * generation, so the write below fails and all is read again) */
+        const char *gone = NULL;
+        for (size_t i = 0; i < nn && !gone; i++)
+            if (nk[i].dead)
+                gone = nk[i].hex;
+        if (!gone && nn) {
+            rc = stat_all(l, nk, nn);
+            if (rc)
+                break;
+            for (size_t i = 0; i < nn && !gone; i++)
+                if (nk[i].stat == -ENOENT)
+                    gone = nk[i].hex;
+        }
+        if (gone) {
+            rc = fbk_error_set(FBK_EINVAL, 0,
+                               "rados: names of \"%s\" (pool %s): object %s, bound by the batch, "
+                               "is not in the location (another process removed it, or is "
+                               "removing it, as bound by no name); none of the %zu name changes "
+                               "is applied",
+                               l->name, l->b->pool, gone, n);
+            break;
+        }
+        /* 3. one guarded write: the old references and unbound names out,
+         * then the bindings and their references in, the generation + 1 */
+        size_t nx = 0, ns = 0;
+        for (size_t i = 0; i < nu; i++) {
+            if (ch[i].had) {
+                a.xk[nx] = a.oref[i];
+                a.xkl[nx++] = RB_REF_KLEN;
+            }
+            if (!a.enc[i]) {
+                a.xk[nx] = ch[i].k;
+                a.xkl[nx++] = 32;
+                continue;
+            }
+            a.sk[ns] = ch[i].k;
+            a.skl[ns] = 32;
+            a.sv[ns] = a.enc[i];
+            a.svl[ns++] = a.encl[i];
+            a.sk[ns] = a.nref[i];
+            a.skl[ns] = RB_REF_KLEN;
+            a.sv[ns] = "";
+            a.svl[ns++] = 0;
+        }
+        int pg = 0;
+        rados_write_op_t wop = rados_create_write_op();
+        rados_write_op_create(wop, LIBRADOS_CREATE_IDEMPOTENT, NULL);
+        gen_guard(wop, &g, &pg);
+        if (nx)
+            rados_write_op_omap_rm_keys2(wop, a.xk, a.xkl, nx);
+        if (ns)
+            rados_write_op_omap_set2(wop, a.sk, a.sv, a.skl, a.svl, ns);
+        r = rados_write_op_operate(wop, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_release_write_op(wop);
+        if (r == -ECANCELED)
+            continue; /* another client wrote the index since the read */
+        if (r < 0)
+            rc = fbk__rados_fail(l, r, "apply %zu name changes", n);
+        break;
+    }
+out:
+    apply_free(&a, n);
+    return rc;
+}
+
+/* ------------------------------------------------ removing the unbound */
+
+/* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
+static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *removed)
+{
+    char hex[RB_UNBOUND_CHUNK][33], pre[RB_UNBOUND_CHUNK][34], tomb[RB_UNBOUND_CHUNK][34];
+    rados_omap_iter_t it[RB_UNBOUND_CHUNK];
+    unsigned char more[RB_UNBOUND_CHUNK];
+    int pv[RB_UNBOUND_CHUNK];
+    const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
+    size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
+    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
+    for (size_t i = 0; i < n; i++) {
+        removed[i] = 0;
+        fbk_key_format_hex(&keys[i], hex[i]);
+        pre[i][0] = 'r';
+        memcpy(pre[i] + 1, hex[i], 33);
+        tomb_key(tomb[i], hex[i]);
+    }
+    int rc = FBK_OK;
+    for (unsigned attempt = 0;; attempt++) {
+        if (attempt == RB_RETRIES)
+            return contended(l, "remove objects bound by no name");
+        if (attempt)
+            backoff(attempt);
+        /* 1. one read: generation, marker, a reference of each key */
+        const char *bk[2] = {RB_GEN_KEY, RB_MARK_KEY};
+        size_t bkl[2] = {RB_GEN_KLEN, RB_MARK_KLEN};
+        rados_omap_iter_t ib = NULL;
+        int pb = 0;
+        rados_read_op_t op = rados_create_read_op();
+        rados_read_op_omap_get_vals_by_keys2(op, bk, 2, bkl, &ib, &pb);
+        for (size_t i = 0; i < n; i++) {
+            it[i] = NULL;
+            pv[i] = 0;
+            rados_read_op_omap_get_vals2(op, "", pre[i], 1, &it[i], &more[i], &pv[i]);
+        }
+        int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
+        rados_release_read_op(op);
+        if (r >= 0 && pb < 0)
+            r = pb;
+        for (size_t i = 0; i < n && r >= 0; i++)
+            if (pv[i] < 0)
+                r = pv[i];
+        rb_gen g = {0};
+        bool marker = false;
+        nv = 0;
+        if (r >= 0) {
+            char *k, *v;
+            size_t kl, vl;
+            while (rados_omap_get_next2(ib, &k, &v, &kl, &vl) == 0 && k) {
+                if (kl == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, kl) == 0)
+                    gen_from(&g, v, vl);
+                else if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0)
+                    marker = true;
+            }
+            for (size_t i = 0; i < n; i++)
+                if (rados_omap_get_next2(it[i], &k, &v, &kl, &vl) != 0 || !k)
+                    victim[nv++] = i; /* no reference: bound by no name */
+        }
+        end_iter(ib);
+        for (size_t i = 0; i < n; i++)
+            end_iter(it[i]);
+        if (r < 0 && r != -ENOENT)
+            return fbk__rados_fail(l, r, "read the references of %zu objects", n);
+        if (!marker) {
+            /* no index (no binding anywhere) or one from before the
+             * references: complete them, then read again */
+            rc = build_refs(l, true);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (!nv)
+            return FBK_OK;
+        if (!g.nextlen)
+            gen_from(&g, "", 0);
+        /* 2. one guarded write: the tombstones of the unbound ones */
+        for (size_t j = 0; j < nv; j++) {
+            vk[j] = tomb[victim[j]];
+            vkl[j] = 33;
+            vv[j] = "";
+            vvl[j] = 0;
+        }
+        int pg = 0;
+        rados_write_op_t w = rados_create_write_op();
+        gen_guard(w, &g, &pg);
+        rados_write_op_omap_set2(w, vk, vv, vkl, vvl, nv);
+        r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_release_write_op(w);
+        if (r == -ECANCELED || r == -ENOENT)
+            continue; /* changed (or dropped) since the read */
+        if (r < 0)
+            return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal", nv);
+        break;
+    }
+    /* 3. the objects (and their stripes); then their tombstones, without
+     * the guard: nothing can bind a tombstoned key, and every read that
+     * saw the tombstone refused; a crash before leaves it (a binding of
+     * the key is refused, a later removal finishes the job) */
+    size_t nd = 0;
+    char msg[512] = "";
+    int os = 0;
+    for (size_t j = 0; j < nv; j++) {
+        size_t i = victim[j];
+        int r = fbk__rados_remove_object(l, hex[i]);
+        if (r == FBK_OK || r == FBK_ENOTFOUND) {
+            removed[i] = 1;
+            vk[nd] = tomb[i];
+            vkl[nd++] = 33;
+        } else if (!rc) {
+            rc = r; /* the first failure's message, reported below */
+            os = fbk_last_os_error();
+            snprintf(msg, sizeof msg, "%s", fbk_errmsg());
         }
     }
-    rados_write_op_t op = rados_create_write_op();
-    rados_write_op_create(op, LIBRADOS_CREATE_IDEMPOTENT, NULL);
-    if (ns)
-        rados_write_op_omap_set2(op, skeys, (const char *const *)vals, klens, vlens, ns);
-    if (nr) {
-        size_t *rl = klens + ns; /* room left: ns + nr <= n */
-        for (size_t i = 0; i < nr; i++)
-            rl[i] = 32;
-        rados_write_op_omap_rm_keys2(op, rkeys, rl, nr);
+    if (nd) {
+        rados_write_op_t w = rados_create_write_op();
+        rados_write_op_omap_rm_keys2(w, vk, vkl, nd);
+        int r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_release_write_op(w);
+        if (r < 0 && !rc)
+            return fbk__rados_fail(l, r, "remove the tombstones of %zu removed objects", nd);
     }
-    int r = rados_write_op_operate(op, l->io, RB_NAMES_OBJ, NULL, 0);
-    rados_release_write_op(op);
-    if (r < 0)
-        rc = fbk__rados_fail(l, r, "apply %zu name changes", n);
-out:
-    if (vals)
-        for (size_t i = 0; i < ns; i++)
-            free(vals[i]);
-    free(ch);
-    free(skeys);
-    free(rkeys);
-    free(vals);
-    free(klens);
-    free(vlens);
+    return rc ? fbk_error_set(rc, os, "%s", msg) : FBK_OK;
+}
+
+int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                   int *removed)
+{
+    (void)self;
+    rados_loc *l = loc;
+    int rc = FBK_OK;
+    for (size_t i = 0; i < n; i++)
+        removed[i] = 0;
+    for (size_t i = 0; i < n; i += RB_UNBOUND_CHUNK) {
+        size_t m = n - i < RB_UNBOUND_CHUNK ? n - i : RB_UNBOUND_CHUNK;
+        rc = unbound_chunk(l, keys + i, m, removed + i);
+        if (rc)
+            break; /* removed[] tells what went */
+    }
     return rc;
+}
+
+int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key)
+{
+    int removed = 0;
+    int rc = fbk__rados_remove_unbound_many(self, loc, key, 1, &removed);
+    return rc ? rc : removed;
 }

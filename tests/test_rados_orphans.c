@@ -1,0 +1,417 @@
+/* test_rados_orphans.c -- rados: removes an object a map's change orphaned
+ * only when no binding of the location's name index refers to it, as
+ * every process left the index (backend table version 5/6, remove_unbound
+ * and remove_unbound_many; the references, tombstones and generation in
+ * the omap of __fbk_names, docs/rados-backend.md "Orphans").
+ *
+ * Process B gets name X (object k1) and puts it under Y; process A, which
+ * bound X to k1 and never saw Y, rebinds X: k1 is A's orphan, but Y still
+ * names it, so it must stay.  Against the test cluster ($FBK_RADOS_CONF,
+ * pool "fbk"); every test skips without it. */
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <rados/librados.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef tu_mapenv env;
+
+static void ns_for(char *out, size_t cap, const char *what)
+{
+    static int counter;
+    snprintf(out, cap, "orphans-%s-%d-%ld-%d", what, (int)getpid(), (long)time(NULL), counter++);
+}
+
+/* a store of its own local DIR on pool fbk, location ns, its map */
+static int env_open(env *e, const char *what, const char *ns)
+{
+    char uri[4200];
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", tu_fresh_dir(what), tu_rados_conf());
+    return tu_map_open(e, uri, ns, 4, NULL, 0);
+}
+
+static int put(env *e, const char *name, size_t len, uint64_t seed)
+{
+    fbk_handle *h;
+    if (fbk_insert(e->p, tu_blob(len, seed), &h))
+        return -1;
+    int rc = fbk_map_put(e->m, name, strlen(name), h);
+    fbk_handle_release(h);
+    return rc;
+}
+
+/* the key X is bound to, in e's view */
+static fbk_key key_of(env *e, const char *name)
+{
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(e->m, name, strlen(name), &h), 0, "%s", fbk_errmsg());
+    fbk_key k;
+    fbk_handle_key(h, &k);
+    fbk_handle_release(h);
+    return k;
+}
+
+/* ---------------------------------------------- the namespace, by hand */
+
+typedef struct raw {
+    rados_t c;
+    rados_ioctx_t io;
+} raw;
+
+static void raw_open(raw *r, const char *ns)
+{
+    cr_assert_eq(rados_create(&r->c, NULL), 0);
+    cr_assert_eq(rados_conf_read_file(r->c, tu_rados_conf()), 0);
+    cr_assert_eq(rados_connect(r->c), 0);
+    cr_assert_eq(rados_ioctx_create(r->c, "fbk", &r->io), 0);
+    rados_ioctx_set_namespace(r->io, ns);
+}
+
+static void raw_close(raw *r)
+{
+    rados_ioctx_destroy(r->io);
+    rados_shutdown(r->c);
+}
+
+static bool exists(raw *r, const fbk_key *k)
+{
+    char hex[33];
+    fbk_key_format_hex(k, hex);
+    uint64_t size;
+    time_t mtime;
+    int rc = rados_stat(r->io, hex, &size, &mtime);
+    cr_assert(rc == 0 || rc == -ENOENT, "stat %s: %s", hex, strerror(-rc));
+    return rc == 0;
+}
+
+/* The omap keys of __fbk_names whose first byte is `first` (0: all) and
+ * whose length is klen (0: any); with drop, they are removed. */
+static size_t omap_keys(raw *r, char first, size_t klen, bool drop)
+{
+    char after[128] = "";
+    size_t count = 0;
+    for (;;) {
+        rados_omap_iter_t it = NULL;
+        unsigned char more = 0;
+        int prval = 0;
+        rados_read_op_t op = rados_create_read_op();
+        rados_read_op_omap_get_keys2(op, after, 1000, &it, &more, &prval);
+        int rc = rados_read_op_operate(op, r->io, "__fbk_names", 0);
+        rados_release_read_op(op);
+        if (rc == -ENOENT)
+            return 0;
+        cr_assert_eq(rc, 0, "omap keys: %s", strerror(-rc));
+        char *k;
+        size_t kl;
+        while (rados_omap_get_next2(it, &k, NULL, &kl, NULL) == 0 && k) {
+            cr_assert_lt(kl, sizeof after);
+            memcpy(after, k, kl);
+            after[kl] = '\0';
+            if ((first && k[0] != first) || (klen && kl != klen))
+                continue;
+            count++;
+            if (drop) {
+                const char *keys[1] = {k};
+                size_t lens[1] = {kl};
+                rados_write_op_t w = rados_create_write_op();
+                rados_write_op_omap_rm_keys2(w, keys, lens, 1);
+                cr_assert_eq(rados_write_op_operate(w, r->io, "__fbk_names", NULL, 0), 0);
+                rados_release_write_op(w);
+            }
+        }
+        rados_omap_get_end(it);
+        if (!more)
+            return count;
+    }
+}
+
+static void omap_put(raw *r, const char *key, size_t klen)
+{
+    const char *keys[1] = {key};
+    const char *vals[1] = {""};
+    size_t kl[1] = {klen}, vl[1] = {0};
+    rados_write_op_t w = rados_create_write_op();
+    rados_write_op_omap_set2(w, keys, vals, kl, vl, 1);
+    cr_assert_eq(rados_write_op_operate(w, r->io, "__fbk_names", NULL, 0), 0);
+    rados_release_write_op(w);
+}
+
+static void check_y(const char *ns, size_t ylen, uint64_t yseed)
+{
+    env c;
+    cr_assert_eq(env_open(&c, "rados-orphans-c", ns), 0, "%s", fbk_errmsg());
+    fbk_handle *h;
+    const void *obj;
+    cr_assert_eq(fbk_map_get(c.m, "Y", 1, &h), 0, "%s", fbk_errmsg());
+    int rc = fbk_load(h, &obj);
+    cr_assert_eq(rc, 0, "Y lost its object when A removed its orphan: %s (%s)", fbk_err_name(rc),
+                 fbk_errmsg());
+    cr_assert(tu_blob_check(obj, ylen, yseed));
+    fbk_unload(h);
+    fbk_handle_release(h);
+    cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
+}
+
+/* ------------------------------------------------------ two processes */
+
+/* process B: Y := the object of X */
+static int alias(const char *ns)
+{
+    env e;
+    if (env_open(&e, "rados-orphans-b", ns))
+        return 10;
+    fbk_handle *h;
+    if (fbk_map_get(e.m, "X", 1, &h))
+        return 11;
+    int rc = fbk_map_put(e.m, "Y", 1, h);
+    fbk_handle_release(h);
+    if (rc)
+        return 12;
+    return tu_map_close(&e) ? 13 : 0;
+}
+
+Test(rados_orphans, an_orphan_another_process_bound_survives)
+{
+    TU_NEED_RADOS();
+    char ns[128];
+    ns_for(ns, sizeof ns, "procs");
+    int go[2], done[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(done), 0);
+    /* B forks before A opens anything (librados's threads do not survive
+     * a fork) */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        close(done[0]);
+        int rc = read(go[0], &c, 1) == 1 ? alias(ns) : 20;
+        if (rc)
+            fprintf(stderr, "process B: step %d: %s\n", rc, fbk_errmsg());
+        unsigned char r = (unsigned char)rc;
+        _exit(write(done[1], &r, 1) == 1 ? rc : 21);
+    }
+    close(go[0]);
+    close(done[1]);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    unsigned char r = 99;
+    cr_assert_eq(read(done[0], &r, 1), 1);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process B failed (%d)", r);
+    /* A rebinds X: its old object is A's orphan, removed after the sync --
+     * unless a binding A never saw (Y) refers to it */
+    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+
+    check_y(ns, 3000, 1);
+    env c;
+    cr_assert_eq(env_open(&c, "rados-orphans-c", ns), 0, "%s", fbk_errmsg());
+    fbk_handle *h;
+    const void *obj;
+    cr_assert_eq(fbk_map_get(c.m, "X", 1, &h), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_load(h, &obj), 0, "%s", fbk_errmsg());
+    cr_assert(tu_blob_check(obj, 100, 2));
+    fbk_unload(h);
+    fbk_handle_release(h);
+    cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
+}
+
+/* -------------------------------------------------------- one process */
+
+/* Y is unbound later: the object loses its last binding and the next
+ * orphan removal takes it (and leaves no tombstone). */
+Test(rados_orphans, an_object_whose_last_binding_went_is_removed)
+{
+    TU_NEED_RADOS();
+    char ns[128];
+    ns_for(ns, sizeof ns, "last");
+    raw r;
+    raw_open(&r, ns);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    fbk_key k1 = key_of(&a, "X");
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(a.m, "X", 1, &h), 0);
+    cr_assert_eq(fbk_map_put(a.m, "Y", 1, h), 0, "%s", fbk_errmsg()); /* shared object */
+    fbk_handle_release(h);
+    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0);
+    cr_assert(exists(&r, &k1), "Y's object must stay");
+    cr_assert_eq(fbk_map_remove(a.m, "Y", 1), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0);
+    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    cr_assert(!exists(&r, &k1), "the object bound by no name is removed");
+    cr_assert_eq(fbk_location_count(a.loc), 2, "X and Z stay");
+    cr_assert_eq(omap_keys(&r, 'x', 33, false), 0, "no tombstone is left");
+    cr_assert_eq(omap_keys(&r, 'r', 65, false), 2, "a reference per binding (X, Z)");
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}
+
+/* An object being removed (its tombstone in the index, as a crash between
+ * the mark and the delete leaves it) refuses a binding: no name change of
+ * the batch is applied.  A later removal of it finishes the job. */
+Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
+{
+    TU_NEED_RADOS();
+    char ns[128];
+    ns_for(ns, sizeof ns, "tomb");
+    raw r;
+    raw_open(&r, ns);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    fbk_key k1 = key_of(&a, "X");
+    char tomb[34];
+    tomb[0] = 'x';
+    fbk_key_format_hex(&k1, tomb + 1);
+    omap_put(&r, tomb, 33);
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(a.m, "X", 1, &h), 0);
+    int rc = fbk_map_put(a.m, "Y", 1, h);
+    fbk_handle_release(h);
+    cr_assert_eq(rc, FBK_EINVAL, "a binding of a tombstoned object: %s (%s)", fbk_err_name(rc),
+                 fbk_errmsg());
+    cr_assert(strstr(fbk_errmsg(), tomb + 1), "the message names the object: %s", fbk_errmsg());
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+
+    env c;
+    cr_assert_eq(env_open(&c, "rados-orphans-c", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_contains(c.m, "Y", 1), 0, "the refused binding is not in the index");
+    fbk_key kx = key_of(&c, "X");
+    cr_assert(fbk_key_equal(&kx, &k1), "X is as it was");
+    cr_assert_eq(omap_keys(&r, 'r', 65, false), 1, "X's reference alone");
+    /* X rebound: k1 is c's orphan; its removal ends with the tombstone */
+    cr_assert_eq(put(&c, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(c.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&c, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    cr_assert(!exists(&r, &k1));
+    cr_assert_eq(omap_keys(&r, 'x', 33, false), 0, "the tombstone went with the object");
+    cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}
+
+/* A location whose names were written before the references (no "r" keys,
+ * no marker): a writer's open builds them, and then an orphan another
+ * store bound meanwhile survives. */
+Test(rados_orphans, references_of_an_index_from_before_are_built_at_open)
+{
+    TU_NEED_RADOS();
+    char ns[128];
+    ns_for(ns, sizeof ns, "before");
+    raw r;
+    raw_open(&r, ns);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "W", 300, 4), 0, "%s", fbk_errmsg());
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    cr_assert_eq(omap_keys(&r, 'r', 65, false), 2);
+    /* as a libfbk before the references left it */
+    cr_assert_eq(omap_keys(&r, 'r', 65, true), 2);
+    cr_assert_eq(omap_keys(&r, '\x1f', 0, true), 2, "the generation and the marker");
+    cr_assert_eq(omap_keys(&r, 0, 0, false), 2, "the two bindings alone");
+
+    /* a read-only store writes nothing (its DIR made by a writer that
+     * opened no location) */
+    char uri[4200];
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", tu_fresh_dir("rados-orphans-ro"),
+             tu_rados_conf());
+    fbk_store *w;
+    cr_assert_eq(fbk_store_open(&w, uri, NULL), 0, "%s", fbk_errmsg());
+    fbk_store_close(w);
+    env ro;
+    cr_assert_eq(tu_map_open(&ro, uri, ns, 4, NULL, FBK_STORE_READONLY), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_contains(ro.m, "X", 1), 1);
+    cr_assert_eq(tu_map_close(&ro), 0, "%s", fbk_errmsg());
+    cr_assert_eq(omap_keys(&r, 0, 0, false), 2, "a read-only store wrote nothing");
+
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(omap_keys(&r, 'r', 65, false), 2, "built at the writer's open");
+    cr_assert_eq(omap_keys(&r, '\x1f', 0, false), 2, "with the marker and a generation");
+    /* another store binds Y to X's object; a's view never sees Y */
+    env b;
+    cr_assert_eq(env_open(&b, "rados-orphans-b", ns), 0, "%s", fbk_errmsg());
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(b.m, "X", 1, &h), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_put(b.m, "Y", 1, h), 0, "%s", fbk_errmsg());
+    fbk_handle_release(h);
+    cr_assert_eq(tu_map_close(&b), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg());
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    check_y(ns, 3000, 1);
+    raw_close(&r);
+}
+
+/* fbk_map_names lists the bindings alone: none of the index's other
+ * entries (generation, marker, references, tombstones). */
+typedef struct seen {
+    char names[16][8];
+    size_t n;
+} seen;
+
+static int note(const void *name, size_t len, void *arg)
+{
+    seen *s = arg;
+    cr_assert_lt(s->n, 16);
+    cr_assert_lt(len, 8);
+    memcpy(s->names[s->n], name, len);
+    s->names[s->n++][len] = '\0';
+    return 0;
+}
+
+static int by_str(const void *a, const void *b) { return strcmp(a, b); }
+
+Test(rados_orphans, names_lists_the_bindings_alone)
+{
+    TU_NEED_RADOS();
+    char ns[128];
+    ns_for(ns, sizeof ns, "names");
+    raw r;
+    raw_open(&r, ns);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "n1", 10, 1), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "n2", 10, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "n3", 10, 3), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "n2", 10, 4), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_remove(a.m, "n3", 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    /* a stale tombstone too: sorted after the references */
+    char tomb[34] = "x";
+    fbk_key k;
+    fbk_key_generate(&k);
+    fbk_key_format_hex(&k, tomb + 1);
+    omap_put(&r, tomb, 33);
+    cr_assert_gt(omap_keys(&r, 0, 0, false), 2, "the index holds more than bindings");
+
+    env c;
+    cr_assert_eq(env_open(&c, "rados-orphans-c", ns), 0, "%s", fbk_errmsg());
+    seen s = {0};
+    cr_assert_eq(fbk_map_names(c.m, note, &s), 0, "%s", fbk_errmsg());
+    qsort(s.names, s.n, sizeof s.names[0], by_str);
+    cr_assert_eq(s.n, 2, "%zu names", s.n);
+    cr_assert_str_eq(s.names[0], "n1");
+    cr_assert_str_eq(s.names[1], "n2");
+    cr_assert_eq(fbk_map_count(c.m), 2);
+    cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}
