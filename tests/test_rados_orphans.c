@@ -500,3 +500,40 @@ Test(rados_orphans, two_writers_of_one_index_both_succeed)
     cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
     raw_close(&r);
 }
+
+/* An orphan stored striped (its value longer than the stripe size: 4 MiB
+ * here, the least osd_max_write_size allows, set through CEPH_ARGS) goes
+ * with its stripes. */
+static size_t stripes(raw *r)
+{
+    rados_list_ctx_t ctx;
+    cr_assert_eq(rados_nobjects_list_open(r->io, &ctx), 0);
+    size_t n = 0;
+    const char *oid;
+    while (rados_nobjects_list_next(ctx, &oid, NULL, NULL) == 0)
+        n += strncmp(oid, "__fbk_stripe.", 13) == 0;
+    rados_nobjects_list_close(ctx);
+    return n;
+}
+
+Test(rados_orphans, a_striped_orphan_goes_with_its_stripes)
+{
+    TU_NEED_RADOS();
+    cr_assert_eq(setenv("CEPH_ARGS", "--osd_max_write_size=4", 1), 0); /* this test's process */
+    char ns[128];
+    ns_for(ns, sizeof ns, "striped");
+    raw r;
+    raw_open(&r, ns);
+    env a;
+    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "X", (size_t)9 << 20, 1), 0, "%s", fbk_errmsg());
+    fbk_key k1 = key_of(&a, "X");
+    cr_assert_geq(stripes(&r), 3, "9 MiB in stripes of 4 MiB");
+    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    cr_assert(!exists(&r, &k1));
+    cr_assert_eq(stripes(&r), 0, "the stripes went with their head");
+    cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}

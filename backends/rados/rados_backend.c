@@ -665,6 +665,93 @@ int fbk__rados_remove_object(rados_loc *l, const char *hex)
     return FBK_OK;
 }
 
+void fbk__rados_heads_start(rados_loc *l, const char (*hex)[33], size_t n, rb_headread *hr)
+{
+    for (size_t i = 0; i < n; i++) {
+        hr[i].issued = false;
+        hr[i].r = rados_aio_create_completion2(NULL, NULL, &hr[i].c);
+        if (hr[i].r < 0)
+            continue;
+        hr[i].r = rados_aio_read(l->io, hex[i], hr[i].c, (char *)hr[i].buf, sizeof hr[i].buf, 0);
+        if (hr[i].r < 0)
+            rados_aio_release(hr[i].c);
+        else
+            hr[i].issued = true;
+    }
+}
+
+void fbk__rados_heads_wait(rb_headread *hr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!hr[i].issued)
+            continue;
+        rados_aio_wait_for_complete(hr[i].c);
+        hr[i].r = rados_aio_get_return_value(hr[i].c);
+        rados_aio_release(hr[i].c);
+        hr[i].issued = false;
+    }
+}
+
+int fbk__rados_remove_heads(rados_loc *l, const char (*hex)[33], const rb_headread *hr,
+                            const size_t *which, size_t m, int *res)
+{
+    enum { W = 64 };
+    rados_completion_t c[W];
+    int first = FBK_OK, os = 0;
+    char msg[512] = "";
+    for (size_t s = 0; s < m; s += W) {
+        size_t k = m - s < W ? m - s : W, issued = 0;
+        for (size_t j = 0; j < k; j++) {
+            size_t i = which[s + j];
+            int r = hr[i].r;
+            res[s + j] = r < 0 && r != -ENOENT ? fbk__rados_fail(l, r, "read %s", hex[i]) : FBK_OK;
+            if (res[s + j] == FBK_OK) {
+                r = rados_aio_create_completion2(NULL, NULL, &c[j]);
+                if (r >= 0) {
+                    r = rados_aio_remove(l->io, hex[i], c[j]);
+                    if (r < 0)
+                        rados_aio_release(c[j]);
+                }
+                if (r < 0)
+                    res[s + j] = fbk__rados_fail(l, r, "remove %s", hex[i]);
+            }
+            if (res[s + j] != FBK_OK && !first) {
+                first = res[s + j];
+                os = fbk_last_os_error();
+                snprintf(msg, sizeof msg, "%s", fbk_errmsg());
+            }
+            issued = j + 1;
+        }
+        for (size_t j = 0; j < issued; j++) {
+            size_t i = which[s + j];
+            if (res[s + j] != FBK_OK)
+                continue;
+            rados_aio_wait_for_complete(c[j]);
+            int r = rados_aio_get_return_value(c[j]);
+            rados_aio_release(c[j]);
+            if (r == -ENOENT) {
+                res[s + j] = FBK_ENOTFOUND;
+                continue;
+            }
+            if (r < 0) {
+                res[s + j] = fbk__rados_fail(l, r, "remove %s", hex[i]);
+                if (!first) {
+                    first = res[s + j];
+                    os = fbk_last_os_error();
+                    snprintf(msg, sizeof msg, "%s", fbk_errmsg());
+                }
+                continue;
+            }
+            /* a head: its stripes (best effort, as remove_persisted) */
+            rb_head h;
+            if (hr[i].r > 0 && is_head(hr[i].buf, (size_t)hr[i].r) &&
+                head_decode(l, hex[i], hr[i].buf, &h) == FBK_OK)
+                remove_stripes(l, hex[i], &h);
+        }
+    }
+    return first ? fbk_error_set(first, os, "%s", msg) : FBK_OK;
+}
+
 static int rb_contains(void *self, void *loc, const fbk_key *key)
 {
     (void)self;

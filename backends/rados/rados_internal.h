@@ -83,6 +83,23 @@ int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, s
 /* A writer's open of l: builds the references of a name index written
  * without them (by a libfbk before them). */
 int fbk__rados_names_open(rados_loc *l);
+/* The first bytes of objects about to be removed (is it a stripe head?),
+ * read in parallel: start issues the reads, wait collects them (r: the
+ * bytes read or -errno). */
+typedef struct rb_headread {
+    rados_completion_t c;
+    unsigned char buf[49];
+    int r;
+    bool issued;
+} rb_headread;
+void fbk__rados_heads_start(rados_loc *l, const char (*hex)[33], size_t n, rb_headread *hr);
+void fbk__rados_heads_wait(rb_headread *hr, size_t n);
+/* Removes the objects hex[which[0..m)] in parallel (64 at a time), then
+ * the stripes of those hr[] found to be heads: res[j] is FBK_OK,
+ * FBK_ENOTFOUND (absent) or an FBK_E* code; returns the first failure
+ * (with its message) or FBK_OK. */
+int fbk__rados_remove_heads(rados_loc *l, const char (*hex)[33], const rb_headread *hr,
+                            const size_t *which, size_t m, int *res);
 /* Removes the object hex names (and its stripes): FBK_OK, FBK_ENOTFOUND
  * when absent, or an FBK_E* code. */
 int fbk__rados_remove_object(rados_loc *l, const char *hex);

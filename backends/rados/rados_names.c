@@ -797,16 +797,13 @@ out:
 
 /* ------------------------------------------------ removing the unbound */
 
+static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
+                       rb_headread *hr, size_t n, int *removed);
+
 /* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
 static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *removed)
 {
     char hex[RB_UNBOUND_CHUNK][33], pre[RB_UNBOUND_CHUNK][34], tomb[RB_UNBOUND_CHUNK][34];
-    rados_omap_iter_t it[RB_UNBOUND_CHUNK];
-    unsigned char more[RB_UNBOUND_CHUNK];
-    int pv[RB_UNBOUND_CHUNK];
-    const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
-    size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
-    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
     for (size_t i = 0; i < n; i++) {
         removed[i] = 0;
         fbk_key_format_hex(&keys[i], hex[i]);
@@ -814,6 +811,24 @@ static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *remov
         memcpy(pre[i] + 1, hex[i], 33);
         tomb_key(tomb[i], hex[i]);
     }
+    /* the objects' first bytes (stripe heads?) meanwhile */
+    rb_headread hr[RB_UNBOUND_CHUNK];
+    fbk__rados_heads_start(l, (const char(*)[33])hex, n, hr);
+    int rc = run_unbound(l, hex, pre, tomb, hr, n, removed);
+    fbk__rados_heads_wait(hr, n);
+    return rc;
+}
+
+static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
+                       rb_headread *hr, size_t n, int *removed)
+{
+    rados_omap_iter_t it[RB_UNBOUND_CHUNK];
+    unsigned char more[RB_UNBOUND_CHUNK];
+    int pv[RB_UNBOUND_CHUNK];
+    const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
+    size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
+    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
+    int res[RB_UNBOUND_CHUNK];
     int rc = FBK_OK;
     for (unsigned attempt = 0;; attempt++) {
         if (attempt == RB_RETRIES)
@@ -895,20 +910,19 @@ static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *remov
      * the guard: nothing can bind a tombstoned key, and every read that
      * saw the tombstone refused; a crash before leaves it (a binding of
      * the key is refused, a later removal finishes the job) */
-    size_t nd = 0;
+    fbk__rados_heads_wait(hr, n);
+    rc = fbk__rados_remove_heads(l, (const char(*)[33])hex, hr, victim, nv, res);
     char msg[512] = "";
-    int os = 0;
+    int os = rc ? fbk_last_os_error() : 0;
+    if (rc)
+        snprintf(msg, sizeof msg, "%s", fbk_errmsg()); /* reported below */
+    size_t nd = 0;
     for (size_t j = 0; j < nv; j++) {
         size_t i = victim[j];
-        int r = fbk__rados_remove_object(l, hex[i]);
-        if (r == FBK_OK || r == FBK_ENOTFOUND) {
+        if (res[j] == FBK_OK || res[j] == FBK_ENOTFOUND) {
             removed[i] = 1;
             vk[nd] = tomb[i];
             vkl[nd++] = 33;
-        } else if (!rc) {
-            rc = r; /* the first failure's message, reported below */
-            os = fbk_last_os_error();
-            snprintf(msg, sizeof msg, "%s", fbk_errmsg());
         }
     }
     if (nd) {
