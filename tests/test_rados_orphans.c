@@ -12,6 +12,7 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fbk_backend.h>
 #include <pthread.h>
 #include <rados/librados.h>
 #include <stdio.h>
@@ -535,5 +536,70 @@ Test(rados_orphans, a_striped_orphan_goes_with_its_stripes)
     cr_assert(!exists(&r, &k1));
     cr_assert_eq(stripes(&r), 0, "the stripes went with their head");
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}
+
+/* The backend's table directly: remove_unbound_many of more keys than one
+ * read of the index takes (256): the referenced ones are kept, the others
+ * removed (absent ones count as removed), a tombstone a crash left is
+ * finished; then a binding of a removed object is refused (it is gone: no
+ * tombstone is needed to see that). */
+#define MANY 300
+#define ABSENT 5
+
+Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
+{
+    TU_NEED_RADOS();
+    char ns[128], arg[4200];
+    ns_for(ns, sizeof ns, "many");
+    snprintf(arg, sizeof arg, "%s?pool=fbk&conf=%s", tu_fresh_dir("rados-orphans-many"),
+             tu_rados_conf());
+    raw r;
+    raw_open(&r, ns);
+    static fbk_key keys[MANY + ABSENT];
+    static int removed[MANY + ABSENT];
+    char hex[33];
+    for (int i = 0; i < MANY + ABSENT; i++) {
+        fbk_key_generate(&keys[i]);
+        fbk_key_format_hex(&keys[i], hex);
+        if (i < MANY)
+            cr_assert_eq(rados_write_full(r.io, hex, "v", 1), 0);
+    }
+    const fbk_backend_ops *ops;
+    void *self, *loc;
+    cr_assert_eq(fbk_backend_rados_create(arg, NULL, &ops, &self), 0, "%s", fbk_errmsg());
+    cr_assert_eq(ops->open_location(self, ns, &loc), 0, "%s", fbk_errmsg());
+    cr_assert_not_null(ops->remove_unbound_many);
+    fbk_name_op op = {"N", 1, &keys[0], 1};
+    cr_assert_eq(ops->name_apply(self, loc, &op, 1), 0, "%s", fbk_errmsg());
+    /* references of keys 1..9 as other names' (by hand), a tombstone of 10 */
+    for (int i = 1; i < 10; i++) {
+        char ref[66] = "r";
+        fbk_key_format_hex(&keys[i], ref + 1);
+        memset(ref + 33, 'a', 32);
+        ref[65] = '\0';
+        omap_put(&r, ref, 65);
+    }
+    char tomb[34] = "x";
+    fbk_key_format_hex(&keys[10], tomb + 1);
+    omap_put(&r, tomb, 33);
+    cr_assert_eq(ops->remove_unbound(self, loc, &keys[0]), 0, "bound by N: kept");
+    cr_assert_eq(ops->remove_unbound_many(self, loc, keys, MANY + ABSENT, removed), 0, "%s",
+                 fbk_errmsg());
+    for (int i = 0; i < MANY + ABSENT; i++) {
+        cr_assert_eq(removed[i], i >= 10, "key %d: removed %d", i, removed[i]);
+        if (i < MANY)
+            cr_assert_eq(exists(&r, &keys[i]), i < 10, "key %d", i);
+    }
+    cr_assert_eq(omap_keys(&r, 'x', 33, false), 0, "no tombstone is left");
+    fbk_name_op again = {"N", 1, &keys[20], 1};
+    int rc = ops->name_apply(self, loc, &again, 1);
+    cr_assert_eq(rc, FBK_EINVAL, "a binding of a removed object: %s", fbk_err_name(rc));
+    fbk_key got;
+    uint64_t size;
+    cr_assert_eq(ops->name_get(self, loc, "N", 1, &got, &size), 0, "%s", fbk_errmsg());
+    cr_assert(fbk_key_equal(&got, &keys[0]), "N is as it was");
+    ops->close_location(self, loc);
+    ops->close(self);
     raw_close(&r);
 }

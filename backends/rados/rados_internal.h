@@ -21,9 +21,9 @@
  * reference "r<object hex><name hash>" per binding and a tombstone
  * "x<object hex>" per object being removed as bound by no name */
 #define RB_GEN_KEY "\x1fgen"
-#define RB_GEN_KLEN 4
+#define RB_GEN_KLEN (sizeof RB_GEN_KEY - 1)
 #define RB_MARK_KEY "\x1frefs-v1"
-#define RB_MARK_KLEN 9
+#define RB_MARK_KLEN (sizeof RB_MARK_KEY - 1)
 #define RB_REF_KLEN 65
 /* attempts of a write of the index that other clients' writes overtake */
 #define RB_RETRIES 100

@@ -95,6 +95,16 @@ static bool is_hex32(const char *k, size_t len)
     return true;
 }
 
+/* An omap entry of the names object that libfbk never writes (a key too
+ * long to page on, or holding a NUL byte). */
+static int foreign_entry(const rados_loc *l, size_t klen)
+{
+    return fbk_error_set(FBK_ECORRUPT, 0,
+                         "rados: name index of \"%s\" (pool %s, object " RB_NAMES_OBJ
+                         "): an entry with a key of %zu bytes is not libfbk's",
+                         l->name, l->b->pool, klen);
+}
+
 int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
                         uint64_t *size)
 {
@@ -159,10 +169,12 @@ int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg)
             size_t oklen = 0, vlen = 0;
             if (rados_omap_get_next2(it, &ok, &val, &oklen, &vlen) < 0 || !ok)
                 break;
-            if (oklen < sizeof after) {
-                memcpy(after, ok, oklen);
-                after[oklen] = '\0';
+            if (oklen >= sizeof after || memchr(ok, '\0', oklen)) {
+                rc = foreign_entry(l, oklen);
+                break;
             }
+            memcpy(after, ok, oklen);
+            after[oklen] = '\0';
             if (!is_hex32(ok, oklen)) {
                 /* the generation, the marker ("\x1f..." before the
                  * bindings), references and tombstones ("r...", "x..."
@@ -369,10 +381,12 @@ static int build_refs(rados_loc *l, bool create)
             bool past = false;
             while (!marker && !restart && !rc &&
                    rados_omap_get_next2(it, &k, &v, &kl, &vl) == 0 && k) {
-                if (kl < sizeof after) {
-                    memcpy(after, k, kl);
-                    after[kl] = '\0';
+                if (kl >= sizeof after || memchr(k, '\0', kl)) {
+                    rc = foreign_entry(l, kl);
+                    break;
                 }
+                memcpy(after, k, kl);
+                after[kl] = '\0';
                 if (!is_hex32(k, kl)) {
                     if ((unsigned char)k[0] > 'f') {
                         past = true; /* the bindings are behind: sorted */
