@@ -290,6 +290,9 @@ Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
     cr_assert_eq(rc, FBK_EINVAL, "a binding of a tombstoned object: %s (%s)", fbk_err_name(rc),
                  fbk_errmsg());
     cr_assert(strstr(fbk_errmsg(), tomb + 1), "the message names the object: %s", fbk_errmsg());
+    cr_assert(strstr(fbk_errmsg(), "not applied"), "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_contains(a.m, "Y", 1), 0, "the map's own view has no Y either");
+    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
 
     env c;
