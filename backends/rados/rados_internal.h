@@ -59,6 +59,11 @@ typedef struct rados_loc {
     size_t inflight; /* bytes of pend[] */
     size_t taken;    /* writes a persist took out of pend[] to wait for */
     uint64_t seq;    /* numbers the writes */
+    /* the generation of the name index this store's last write of it set
+     * (gen_known): a write that finds it unchanged skips a read (guarded by
+     * mu; rados_names.c) */
+    uint64_t gen;
+    bool gen_known;
     /* the first failure of the current sync window (0: none) */
     int err, err_os;
     char msg[400];

@@ -227,6 +227,60 @@ static void gen_from(rb_gen *g, const char *v, size_t len)
     g->nextlen = (size_t)snprintf(g->next, sizeof g->next, "%llu", n + 1);
 }
 
+/* The generation n (0: absent) as a read would have found it. */
+static void gen_of(rb_gen *g, uint64_t n)
+{
+    g->oldlen = n ? (size_t)snprintf(g->old, sizeof g->old, "%llu", (unsigned long long)n) : 0;
+    g->nextlen = (size_t)snprintf(g->next, sizeof g->next, "%llu", (unsigned long long)n + 1);
+}
+
+static bool gen_same(const rb_gen *a, const rb_gen *b)
+{
+    return a->oldlen == b->oldlen && memcmp(a->old, b->old, a->oldlen) == 0;
+}
+
+/* After a write of the index that set g->next: remembered, unless a later
+ * one of this store's threads set a greater one already. */
+static void gen_note(rados_loc *l, const rb_gen *g)
+{
+    unsigned long long n = strtoull(g->next, NULL, 10);
+    pthread_mutex_lock(&l->mu);
+    if (!l->gen_known || n > l->gen) {
+        l->gen = n;
+        l->gen_known = true;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A generation this store read: as good as one it wrote (the generation
+ * only grows: finding it again later means no write came between). */
+static void gen_seen(rados_loc *l, const char *v, size_t len)
+{
+    char buf[24] = "";
+    if (len >= sizeof buf)
+        return;
+    memcpy(buf, v, len);
+    unsigned long long n = strtoull(buf, NULL, 10);
+    pthread_mutex_lock(&l->mu);
+    if (!l->gen_known || n > l->gen) {
+        l->gen = n;
+        l->gen_known = true;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* The generation this store last wrote or read, if known. */
+static bool gen_cached(rados_loc *l, rb_gen *g)
+{
+    pthread_mutex_lock(&l->mu);
+    bool known = l->gen_known;
+    uint64_t n = l->gen;
+    pthread_mutex_unlock(&l->mu);
+    if (known)
+        gen_of(g, n);
+    return known;
+}
+
 /* Adds to op: the generation is still g->old, and becomes g->next. */
 static void gen_guard(rados_write_op_t op, const rb_gen *g, int *prval)
 {
@@ -456,6 +510,8 @@ static int build_refs(rados_loc *l, bool create)
             continue;
         if (r < 0)
             rc = fbk__rados_fail(l, r, "write the references of %zu names", refs.n);
+        else
+            gen_note(l, &g);
         break;
     }
     free(refs.k);
@@ -465,12 +521,12 @@ static int build_refs(rados_loc *l, bool create)
 int fbk__rados_names_open(rados_loc *l)
 {
     /* one read of the marker; the build only for an index from before */
-    const char *bk[1] = {RB_MARK_KEY};
-    size_t bkl[1] = {RB_MARK_KLEN};
+    const char *bk[2] = {RB_GEN_KEY, RB_MARK_KEY};
+    size_t bkl[2] = {RB_GEN_KLEN, RB_MARK_KLEN};
     rados_omap_iter_t it = NULL;
     int pv = 0;
     rados_read_op_t op = rados_create_read_op();
-    rados_read_op_omap_get_vals_by_keys2(op, bk, 1, bkl, &it, &pv);
+    rados_read_op_omap_get_vals_by_keys2(op, bk, 2, bkl, &it, &pv);
     int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
     rados_release_read_op(op);
     if (r >= 0 && pv < 0)
@@ -478,8 +534,12 @@ int fbk__rados_names_open(rados_loc *l)
     bool marker = false;
     char *k, *v;
     size_t kl, vl;
-    while (r >= 0 && rados_omap_get_next2(it, &k, &v, &kl, &vl) == 0 && k)
-        marker = true;
+    while (r >= 0 && rados_omap_get_next2(it, &k, &v, &kl, &vl) == 0 && k) {
+        if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0)
+            marker = true;
+        else if (kl == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, kl) == 0)
+            gen_seen(l, v, vl);
+    }
     end_iter(it);
     if (r == -ENOENT || marker)
         return FBK_OK;
@@ -514,6 +574,8 @@ typedef struct newkey {
     char tomb[34];
     bool dead;     /* tombstoned */
     int stat;      /* rados_aio_stat's result */
+    uint64_t size;
+    time_t mtime;
 } newkey;
 
 static int by_hex(const void *a, const void *b)
@@ -524,6 +586,38 @@ static int by_hex(const void *a, const void *b)
 static int by_hex_key(const void *key, const void *elem)
 {
     return strcmp(key, ((const newkey *)elem)->hex);
+}
+
+/* rados_aio_stat of each nk[i] issued (c[i]; nk[i].stat < 0 when it could
+ * not be), then collected: stat_wait returns the first failure other than
+ * ENOENT. */
+static void stat_start(rados_loc *l, newkey *nk, size_t n, rados_completion_t *c)
+{
+    for (size_t i = 0; i < n; i++) {
+        nk[i].stat = rados_aio_create_completion2(NULL, NULL, &c[i]);
+        if (nk[i].stat < 0)
+            continue;
+        nk[i].stat = rados_aio_stat(l->io, nk[i].hex, c[i], &nk[i].size, &nk[i].mtime);
+        if (nk[i].stat < 0)
+            rados_aio_release(c[i]);
+        else
+            nk[i].stat = 1; /* in flight */
+    }
+}
+
+static int stat_wait(rados_loc *l, newkey *nk, size_t n, rados_completion_t *c)
+{
+    int rc = FBK_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (nk[i].stat == 1) {
+            rados_aio_wait_for_complete(c[i]);
+            nk[i].stat = rados_aio_get_return_value(c[i]);
+            rados_aio_release(c[i]);
+        }
+        if (nk[i].stat < 0 && nk[i].stat != -ENOENT && !rc)
+            rc = fbk__rados_fail(l, nk[i].stat, "stat %s", nk[i].hex);
+    }
+    return rc;
 }
 
 /* rados_stat of each nk[i] (nk[i].stat), up to 64 at a time. */
@@ -569,6 +663,7 @@ typedef struct apply_mem {
     char (*oref)[RB_REF_KLEN + 1], (*nref)[RB_REF_KLEN + 1];
     const char **rk, **sk, **sv, **xk; /* read keys, set keys/values, rm keys */
     size_t *rkl, *skl, *svl, *xkl;
+    rados_completion_t *sc; /* the stats of the fast path */
 } apply_mem;
 
 static void apply_free(apply_mem *a, size_t n)
@@ -590,6 +685,7 @@ static void apply_free(apply_mem *a, size_t n)
     free(a->skl);
     free(a->svl);
     free(a->xkl);
+    free(a->sc);
 }
 
 int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n)
@@ -617,9 +713,10 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     a.svl = malloc(2 * n * sizeof *a.svl);
     a.xk = malloc(2 * n * sizeof *a.xk);
     a.xkl = malloc(2 * n * sizeof *a.xkl);
+    a.sc = malloc(n * sizeof *a.sc);
     size_t nu = 0, nn = 0;
     if (!a.ch || !a.nk || !a.enc || !a.encl || !a.oref || !a.nref || !a.rk || !a.rkl || !a.sk ||
-        !a.skl || !a.sv || !a.svl || !a.xk || !a.xkl) {
+        !a.skl || !a.sv || !a.svl || !a.xk || !a.xkl || !a.sc) {
         rc = fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: names of \"%s\": out of memory", l->name);
         goto out;
     }
@@ -665,6 +762,13 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
         }
         if (attempt)
             backoff(attempt);
+        /* the fast path: when the index is still as this store's last write
+         * left it, the objects' stats are made while it is read (see
+         * docs/rados-backend.md, Orphans) */
+        rb_gen cg;
+        bool fast = attempt == 0 && nn && gen_cached(l, &cg);
+        if (fast)
+            stat_start(l, nk, nn, a.sc);
         /* 1. one read: generation, marker, the names' bindings now, the
          * tombstones of the objects to bind */
         size_t nr = 0;
@@ -728,12 +832,21 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
             }
         }
         end_iter(it);
+        if (fast) {
+            int sr = stat_wait(l, nk, nn, a.sc);
+            if (r >= 0 && sr) {
+                rc = sr;
+                break;
+            }
+        }
         if (r < 0 && r != -ENOENT) {
             rc = fbk__rados_fail(l, r, "read the bindings of %zu names", nu);
             break;
         }
         if (!g.nextlen)
             gen_from(&g, "", 0);
+        /* the stats count only if no other write came since this store's */
+        fast = fast && gen_same(&g, &cg);
         if (!marker) {
             /* an index from before the references (or none yet): complete
              * them first, then start over */
@@ -749,14 +862,14 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
         for (size_t i = 0; i < nn && !gone; i++)
             if (nk[i].dead)
                 gone = nk[i].hex;
-        if (!gone && nn) {
+        if (!gone && nn && !fast) {
             rc = stat_all(l, nk, nn);
             if (rc)
                 break;
-            for (size_t i = 0; i < nn && !gone; i++)
-                if (nk[i].stat == -ENOENT)
-                    gone = nk[i].hex;
         }
+        for (size_t i = 0; i < nn && !gone; i++)
+            if (nk[i].stat == -ENOENT)
+                gone = nk[i].hex;
         if (gone) {
             rc = fbk_error_set(FBK_EINVAL, 0,
                                "rados: names of \"%s\" (pool %s): object %s, bound by the batch, "
@@ -802,6 +915,8 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
             continue; /* another client wrote the index since the read */
         if (r < 0)
             rc = fbk__rados_fail(l, r, "apply %zu name changes", n);
+        else
+            gen_note(l, &g);
         break;
     }
 out:
@@ -813,6 +928,57 @@ out:
 
 static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
                        rb_headread *hr, size_t n, int *removed);
+
+/* Removes the tombstones keys[0..n) of removed objects: guarded by the
+ * generation as every write (first by the one this store's last write set:
+ * no read when nobody wrote since). */
+static int clear_tombstones(rados_loc *l, const char **keys, const size_t *kl, size_t n)
+{
+    for (unsigned attempt = 0;; attempt++) {
+        if (attempt == RB_RETRIES)
+            return contended(l, "remove the tombstones of removed objects");
+        if (attempt)
+            backoff(attempt);
+        rb_gen g = {0};
+        if (attempt || !gen_cached(l, &g)) {
+            const char *bk[1] = {RB_GEN_KEY};
+            size_t bkl[1] = {RB_GEN_KLEN};
+            rados_omap_iter_t it = NULL;
+            int pv = 0;
+            rados_read_op_t op = rados_create_read_op();
+            rados_read_op_omap_get_vals_by_keys2(op, bk, 1, bkl, &it, &pv);
+            int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
+            rados_release_read_op(op);
+            if (r >= 0 && pv < 0)
+                r = pv;
+            char *k, *v;
+            size_t klen, vlen;
+            while (r >= 0 && rados_omap_get_next2(it, &k, &v, &klen, &vlen) == 0 && k)
+                gen_from(&g, v, vlen);
+            end_iter(it);
+            if (r == -ENOENT)
+                return FBK_OK; /* no index, no tombstone */
+            if (r < 0)
+                return fbk__rados_fail(l, r, "read the generation of the name index");
+            if (!g.nextlen)
+                gen_from(&g, "", 0);
+        }
+        int pg = 0;
+        rados_write_op_t w = rados_create_write_op();
+        gen_guard(w, &g, &pg);
+        rados_write_op_omap_rm_keys2(w, keys, kl, n);
+        int r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_release_write_op(w);
+        if (r == -ECANCELED)
+            continue;
+        if (r == -ENOENT)
+            return FBK_OK;
+        if (r < 0)
+            return fbk__rados_fail(l, r, "remove the tombstones of %zu removed objects", n);
+        gen_note(l, &g);
+        return FBK_OK;
+    }
+}
 
 /* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
 static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *removed)
@@ -918,6 +1084,7 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
             continue; /* changed (or dropped) since the read */
         if (r < 0)
             return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal", nv);
+        gen_note(l, &g);
         break;
     }
     /* 3. the objects (and their stripes); then their tombstones, without
@@ -939,14 +1106,9 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
             vkl[nd++] = 33;
         }
     }
-    if (nd) {
-        rados_write_op_t w = rados_create_write_op();
-        rados_write_op_omap_rm_keys2(w, vk, vkl, nd);
-        int r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
-        rados_release_write_op(w);
-        if (r < 0 && !rc)
-            return fbk__rados_fail(l, r, "remove the tombstones of %zu removed objects", nd);
-    }
+    int r = nd ? clear_tombstones(l, vk, vkl, nd) : FBK_OK;
+    if (r && !rc)
+        return r;
     return rc ? fbk_error_set(rc, os, "%s", msg) : FBK_OK;
 }
 
