@@ -261,6 +261,7 @@ static void loc_free(rados_loc *l)
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l->pend);
+    free(l->tombs);
     free(l->name);
     free(l);
 }
@@ -312,6 +313,7 @@ static void rb_close_location(void *self, void *loc)
     }
     l->npend = 0;
     pthread_mutex_unlock(&l->mu);
+    fbk__rados_names_close(l);
     loc_free(l);
 }
 

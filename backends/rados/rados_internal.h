@@ -64,6 +64,11 @@ typedef struct rados_loc {
      * mu; rados_names.c) */
     uint64_t gen;
     bool gen_known;
+    /* tombstones of objects removed as bound by no name, removed from the
+     * index by this store's next name_apply (or at close: one write less
+     * per removal); guarded by mu */
+    char (*tombs)[34];
+    size_t ntombs, captombs;
     /* the first failure of the current sync window (0: none) */
     int err, err_os;
     char msg[400];
@@ -85,6 +90,9 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
 int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key);
 int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
                                    int *removed);
+/* Closing l: removes the tombstones still deferred (best effort: one
+ * left behind only refuses bindings of an object that is gone). */
+void fbk__rados_names_close(rados_loc *l);
 /* A writer's open of l: builds the references of a name index written
  * without them (by a libfbk before them). */
 int fbk__rados_names_open(rados_loc *l);

@@ -343,6 +343,59 @@ static void end_iter(rados_omap_iter_t it)
         rados_omap_get_end(it);
 }
 
+/* ---------------------------------------------- deferred tombstones */
+
+/* Moves the deferred tombstones out of l (*n of them; NULL when none). */
+static char (*tombs_take(rados_loc *l, size_t *n))[34]
+{
+    pthread_mutex_lock(&l->mu);
+    char(*t)[34] = l->tombs;
+    *n = l->ntombs;
+    l->tombs = NULL;
+    l->ntombs = l->captombs = 0;
+    pthread_mutex_unlock(&l->mu);
+    return t;
+}
+
+/* Adds t[0..n) to l's deferred tombstones; false when out of memory. */
+static bool tombs_add(rados_loc *l, const char *const *t, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    bool ok = true;
+    if (l->ntombs + n > l->captombs) {
+        size_t cap = l->captombs ? l->captombs : 64;
+        while (cap < l->ntombs + n)
+            cap *= 2;
+        void *p = realloc(l->tombs, cap * sizeof *l->tombs);
+        if (p) {
+            l->tombs = p;
+            l->captombs = cap;
+        } else {
+            ok = false;
+        }
+    }
+    for (size_t i = 0; ok && i < n; i++)
+        memcpy(l->tombs[l->ntombs++], t[i], 34);
+    pthread_mutex_unlock(&l->mu);
+    return ok;
+}
+
+/* Gives back tombstones taken by a write that failed (a tombstone that
+ * cannot be kept for lack of memory stays in the index: it only refuses
+ * bindings of an object that is gone). */
+static void tombs_return(rados_loc *l, char (*t)[34], size_t n)
+{
+    const char *p[64];
+    for (size_t i = 0; i < n; i += 64) {
+        size_t m = n - i < 64 ? n - i : 64;
+        for (size_t j = 0; j < m; j++)
+            p[j] = t[i + j];
+        if (!tombs_add(l, p, m))
+            break;
+    }
+    free(t);
+}
+
 /* -------------------------------------------------- building the refs */
 
 typedef struct refs_list {
@@ -698,6 +751,8 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     int rc = fbk__rados_settle(l, false);
     if (rc)
         return rc;
+    size_t ntk = 0;
+    char(*tk)[34] = tombs_take(l, &ntk); /* carried by this write */
     apply_mem a = {0};
     a.ch = malloc(n * sizeof *a.ch);
     a.nk = malloc(n * sizeof *a.nk);
@@ -711,8 +766,8 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     a.skl = malloc(2 * n * sizeof *a.skl);
     a.sv = malloc(2 * n * sizeof *a.sv);
     a.svl = malloc(2 * n * sizeof *a.svl);
-    a.xk = malloc(2 * n * sizeof *a.xk);
-    a.xkl = malloc(2 * n * sizeof *a.xkl);
+    a.xk = malloc((2 * n + ntk) * sizeof *a.xk);
+    a.xkl = malloc((2 * n + ntk) * sizeof *a.xkl);
     a.sc = malloc(n * sizeof *a.sc);
     size_t nu = 0, nn = 0;
     if (!a.ch || !a.nk || !a.enc || !a.encl || !a.oref || !a.nref || !a.rk || !a.rkl || !a.sk ||
@@ -882,6 +937,10 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
         /* 3. one guarded write: the old references and unbound names out,
          * then the bindings and their references in, the generation + 1 */
         size_t nx = 0, ns = 0;
+        for (size_t i = 0; i < ntk; i++) {
+            a.xk[nx] = tk[i];
+            a.xkl[nx++] = 33;
+        }
         for (size_t i = 0; i < nu; i++) {
             if (ch[i].had) {
                 a.xk[nx] = a.oref[i];
@@ -913,13 +972,19 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
         rados_release_write_op(wop);
         if (r == -ECANCELED)
             continue; /* another client wrote the index since the read */
-        if (r < 0)
+        if (r < 0) {
             rc = fbk__rados_fail(l, r, "apply %zu name changes", n);
-        else
+        } else {
             gen_note(l, &g);
+            free(tk); /* removed with the changes */
+            tk = NULL;
+            ntk = 0;
+        }
         break;
     }
 out:
+    if (tk)
+        tombs_return(l, tk, ntk);
     apply_free(&a, n);
     return rc;
 }
@@ -1106,7 +1171,9 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
             vkl[nd++] = 33;
         }
     }
-    int r = nd ? clear_tombstones(l, vk, vkl, nd) : FBK_OK;
+    /* their removal from the index goes with this store's next write of
+     * it (name_apply) or its close; now only when they cannot be kept */
+    int r = nd && !tombs_add(l, vk, nd) ? clear_tombstones(l, vk, vkl, nd) : FBK_OK;
     if (r && !rc)
         return r;
     return rc ? fbk_error_set(rc, os, "%s", msg) : FBK_OK;
@@ -1134,4 +1201,22 @@ int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key)
     int removed = 0;
     int rc = fbk__rados_remove_unbound_many(self, loc, key, 1, &removed);
     return rc ? rc : removed;
+}
+
+void fbk__rados_names_close(rados_loc *l)
+{
+    size_t n = 0;
+    char(*t)[34] = tombs_take(l, &n);
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t m = n - i < 1024 ? n - i : 1024;
+        const char *k[1024];
+        size_t kl[1024];
+        for (size_t j = 0; j < m; j++) {
+            k[j] = t[i + j];
+            kl[j] = 33;
+        }
+        if (clear_tombstones(l, k, kl, m) != FBK_OK)
+            break; /* left in the index: harmless (see tombs_return) */
+    }
+    free(t);
 }
