@@ -9,10 +9,21 @@
  * the XXH3-64 of everything before it (u64 LE).  A damaged value is
  * FBK_ECORRUPT.
  *
+ * Beside the bindings, in the same omap (docs/formats.md): the generation
+ * "\x1fgen" every write compares (omap_cmp) and bumps, the marker
+ * "\x1frefs-v1", a reference "r<object hex><name hash>" per binding, and a
+ * tombstone "x<object hex>" per object being removed as bound by no name.
+ * RADOS is atomic on one object only: the generation makes each write
+ * conditional on the state its read saw (optimistic concurrency, retried
+ * on -ECANCELED), which is what lets remove_unbound keep an object another
+ * process bound meanwhile (docs/rados-backend.md, "Orphans").
+ *
  * name_apply first waits for every object write of the location issued so
  * far (a failed one fails it: no binding may name an object that is not
- * durable), then applies the whole batch as ONE write op on the names object
- * -- atomic in RADOS, acknowledged once durable on every replica. */
+ * durable), reads the index, stats the objects it binds (a tombstoned or
+ * missing one refuses the batch), then applies the whole batch as ONE
+ * guarded write op on the names object -- atomic in RADOS, acknowledged
+ * once durable on every replica. */
 #include "rados_internal.h"
 
 #include "fbk_internal.h"
@@ -1072,21 +1083,31 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
     int pv[RB_UNBOUND_CHUNK];
     const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
     size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
-    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
+    size_t victim[RB_UNBOUND_CHUNK], nv = 0, nmine = 0;
+    bool theirs[RB_UNBOUND_CHUNK]; /* a tombstone is there already */
     int res[RB_UNBOUND_CHUNK];
+    const char *bk[2 + RB_UNBOUND_CHUNK];
+    size_t bkl[2 + RB_UNBOUND_CHUNK];
+    bk[0] = RB_GEN_KEY;
+    bkl[0] = RB_GEN_KLEN;
+    bk[1] = RB_MARK_KEY;
+    bkl[1] = RB_MARK_KLEN;
+    for (size_t i = 0; i < n; i++) {
+        bk[2 + i] = tomb[i];
+        bkl[2 + i] = 33;
+    }
     int rc = FBK_OK;
     for (unsigned attempt = 0;; attempt++) {
         if (attempt == RB_RETRIES)
             return contended(l, "remove objects bound by no name");
         if (attempt)
             backoff(attempt);
-        /* 1. one read: generation, marker, a reference of each key */
-        const char *bk[2] = {RB_GEN_KEY, RB_MARK_KEY};
-        size_t bkl[2] = {RB_GEN_KLEN, RB_MARK_KLEN};
+        /* 1. one read: generation, marker, the keys' tombstones and a
+         * reference of each key */
         rados_omap_iter_t ib = NULL;
         int pb = 0;
         rados_read_op_t op = rados_create_read_op();
-        rados_read_op_omap_get_vals_by_keys2(op, bk, 2, bkl, &ib, &pb);
+        rados_read_op_omap_get_vals_by_keys2(op, bk, 2 + n, bkl, &ib, &pb);
         for (size_t i = 0; i < n; i++) {
             it[i] = NULL;
             pv[i] = 0;
@@ -1101,19 +1122,38 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
                 r = pv[i];
         rb_gen g = {0};
         bool marker = false;
-        nv = 0;
+        nv = nmine = 0;
+        for (size_t i = 0; i < n; i++)
+            theirs[i] = false;
         if (r >= 0) {
             char *k, *v;
             size_t kl, vl;
             while (rados_omap_get_next2(ib, &k, &v, &kl, &vl) == 0 && k) {
-                if (kl == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, kl) == 0)
+                if (kl == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, kl) == 0) {
                     gen_from(&g, v, vl);
-                else if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0)
+                } else if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0) {
                     marker = true;
+                } else if (kl == 33) {
+                    for (size_t i = 0; i < n; i++)
+                        if (memcmp(k, tomb[i], 33) == 0)
+                            theirs[i] = true;
+                }
             }
+            /* no reference: bound by no name.  Those without a tombstone
+             * first (this removal marks them), then the others */
             for (size_t i = 0; i < n; i++)
                 if (rados_omap_get_next2(it[i], &k, &v, &kl, &vl) != 0 || !k)
-                    victim[nv++] = i; /* no reference: bound by no name */
+                    victim[nv++] = i;
+            size_t a = 0;
+            size_t tmp[RB_UNBOUND_CHUNK], nt = 0;
+            for (size_t j = 0; j < nv; j++) {
+                if (theirs[victim[j]])
+                    tmp[nt++] = victim[j];
+                else
+                    victim[a++] = victim[j];
+            }
+            nmine = a;
+            memcpy(victim + a, tmp, nt * sizeof *tmp);
         }
         end_iter(ib);
         for (size_t i = 0; i < n; i++)
@@ -1128,12 +1168,12 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
                 return rc;
             continue;
         }
-        if (!nv)
-            return FBK_OK;
+        if (!nmine)
+            break; /* nothing to mark */
         if (!g.nextlen)
             gen_from(&g, "", 0);
         /* 2. one guarded write: the tombstones of the unbound ones */
-        for (size_t j = 0; j < nv; j++) {
+        for (size_t j = 0; j < nmine; j++) {
             vk[j] = tomb[victim[j]];
             vkl[j] = 33;
             vv[j] = "";
@@ -1142,20 +1182,23 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
         int pg = 0;
         rados_write_op_t w = rados_create_write_op();
         gen_guard(w, &g, &pg);
-        rados_write_op_omap_set2(w, vk, vv, vkl, vvl, nv);
+        rados_write_op_omap_set2(w, vk, vv, vkl, vvl, nmine);
         r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
         rados_release_write_op(w);
         if (r == -ECANCELED || r == -ENOENT)
             continue; /* changed (or dropped) since the read */
         if (r < 0)
-            return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal", nv);
+            return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal",
+                                   nmine);
         gen_note(l, &g);
         break;
     }
-    /* 3. the objects (and their stripes); then their tombstones, without
-     * the guard: nothing can bind a tombstoned key, and every read that
-     * saw the tombstone refused; a crash before leaves it (a binding of
-     * the key is refused, a later removal finishes the job) */
+    /* 3. the objects (and their stripes): those this removal marked, and
+     * those marked already (by another removal under way, or one a crash
+     * stopped: nothing can bind them, so removing them again is harmless
+     * and finishes a stopped one's job) */
+    if (!nv)
+        return FBK_OK;
     fbk__rados_heads_wait(hr, n);
     rc = fbk__rados_remove_heads(l, (const char(*)[33])hex, hr, victim, nv, res);
     char msg[512] = "";
@@ -1167,12 +1210,16 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
         size_t i = victim[j];
         if (res[j] == FBK_OK || res[j] == FBK_ENOTFOUND) {
             removed[i] = 1;
-            vk[nd] = tomb[i];
-            vkl[nd++] = 33;
+            if (j < nmine) {
+                vk[nd] = tomb[i];
+                vkl[nd++] = 33;
+            }
         }
     }
-    /* their removal from the index goes with this store's next write of
-     * it (name_apply) or its close; now only when they cannot be kept */
+    /* then the tombstones this removal set, and only those (another
+     * removal's may still have its delete in flight): they leave the index
+     * with this store's next write of it (name_apply) or its close; now
+     * only when they cannot be kept */
     int r = nd && !tombs_add(l, vk, nd) ? clear_tombstones(l, vk, vkl, nd) : FBK_OK;
     if (r && !rc)
         return r;
