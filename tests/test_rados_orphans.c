@@ -30,11 +30,21 @@ static void ns_for(char *out, size_t cap, const char *what)
     snprintf(out, cap, "orphans-%s-%d-%ld-%d", what, (int)getpid(), (long)time(NULL), counter++);
 }
 
+/* A local DIR named after what and ns (unique per test: run directly,
+ * Criterion runs a suite's tests in parallel processes). */
+static const char *dir_for(const char *what, const char *ns)
+{
+    char name[512];
+    int n = snprintf(name, sizeof name, "%s-%s", what, ns);
+    cr_assert(n > 0 && (size_t)n < sizeof name);
+    return tu_fresh_dir(name);
+}
+
 /* a store of its own local DIR on pool fbk, location ns, its map */
 static int env_open(env *e, const char *what, const char *ns)
 {
     char uri[4200];
-    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", tu_fresh_dir(what), tu_rados_conf());
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", dir_for(what, ns), tu_rados_conf());
     return tu_map_open(e, uri, ns, 4, NULL, 0);
 }
 
@@ -133,16 +143,18 @@ static size_t omap_keys(raw *r, char first, size_t klen, bool drop)
     }
 }
 
-static void omap_put(raw *r, const char *key, size_t klen)
+static void omap_put_val(raw *r, const char *key, size_t klen, const char *val)
 {
     const char *keys[1] = {key};
-    const char *vals[1] = {""};
-    size_t kl[1] = {klen}, vl[1] = {0};
+    const char *vals[1] = {val};
+    size_t kl[1] = {klen}, vl[1] = {strlen(val)};
     rados_write_op_t w = rados_create_write_op();
     rados_write_op_omap_set2(w, keys, vals, kl, vl, 1);
     cr_assert_eq(rados_write_op_operate(w, r->io, "__fbk_names", NULL, 0), 0);
     rados_release_write_op(w);
 }
+
+static void omap_put(raw *r, const char *key, size_t klen) { omap_put_val(r, key, klen, ""); }
 
 static void check_y(const char *ns, size_t ylen, uint64_t yseed)
 {
@@ -267,8 +279,7 @@ Test(rados_orphans, an_object_whose_last_binding_went_is_removed)
 
 /* An object being removed (its tombstone in the index, as a crash between
  * the mark and the delete leaves it) refuses a binding: no name change of
- * the batch is applied.  A later removal of it finishes the job (removes
- * the object; the tombstone, not its own, stays). */
+ * the batch is applied.  A later removal of it finishes the job. */
 Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
 {
     TU_NEED_RADOS();
@@ -302,14 +313,14 @@ Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
     fbk_key kx = key_of(&c, "X");
     cr_assert(fbk_key_equal(&kx, &k1), "X is as it was");
     cr_assert_eq(omap_keys(&r, 'r', 65, false), 1, "X's reference alone");
-    /* X rebound: k1 is c's orphan; its removal finishes the job (the
-     * object goes) but leaves the tombstone it did not set: its maker
-     * might still have a delete in flight */
+    /* X rebound: k1 is c's orphan; the tombstone (no time in it: as old
+     * as can be, a crashed removal's) is taken over, the object removed,
+     * the tombstone too (with the next batch) */
     cr_assert_eq(put(&c, "X", 100, 2), 0, "%s", fbk_errmsg());
     cr_assert_eq(fbk_map_sync(c.m), 0, "%s", fbk_errmsg());
     cr_assert_eq(put(&c, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
     cr_assert(!exists(&r, &k1));
-    cr_assert_eq(omap_keys(&r, 'x', 33, false), 1, "the tombstone made by hand stays");
+    cr_assert_eq(omap_keys(&r, 'x', 33, false), 0, "the tombstone went with the object");
     cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
     raw_close(&r);
 }
@@ -338,7 +349,7 @@ Test(rados_orphans, references_of_an_index_from_before_are_built_at_open)
     /* a read-only store writes nothing (its DIR made by a writer that
      * opened no location) */
     char uri[4200];
-    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", tu_fresh_dir("rados-orphans-ro"),
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", dir_for("rados-orphans-ro", ns),
              tu_rados_conf());
     fbk_store *w;
     cr_assert_eq(fbk_store_open(&w, uri, NULL), 0, "%s", fbk_errmsg());
@@ -473,7 +484,7 @@ Test(rados_orphans, two_writers_of_one_index_both_succeed)
     for (int i = 0; i < 2; i++) {
         char what[64];
         snprintf(what, sizeof what, "rados-orphans-race-%c", x[i].prefix);
-        snprintf(x[i].uri, sizeof x[i].uri, "rados:%s?pool=fbk&conf=%s", tu_fresh_dir(what),
+        snprintf(x[i].uri, sizeof x[i].uri, "rados:%s?pool=fbk&conf=%s", dir_for(what, x[i].ns),
                  tu_rados_conf());
     }
     pthread_t t[2];
@@ -548,10 +559,9 @@ Test(rados_orphans, a_striped_orphan_goes_with_its_stripes)
 /* The backend's table directly: remove_unbound_many of more keys than one
  * read of the index takes (256): the referenced ones are kept, the others
  * removed (absent ones count as removed), a tombstone a crash left is
- * finished (its object removed, its tombstone left: it is not this
- * removal's); a binding of a removed object is refused; the tombstones of
- * the removed objects go with the next write of the index, or at the
- * close. */
+ * taken over and finished, one another removal set a moment ago is left
+ * to it; a binding of a removed object is refused; the tombstones of the
+ * removed objects go with the next write of the index, or at the close. */
 #define MANY 300
 #define ABSENT 5
 
@@ -560,7 +570,7 @@ Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
     TU_NEED_RADOS();
     char ns[128], arg[4200];
     ns_for(ns, sizeof ns, "many");
-    snprintf(arg, sizeof arg, "%s?pool=fbk&conf=%s", tu_fresh_dir("rados-orphans-many"),
+    snprintf(arg, sizeof arg, "%s?pool=fbk&conf=%s", dir_for("rados-orphans-many", ns),
              tu_rados_conf());
     raw r;
     raw_open(&r, ns);
@@ -590,14 +600,18 @@ Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
     }
     char tomb[34] = "x";
     fbk_key_format_hex(&keys[10], tomb + 1);
-    omap_put(&r, tomb, 33);
+    omap_put(&r, tomb, 33); /* no time: a crashed removal's */
+    char young[34] = "x", now[24];
+    fbk_key_format_hex(&keys[11], young + 1);
+    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    omap_put_val(&r, young, 33, now); /* another removal's, under way */
     cr_assert_eq(ops->remove_unbound(self, loc, &keys[0]), 0, "bound by N: kept");
     cr_assert_eq(ops->remove_unbound_many(self, loc, keys, MANY + ABSENT, removed), 0, "%s",
                  fbk_errmsg());
     for (int i = 0; i < MANY + ABSENT; i++) {
         cr_assert_eq(removed[i], i >= 10, "key %d: removed %d", i, removed[i]);
         if (i < MANY)
-            cr_assert_eq(exists(&r, &keys[i]), i < 10, "key %d", i);
+            cr_assert_eq(exists(&r, &keys[i]), i < 10 || i == 11, "key %d", i);
     }
     /* the tombstones of the removed ones wait for the next write of the
      * index (or the close); the one the "crash" left is among them */
@@ -612,8 +626,8 @@ Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
     cr_assert_eq(omap_keys(&r, 'x', 33, false), MANY + ABSENT - 10, "a refused write removes none");
     fbk_name_op other = {"O", 1, &keys[1], 1};
     cr_assert_eq(ops->name_apply(self, loc, &other, 1), 0, "%s", fbk_errmsg());
-    cr_assert_eq(omap_keys(&r, 'x', 33, false), 1, "removed with the next write, but for the one "
-                 "made by hand (by a removal that may still be under way)");
+    cr_assert_eq(omap_keys(&r, 'x', 33, false), 1,
+                 "removed with the next write, but for the other removal's");
     cr_assert_eq(ops->remove_unbound(self, loc, &keys[0]), 0, "bound by N: kept");
     fbk_name_op drop = {"N", 1, NULL, 0};
     cr_assert_eq(ops->name_apply(self, loc, &drop, 1), 0, "%s", fbk_errmsg());
@@ -622,6 +636,7 @@ Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
     cr_assert_eq(omap_keys(&r, 'x', 33, false), 2);
     ops->close_location(self, loc);
     cr_assert_eq(omap_keys(&r, 'x', 33, false), 1, "removed at the close");
+    cr_assert(exists(&r, &keys[11]), "left to the other removal");
     ops->close(self);
     raw_close(&r);
 }

@@ -25,6 +25,10 @@
 #define RB_MARK_KEY "\x1frefs-v1"
 #define RB_MARK_KLEN (sizeof RB_MARK_KEY - 1)
 #define RB_REF_KLEN 65
+/* a tombstone is a removal's until it removes it; one older than this
+ * (seconds; its value is when it was set) is taken to be a crashed
+ * removal's, and another removal takes it over */
+#define RB_TOMB_AGE 3600
 /* attempts of a write of the index that other clients' writes overtake */
 #define RB_RETRIES 100
 /* remove_unbound_many's keys per read/write of the index */
@@ -48,6 +52,13 @@ typedef struct rados_backend {
     bool readonly; /* FBK_STORE_READONLY: the index is never written */
 } rados_backend;
 
+/* A tombstone this store set: its omap key and the value it wrote. */
+typedef struct rb_tomb {
+    char key[34];
+    char val[24];
+    bool live; /* still this value in the index (name_apply's read) */
+} rb_tomb;
+
 typedef struct rados_loc {
     rados_backend *b;
     rados_ioctx_t io; /* namespace = the location's name */
@@ -67,7 +78,7 @@ typedef struct rados_loc {
     /* tombstones of objects removed as bound by no name, removed from the
      * index by this store's next name_apply (or at close: one write less
      * per removal); guarded by mu */
-    char (*tombs)[34];
+    rb_tomb *tombs;
     size_t ntombs, captombs;
     /* the first failure of the current sync window (0: none) */
     int err, err_os;

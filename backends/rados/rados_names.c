@@ -357,10 +357,10 @@ static void end_iter(rados_omap_iter_t it)
 /* ---------------------------------------------- deferred tombstones */
 
 /* Moves the deferred tombstones out of l (*n of them; NULL when none). */
-static char (*tombs_take(rados_loc *l, size_t *n))[34]
+static rb_tomb *tombs_take(rados_loc *l, size_t *n)
 {
     pthread_mutex_lock(&l->mu);
-    char(*t)[34] = l->tombs;
+    rb_tomb *t = l->tombs;
     *n = l->ntombs;
     l->tombs = NULL;
     l->ntombs = l->captombs = 0;
@@ -369,7 +369,7 @@ static char (*tombs_take(rados_loc *l, size_t *n))[34]
 }
 
 /* Adds t[0..n) to l's deferred tombstones; false when out of memory. */
-static bool tombs_add(rados_loc *l, const char *const *t, size_t n)
+static bool tombs_add(rados_loc *l, const rb_tomb *t, size_t n)
 {
     pthread_mutex_lock(&l->mu);
     bool ok = true;
@@ -385,26 +385,39 @@ static bool tombs_add(rados_loc *l, const char *const *t, size_t n)
             ok = false;
         }
     }
-    for (size_t i = 0; ok && i < n; i++)
-        memcpy(l->tombs[l->ntombs++], t[i], 34);
+    if (ok) {
+        memcpy(l->tombs + l->ntombs, t, n * sizeof *t);
+        l->ntombs += n;
+    }
     pthread_mutex_unlock(&l->mu);
     return ok;
 }
 
-/* Gives back tombstones taken by a write that failed (a tombstone that
- * cannot be kept for lack of memory stays in the index: it only refuses
- * bindings of an object that is gone). */
-static void tombs_return(rados_loc *l, char (*t)[34], size_t n)
+/* Gives back tombstones taken by a write that failed (one that cannot be
+ * kept for lack of memory stays in the index: it only refuses bindings of
+ * an object that is gone). */
+static void tombs_return(rados_loc *l, rb_tomb *t, size_t n)
 {
-    const char *p[64];
-    for (size_t i = 0; i < n; i += 64) {
-        size_t m = n - i < 64 ? n - i : 64;
-        for (size_t j = 0; j < m; j++)
-            p[j] = t[i + j];
-        if (!tombs_add(l, p, m))
-            break;
-    }
+    if (n)
+        (void)tombs_add(l, t, n);
     free(t);
+}
+
+static int by_tomb(const void *a, const void *b)
+{
+    return strcmp(((const rb_tomb *)a)->key, ((const rb_tomb *)b)->key);
+}
+
+/* Marks t[] live whose omap key k (klen 33) holds v (vlen): this store's
+ * value still.  t sorted by key. */
+static void tomb_seen(rb_tomb *t, size_t n, const char *k, const char *v, size_t vlen)
+{
+    char key[34];
+    memcpy(key, k, 33);
+    key[33] = '\0';
+    rb_tomb *x = bsearch(key, t, n, sizeof *t, by_tomb);
+    if (x && strlen(x->val) == vlen && memcmp(x->val, v, vlen) == 0)
+        x->live = true;
 }
 
 /* -------------------------------------------------- building the refs */
@@ -763,7 +776,9 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     if (rc)
         return rc;
     size_t ntk = 0;
-    char(*tk)[34] = tombs_take(l, &ntk); /* carried by this write */
+    rb_tomb *tk = tombs_take(l, &ntk); /* carried by this write */
+    if (ntk)
+        qsort(tk, ntk, sizeof *tk, by_tomb);
     apply_mem a = {0};
     a.ch = malloc(n * sizeof *a.ch);
     a.nk = malloc(n * sizeof *a.nk);
@@ -771,8 +786,8 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
     a.encl = calloc(n, sizeof *a.encl);
     a.oref = malloc(n * sizeof *a.oref);
     a.nref = malloc(n * sizeof *a.nref);
-    a.rk = malloc((2 * n + 2) * sizeof *a.rk);
-    a.rkl = malloc((2 * n + 2) * sizeof *a.rkl);
+    a.rk = malloc((2 * n + 2 + ntk) * sizeof *a.rk);
+    a.rkl = malloc((2 * n + 2 + ntk) * sizeof *a.rkl);
     a.sk = malloc(2 * n * sizeof *a.sk);
     a.skl = malloc(2 * n * sizeof *a.skl);
     a.sv = malloc(2 * n * sizeof *a.sv);
@@ -852,6 +867,11 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
             a.rkl[nr++] = 33;
             nk[i].dead = false;
         }
+        for (size_t i = 0; i < ntk; i++) { /* still ours? */
+            a.rk[nr] = tk[i].key;
+            a.rkl[nr++] = 33;
+            tk[i].live = false;
+        }
         rados_omap_iter_t it = NULL;
         int pv = 0;
         rados_read_op_t rop = rados_create_read_op();
@@ -894,6 +914,7 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
                     newkey *x = bsearch(hex, nk, nn, sizeof *nk, by_hex_key);
                     if (x)
                         x->dead = true;
+                    tomb_seen(tk, ntk, k, v, vlen);
                 }
             }
         }
@@ -949,7 +970,9 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
          * then the bindings and their references in, the generation + 1 */
         size_t nx = 0, ns = 0;
         for (size_t i = 0; i < ntk; i++) {
-            a.xk[nx] = tk[i];
+            if (!tk[i].live)
+                continue; /* gone, or another removal's now: left to it */
+            a.xk[nx] = tk[i].key;
             a.xkl[nx++] = 33;
         }
         for (size_t i = 0; i < nu; i++) {
@@ -1005,55 +1028,86 @@ out:
 static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
                        rb_headread *hr, size_t n, int *removed);
 
-/* Removes the tombstones keys[0..n) of removed objects: guarded by the
- * generation as every write (first by the one this store's last write set:
- * no read when nobody wrote since). */
-static int clear_tombstones(rados_loc *l, const char **keys, const size_t *kl, size_t n)
+/* Removes the tombstones t[0..n) (sorted) this store set, those still
+ * with the value it wrote (one that another removal took over is that
+ * one's): one read of the generation and their values, one guarded
+ * write. */
+static int clear_tombstones(rados_loc *l, rb_tomb *t, size_t n)
 {
+    const char **keys = malloc((n + 1) * sizeof *keys);
+    size_t *kl = malloc((n + 1) * sizeof *kl);
+    if (!keys || !kl) {
+        free(keys);
+        free(kl);
+        return fbk_error_set(FBK_ENOMEM, ENOMEM, "rados: tombstones of \"%s\": out of memory",
+                             l->name);
+    }
+    int rc = FBK_OK;
     for (unsigned attempt = 0;; attempt++) {
-        if (attempt == RB_RETRIES)
-            return contended(l, "remove the tombstones of removed objects");
+        if (attempt == RB_RETRIES) {
+            rc = contended(l, "remove the tombstones of removed objects");
+            break;
+        }
         if (attempt)
             backoff(attempt);
-        rb_gen g = {0};
-        if (attempt || !gen_cached(l, &g)) {
-            const char *bk[1] = {RB_GEN_KEY};
-            size_t bkl[1] = {RB_GEN_KLEN};
-            rados_omap_iter_t it = NULL;
-            int pv = 0;
-            rados_read_op_t op = rados_create_read_op();
-            rados_read_op_omap_get_vals_by_keys2(op, bk, 1, bkl, &it, &pv);
-            int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
-            rados_release_read_op(op);
-            if (r >= 0 && pv < 0)
-                r = pv;
-            char *k, *v;
-            size_t klen, vlen;
-            while (r >= 0 && rados_omap_get_next2(it, &k, &v, &klen, &vlen) == 0 && k)
-                gen_from(&g, v, vlen);
-            end_iter(it);
-            if (r == -ENOENT)
-                return FBK_OK; /* no index, no tombstone */
-            if (r < 0)
-                return fbk__rados_fail(l, r, "read the generation of the name index");
-            if (!g.nextlen)
-                gen_from(&g, "", 0);
+        keys[0] = RB_GEN_KEY;
+        kl[0] = RB_GEN_KLEN;
+        for (size_t i = 0; i < n; i++) {
+            keys[i + 1] = t[i].key;
+            kl[i + 1] = 33;
+            t[i].live = false;
         }
+        rb_gen g = {0};
+        rados_omap_iter_t it = NULL;
+        int pv = 0;
+        rados_read_op_t op = rados_create_read_op();
+        rados_read_op_omap_get_vals_by_keys2(op, keys, n + 1, kl, &it, &pv);
+        int r = rados_read_op_operate(op, l->io, RB_NAMES_OBJ, 0);
+        rados_release_read_op(op);
+        if (r >= 0 && pv < 0)
+            r = pv;
+        char *k, *v;
+        size_t klen, vlen;
+        while (r >= 0 && rados_omap_get_next2(it, &k, &v, &klen, &vlen) == 0 && k) {
+            if (klen == RB_GEN_KLEN && memcmp(k, RB_GEN_KEY, klen) == 0)
+                gen_from(&g, v, vlen);
+            else if (klen == 33)
+                tomb_seen(t, n, k, v, vlen);
+        }
+        end_iter(it);
+        if (r == -ENOENT)
+            break; /* no index, no tombstone */
+        if (r < 0) {
+            rc = fbk__rados_fail(l, r, "read the tombstones of %zu removed objects", n);
+            break;
+        }
+        if (!g.nextlen)
+            gen_from(&g, "", 0);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (t[i].live) {
+                keys[m] = t[i].key;
+                kl[m++] = 33;
+            }
+        if (!m)
+            break;
         int pg = 0;
         rados_write_op_t w = rados_create_write_op();
         gen_guard(w, &g, &pg);
-        rados_write_op_omap_rm_keys2(w, keys, kl, n);
-        int r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
+        rados_write_op_omap_rm_keys2(w, keys, kl, m);
+        r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
         rados_release_write_op(w);
         if (r == -ECANCELED)
             continue;
-        if (r == -ENOENT)
-            return FBK_OK;
-        if (r < 0)
-            return fbk__rados_fail(l, r, "remove the tombstones of %zu removed objects", n);
-        gen_note(l, &g);
-        return FBK_OK;
+        if (r < 0 && r != -ENOENT)
+            rc = fbk__rados_fail(l, r, "remove the tombstones of %zu removed objects", m);
+        else if (r >= 0)
+            gen_note(l, &g);
+        break;
     }
+    free(keys);
+    free(kl);
+    return rc;
 }
 
 /* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
@@ -1083,9 +1137,12 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
     int pv[RB_UNBOUND_CHUNK];
     const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
     size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
-    size_t victim[RB_UNBOUND_CHUNK], nv = 0, nmine = 0;
-    bool theirs[RB_UNBOUND_CHUNK]; /* a tombstone is there already */
+    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
     int res[RB_UNBOUND_CHUNK];
+    /* per key: 0 no tombstone, 1 a young one of another removal (left to
+     * it), 2 an old one (a crashed removal's: taken over) */
+    unsigned char tstate[RB_UNBOUND_CHUNK];
+    rb_tomb mine[RB_UNBOUND_CHUNK];
     const char *bk[2 + RB_UNBOUND_CHUNK];
     size_t bkl[2 + RB_UNBOUND_CHUNK];
     bk[0] = RB_GEN_KEY;
@@ -1096,6 +1153,7 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
         bk[2 + i] = tomb[i];
         bkl[2 + i] = 33;
     }
+    char stamp[24];
     int rc = FBK_OK;
     for (unsigned attempt = 0;; attempt++) {
         if (attempt == RB_RETRIES)
@@ -1122,9 +1180,9 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
                 r = pv[i];
         rb_gen g = {0};
         bool marker = false;
-        nv = nmine = 0;
-        for (size_t i = 0; i < n; i++)
-            theirs[i] = false;
+        time_t now = time(NULL);
+        nv = 0;
+        memset(tstate, 0, n);
         if (r >= 0) {
             char *k, *v;
             size_t kl, vl;
@@ -1134,26 +1192,20 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
                 } else if (kl == RB_MARK_KLEN && memcmp(k, RB_MARK_KEY, kl) == 0) {
                     marker = true;
                 } else if (kl == 33) {
+                    /* when it was set (not a number: as old as can be) */
+                    char b[24] = "";
+                    if (vl < sizeof b)
+                        memcpy(b, v, vl);
+                    long long t = strtoll(b, NULL, 10);
                     for (size_t i = 0; i < n; i++)
                         if (memcmp(k, tomb[i], 33) == 0)
-                            theirs[i] = true;
+                            tstate[i] = (long long)now - t < RB_TOMB_AGE ? 1 : 2;
                 }
             }
-            /* no reference: bound by no name.  Those without a tombstone
-             * first (this removal marks them), then the others */
+            /* no reference: bound by no name */
             for (size_t i = 0; i < n; i++)
                 if (rados_omap_get_next2(it[i], &k, &v, &kl, &vl) != 0 || !k)
                     victim[nv++] = i;
-            size_t a = 0;
-            size_t tmp[RB_UNBOUND_CHUNK], nt = 0;
-            for (size_t j = 0; j < nv; j++) {
-                if (theirs[victim[j]])
-                    tmp[nt++] = victim[j];
-                else
-                    victim[a++] = victim[j];
-            }
-            nmine = a;
-            memcpy(victim + a, tmp, nt * sizeof *tmp);
         }
         end_iter(ib);
         for (size_t i = 0; i < n; i++)
@@ -1168,37 +1220,45 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
                 return rc;
             continue;
         }
-        if (!nmine)
-            break; /* nothing to mark */
+        /* a key another removal marked a moment ago is that one's to
+         * remove: counted as removed, left alone */
+        size_t a = 0;
+        for (size_t j = 0; j < nv; j++) {
+            if (tstate[victim[j]] == 1)
+                removed[victim[j]] = 1;
+            else
+                victim[a++] = victim[j];
+        }
+        nv = a;
+        if (!nv)
+            return FBK_OK;
         if (!g.nextlen)
             gen_from(&g, "", 0);
-        /* 2. one guarded write: the tombstones of the unbound ones */
-        for (size_t j = 0; j < nmine; j++) {
+        /* 2. one guarded write: the tombstones of the unbound ones, holding
+         * when they were set */
+        snprintf(stamp, sizeof stamp, "%lld", (long long)now);
+        for (size_t j = 0; j < nv; j++) {
             vk[j] = tomb[victim[j]];
             vkl[j] = 33;
-            vv[j] = "";
-            vvl[j] = 0;
+            vv[j] = stamp;
+            vvl[j] = strlen(stamp);
         }
         int pg = 0;
         rados_write_op_t w = rados_create_write_op();
         gen_guard(w, &g, &pg);
-        rados_write_op_omap_set2(w, vk, vv, vkl, vvl, nmine);
+        rados_write_op_omap_set2(w, vk, vv, vkl, vvl, nv);
         r = rados_write_op_operate(w, l->io, RB_NAMES_OBJ, NULL, 0);
         rados_release_write_op(w);
         if (r == -ECANCELED || r == -ENOENT)
             continue; /* changed (or dropped) since the read */
         if (r < 0)
-            return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal",
-                                   nmine);
+            return fbk__rados_fail(l, r, "mark %zu objects bound by no name for removal", nv);
         gen_note(l, &g);
         break;
     }
-    /* 3. the objects (and their stripes): those this removal marked, and
-     * those marked already (by another removal under way, or one a crash
-     * stopped: nothing can bind them, so removing them again is harmless
-     * and finishes a stopped one's job) */
-    if (!nv)
-        return FBK_OK;
+    /* 3. the objects (and their stripes); a crash from here on leaves the
+     * tombstones (a binding of their keys is refused; after RB_TOMB_AGE a
+     * later removal of a key takes its tombstone over and finishes) */
     fbk__rados_heads_wait(hr, n);
     rc = fbk__rados_remove_heads(l, (const char(*)[33])hex, hr, victim, nv, res);
     char msg[512] = "";
@@ -1210,17 +1270,19 @@ static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*to
         size_t i = victim[j];
         if (res[j] == FBK_OK || res[j] == FBK_ENOTFOUND) {
             removed[i] = 1;
-            if (j < nmine) {
-                vk[nd] = tomb[i];
-                vkl[nd++] = 33;
-            }
+            memcpy(mine[nd].key, tomb[i], 34);
+            snprintf(mine[nd].val, sizeof mine[nd].val, "%s", stamp);
+            mine[nd++].live = false;
         }
     }
-    /* then the tombstones this removal set, and only those (another
-     * removal's may still have its delete in flight): they leave the index
-     * with this store's next write of it (name_apply) or its close; now
-     * only when they cannot be kept */
-    int r = nd && !tombs_add(l, vk, nd) ? clear_tombstones(l, vk, vkl, nd) : FBK_OK;
+    /* 4. their tombstones, once every delete is acknowledged: with this
+     * store's next write of the index (name_apply) or its close, each if it
+     * still holds this removal's value; now only when they cannot be kept */
+    int r = FBK_OK;
+    if (nd && !tombs_add(l, mine, nd)) {
+        qsort(mine, nd, sizeof *mine, by_tomb);
+        r = clear_tombstones(l, mine, nd);
+    }
     if (r && !rc)
         return r;
     return rc ? fbk_error_set(rc, os, "%s", msg) : FBK_OK;
@@ -1253,17 +1315,12 @@ int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key)
 void fbk__rados_names_close(rados_loc *l)
 {
     size_t n = 0;
-    char(*t)[34] = tombs_take(l, &n);
-    for (size_t i = 0; i < n; i += 1024) {
-        size_t m = n - i < 1024 ? n - i : 1024;
-        const char *k[1024];
-        size_t kl[1024];
-        for (size_t j = 0; j < m; j++) {
-            k[j] = t[i + j];
-            kl[j] = 33;
-        }
-        if (clear_tombstones(l, k, kl, m) != FBK_OK)
-            break; /* left in the index: harmless (see tombs_return) */
+    rb_tomb *t = tombs_take(l, &n);
+    if (n) {
+        qsort(t, n, sizeof *t, by_tomb);
+        for (size_t i = 0; i < n; i += 1024)
+            if (clear_tombstones(l, t + i, n - i < 1024 ? n - i : 1024) != FBK_OK)
+                break; /* left in the index: they refuse bindings of objects that are gone */
     }
     free(t);
 }
