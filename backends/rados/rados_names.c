@@ -1025,8 +1025,8 @@ out:
 
 /* ------------------------------------------------ removing the unbound */
 
-static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
-                       rb_headread *hr, size_t n, int *removed);
+typedef struct ub_mem ub_mem;
+static int run_unbound(rados_loc *l, size_t n, int *removed, ub_mem *m);
 
 /* Removes the tombstones t[0..n) (sorted) this store set, those still
  * with the value it wrote (one that another removal took over is that
@@ -1110,10 +1110,28 @@ static int clear_tombstones(rados_loc *l, rb_tomb *t, size_t n)
     return rc;
 }
 
-/* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
-static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *removed)
-{
+/* The arrays of a removal of RB_UNBOUND_CHUNK keys (on the heap: some
+ * 90 KiB, too much for a caller's stack). */
+typedef struct ub_mem {
     char hex[RB_UNBOUND_CHUNK][33], pre[RB_UNBOUND_CHUNK][34], tomb[RB_UNBOUND_CHUNK][34];
+    rb_headread hr[RB_UNBOUND_CHUNK];
+    rados_omap_iter_t it[RB_UNBOUND_CHUNK];
+    unsigned char more[RB_UNBOUND_CHUNK];
+    int pv[RB_UNBOUND_CHUNK];
+    const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
+    size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
+    size_t victim[RB_UNBOUND_CHUNK];
+    int res[RB_UNBOUND_CHUNK];
+    unsigned char tstate[RB_UNBOUND_CHUNK];
+    rb_tomb mine[RB_UNBOUND_CHUNK];
+    const char *bk[2 + RB_UNBOUND_CHUNK];
+    size_t bkl[2 + RB_UNBOUND_CHUNK];
+} ub_mem;
+
+/* remove_unbound of keys[0..n), n <= RB_UNBOUND_CHUNK. */
+static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *removed, ub_mem *m)
+{
+    char(*hex)[33] = m->hex, (*pre)[34] = m->pre, (*tomb)[34] = m->tomb;
     for (size_t i = 0; i < n; i++) {
         removed[i] = 0;
         fbk_key_format_hex(&keys[i], hex[i]);
@@ -1122,29 +1140,26 @@ static int unbound_chunk(rados_loc *l, const fbk_key *keys, size_t n, int *remov
         tomb_key(tomb[i], hex[i]);
     }
     /* the objects' first bytes (stripe heads?) meanwhile */
-    rb_headread hr[RB_UNBOUND_CHUNK];
+    rb_headread *hr = m->hr;
     fbk__rados_heads_start(l, (const char(*)[33])hex, n, hr);
-    int rc = run_unbound(l, hex, pre, tomb, hr, n, removed);
+    int rc = run_unbound(l, n, removed, m);
     fbk__rados_heads_wait(hr, n);
     return rc;
 }
 
-static int run_unbound(rados_loc *l, char (*hex)[33], char (*pre)[34], char (*tomb)[34],
-                       rb_headread *hr, size_t n, int *removed)
+static int run_unbound(rados_loc *l, size_t n, int *removed, ub_mem *m)
 {
-    rados_omap_iter_t it[RB_UNBOUND_CHUNK];
-    unsigned char more[RB_UNBOUND_CHUNK];
-    int pv[RB_UNBOUND_CHUNK];
-    const char *vk[RB_UNBOUND_CHUNK], *vv[RB_UNBOUND_CHUNK];
-    size_t vkl[RB_UNBOUND_CHUNK], vvl[RB_UNBOUND_CHUNK];
-    size_t victim[RB_UNBOUND_CHUNK], nv = 0;
-    int res[RB_UNBOUND_CHUNK];
+    char(*hex)[33] = m->hex, (*pre)[34] = m->pre, (*tomb)[34] = m->tomb;
+    rb_headread *hr = m->hr;
+    rados_omap_iter_t *it = m->it;
+    unsigned char *more = m->more;
+    int *pv = m->pv, *res = m->res;
+    const char **vk = m->vk, **vv = m->vv, **bk = m->bk;
+    size_t *vkl = m->vkl, *vvl = m->vvl, *victim = m->victim, *bkl = m->bkl, nv = 0;
     /* per key: 0 no tombstone, 1 a young one of another removal (left to
      * it), 2 an old one (a crashed removal's: taken over) */
-    unsigned char tstate[RB_UNBOUND_CHUNK];
-    rb_tomb mine[RB_UNBOUND_CHUNK];
-    const char *bk[2 + RB_UNBOUND_CHUNK];
-    size_t bkl[2 + RB_UNBOUND_CHUNK];
+    unsigned char *tstate = m->tstate;
+    rb_tomb *mine = m->mine;
     bk[0] = RB_GEN_KEY;
     bkl[0] = RB_GEN_KLEN;
     bk[1] = RB_MARK_KEY;
@@ -1296,12 +1311,21 @@ int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, s
     int rc = FBK_OK;
     for (size_t i = 0; i < n; i++)
         removed[i] = 0;
+    if (!n)
+        return FBK_OK;
+    ub_mem *mem = malloc(sizeof *mem);
+    if (!mem)
+        return fbk_error_set(FBK_ENOMEM, ENOMEM,
+                             "rados: remove %zu objects bound by no name from \"%s\": out of "
+                             "memory",
+                             n, l->name);
     for (size_t i = 0; i < n; i += RB_UNBOUND_CHUNK) {
         size_t m = n - i < RB_UNBOUND_CHUNK ? n - i : RB_UNBOUND_CHUNK;
-        rc = unbound_chunk(l, keys + i, m, removed + i);
+        rc = unbound_chunk(l, keys + i, m, removed + i, mem);
         if (rc)
             break; /* removed[] tells what went */
     }
+    free(mem);
     return rc;
 }
 
