@@ -231,9 +231,11 @@ static void gen_from(rb_gen *g, const char *v, size_t len)
     char buf[24] = "";
     if (len >= sizeof g->old)
         len = 0; /* not one of ours: compared as "" fails, the write retries */
-    memcpy(g->old, v, len);
+    if (len) { /* an empty value may come as NULL */
+        memcpy(g->old, v, len);
+        memcpy(buf, v, len);
+    }
     g->oldlen = len;
-    memcpy(buf, v, len);
     unsigned long long n = strtoull(buf, NULL, 10);
     g->nextlen = (size_t)snprintf(g->next, sizeof g->next, "%llu", n + 1);
 }
@@ -270,7 +272,8 @@ static void gen_seen(rados_loc *l, const char *v, size_t len)
     char buf[24] = "";
     if (len >= sizeof buf)
         return;
-    memcpy(buf, v, len);
+    if (len)
+        memcpy(buf, v, len);
     unsigned long long n = strtoull(buf, NULL, 10);
     pthread_mutex_lock(&l->mu);
     if (!l->gen_known || n > l->gen) {
@@ -412,11 +415,13 @@ static int by_tomb(const void *a, const void *b)
  * value still.  t sorted by key. */
 static void tomb_seen(rb_tomb *t, size_t n, const char *k, const char *v, size_t vlen)
 {
+    if (!n)
+        return;
     char key[34];
     memcpy(key, k, 33);
     key[33] = '\0';
     rb_tomb *x = bsearch(key, t, n, sizeof *t, by_tomb);
-    if (x && strlen(x->val) == vlen && memcmp(x->val, v, vlen) == 0)
+    if (x && strlen(x->val) == vlen && (!vlen || memcmp(x->val, v, vlen) == 0))
         x->live = true;
 }
 
@@ -1209,7 +1214,7 @@ static int run_unbound(rados_loc *l, size_t n, int *removed, ub_mem *m)
                 } else if (kl == 33) {
                     /* when it was set (not a number: as old as can be) */
                     char b[24] = "";
-                    if (vl < sizeof b)
+                    if (vl && vl < sizeof b) /* an empty value may come as NULL */
                         memcpy(b, v, vl);
                     long long t = strtoll(b, NULL, 10);
                     for (size_t i = 0; i < n; i++)
