@@ -702,40 +702,6 @@ static int stat_wait(rados_loc *l, newkey *nk, size_t n, rados_completion_t *c)
     return rc;
 }
 
-/* rados_stat of each nk[i] (nk[i].stat), up to 64 at a time. */
-static int stat_all(rados_loc *l, newkey *nk, size_t n)
-{
-    enum { W = 64 };
-    rados_completion_t c[W];
-    uint64_t size[W];
-    time_t mtime[W];
-    for (size_t i = 0; i < n; i += W) {
-        size_t m = n - i < W ? n - i : W, k = 0;
-        int r = 0;
-        for (; k < m; k++) {
-            r = rados_aio_create_completion2(NULL, NULL, &c[k]);
-            if (r < 0)
-                break;
-            r = rados_aio_stat(l->io, nk[i + k].hex, c[k], &size[k], &mtime[k]);
-            if (r < 0) {
-                rados_aio_release(c[k]);
-                break;
-            }
-        }
-        for (size_t j = 0; j < k; j++) {
-            rados_aio_wait_for_complete(c[j]);
-            nk[i + j].stat = rados_aio_get_return_value(c[j]);
-            rados_aio_release(c[j]);
-        }
-        if (r < 0)
-            return fbk__rados_fail(l, r, "stat %s", nk[i + k].hex);
-        for (size_t j = 0; j < k; j++)
-            if (nk[i + j].stat < 0 && nk[i + j].stat != -ENOENT)
-                return fbk__rados_fail(l, nk[i + j].stat, "stat %s", nk[i + j].hex);
-    }
-    return FBK_OK;
-}
-
 /* The arrays of one name_apply (nu distinct names, nn distinct objects). */
 typedef struct apply_mem {
     change *ch;
@@ -955,7 +921,8 @@ int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t 
             if (nk[i].dead)
                 gone = nk[i].hex;
         if (!gone && nn && !fast) {
-            rc = stat_all(l, nk, nn);
+            stat_start(l, nk, nn, a.sc);
+            rc = stat_wait(l, nk, nn, a.sc);
             if (rc)
                 break;
         }
