@@ -261,6 +261,7 @@ static void loc_free(rados_loc *l)
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l->pend);
+    free(l->tombs);
     free(l->name);
     free(l);
 }
@@ -290,6 +291,12 @@ static int rb_open_location(void *self, const char *location, void **out)
         return rc;
     }
     rados_ioctx_set_namespace(l->io, location);
+    /* a writer completes the references of an index from before them */
+    int rc = b->readonly ? FBK_OK : fbk__rados_names_open(l);
+    if (rc) {
+        loc_free(l);
+        return rc;
+    }
     *out = l;
     return FBK_OK;
 }
@@ -306,6 +313,7 @@ static void rb_close_location(void *self, void *loc)
     }
     l->npend = 0;
     pthread_mutex_unlock(&l->mu);
+    fbk__rados_names_close(l);
     loc_free(l);
 }
 
@@ -640,9 +648,13 @@ static int rb_register_many(void *self, void *loc, const fbk_key *keys, size_t n
 static int rb_remove_persisted(void *self, void *loc, const fbk_key *key)
 {
     (void)self;
-    rados_loc *l = loc;
     char hex[33];
     fbk_key_format_hex(key, hex);
+    return fbk__rados_remove_object(loc, hex);
+}
+
+int fbk__rados_remove_object(rados_loc *l, const char *hex)
+{
     rb_head h;
     int kind = read_head(l, hex, &h);
     if (kind < 0 && kind != FBK_ECORRUPT)
@@ -653,6 +665,93 @@ static int rb_remove_persisted(void *self, void *loc, const fbk_key *key)
     if (kind == 1)
         remove_stripes(l, hex, &h);
     return FBK_OK;
+}
+
+void fbk__rados_heads_start(rados_loc *l, const char (*hex)[33], size_t n, rb_headread *hr)
+{
+    for (size_t i = 0; i < n; i++) {
+        hr[i].issued = false;
+        hr[i].r = rados_aio_create_completion2(NULL, NULL, &hr[i].c);
+        if (hr[i].r < 0)
+            continue;
+        hr[i].r = rados_aio_read(l->io, hex[i], hr[i].c, (char *)hr[i].buf, sizeof hr[i].buf, 0);
+        if (hr[i].r < 0)
+            rados_aio_release(hr[i].c);
+        else
+            hr[i].issued = true;
+    }
+}
+
+void fbk__rados_heads_wait(rb_headread *hr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!hr[i].issued)
+            continue;
+        rados_aio_wait_for_complete(hr[i].c);
+        hr[i].r = rados_aio_get_return_value(hr[i].c);
+        rados_aio_release(hr[i].c);
+        hr[i].issued = false;
+    }
+}
+
+int fbk__rados_remove_heads(rados_loc *l, const char (*hex)[33], const rb_headread *hr,
+                            const size_t *which, size_t m, int *res)
+{
+    enum { W = 64 };
+    rados_completion_t c[W];
+    int first = FBK_OK, os = 0;
+    char msg[512] = "";
+    for (size_t s = 0; s < m; s += W) {
+        size_t k = m - s < W ? m - s : W, issued = 0;
+        for (size_t j = 0; j < k; j++) {
+            size_t i = which[s + j];
+            int r = hr[i].r;
+            res[s + j] = r < 0 && r != -ENOENT ? fbk__rados_fail(l, r, "read %s", hex[i]) : FBK_OK;
+            if (res[s + j] == FBK_OK) {
+                r = rados_aio_create_completion2(NULL, NULL, &c[j]);
+                if (r >= 0) {
+                    r = rados_aio_remove(l->io, hex[i], c[j]);
+                    if (r < 0)
+                        rados_aio_release(c[j]);
+                }
+                if (r < 0)
+                    res[s + j] = fbk__rados_fail(l, r, "remove %s", hex[i]);
+            }
+            if (res[s + j] != FBK_OK && !first) {
+                first = res[s + j];
+                os = fbk_last_os_error();
+                snprintf(msg, sizeof msg, "%s", fbk_errmsg());
+            }
+            issued = j + 1;
+        }
+        for (size_t j = 0; j < issued; j++) {
+            size_t i = which[s + j];
+            if (res[s + j] != FBK_OK)
+                continue;
+            rados_aio_wait_for_complete(c[j]);
+            int r = rados_aio_get_return_value(c[j]);
+            rados_aio_release(c[j]);
+            if (r == -ENOENT) {
+                res[s + j] = FBK_ENOTFOUND;
+                continue;
+            }
+            if (r < 0) {
+                res[s + j] = fbk__rados_fail(l, r, "remove %s", hex[i]);
+                if (!first) {
+                    first = res[s + j];
+                    os = fbk_last_os_error();
+                    snprintf(msg, sizeof msg, "%s", fbk_errmsg());
+                }
+                continue;
+            }
+            /* a head: its stripes (best effort, as remove_persisted) */
+            rb_head h;
+            if (hr[i].r > 0 && is_head(hr[i].buf, (size_t)hr[i].r) &&
+                head_decode(l, hex[i], hr[i].buf, &h) == FBK_OK)
+                remove_stripes(l, hex[i], &h);
+        }
+    }
+    return first ? fbk_error_set(first, os, "%s", msg) : FBK_OK;
 }
 
 static int rb_contains(void *self, void *loc, const fbk_key *key)
@@ -767,6 +866,8 @@ static const fbk_backend_ops rados_template = {
     .name_scan = fbk__rados_name_scan,
     .name_apply = fbk__rados_name_apply,
     .contains = rb_contains,
+    .remove_unbound = fbk__rados_remove_unbound,
+    .remove_unbound_many = fbk__rados_remove_unbound_many,
 };
 
 /* One table per kind of spill area: the template without the optional spill
@@ -880,6 +981,7 @@ static int rados_scheme_create(void *ctx, const char *dir, const fbk_backend_par
         rc = fbk_error_set(FBK_EINVAL, 0, "rados: timeout=%s: use 1 to 86400 seconds",
                            param(params, "timeout"));
     b->timeout = (unsigned)tmo;
+    b->readonly = opts && (opts->flags & FBK_STORE_READONLY);
     /* map_size is the inner lmdb: spill area's; like lmdb:'s own, it wins
      * over fbk_store_options.map_size */
     fbk_store_options o = *opts;

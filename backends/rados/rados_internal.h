@@ -15,6 +15,25 @@
 #define RB_NAMES_OBJ "__fbk_names"
 #define RB_STRIPE_PREFIX "__fbk_stripe."
 
+/* the omap of RB_NAMES_OBJ besides the bindings (32 hex digits of the
+ * name's hash; docs/formats.md): the generation every write of the index
+ * compares and bumps, the marker saying the references are complete, a
+ * reference "r<object hex><name hash>" per binding and a tombstone
+ * "x<object hex>" per object being removed as bound by no name */
+#define RB_GEN_KEY "\x1fgen"
+#define RB_GEN_KLEN (sizeof RB_GEN_KEY - 1)
+#define RB_MARK_KEY "\x1frefs-v1"
+#define RB_MARK_KLEN (sizeof RB_MARK_KEY - 1)
+#define RB_REF_KLEN 65
+/* a tombstone is a removal's until it removes it; one older than this
+ * (seconds; its value is when it was set) is taken to be a crashed
+ * removal's, and another removal takes it over */
+#define RB_TOMB_AGE 3600
+/* attempts of a write of the index that other clients' writes overtake */
+#define RB_RETRIES 100
+/* remove_unbound_many's keys per read/write of the index */
+#define RB_UNBOUND_CHUNK 256
+
 /* One asynchronous write not yet accounted for by a sync. */
 typedef struct rb_pending {
     rados_completion_t c;
@@ -30,7 +49,15 @@ typedef struct rados_backend {
     size_t stripe;    /* objects longer than this are striped */
     const fbk_backend_ops *inner; /* the local spill area (lmdb: or file:) */
     void *inner_self;
+    bool readonly; /* FBK_STORE_READONLY: the index is never written */
 } rados_backend;
+
+/* A tombstone this store set: its omap key and the value it wrote. */
+typedef struct rb_tomb {
+    char key[34];
+    char val[24];
+    bool live; /* still this value in the index (name_apply's read) */
+} rb_tomb;
 
 typedef struct rados_loc {
     rados_backend *b;
@@ -43,6 +70,16 @@ typedef struct rados_loc {
     size_t inflight; /* bytes of pend[] */
     size_t taken;    /* writes a persist took out of pend[] to wait for */
     uint64_t seq;    /* numbers the writes */
+    /* the generation of the name index this store's last write of it set
+     * (gen_known): a write that finds it unchanged skips a read (guarded by
+     * mu; rados_names.c) */
+    uint64_t gen;
+    bool gen_known;
+    /* tombstones of objects removed as bound by no name, removed from the
+     * index by this store's next name_apply (or at close: one write less
+     * per removal); guarded by mu */
+    rb_tomb *tombs;
+    size_t ntombs, captombs;
     /* the first failure of the current sync window (0: none) */
     int err, err_os;
     char msg[400];
@@ -61,5 +98,34 @@ int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk
                         uint64_t *size);
 int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
 int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
+int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key);
+int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
+                                   int *removed);
+/* Closing l: removes the tombstones still deferred (best effort: one
+ * left behind only refuses bindings of an object that is gone). */
+void fbk__rados_names_close(rados_loc *l);
+/* A writer's open of l: builds the references of a name index written
+ * without them (by a libfbk before them). */
+int fbk__rados_names_open(rados_loc *l);
+/* The first bytes of objects about to be removed (is it a stripe head?),
+ * read in parallel: start issues the reads, wait collects them (r: the
+ * bytes read or -errno). */
+typedef struct rb_headread {
+    rados_completion_t c;
+    unsigned char buf[49];
+    int r;
+    bool issued;
+} rb_headread;
+void fbk__rados_heads_start(rados_loc *l, const char (*hex)[33], size_t n, rb_headread *hr);
+void fbk__rados_heads_wait(rb_headread *hr, size_t n);
+/* Removes the objects hex[which[0..m)] in parallel (64 at a time), then
+ * the stripes of those hr[] found to be heads: res[j] is FBK_OK,
+ * FBK_ENOTFOUND (absent) or an FBK_E* code; returns the first failure
+ * (with its message) or FBK_OK. */
+int fbk__rados_remove_heads(rados_loc *l, const char (*hex)[33], const rb_headread *hr,
+                            const size_t *which, size_t m, int *res);
+/* Removes the object hex names (and its stripes): FBK_OK, FBK_ENOTFOUND
+ * when absent, or an FBK_E* code. */
+int fbk__rados_remove_object(rados_loc *l, const char *hex);
 
 #endif
