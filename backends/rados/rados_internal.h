@@ -158,9 +158,10 @@ void fbk__rados_gen_note(rados_loc *l, const rb_gen *g);
 bool fbk__rados_gen_cached(rados_loc *l, rb_gen *g);
 /* Adds to op: the generation is still g->old, and becomes g->next. */
 void fbk__rados_gen_guard(rados_write_op_t op, const rb_gen *g, int *prval);
-/* Before each attempt of a guarded write (attempt 0, 1, ...): a short
- * randomized wait after the first; FBK_EBUSY (other clients overtook RB_RETRIES
- * writes, nothing changed; what: the operation) instead of the last. */
+/* Before attempt number attempt (0, 1, ...) of a guarded write: a short
+ * randomized wait, but before the first; at attempt RB_RETRIES, FBK_EBUSY
+ * instead ("other clients changed the name index ...", what: the
+ * operation it names; nothing was changed). */
 int fbk__rados_attempt(const rados_loc *l, unsigned attempt, const char *what);
 /* One read op of the keys k[0..n) (lengths kl) of the names object: the
  * librados result (-ENOENT: no names object); *it the entries found, or

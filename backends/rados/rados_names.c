@@ -468,9 +468,10 @@ static int apply_read(const rados_loc *l, apply_mem *a, rb_gen *g, bool *marker)
 }
 
 /* Step 2: a tombstoned object, or one that is gone, refuses the batch
- * (stat after the read -- or during it, fast: its stats are made -- a
- * removal that began after it bumps the generation, so the write fails
- * and all is read again). */
+ * (stat after the read: a removal that began after it bumps the
+ * generation, so the write below fails and all is read again; fast: the
+ * stats made during the read count, no write having come since before
+ * them). */
 static int apply_refused(rados_loc *l, apply_mem *a, bool fast)
 {
     newkey *nk = a->nk;
