@@ -52,29 +52,15 @@ typedef struct rb_head {
     uint64_t total, stripe, token;
 } rb_head;
 
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static void head_encode(const rb_head *h, unsigned char out[RB_HEAD_SIZE])
 {
     memcpy(out, RB_HEAD_MAGIC, 8);
-    put_le(out + 8, 1, 4);
-    put_le(out + 12, h->n, 4);
-    put_le(out + 16, h->total, 8);
-    put_le(out + 24, h->stripe, 8);
-    put_le(out + 32, h->token, 8);
-    put_le(out + 40, XXH3_64bits(out, 40), 8);
+    fbk__rados_put_le(out + 8, 1, 4);
+    fbk__rados_put_le(out + 12, h->n, 4);
+    fbk__rados_put_le(out + 16, h->total, 8);
+    fbk__rados_put_le(out + 24, h->stripe, 8);
+    fbk__rados_put_le(out + 32, h->token, 8);
+    fbk__rados_put_le(out + 40, XXH3_64bits(out, 40), 8);
 }
 
 static bool is_head(const void *p, size_t len)
@@ -85,13 +71,13 @@ static bool is_head(const void *p, size_t len)
 /* Decodes a head (is_head said yes); FBK_ECORRUPT when it is damaged. */
 static int head_decode(const rados_loc *l, const char *oid, const unsigned char *p, rb_head *h)
 {
-    h->n = (uint32_t)get_le(p + 12, 4);
-    h->total = get_le(p + 16, 8);
-    h->stripe = get_le(p + 24, 8);
-    h->token = get_le(p + 32, 8);
-    if (get_le(p + 40, 8) != XXH3_64bits(p, 40) || get_le(p + 8, 4) != 1 || !h->stripe ||
-        !h->total || h->total > SIZE_MAX || h->n != (h->total + h->stripe - 1) / h->stripe ||
-        h->stripe > INT32_MAX)
+    h->n = (uint32_t)fbk__rados_get_le(p + 12, 4);
+    h->total = fbk__rados_get_le(p + 16, 8);
+    h->stripe = fbk__rados_get_le(p + 24, 8);
+    h->token = fbk__rados_get_le(p + 32, 8);
+    if (fbk__rados_get_le(p + 40, 8) != XXH3_64bits(p, 40) || fbk__rados_get_le(p + 8, 4) != 1 ||
+        !h->stripe || !h->total || h->total > SIZE_MAX ||
+        h->n != (h->total + h->stripe - 1) / h->stripe || h->stripe > INT32_MAX)
         return fbk_error_set(FBK_ECORRUPT, 0,
                              "rados: object %s (pool %s, namespace \"%s\"): damaged stripe head",
                              oid, l->b->pool, l->name);

@@ -1,5 +1,6 @@
 /* rados_internal.h -- shared state of the rados: backend (rados_backend.c,
- * rados_names.c).  Layout and guarantees: docs/rados-backend.md. */
+ * rados_names.c, rados_refs.c).  Layout and guarantees:
+ * docs/rados-backend.md. */
 #ifndef FBK_RADOS_INTERNAL_H
 #define FBK_RADOS_INTERNAL_H
 
@@ -25,6 +26,9 @@
 #define RB_MARK_KEY "\x1frefs-v1"
 #define RB_MARK_KLEN (sizeof RB_MARK_KEY - 1)
 #define RB_REF_KLEN 65
+/* a listing's last key read, where its next page starts (longer: not one
+ * of libfbk's keys) */
+#define RB_AFTER_MAX (RB_REF_KLEN + 8)
 /* a tombstone is a removal's until it removes it; one older than this
  * (seconds; its value is when it was set) is taken to be a crashed
  * removal's, and another removal takes it over */
@@ -72,7 +76,7 @@ typedef struct rados_loc {
     uint64_t seq;    /* numbers the writes */
     /* the generation of the name index this store's last write of it set
      * (gen_known): a write that finds it unchanged skips a read (guarded by
-     * mu; rados_names.c) */
+     * mu; rados_refs.c) */
     uint64_t gen;
     bool gen_known;
     /* tombstones of objects removed as bound by no name, removed from the
@@ -85,6 +89,20 @@ typedef struct rados_loc {
     char msg[400];
 } rados_loc;
 
+static inline void fbk__rados_put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint64_t fbk__rados_get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 /* Reports a librados failure r (a negative errno) as an FBK_E* code with a
  * message "rados: <what> (pool P, namespace N): <cause>"; -ETIMEDOUT is
  * FBK_ETIMEDOUT and says the cluster did not answer within the timeout. */
@@ -94,10 +112,82 @@ int fbk__rados_fail(const rados_loc *l, int r, const char *fmt, ...)
  * failure of the window (left in place for sync to report again). */
 int fbk__rados_settle(rados_loc *l, bool clear);
 
+/* ---- rados_names.c: the bindings ---- */
+
 int fbk__rados_name_get(void *self, void *loc, const void *name, size_t len, fbk_key *key,
                         uint64_t *size);
 int fbk__rados_name_scan(void *self, void *loc, fbk_binding_fn each, void *arg);
 int fbk__rados_name_apply(void *self, void *loc, const fbk_name_op *ops, size_t n);
+/* A binding of a listing: its omap key (32 hex digits) and its contents. */
+typedef int (*rb_binding_fn)(const char *okey, const void *name, size_t len, const fbk_key *key,
+                             uint64_t size, void *arg);
+/* Gives each binding of one page of a listing of the names object (it) to
+ * each, in order; after becomes each key read (where the next page
+ * starts), *past is set when the page went beyond the bindings (the rest:
+ * references, tombstones).  A damaged binding is skipped (skip_damaged) or
+ * its FBK_ECORRUPT returned; a key libfbk never writes is FBK_ECORRUPT.
+ * Returns FBK_OK or the first failure (each's included). */
+int fbk__rados_bindings_page(const rados_loc *l, rados_omap_iter_t it, char after[RB_AFTER_MAX],
+                             bool *past, bool skip_damaged, rb_binding_fn each, void *arg);
+
+/* ---- rados_refs.c: the generation guard, tombstones, references, removal
+ * of objects bound by no name (docs/rados-backend.md, "Orphans") ---- */
+
+/* The generation of the index as a read op found it (old: its bytes, ""
+ * when absent) and the value the next write sets. */
+typedef struct rb_gen {
+    char old[24];
+    size_t oldlen;
+    char next[24];
+    size_t nextlen;
+} rb_gen;
+/* A read's value of the generation (v, len: its bytes). */
+void fbk__rados_gen_from(rb_gen *g, const char *v, size_t len);
+/* After a read: a generation it did not find is absent (0). */
+void fbk__rados_gen_done(rb_gen *g);
+/* An entry k (kl), v (vl) of a read of the index: the generation (read
+ * into g) or the marker (*marker set) -- true -- or another key, false. */
+bool fbk__rados_gen_entry(rb_gen *g, bool *marker, const char *k, size_t kl, const char *v,
+                          size_t vl);
+bool fbk__rados_gen_same(const rb_gen *a, const rb_gen *b);
+/* After a write of the index that set g->next: remembered, unless a later
+ * one of this store's threads set a greater one already. */
+void fbk__rados_gen_note(rados_loc *l, const rb_gen *g);
+/* The generation this store last wrote or read, if known (g as a read
+ * would have found it). */
+bool fbk__rados_gen_cached(rados_loc *l, rb_gen *g);
+/* Adds to op: the generation is still g->old, and becomes g->next. */
+void fbk__rados_gen_guard(rados_write_op_t op, const rb_gen *g, int *prval);
+/* Before attempt number attempt (0, 1, ...) of a guarded write: a short
+ * randomized wait, but before the first; at attempt RB_RETRIES, FBK_EBUSY
+ * instead ("other clients changed the name index ...", what: the
+ * operation it names; nothing was changed). */
+int fbk__rados_attempt(const rados_loc *l, unsigned attempt, const char *what);
+/* One read op of the keys k[0..n) (lengths kl) of the names object: the
+ * librados result (-ENOENT: no names object); *it the entries found, or
+ * NULL when the read failed. */
+int fbk__rados_read_keys(const rados_loc *l, const char *const *k, const size_t *kl, size_t n,
+                         rados_omap_iter_t *it);
+/* rados_omap_get_end of it, unless NULL. */
+void fbk__rados_end_iter(rados_omap_iter_t it);
+/* "r" + the object key's hex + the name's omap key: one reference */
+void fbk__rados_ref_key(char out[RB_REF_KLEN + 1], const char *hex, const char *nk);
+/* "x" + the object key's hex: its tombstone */
+void fbk__rados_tomb_key(char out[34], const char *hex);
+/* Moves the deferred tombstones out of l, sorted by key (*n of them; NULL
+ * when none). */
+rb_tomb *fbk__rados_tombs_take(rados_loc *l, size_t *n);
+/* Gives back (and frees) tombstones taken by a write that failed (one that
+ * cannot be kept for lack of memory stays in the index: it only refuses
+ * bindings of an object that is gone). */
+void fbk__rados_tombs_return(rados_loc *l, rb_tomb *t, size_t n);
+/* Marks t[] live whose omap key k (klen 33) holds v (vlen): this store's
+ * value still.  t sorted by key. */
+void fbk__rados_tomb_seen(rb_tomb *t, size_t n, const char *k, const char *v, size_t vlen);
+/* Makes the references of a name index written without them (by a libfbk
+ * before them); nothing to do when the marker is there.  Without a names
+ * object: nothing (create false) or the marker alone (create true). */
+int fbk__rados_build_refs(rados_loc *l, bool create);
 int fbk__rados_remove_unbound(void *self, void *loc, const fbk_key *key);
 int fbk__rados_remove_unbound_many(void *self, void *loc, const fbk_key *keys, size_t n,
                                    int *removed);
@@ -107,6 +197,9 @@ void fbk__rados_names_close(rados_loc *l);
 /* A writer's open of l: builds the references of a name index written
  * without them (by a libfbk before them). */
 int fbk__rados_names_open(rados_loc *l);
+
+/* ---- rados_backend.c: objects ---- */
+
 /* The first bytes of objects about to be removed (is it a stripe head?),
  * read in parallel: start issues the reads, wait collects them (r: the
  * bytes read or -errno). */
