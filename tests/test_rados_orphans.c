@@ -640,3 +640,81 @@ Test(rados_orphans, remove_unbound_many_keeps_the_referenced_ones)
     ops->close(self);
     raw_close(&r);
 }
+
+/* A batch of many changes (FBK_MAP_NOSYNC: all applied by one sync): names
+ * put twice (the last change wins), names removed, two names sharing one
+ * object; afterwards exactly the last bindings are in the index, each with
+ * one reference, and only the objects no name refers to are gone. */
+Test(rados_orphans, one_batch_of_many_changes_keeps_exactly_the_last_bindings)
+{
+    TU_NEED_RADOS();
+    char ns[128], uri[4200];
+    ns_for(ns, sizeof ns, "batch");
+    snprintf(uri, sizeof uri, "rados:%s?pool=fbk&conf=%s", dir_for("rados-orphans-batch", ns),
+             tu_rados_conf());
+    raw r;
+    raw_open(&r, ns);
+    env e;
+    fbk_map_options o = {.flags = FBK_MAP_NOSYNC};
+    cr_assert_eq(tu_map_open(&e, uri, ns, 64, &o, 0), 0, "%s", fbk_errmsg());
+    char name[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "n%02d", i);
+        cr_assert_eq(put(&e, name, 500 + i, 100 + i), 0, "%s", fbk_errmsg());
+    }
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    fbk_key first[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "n%02d", i);
+        first[i] = key_of(&e, name);
+    }
+    /* one batch: n00-n04 put again (twice each), n05-n09 removed, n10's
+     * object also bound to "share" */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 5; i++) {
+            snprintf(name, sizeof name, "n%02d", i);
+            cr_assert_eq(put(&e, name, 700 + i, 1000 * (round + 1) + i), 0, "%s", fbk_errmsg());
+        }
+    for (int i = 5; i < 10; i++) {
+        snprintf(name, sizeof name, "n%02d", i);
+        cr_assert_eq(fbk_map_remove(e.m, name, strlen(name)), 0, "%s", fbk_errmsg());
+    }
+    fbk_handle *h;
+    cr_assert_eq(fbk_map_get(e.m, "n10", 3, &h), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_put(e.m, "share", 5, h), 0, "%s", fbk_errmsg());
+    fbk_handle_release(h);
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(&e, "later", 10, 7), 0, "%s", fbk_errmsg()); /* orphans go after a batch */
+    cr_assert_eq(fbk_map_sync(e.m), 0, "%s", fbk_errmsg());
+    for (int i = 0; i < 10; i++)
+        cr_assert(!exists(&r, &first[i]), "n%02d's first object is bound by no name", i);
+    for (int i = 10; i < 20; i++)
+        cr_assert(exists(&r, &first[i]), "n%02d's object is still bound", i);
+    /* 5 + 10 + share + later bindings, a reference each */
+    cr_assert_eq(omap_keys(&r, 0, 32, false), 17, "bindings in the index");
+    cr_assert_eq(omap_keys(&r, 'r', 65, false), 17, "a reference per binding");
+    cr_assert_eq(tu_map_close(&e), 0, "%s", fbk_errmsg());
+
+    /* what another store reads back */
+    cr_assert_eq(tu_map_open(&e, uri, ns, 64, NULL, 0), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_count(e.m), 17);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "n%02d", i);
+        int rc = fbk_map_get(e.m, name, strlen(name), &h);
+        if (i >= 5 && i < 10) {
+            cr_assert_eq(rc, FBK_ENOTFOUND, "%s was removed", name);
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s: %s", name, fbk_errmsg());
+        const void *obj;
+        cr_assert_eq(fbk_load(h, &obj), 0, "%s: %s", name, fbk_errmsg());
+        if (i < 5)
+            cr_assert(tu_blob_check(obj, 700 + i, 2000 + i), "%s: not the last put", name);
+        else
+            cr_assert(tu_blob_check(obj, 500 + i, 100 + i), "%s: wrong bytes", name);
+        fbk_unload(h);
+        fbk_handle_release(h);
+    }
+    cr_assert_eq(tu_map_close(&e), 0, "%s", fbk_errmsg());
+    raw_close(&r);
+}

@@ -151,8 +151,9 @@ static int contended(const rados_loc *l, const char *what)
 {
     return fbk_error_set(FBK_EBUSY, ECANCELED,
                          "rados: %s (pool %s, namespace \"%s\", object " RB_NAMES_OBJ
-                         "): other clients changed the name index %d times in a row meanwhile; "
-                         "nothing was changed, try again",
+                         "): other clients changed the name index %d times in a row meanwhile "
+                         "(or its generation entry \"\\x1fgen\" holds a value libfbk did "
+                         "not write: damage); nothing was changed, try again",
                          what, l->b->pool, l->name, RB_RETRIES);
 }
 
@@ -567,7 +568,7 @@ static void unbound_tomb(ub_mem *m, size_t n, const char *k, const char *v, size
     long long t = strtoll(b, NULL, 10);
     for (size_t i = 0; i < n; i++)
         if (memcmp(k, m->tomb[i], 33) == 0)
-            m->tstate[i] = (long long)m->now - t < RB_TOMB_AGE ? 1 : 2;
+            m->tstate[i] = t > (long long)m->now - RB_TOMB_AGE ? 1 : 2; /* no overflow */
 }
 
 /* Step 1: one read of the generation (g), the marker, the keys'
