@@ -126,7 +126,8 @@ int fbk__file_refs_bind(file_loc *l, const fbk_name_op *ops, size_t n)
                 return fail(errno, "stat", l->path, obj);
             char t[FBK_KEY_STRLEN + 1];
             fbk_key_format(ops[i].key, t);
-            return fbk_error_set(FBK_ENOTFOUND, 0,
+            /* a refused binding (include/fbk_backend.h): FBK_EINVAL */
+            return fbk_error_set(FBK_EINVAL, 0,
                                  "file: location %s: object %s was removed (by another "
                                  "process, as unbound) before the name could be bound to it; "
                                  "nothing was bound: put the value again",
