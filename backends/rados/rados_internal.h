@@ -1,4 +1,5 @@
 /* rados_internal.h -- shared state of the rados: backend (rados_backend.c,
+ * rados_write.c, rados_read.c, rados_remove.c, rados_stripe.c,
  * rados_names.c, rados_refs.c).  Layout and guarantees:
  * docs/rados-backend.md. */
 #ifndef FBK_RADOS_INTERNAL_H
@@ -37,6 +38,9 @@
 #define RB_RETRIES 100
 /* remove_unbound_many's keys per read/write of the index */
 #define RB_UNBOUND_CHUNK 256
+/* stripes at most this long, and at most the cluster's osd_max_write_size
+ * (also register's longest read of a plain object) */
+#define RB_STRIPE_MAX ((size_t)64 << 20)
 
 /* One asynchronous write not yet accounted for by a sync. */
 typedef struct rb_pending {
@@ -103,14 +107,65 @@ static inline uint64_t fbk__rados_get_le(const unsigned char *p, int n)
     return v;
 }
 
+/* ---- rados_backend.c: errors, the table, locations ---- */
+
 /* Reports a librados failure r (a negative errno) as an FBK_E* code with a
  * message "rados: <what> (pool P, namespace N): <cause>"; -ETIMEDOUT is
  * FBK_ETIMEDOUT and says the cluster did not answer within the timeout. */
 int fbk__rados_fail(const rados_loc *l, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- rados_write.c: persist, the pending writes of a location, sync ---- */
+
+int fbk__rados_persist(void *self, void *loc, const fbk_key *key);
+int fbk__rados_persist_many(void *self, void *loc, const fbk_key *keys, size_t n);
+int fbk__rados_sync(void *self, void *loc);
 /* Waits for every write issued on l before the call; returns the first
- * failure of the window (left in place for sync to report again). */
+ * failure of the window (cleared when clear, else left in place for sync
+ * to report again). */
 int fbk__rados_settle(rados_loc *l, bool clear);
+/* Closing l: waits for its pending writes and releases them (their
+ * outcome unrecorded). */
+void fbk__rados_pending_close(rados_loc *l);
+
+/* ---- rados_read.c: register, contains, scan ---- */
+
+int fbk__rados_register_key(void *self, void *loc, const fbk_key *key);
+int fbk__rados_register_many(void *self, void *loc, const fbk_key *keys, size_t n);
+int fbk__rados_contains(void *self, void *loc, const fbk_key *key);
+int fbk__rados_scan(void *self, void *loc, fbk_key_fn each, void *arg);
+
+/* ---- rados_stripe.c: striped values (a head naming the stripes) ---- */
+
+/* a head's size (its layout: rados_stripe.c, docs/rados-backend.md) */
+#define RB_HEAD_SIZE 48
+/* A decoded head: stripe count, value length, stripe size, token. */
+typedef struct rb_head {
+    uint32_t n;
+    uint64_t total, stripe, token;
+} rb_head;
+/* The first bytes p[0..len) of the object oid: 1 (and *h) when they are a
+ * stripe head, 0 when not (a plain object), FBK_ECORRUPT when a damaged
+ * head (with its message). */
+int fbk__rados_head_parse(const rados_loc *l, const char *oid, const void *p, size_t len,
+                          rb_head *h);
+/* Reads the head of the object oid when it is one: 1 (and *h), 0 for a
+ * plain object, or an FBK_E* code (FBK_ENOTFOUND: no object). */
+int fbk__rados_read_head(rados_loc *l, const char *oid, rb_head *h);
+/* Removes the stripes of h (best effort: an error leaves junk for scan). */
+void fbk__rados_remove_stripes(rados_loc *l, const char *hex, const rb_head *h);
+/* Writes src[0..len), longer than a stripe, as the object hex: the stripes
+ * under a fresh token, then (once all are acknowledged) the head, then
+ * removes the stripes of a head it replaced.  A reader sees the old value
+ * or the new one, whole. */
+int fbk__rados_persist_striped(rados_loc *l, const char *hex, const char *src, size_t len);
+/* Stores the value h (the head of the object hex) into the spill area under
+ * key, its stripes read 4 at a time (one missing or short: FBK_ECORRUPT). */
+int fbk__rados_register_striped(rados_loc *l, const fbk_key *key, const char *hex,
+                                const rb_head *h);
+/* A stripe no head names (its head is gone or names another token) and
+ * older than RB_ORPHAN_AGE: removes it; returns 1 if it did. */
+int fbk__rados_drop_orphan_stripe(rados_loc *l, const char *oid);
 
 /* ---- rados_names.c: the bindings ---- */
 
@@ -198,14 +253,15 @@ void fbk__rados_names_close(rados_loc *l);
  * without them (by a libfbk before them). */
 int fbk__rados_names_open(rados_loc *l);
 
-/* ---- rados_backend.c: objects ---- */
+/* ---- rados_remove.c: removing objects ---- */
 
+int fbk__rados_remove_persisted(void *self, void *loc, const fbk_key *key);
 /* The first bytes of objects about to be removed (is it a stripe head?),
  * read in parallel: start issues the reads, wait collects them (r: the
  * bytes read or -errno). */
 typedef struct rb_headread {
     rados_completion_t c;
-    unsigned char buf[49];
+    unsigned char buf[RB_HEAD_SIZE + 1];
     int r;
     bool issued;
 } rb_headread;
