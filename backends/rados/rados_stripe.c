@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,16 +150,25 @@ int fbk__rados_persist_striped(rados_loc *l, const char *hex, const char *src, s
     free(c);
     if (r >= 0)
         r = w;
+    bool head_sent = false;
     if (r >= 0) {
         unsigned char hd[RB_HEAD_SIZE];
         head_encode(&h, hd);
+        head_sent = true;
         r = rados_write_full(l->io, hex, (const char *)hd, sizeof hd);
     }
     if (r < 0) {
         int rc = fbk__rados_fail(l, r, "persist %s (%zu bytes in %" PRIu32 " stripes)", hex, len,
                                  h.n);
-        h.n = (uint32_t)issued;
-        fbk__rados_remove_stripes(l, hex, &h);
+        /* A failed head write may still have been applied (a timeout says
+         * nothing of the outcome): then the head names these stripes, and
+         * removing them would leave the key unreadable -- the old value's
+         * head is overwritten.  So they stay; a scan removes them if no head
+         * names them (fbk__rados_drop_orphan_stripe). */
+        if (!head_sent) {
+            h.n = (uint32_t)issued;
+            fbk__rados_remove_stripes(l, hex, &h);
+        }
         return rc;
     }
     if (had == 1 && old.token != h.token)
