@@ -829,48 +829,59 @@ static void inflight_leave(fbk_map *m, inflight *f)
     pthread_mutex_lock(&m->mu);
 }
 
-int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute_fn compute,
-                           void *arg, fbk_handle **out)
+/* The look-up of get_or_compute: FBK_OK with *out (bound), an error, or
+ * FBK_ENOTFOUND with mu held and *f the computation of name in flight (NULL:
+ * none, and none ended since the look-up missed). */
+static int find_or_inflight(fbk_map *m, const void *name, size_t len, fbk_handle **out,
+                            inflight **f)
 {
-    if (!m || !compute || !out)
-        return fbk__map_bad("fbk_map_get_or_compute", "NULL argument");
-    int rc;
-    inflight *f;
     for (;;) {
         pthread_mutex_lock(&m->mu);
         uint64_t seen = m->computed;
         pthread_mutex_unlock(&m->mu);
-        rc = fbk_map_get(m, name, len, out);
+        int rc = fbk_map_get(m, name, len, out);
         if (rc != FBK_ENOTFOUND)
             return rc;
         rc = fbk__store_check_writable(m->s, "fbk_map_get_or_compute");
         if (rc)
             return rc;
         pthread_mutex_lock(&m->mu);
-        f = m->computing;
-        while (f && (f->len != len || memcmp(f->name, name, len) != 0))
-            f = f->next;
-        if (f || m->computed == seen)
-            break;
+        inflight *x = m->computing;
+        while (x && (x->len != len || memcmp(x->name, name, len) != 0))
+            x = x->next;
+        if (x || m->computed == seen) {
+            *f = x;
+            return FBK_ENOTFOUND;
+        }
         /* a computation ended between the look-up and now (maybe of this
          * name, bound just after the look-up missed it): look again */
         pthread_mutex_unlock(&m->mu);
     }
-    if (f) { /* someone computes it: wait for that */
-        f->users++;
-        while (!f->done)
-            pthread_cond_wait(&m->cv, &m->mu);
-        rc = f->rc;
-        fbk_handle *h = rc ? NULL : fbk_handle_retain(f->h);
-        inflight_leave(m, f);
-        pthread_mutex_unlock(&m->mu);
-        if (rc)
-            return fbk_error_set(rc, 0, "fbk_map_get_or_compute: the computation failed (%s)",
-                                 fbk_err_name(rc));
-        *out = h;
-        return FBK_OK;
-    }
-    f = fbk__calloc(1, sizeof *f);
+}
+
+/* Another thread computes the value (mu held, released here): its result. */
+static int wait_inflight(fbk_map *m, inflight *f, fbk_handle **out)
+{
+    f->users++;
+    while (!f->done)
+        pthread_cond_wait(&m->cv, &m->mu);
+    int rc = f->rc;
+    fbk_handle *h = rc ? NULL : fbk_handle_retain(f->h);
+    inflight_leave(m, f);
+    pthread_mutex_unlock(&m->mu);
+    if (rc)
+        return fbk_error_set(rc, 0, "fbk_map_get_or_compute: the computation failed (%s)",
+                             fbk_err_name(rc));
+    *out = h;
+    return FBK_OK;
+}
+
+/* This thread computes it (mu held, released here): compute, insert, put;
+ * the waiters get the result. */
+static int compute_here(fbk_map *m, const void *name, size_t len, fbk_compute_fn compute,
+                        void *arg, fbk_handle **out)
+{
+    inflight *f = fbk__calloc(1, sizeof *f);
     if (!f) {
         pthread_mutex_unlock(&m->mu);
         return fbk_error_set(FBK_ENOMEM, 0, "fbk_map_get_or_compute: out of memory");
@@ -884,7 +895,7 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
 
     fbk_handle *h = NULL;
     void *obj = NULL;
-    rc = compute(name, len, &obj, arg);
+    int rc = compute(name, len, &obj, arg);
     if (rc == FBK_OK) {
         rc = fbk_insert(m->pool, obj, &h);
         if (rc)
@@ -919,6 +930,21 @@ int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute
         return fbk_error_set(rc, err, "%s", msg);
     *out = h;
     return FBK_OK;
+}
+
+int fbk_map_get_or_compute(fbk_map *m, const void *name, size_t len, fbk_compute_fn compute,
+                           void *arg, fbk_handle **out)
+{
+    if (!m || !compute || !out)
+        return fbk__map_bad("fbk_map_get_or_compute", "NULL argument");
+    inflight *f = NULL;
+    int rc = find_or_inflight(m, name, len, out, &f);
+    if (rc != FBK_ENOTFOUND)
+        return rc;
+    /* mu held */
+    if (f) /* someone computes it: wait for that */
+        return wait_inflight(m, f, out);
+    return compute_here(m, name, len, compute, arg, out);
 }
 
 /* ----------------------------------------------------------------- save */
