@@ -257,21 +257,18 @@ static void register_undo(fbk__token **toks, const size_t *how, size_t n)
             fbk__token_release(toks[i]);
 }
 
-int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size_t n,
-                             fbk__token **toks)
+/* Under tok_mu: waits (holding no token of ours, so that two callers with
+ * overlapping keys cannot wait for each other) until every key is absent or
+ * present, then takes a use of each present token and makes a new (busy) one
+ * for each absent key -- fresh[0..*m) -- recording how[] each was had.  On
+ * ENOMEM everything is undone and the error returned. */
+static int register_claim(fbk_store *s, const fbk_key *keys, size_t n, fbk__token **toks,
+                          size_t *how, fbk_key *fresh, size_t *m)
 {
-    size_t *how = fbk__calloc(n, sizeof *how);
-    fbk_key *fresh = fbk__malloc(n * sizeof *fresh);
-    if (!how || !fresh) {
-        fbk__free(how);
-        fbk__free(fresh);
-        return fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot allocate %zu keys", n);
-    }
     int rc = FBK_OK;
-    size_t m = 0, i;
+    size_t i;
+    *m = 0;
     pthread_mutex_lock(&s->tok_mu);
-    /* Wait (holding no token of ours, so that two callers with overlapping
-     * keys cannot wait for each other) until every key is absent or present. */
     for (i = 0; i < n;) {
         void **slot = fbk__keymap_get(&s->tokens, &keys[i]);
         if (slot && ((fbk__token *)*slot)->state != FBK__TOK_PRESENT) {
@@ -302,7 +299,7 @@ int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size
         }
         toks[i] = t;
         how[i] = REG_NEW;
-        fresh[m++] = keys[i];
+        fresh[(*m)++] = keys[i];
     }
     if (rc) {
         /* undone under the lock: nobody has seen the new tokens */
@@ -315,19 +312,24 @@ int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size
             }
         }
         pthread_cond_broadcast(&s->tok_cv);
-        pthread_mutex_unlock(&s->tok_mu);
-        fbk__free(how);
-        fbk__free(fresh);
-        return fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot grow the token table");
     }
     pthread_mutex_unlock(&s->tok_mu);
+    return rc ? fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot grow the token table")
+              : FBK_OK;
+}
 
+/* The backend's part for the m fresh keys: one register_many call, or one
+ * register_key per key (after a failure the rest are not tried); each new
+ * token settles with its outcome.  The first failure, or FBK_OK. */
+static int register_fresh(fbk_store *s, void *bloc, const fbk_key *keys, size_t n,
+                          fbk__token **toks, size_t *how, const fbk_key *fresh, size_t m)
+{
+    int rc = FBK_OK;
     if (m > 0 && s->ops->register_many) {
-        /* one backend call for the keys not in the spill area yet */
         rc = s->ops->register_many(s->self, bloc, fresh, m);
         if (rc)
             fbk__error_keep(rc);
-        for (i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i++) {
             if (how[i] != REG_NEW)
                 continue;
             token_settle(s, toks[i], rc);
@@ -335,10 +337,7 @@ int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size
                 how[i] = REG_HAD;
         }
     } else if (m > 0) {
-        /* one call per key; after a failure the rest are not tried, and the
-         * ones registered are released by the undo (their last use removes
-         * them from the spill area) */
-        for (i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i++) {
             if (how[i] != REG_NEW)
                 continue;
             int r = rc ? rc : s->ops->register_key(s->self, bloc, &keys[i]);
@@ -349,8 +348,29 @@ int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size
                 how[i] = REG_HAD;
         }
     }
-    if (rc)
-        register_undo(toks, how, n);
+    return rc;
+}
+
+int fbk__token_register_many(fbk_store *s, void *bloc, const fbk_key *keys, size_t n,
+                             fbk__token **toks)
+{
+    size_t *how = fbk__calloc(n, sizeof *how);
+    fbk_key *fresh = fbk__malloc(n * sizeof *fresh);
+    if (!how || !fresh) {
+        fbk__free(how);
+        fbk__free(fresh);
+        return fbk_error_set(FBK_ENOMEM, 0, "register_many: cannot allocate %zu keys", n);
+    }
+    size_t m;
+    int rc = register_claim(s, keys, n, toks, how, fresh, &m);
+    if (rc == FBK_OK) {
+        /* one backend call for the keys not in the spill area yet; the
+         * ones registered before a failure are released by the undo (their
+         * last use removes them from the spill area) */
+        rc = register_fresh(s, bloc, keys, n, toks, how, fresh, m);
+        if (rc)
+            register_undo(toks, how, n);
+    }
     fbk__free(how);
     fbk__free(fresh);
     return rc;
