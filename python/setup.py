@@ -27,6 +27,11 @@ def pkg_config(*args):
     return shlex.split(out)
 
 
+# The extension's own files (python/src; fbkpy.h is their private header).
+MODULE_SOURCES = [os.path.join("src", f) for f in
+                  ("fbkmodule.c", "store.c", "map.c", "view.c", "memoize.c")]
+MODULE_HEADERS = [os.path.join("src", "fbkpy.h")]
+
 common = dict(
     define_macros=[("_GNU_SOURCE", None)],
     extra_compile_args=["-std=c11", "-fvisibility=hidden"],
@@ -36,7 +41,8 @@ if os.path.exists(os.path.join(ROOT, "src", "map.c")) and os.path.exists(os.path
                          glob.glob(os.path.join(ROOT, "backends", "*", "*.c")))
     ext = Extension(
         "fbk._fbk",
-        sources=[os.path.join("src", "fbkmodule.c")] + [rel(p) for p in lib_sources],
+        depends=MODULE_HEADERS,
+        sources=MODULE_SOURCES + [rel(p) for p in lib_sources],
         include_dirs=[rel(os.path.join(ROOT, "include")), rel(os.path.join(ROOT, "src"))],
         libraries=["lmdb", "xxhash", "uuid", "pthread"],
         **common,
@@ -46,7 +52,8 @@ else:
     libs = [("-l:libfbk.a" if a == "-lfbk" else a) for a in pkg_config("--libs", "--static", "fbk")]
     ext = Extension(
         "fbk._fbk",
-        sources=[os.path.join("src", "fbkmodule.c")],
+        depends=MODULE_HEADERS,
+        sources=MODULE_SOURCES,
         extra_compile_args=common["extra_compile_args"] + cflags,
         extra_link_args=libs + ["-lxxhash", "-Wl,--exclude-libs,ALL"],
         define_macros=common["define_macros"],
