@@ -76,6 +76,14 @@ install-check: build
 	LD_LIBRARY_PATH=$(STAGE)/lib $(BUILD)/consumer/consumer-pc
 	@! nm -D --defined-only $(STAGE)/lib/libfbk.so | grep -w 'fbk__[a-z_0-9]*' \
 	  || { echo "install-check: libfbk.so exports internal fbk__ symbols" >&2; exit 1; }
+	# the Python package as pip builds it from the source tree (docs/python.md)
+	rm -rf $(BUILD)/pip-venv
+	/usr/bin/python3 -m venv --system-site-packages $(BUILD)/pip-venv
+	$(BUILD)/pip-venv/bin/pip install -q --no-index --no-build-isolation ./python
+	rm -rf python/build python/fbk.egg-info
+	cd $(BUILD) && pip-venv/bin/python -c 'import fbk, tempfile; d = tempfile.mkdtemp(); \
+	  s = fbk.Store("lmdb:" + d); m = s.map("m"); m[b"k"] = b"v"; assert m[b"k"] == b"v"; \
+	  s.close(); print("install-check: the pip-installed fbk works")'
 
 # Everything built as a user's -DCMAKE_BUILD_TYPE=Release (-O3) build, with
 # warnings as errors: -O3 inlines more and so warns where -O2 does not.
