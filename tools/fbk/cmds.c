@@ -69,11 +69,7 @@ static int session_close(session *ss, int rc)
 #endif
     fbk_pool_release(ss->p);
     fbk_location_close(ss->loc);
-    if (ss->s) {
-        int r = fbk_store_drain(ss->s);
-        (void)r; /* background spill removals only: nothing durable */
-        fbk_store_close(ss->s);
-    }
+    tool_store_close(ss->s);
     return rc;
 }
 
@@ -85,18 +81,6 @@ typedef struct loc_stat {
     int64_t names; /* -1: no maps */
 } loc_stat;
 
-/* The locations to report: LOC, or every location of the layout (*names,
- * *n).  0 or an exit status. */
-static int stat_targets(const fbk_cli *c, const tool_uri *u, char ***names, size_t *n)
-{
-    if (c->npos == 2) {
-        *n = 1;
-        return 0;
-    }
-    int rc = layout_locations(u, names, n);
-    return rc ? tool_fail(c->cmd, rc, "list the locations of %s", u->uri) : 0;
-}
-
 /* Payload bytes of each location, from the layout: before the store opens,
  * whose LMDB handle must be the only one (layout.c).  0 or an exit status. */
 static int stat_bytes(const fbk_cli *c, const tool_uri *u, const char *const *locs, loc_stat *st,
@@ -106,10 +90,7 @@ static int stat_bytes(const fbk_cli *c, const tool_uri *u, const char *const *lo
         tool_sizes z;
         st[i].name = locs[i];
         st[i].names = -1;
-        int rc = c->npos == 2 ? tool_location_check(c->cmd, u, locs[i]) : 0;
-        if (rc)
-            return rc;
-        rc = layout_sizes(u, locs[i], &z);
+        int rc = layout_sizes(u, locs[i], &z);
         if (rc)
             return tool_fail(c->cmd, rc, "sizes of '%s'", locs[i]);
         for (size_t k = 0; k < z.n; k++)
@@ -155,10 +136,7 @@ static int stat_counts(const fbk_cli *c, const tool_uri *u, loc_stat *st, size_t
     for (size_t i = 0; i < n && !rc; i++)
         rc = stat_location(c, u, s, p, &st[i]);
     fbk_pool_release(p);
-    if (s) {
-        fbk_store_drain(s);
-        fbk_store_close(s);
-    }
+    tool_store_close(s);
     return rc;
 }
 
@@ -200,11 +178,9 @@ static void stat_print_text(const tool_uri *u, const loc_stat *st, size_t n, uin
 int cmd_stat(const fbk_cli *c)
 {
     tool_uri u;
-    if (tool_uri_parse(c->pos[0], &u))
-        return tool_usage(c->cmd, "URI too long");
     char **names = NULL;
     size_t n = 0;
-    int rc = stat_targets(c, &u, &names, &n);
+    int rc = tool_targets(c, &u, &names, &n);
     if (rc)
         return rc;
     const char *one[1] = {c->pos[1]};

@@ -223,16 +223,6 @@ static int check_name(const void *name, size_t len, void *arg)
 }
 #endif
 
-/* The locations to verify: LOC (checked to exist), or every location of the
- * layout (*names, *n).  0 or an exit status. */
-static int verify_targets(const fbk_cli *c, const tool_uri *u, char ***names, size_t *n)
-{
-    if (c->npos == 2)
-        return tool_location_check(c->cmd, u, c->pos[1]);
-    int rc = layout_locations(u, names, n);
-    return rc ? tool_fail(c->cmd, rc, "list the locations of %s", u->uri) : 0;
-}
-
 /* One location opened, with the list of its keys. */
 static int verify_open_location(verifier *v, const char *name, vloc *l)
 {
@@ -384,20 +374,15 @@ static void verify_close(verifier *v)
     }
     free(v->locs);
     fbk_pool_release(v->p);
-    if (v->s) {
-        fbk_store_drain(v->s);
-        fbk_store_close(v->s);
-    }
+    tool_store_close(v->s);
 }
 
 int cmd_verify(const fbk_cli *c)
 {
     tool_uri u;
-    if (tool_uri_parse(c->pos[0], &u))
-        return tool_usage(c->cmd, "URI too long");
     char **names = NULL;
-    size_t n = 1;
-    int rc = verify_targets(c, &u, &names, &n);
+    size_t n = 0;
+    int rc = tool_targets(c, &u, &names, &n);
     if (rc)
         return rc;
     verifier v = {.c = c, .u = &u, .nlocs = n, .jobs = c->jobs ? c->jobs : 4};
