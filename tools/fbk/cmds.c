@@ -249,6 +249,23 @@ static int ls_name(const void *name, size_t len, void *arg)
 }
 #endif
 
+/* The keys with their sizes: one line each, or JSON array entries. */
+static void ls_keys(const fbk_cli *c, const tool_sizes *z, const fbk_key *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ks[FBK_KEY_STRLEN + 1];
+        fbk_key_format(&keys[i], ks);
+        int64_t b = layout_size_of(z, &keys[i]);
+        if (c->json) {
+            printf("%s{\"key\": \"%s\", \"bytes\": ", i ? ", " : "", ks);
+            b < 0 ? printf("null}") : printf("%lld}", (long long)b);
+        } else {
+            printf("%s\t", ks);
+            b < 0 ? printf("-\n") : printf("%lld\n", (long long)b);
+        }
+    }
+}
+
 int cmd_ls(const fbk_cli *c)
 {
     tool_uri u;
@@ -289,18 +306,8 @@ int cmd_ls(const fbk_cli *c)
             json_str(stdout, c->pos[1], strlen(c->pos[1]));
             printf(", \"objects\": [");
         }
-        for (size_t i = 0; i < n && (c->json || !has_names); i++) {
-            char ks[FBK_KEY_STRLEN + 1];
-            fbk_key_format(&keys[i], ks);
-            int64_t b = layout_size_of(&z, &keys[i]);
-            if (c->json) {
-                printf("%s{\"key\": \"%s\", \"bytes\": ", i ? ", " : "", ks);
-                b < 0 ? printf("null}") : printf("%lld}", (long long)b);
-            } else {
-                printf("%s\t", ks);
-                b < 0 ? printf("-\n") : printf("%lld\n", (long long)b);
-            }
-        }
+        if (c->json || !has_names)
+            ls_keys(c, &z, keys, n);
         if (c->json)
             printf("], \"names\": [");
 #if FBK_TOOL_HAVE_MAPS
