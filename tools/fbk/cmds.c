@@ -69,11 +69,7 @@ static int session_close(session *ss, int rc)
 #endif
     fbk_pool_release(ss->p);
     fbk_location_close(ss->loc);
-    if (ss->s) {
-        int r = fbk_store_drain(ss->s);
-        (void)r; /* background spill removals only: nothing durable */
-        fbk_store_close(ss->s);
-    }
+    tool_store_close(ss->s);
     return rc;
 }
 
@@ -85,105 +81,124 @@ typedef struct loc_stat {
     int64_t names; /* -1: no maps */
 } loc_stat;
 
-int cmd_stat(const fbk_cli *c)
+/* Payload bytes of each location, from the layout: before the store opens,
+ * whose LMDB handle must be the only one (layout.c).  0 or an exit status. */
+static int stat_bytes(const fbk_cli *c, const tool_uri *u, const char *const *locs, loc_stat *st,
+                      size_t n)
 {
-    tool_uri u;
-    if (tool_uri_parse(c->pos[0], &u))
-        return tool_usage(c->cmd, "URI too long");
-    char **names = NULL;
-    size_t n = 0;
-    const char *one[1] = {c->pos[1]};
-    int rc = 0;
-    if (c->npos == 1) {
-        rc = layout_locations(&u, &names, &n);
-        if (rc)
-            return tool_fail(c->cmd, rc, "list the locations of %s", u.uri);
-    }
-    const char *const *locs = c->npos == 2 ? one : (const char *const *)names;
-    if (c->npos == 2)
-        n = 1;
-    loc_stat *st = calloc(n ? n : 1, sizeof *st);
-    if (!st)
-        return tool_fail(c->cmd, FBK_ENOMEM, "stat");
-    /* bytes from the layout first: its LMDB handle is closed before the
-     * store opens (layout.c) */
-    for (size_t i = 0; i < n && !rc; i++) {
+    for (size_t i = 0; i < n; i++) {
         tool_sizes z;
         st[i].name = locs[i];
         st[i].names = -1;
-        if (c->npos == 2 && (rc = tool_location_check(c->cmd, &u, locs[i])) != 0)
-            break;
-        int r = layout_sizes(&u, locs[i], &z);
-        if (r) {
-            rc = tool_fail(c->cmd, r, "sizes of '%s'", locs[i]);
-            break;
-        }
+        int rc = layout_sizes(u, locs[i], &z);
+        if (rc)
+            return tool_fail(c->cmd, rc, "sizes of '%s'", locs[i]);
         for (size_t k = 0; k < z.n; k++)
             st[i].bytes += z.sizes[k] >= FBK_TOOL_FRAME_HDR ? z.sizes[k] - FBK_TOOL_FRAME_HDR : 0;
         layout_sizes_free(&z);
     }
+    return 0;
+}
+
+/* Objects and names (when the library has maps) of one location. */
+static int stat_location(const fbk_cli *c, const tool_uri *u, fbk_store *s, fbk_pool *p,
+                         loc_stat *st)
+{
+    fbk_location *loc;
+    int rc = tool_location_open(c->cmd, u, s, st->name, &loc);
+    if (rc)
+        return rc;
+    st->objects = fbk_location_count(loc);
+#if FBK_TOOL_HAVE_MAPS
+    fbk_map *m;
+    int r = fbk_map_open(p, loc, NULL, &m);
+    if (r == 0) {
+        st->names = (int64_t)fbk_map_count(m);
+        fbk_map_close(m);
+    } else if (r != FBK_ENOTSUP) {
+        rc = tool_fail(c->cmd, r, "open the names of '%s'", st->name);
+    }
+#else
+    (void)p;
+#endif
+    fbk_location_close(loc);
+    return rc;
+}
+
+/* Opens the store read-only and counts what each location holds. */
+static int stat_counts(const fbk_cli *c, const tool_uri *u, loc_stat *st, size_t n)
+{
     fbk_store *s = NULL;
-    if (!rc)
-        rc = tool_store_open(c->cmd, &u, 1, &s);
     fbk_pool *p = NULL;
+    int rc = tool_store_open(c->cmd, u, 1, &s);
     if (!rc && (rc = fbk_pool_create(&p, s, &fbk_blob_codec, 4)) != 0)
         rc = tool_fail(c->cmd, rc, "create pool");
-    for (size_t i = 0; i < n && !rc; i++) {
-        fbk_location *loc;
-        rc = tool_location_open(c->cmd, &u, s, locs[i], &loc);
-        if (rc)
-            break;
-        st[i].objects = fbk_location_count(loc);
-#if FBK_TOOL_HAVE_MAPS
-        fbk_map *m;
-        int r = fbk_map_open(p, loc, NULL, &m);
-        if (r == 0) {
-            st[i].names = (int64_t)fbk_map_count(m);
-            fbk_map_close(m);
-        } else if (r != FBK_ENOTSUP) {
-            rc = tool_fail(c->cmd, r, "open the names of '%s'", locs[i]);
-        }
-#endif
-        fbk_location_close(loc);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = stat_location(c, u, s, p, &st[i]);
+    fbk_pool_release(p);
+    tool_store_close(s);
+    return rc;
+}
+
+static void stat_print_json(const tool_uri *u, const loc_stat *st, size_t n, uint64_t to,
+                            uint64_t tb)
+{
+    printf("{\"uri\": ");
+    json_str(stdout, u->uri, strlen(u->uri));
+    printf(", \"backend\": \"%s\", \"objects\": %llu, \"bytes\": %llu, \"locations\": [",
+           backend_name(u), (unsigned long long)to, (unsigned long long)tb);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s{\"location\": ", i ? ", " : "");
+        json_str(stdout, st[i].name, strlen(st[i].name));
+        printf(", \"objects\": %llu, \"bytes\": %llu, \"names\": ",
+               (unsigned long long)st[i].objects, (unsigned long long)st[i].bytes);
+        if (st[i].names < 0)
+            printf("null}");
+        else
+            printf("%lld}", (long long)st[i].names);
     }
+    printf("]}\n");
+}
+
+static void stat_print_text(const tool_uri *u, const loc_stat *st, size_t n, uint64_t to,
+                            uint64_t tb)
+{
+    printf("store: %s (backend %s)\n", u->uri, backend_name(u));
+    printf("%-24s %12s %16s %10s\n", "LOCATION", "OBJECTS", "BYTES", "NAMES");
+    for (size_t i = 0; i < n; i++) {
+        char nm[32] = "-";
+        if (st[i].names >= 0)
+            snprintf(nm, sizeof nm, "%lld", (long long)st[i].names);
+        printf("%-24s %12llu %16llu %10s\n", st[i].name, (unsigned long long)st[i].objects,
+               (unsigned long long)st[i].bytes, nm);
+    }
+    printf("%-24s %12llu %16llu\n", "total", (unsigned long long)to, (unsigned long long)tb);
+}
+
+int cmd_stat(const fbk_cli *c)
+{
+    tool_uri u;
+    char **names = NULL;
+    size_t n = 0;
+    int rc = tool_targets(c, &u, &names, &n);
+    if (rc)
+        return rc;
+    const char *one[1] = {c->pos[1]};
+    const char *const *locs = c->npos == 2 ? one : (const char *const *)names;
+    loc_stat *st = calloc(n ? n : 1, sizeof *st);
+    if (!st)
+        return tool_fail(c->cmd, FBK_ENOMEM, "stat");
+    rc = stat_bytes(c, &u, locs, st, n);
+    if (!rc)
+        rc = stat_counts(c, &u, st, n);
     if (!rc) {
         uint64_t to = 0, tb = 0;
         for (size_t i = 0; i < n; i++)
             to += st[i].objects, tb += st[i].bytes;
-        if (c->json) {
-            printf("{\"uri\": ");
-            json_str(stdout, u.uri, strlen(u.uri));
-            printf(", \"backend\": \"%s\", \"objects\": %llu, \"bytes\": %llu, \"locations\": [",
-                   backend_name(&u), (unsigned long long)to, (unsigned long long)tb);
-            for (size_t i = 0; i < n; i++) {
-                printf("%s{\"location\": ", i ? ", " : "");
-                json_str(stdout, st[i].name, strlen(st[i].name));
-                printf(", \"objects\": %llu, \"bytes\": %llu, \"names\": ",
-                       (unsigned long long)st[i].objects, (unsigned long long)st[i].bytes);
-                if (st[i].names < 0)
-                    printf("null}");
-                else
-                    printf("%lld}", (long long)st[i].names);
-            }
-            printf("]}\n");
-        } else {
-            printf("store: %s (backend %s)\n", u.uri, backend_name(&u));
-            printf("%-24s %12s %16s %10s\n", "LOCATION", "OBJECTS", "BYTES", "NAMES");
-            for (size_t i = 0; i < n; i++) {
-                char nm[32] = "-";
-                if (st[i].names >= 0)
-                    snprintf(nm, sizeof nm, "%lld", (long long)st[i].names);
-                printf("%-24s %12llu %16llu %10s\n", st[i].name,
-                       (unsigned long long)st[i].objects, (unsigned long long)st[i].bytes, nm);
-            }
-            printf("%-24s %12llu %16llu\n", "total", (unsigned long long)to,
-                   (unsigned long long)tb);
-        }
-    }
-    fbk_pool_release(p);
-    if (s) {
-        fbk_store_drain(s);
-        fbk_store_close(s);
+        if (c->json)
+            stat_print_json(&u, st, n, to, tb);
+        else
+            stat_print_text(&u, st, n, to, tb);
     }
     free(st);
     layout_free_names(names, c->npos == 1 ? n : 0);
@@ -234,6 +249,23 @@ static int ls_name(const void *name, size_t len, void *arg)
 }
 #endif
 
+/* The keys with their sizes: one line each, or JSON array entries. */
+static void ls_keys(const fbk_cli *c, const tool_sizes *z, const fbk_key *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ks[FBK_KEY_STRLEN + 1];
+        fbk_key_format(&keys[i], ks);
+        int64_t b = layout_size_of(z, &keys[i]);
+        if (c->json) {
+            printf("%s{\"key\": \"%s\", \"bytes\": ", i ? ", " : "", ks);
+            b < 0 ? printf("null}") : printf("%lld}", (long long)b);
+        } else {
+            printf("%s\t", ks);
+            b < 0 ? printf("-\n") : printf("%lld\n", (long long)b);
+        }
+    }
+}
+
 int cmd_ls(const fbk_cli *c)
 {
     tool_uri u;
@@ -274,18 +306,8 @@ int cmd_ls(const fbk_cli *c)
             json_str(stdout, c->pos[1], strlen(c->pos[1]));
             printf(", \"objects\": [");
         }
-        for (size_t i = 0; i < n && (c->json || !has_names); i++) {
-            char ks[FBK_KEY_STRLEN + 1];
-            fbk_key_format(&keys[i], ks);
-            int64_t b = layout_size_of(&z, &keys[i]);
-            if (c->json) {
-                printf("%s{\"key\": \"%s\", \"bytes\": ", i ? ", " : "", ks);
-                b < 0 ? printf("null}") : printf("%lld}", (long long)b);
-            } else {
-                printf("%s\t", ks);
-                b < 0 ? printf("-\n") : printf("%lld\n", (long long)b);
-            }
-        }
+        if (c->json || !has_names)
+            ls_keys(c, &z, keys, n);
         if (c->json)
             printf("], \"names\": [");
 #if FBK_TOOL_HAVE_MAPS

@@ -367,13 +367,8 @@ int cmd_copy(const fbk_cli *c)
         if (cp.damaged)
             rc = FBK_TOOL_MISSING;
     }
-    if (src.s) {
-        fbk_store_drain(src.s);
-        fbk_store_close(src.s);
-    }
-    if (dst.s && !cp.same) {
-        fbk_store_drain(dst.s);
-        fbk_store_close(dst.s);
-    }
+    tool_store_close(src.s);
+    if (!cp.same)
+        tool_store_close(dst.s);
     return rc;
 }

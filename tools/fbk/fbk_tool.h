@@ -72,6 +72,13 @@ int tool_location_check(const char *cmd, const tool_uri *u, const char *loc);
 /* fbk_location_open; FBK_ENOTFOUND (read-only store) is exit 2 too. */
 int tool_location_open(const char *cmd, const tool_uri *u, fbk_store *s, const char *loc,
                        fbk_location **out);
+/* URI [LOC] of stat and verify: c->pos[0] parsed into u, and LOC when given
+ * (checked to exist; *n = 1, *names untouched), else every location of the
+ * layout (*names, *n; layout_free_names).  0 or an exit status. */
+int tool_targets(const fbk_cli *c, tool_uri *u, char ***names, size_t *n);
+/* Drains (background spill removals only: nothing durable) and closes s;
+ * NULL is a no-op. */
+void tool_store_close(fbk_store *s);
 
 /* ---- on-disk layouts (layout.c) ---- */
 typedef struct tool_sizes {

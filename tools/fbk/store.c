@@ -63,6 +63,27 @@ int tool_location_check(const char *cmd, const tool_uri *u, const char *loc)
     return 0;
 }
 
+int tool_targets(const fbk_cli *c, tool_uri *u, char ***names, size_t *n)
+{
+    if (tool_uri_parse(c->pos[0], u))
+        return tool_usage(c->cmd, "URI too long");
+    if (c->npos == 2) {
+        *n = 1;
+        return tool_location_check(c->cmd, u, c->pos[1]);
+    }
+    int rc = layout_locations(u, names, n);
+    return rc ? tool_fail(c->cmd, rc, "list the locations of %s", u->uri) : 0;
+}
+
+void tool_store_close(fbk_store *s)
+{
+    if (s) {
+        int r = fbk_store_drain(s);
+        (void)r;
+        fbk_store_close(s);
+    }
+}
+
 int tool_location_open(const char *cmd, const tool_uri *u, fbk_store *s, const char *loc,
                        fbk_location **out)
 {

@@ -23,6 +23,9 @@ typedef struct vloc {
 
 typedef struct verifier {
     const fbk_cli *c;
+    const tool_uri *u;
+    unsigned jobs; /* objects read at once (threads) */
+    fbk_store *s;
     fbk_pool *p;
     vloc *locs;
     size_t nlocs;
@@ -38,6 +41,8 @@ typedef struct verifier {
     int progress_shown;  /* a progress line is on the terminal now */
     struct timespec t0;
     FILE *jdamage;       /* JSON: the damaged entries, written at the end */
+    char *jbuf;          /* jdamage's buffer */
+    size_t jlen;
 } verifier;
 
 static double now_since(const struct timespec *t0)
@@ -218,140 +223,179 @@ static int check_name(const void *name, size_t len, void *arg)
 }
 #endif
 
+/* One location opened, with the list of its keys. */
+static int verify_open_location(verifier *v, const char *name, vloc *l)
+{
+    l->name = name;
+    int rc = tool_location_open(v->c->cmd, v->u, v->s, l->name, &l->loc);
+    if (rc)
+        return rc;
+    l->n = fbk_location_count(l->loc);
+    l->keys = malloc((l->n ? l->n : 1) * sizeof *l->keys);
+    if (!l->keys)
+        return tool_fail(v->c->cmd, FBK_ENOMEM, "list keys");
+    size_t got = fbk_location_keys(l->loc, l->keys, l->n);
+    if (got < l->n)
+        l->n = got;
+    v->total += l->n;
+    return 0;
+}
+
+/* The store (read-only), a pool with room for every job's loads, and every
+ * location; verify_close releases what is open, also after a failure. */
+static int verify_open(verifier *v, char **names)
+{
+    const fbk_cli *c = v->c;
+    v->locs = calloc(v->nlocs ? v->nlocs : 1, sizeof *v->locs);
+    if (!v->locs)
+        return tool_fail(c->cmd, FBK_ENOMEM, "verify");
+    int rc = tool_store_open(c->cmd, v->u, 1, &v->s);
+    if (!rc && (rc = fbk_pool_create(&v->p, v->s, &fbk_blob_codec, 2 * v->jobs + 2)) != 0)
+        rc = tool_fail(c->cmd, rc, "create pool");
+    for (size_t i = 0; i < v->nlocs && !rc; i++)
+        rc = verify_open_location(v, c->npos == 2 ? c->pos[1] : names[i], &v->locs[i]);
+    return rc;
+}
+
+/* Every object, read by v->jobs threads (wt: room for their ids); by this
+ * thread when none starts. */
+static void verify_objects(verifier *v, pthread_t *wt)
+{
+    unsigned started = 0;
+    for (; started < v->jobs; started++)
+        if (pthread_create(&wt[started], NULL, worker, v))
+            break;
+    if (started == 0)
+        worker(v);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(wt[i], NULL);
+    /* the spill copies the loads left are removed in the background:
+     * their removal is part of the work, so it is in the time too */
+    fbk_store_drain(v->s);
+}
+
+/* Every name of every location (none without maps): 0 or an exit status. */
+static int verify_names(verifier *v)
+{
+    int rc = 0;
+#if FBK_TOOL_HAVE_MAPS
+    for (size_t i = 0; i < v->nlocs && !rc; i++) {
+        fbk_map *m;
+        int r = fbk_map_open(v->p, v->locs[i].loc, NULL, &m);
+        if (r == FBK_ENOTSUP)
+            break;
+        if (r) {
+            rc = tool_fail(v->c->cmd, r, "open the names of '%s'", v->locs[i].name);
+            break;
+        }
+        vname a = {v, &v->locs[i], m};
+        r = fbk_map_names(m, check_name, &a);
+        if (r)
+            rc = tool_fail(v->c->cmd, r, "list the names of '%s'", v->locs[i].name);
+        fbk_map_close(m);
+    }
+#else
+    (void)v;
+#endif
+    return rc;
+}
+
+/* The objects, then the names, with progress on a terminal meanwhile. */
+static int verify_all(verifier *v)
+{
+    clock_gettime(CLOCK_MONOTONIC, &v->t0);
+    v->progress = isatty(2);
+    pthread_t pt, *wt = calloc(v->jobs, sizeof *wt);
+    if (!wt)
+        return tool_fail(v->c->cmd, FBK_ENOMEM, "verify");
+    if (v->progress && pthread_create(&pt, NULL, progress_thread, v))
+        v->progress = 0;
+    verify_objects(v, wt);
+    free(wt);
+    int rc = verify_names(v);
+    pthread_mutex_lock(&v->mu);
+    v->done = 1;
+    pthread_cond_signal(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+    if (v->progress)
+        pthread_join(pt, NULL);
+    return rc;
+}
+
+static void verify_print_json(verifier *v, double t)
+{
+    fclose(v->jdamage);
+    v->jdamage = NULL;
+    printf("{\"uri\": ");
+    json_str(stdout, v->u->uri, strlen(v->u->uri));
+    printf(", \"locations\": %zu, \"objects\": %llu, \"bytes\": %llu, \"names\": %llu, "
+           "\"damaged_objects\": %llu, \"damaged_names\": %llu, \"seconds\": %.3f, "
+           "\"damaged\": [%s]}\n",
+           v->nlocs, (unsigned long long)v->checked, (unsigned long long)v->bytes,
+           (unsigned long long)v->names, (unsigned long long)v->damaged,
+           (unsigned long long)v->names_damaged, t, v->jbuf ? v->jbuf : "");
+}
+
+static void verify_print_text(const verifier *v, double t)
+{
+    size_t n = v->nlocs;
+    char b[32], r[32];
+    human(b, sizeof b, (double)v->bytes);
+    human(r, sizeof r, t > 0 ? (double)v->bytes / t : 0);
+    printf("verified %llu objects (%s) and %llu names in %zu location%s, %.2f s "
+           "(%.0f objects/s, %s/s): %s\n",
+           (unsigned long long)v->checked, b, (unsigned long long)v->names, n,
+           n == 1 ? "" : "s", t, t > 0 ? (double)v->checked / t : 0, r,
+           v->damaged + v->names_damaged ? "DAMAGED" : "ok");
+    if (v->damaged + v->names_damaged)
+        printf("%llu damaged objects, %llu damaged names\n", (unsigned long long)v->damaged,
+               (unsigned long long)v->names_damaged);
+}
+
+/* The summary (text or JSON); the exit status: 1 when anything is damaged. */
+static int verify_print(verifier *v)
+{
+    double t = now_since(&v->t0);
+    if (v->c->json)
+        verify_print_json(v, t);
+    else
+        verify_print_text(v, t);
+    return v->damaged + v->names_damaged ? FBK_TOOL_MISSING : FBK_TOOL_OK;
+}
+
+static void verify_close(verifier *v)
+{
+    if (v->jdamage)
+        fclose(v->jdamage);
+    free(v->jbuf);
+    for (size_t i = 0; v->locs && i < v->nlocs; i++) {
+        free(v->locs[i].keys);
+        fbk_location_close(v->locs[i].loc);
+    }
+    free(v->locs);
+    fbk_pool_release(v->p);
+    tool_store_close(v->s);
+}
+
 int cmd_verify(const fbk_cli *c)
 {
     tool_uri u;
-    if (tool_uri_parse(c->pos[0], &u))
-        return tool_usage(c->cmd, "URI too long");
     char **names = NULL;
-    size_t n = 1;
-    int rc = 0;
-    if (c->npos == 1) {
-        rc = layout_locations(&u, &names, &n);
-        if (rc)
-            return tool_fail(c->cmd, rc, "list the locations of %s", u.uri);
-    } else if ((rc = tool_location_check(c->cmd, &u, c->pos[1])) != 0) {
+    size_t n = 0;
+    int rc = tool_targets(c, &u, &names, &n);
+    if (rc)
         return rc;
-    }
-    verifier v = {.c = c, .nlocs = n};
+    verifier v = {.c = c, .u = &u, .nlocs = n, .jobs = c->jobs ? c->jobs : 4};
     pthread_mutex_init(&v.mu, NULL);
     pthread_cond_init(&v.cv, NULL);
-    char *jbuf = NULL;
-    size_t jlen = 0;
-    if (c->json && !(v.jdamage = open_memstream(&jbuf, &jlen)))
+    if (c->json && !(v.jdamage = open_memstream(&v.jbuf, &v.jlen)))
         return tool_fail(c->cmd, FBK_ENOMEM, "verify");
-    v.locs = calloc(n ? n : 1, sizeof *v.locs);
-    fbk_store *s = NULL;
-    if (!v.locs)
-        rc = tool_fail(c->cmd, FBK_ENOMEM, "verify");
+    rc = verify_open(&v, names);
     if (!rc)
-        rc = tool_store_open(c->cmd, &u, 1, &s);
-    unsigned jobs = c->jobs ? c->jobs : 4;
-    if (!rc && (rc = fbk_pool_create(&v.p, s, &fbk_blob_codec, 2 * jobs + 2)) != 0)
-        rc = tool_fail(c->cmd, rc, "create pool");
-    for (size_t i = 0; i < n && !rc; i++) {
-        vloc *l = &v.locs[i];
-        l->name = c->npos == 2 ? c->pos[1] : names[i];
-        rc = tool_location_open(c->cmd, &u, s, l->name, &l->loc);
-        if (rc)
-            break;
-        l->n = fbk_location_count(l->loc);
-        l->keys = malloc((l->n ? l->n : 1) * sizeof *l->keys);
-        if (!l->keys) {
-            rc = tool_fail(c->cmd, FBK_ENOMEM, "list keys");
-            break;
-        }
-        size_t got = fbk_location_keys(l->loc, l->keys, l->n);
-        if (got < l->n)
-            l->n = got;
-        v.total += l->n;
-    }
-    if (!rc) {
-        clock_gettime(CLOCK_MONOTONIC, &v.t0);
-        v.progress = isatty(2);
-        pthread_t pt, *wt = calloc(jobs, sizeof *wt);
-        if (!wt)
-            return tool_fail(c->cmd, FBK_ENOMEM, "verify");
-        if (v.progress && pthread_create(&pt, NULL, progress_thread, &v))
-            v.progress = 0;
-        unsigned started = 0;
-        for (; started < jobs; started++)
-            if (pthread_create(&wt[started], NULL, worker, &v))
-                break;
-        if (started == 0)
-            worker(&v);
-        for (unsigned i = 0; i < started; i++)
-            pthread_join(wt[i], NULL);
-        free(wt);
-        /* the spill copies the loads left are removed in the background:
-         * their removal is part of the work, so it is in the time too */
-        fbk_store_drain(s);
-#if FBK_TOOL_HAVE_MAPS
-        for (size_t i = 0; i < n && !rc; i++) {
-            fbk_map *m;
-            int r = fbk_map_open(v.p, v.locs[i].loc, NULL, &m);
-            if (r == FBK_ENOTSUP)
-                break;
-            if (r) {
-                rc = tool_fail(c->cmd, r, "open the names of '%s'", v.locs[i].name);
-                break;
-            }
-            vname a = {&v, &v.locs[i], m};
-            r = fbk_map_names(m, check_name, &a);
-            if (r)
-                rc = tool_fail(c->cmd, r, "list the names of '%s'", v.locs[i].name);
-            fbk_map_close(m);
-        }
-#endif
-        pthread_mutex_lock(&v.mu);
-        v.done = 1;
-        pthread_cond_signal(&v.cv);
-        pthread_mutex_unlock(&v.mu);
-        if (v.progress)
-            pthread_join(pt, NULL);
-    }
-    if (!rc) {
-        double t = now_since(&v.t0);
-        if (c->json) {
-            fclose(v.jdamage);
-            v.jdamage = NULL;
-            printf("{\"uri\": ");
-            json_str(stdout, u.uri, strlen(u.uri));
-            printf(", \"locations\": %zu, \"objects\": %llu, \"bytes\": %llu, \"names\": %llu, "
-                   "\"damaged_objects\": %llu, \"damaged_names\": %llu, \"seconds\": %.3f, "
-                   "\"damaged\": [%s]}\n",
-                   n, (unsigned long long)v.checked, (unsigned long long)v.bytes,
-                   (unsigned long long)v.names, (unsigned long long)v.damaged,
-                   (unsigned long long)v.names_damaged, t, jbuf ? jbuf : "");
-        } else {
-            char b[32], r[32];
-            human(b, sizeof b, (double)v.bytes);
-            human(r, sizeof r, t > 0 ? (double)v.bytes / t : 0);
-            printf("verified %llu objects (%s) and %llu names in %zu location%s, %.2f s "
-                   "(%.0f objects/s, %s/s): %s\n",
-                   (unsigned long long)v.checked, b, (unsigned long long)v.names, n,
-                   n == 1 ? "" : "s", t, t > 0 ? (double)v.checked / t : 0, r,
-                   v.damaged + v.names_damaged ? "DAMAGED" : "ok");
-            if (v.damaged + v.names_damaged)
-                printf("%llu damaged objects, %llu damaged names\n",
-                       (unsigned long long)v.damaged, (unsigned long long)v.names_damaged);
-        }
-        if (v.damaged + v.names_damaged)
-            rc = FBK_TOOL_MISSING;
-    }
-    if (v.jdamage)
-        fclose(v.jdamage);
-    free(jbuf);
-    for (size_t i = 0; v.locs && i < n; i++) {
-        free(v.locs[i].keys);
-        fbk_location_close(v.locs[i].loc);
-    }
-    free(v.locs);
-    fbk_pool_release(v.p);
-    if (s) {
-        fbk_store_drain(s);
-        fbk_store_close(s);
-    }
+        rc = verify_all(&v);
+    if (!rc)
+        rc = verify_print(&v);
+    verify_close(&v);
     layout_free_names(names, c->npos == 1 ? n : 0);
     return rc;
 }
