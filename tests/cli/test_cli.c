@@ -258,14 +258,27 @@ Test(cli, usage_errors_exit_2_with_nothing_on_stdout)
         cr_assert_gt(r.err_len, 0, "case %zu: no message", i);
         run_free(&r);
     }
-    /* a store that is not there: a run-time error, and nothing is made */
-    run r = fbk(dir, NULL, "stat", uri, NULL);
-    cr_assert_eq(r.status, 2);
-    cr_assert_eq(r.out_len, 0);
-    cr_assert(strstr(r.err, "no store"), "%s", r.err);
+    /* a store that is not there: a run-time error (2, never 1: "damage or
+     * not found"), said as such on both schemes, with or without a
+     * location, and nothing is made */
+    char furi[4300];
+    snprintf(furi, sizeof furi, "file:%s/s", dir);
+    const char *missing[][4] = {
+        {"stat", uri, NULL},          {"stat", furi, NULL},          {"verify", uri, NULL},
+        {"verify", furi, NULL},       {"stat", uri, "loc", NULL},    {"verify", furi, "loc", NULL},
+        {"verify", furi, "--json", NULL},
+    };
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+        const char **c = missing[i];
+        run r = fbk(dir, NULL, c[0], c[1], c[2], c[2] ? c[3] : NULL, NULL);
+        cr_assert_eq(r.status, 2, "missing store case %zu (%s %s): exit %d: %s", i, c[0], c[1],
+                     r.status, r.err);
+        cr_assert_eq(r.out_len, 0);
+        cr_assert(strstr(r.err, "no store"), "case %zu: %s", i, r.err);
+        run_free(&r);
+    }
     struct stat st;
     cr_assert_neq(stat(uri + 5, &st), 0, "inspection created the store");
-    run_free(&r);
 }
 
 Test(cli, help_for_every_command)

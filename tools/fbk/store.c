@@ -28,15 +28,24 @@ int tool_uri_parse(const char *uri, tool_uri *out)
     return 0;
 }
 
+/* lmdb:/file: stores are directories: "no store at" (exit 2) if there is
+ * none, before anything looks inside. */
+static int store_exists(const char *cmd, const tool_uri *u)
+{
+    struct stat st;
+    if (u->scheme != TOOL_OTHER && (stat(u->dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return tool_fail(cmd, FBK_TOOL_ERROR, "no store at %s (%s is not a directory)", u->uri,
+                         u->dir);
+    return 0;
+}
+
 int tool_store_open(const char *cmd, const tool_uri *u, int readonly, fbk_store **out)
 {
     fbk_store_options o = {0};
-    if (u->scheme != TOOL_OTHER && readonly) {
-        /* Inspection never makes a store where there was none. */
-        struct stat st;
-        if (stat(u->dir, &st) != 0 || !S_ISDIR(st.st_mode))
-            return tool_fail(cmd, FBK_TOOL_ERROR, "no store at %s (%s is not a directory)", u->uri,
-                             u->dir);
+    if (readonly) { /* inspection never makes a store where there was none */
+        int e = store_exists(cmd, u);
+        if (e)
+            return e;
     }
 #if FBK_TOOL_HAVE_READONLY
     if (readonly)
@@ -67,6 +76,9 @@ int tool_targets(const fbk_cli *c, tool_uri *u, char ***names, size_t *n)
 {
     if (tool_uri_parse(c->pos[0], u))
         return tool_usage(c->cmd, "URI too long");
+    int e = store_exists(c->cmd, u);
+    if (e)
+        return e;
     if (c->npos == 2) {
         *n = 1;
         return tool_location_check(c->cmd, u, c->pos[1]);
