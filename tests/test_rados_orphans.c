@@ -69,6 +69,15 @@ static fbk_key key_of(env *e, const char *name)
     return k;
 }
 
+/* X rebound (its old object orphaned), synced, and one more batch (Z):
+ * the removal of orphans has run */
+static void rebind_x(env *e)
+{
+    cr_assert_eq(put(e, "X", 100, 2), 0, "%s", fbk_errmsg());
+    cr_assert_eq(fbk_map_sync(e->m), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(e, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+}
+
 /* ---------------------------------------------- the namespace, by hand */
 
 typedef struct raw {
@@ -89,6 +98,16 @@ static void raw_close(raw *r)
 {
     rados_ioctx_destroy(r->io);
     rados_shutdown(r->c);
+}
+
+/* A fresh location (namespace ns, made from what), its raw view r and a
+ * store a whose map binds X to a 3000-byte value. */
+static void start_with_x(const char *what, char ns[128], raw *r, env *a)
+{
+    ns_for(ns, 128, what);
+    raw_open(r, ns);
+    cr_assert_eq(env_open(a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
+    cr_assert_eq(put(a, "X", 3000, 1), 0, "%s", fbk_errmsg());
 }
 
 static bool exists(raw *r, const fbk_key *k)
@@ -226,9 +245,7 @@ Test(rados_orphans, an_orphan_another_process_bound_survives)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process B failed (%d)", r);
     /* A rebinds X: its old object is A's orphan, removed after the sync --
      * unless a binding A never saw (Y) refers to it */
-    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    rebind_x(&a);
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
 
     check_y(ns, 3000, 1);
@@ -252,12 +269,9 @@ Test(rados_orphans, an_object_whose_last_binding_went_is_removed)
 {
     TU_NEED_RADOS();
     char ns[128];
-    ns_for(ns, sizeof ns, "last");
     raw r;
-    raw_open(&r, ns);
     env a;
-    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    start_with_x("last", ns, &r, &a);
     fbk_key k1 = key_of(&a, "X");
     fbk_handle *h;
     cr_assert_eq(fbk_map_get(a.m, "X", 1, &h), 0);
@@ -284,12 +298,9 @@ Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
 {
     TU_NEED_RADOS();
     char ns[128];
-    ns_for(ns, sizeof ns, "tomb");
     raw r;
-    raw_open(&r, ns);
     env a;
-    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    start_with_x("tomb", ns, &r, &a);
     fbk_key k1 = key_of(&a, "X");
     char tomb[34];
     tomb[0] = 'x';
@@ -316,9 +327,7 @@ Test(rados_orphans, a_tombstoned_object_refuses_a_binding)
     /* X rebound: k1 is c's orphan; the tombstone (no time in it: as old
      * as can be, a crashed removal's) is taken over, the object removed,
      * the tombstone too (with the next batch) */
-    cr_assert_eq(put(&c, "X", 100, 2), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_sync(c.m), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&c, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    rebind_x(&c);
     cr_assert(!exists(&r, &k1));
     cr_assert_eq(omap_keys(&r, 'x', 33, false), 0, "the tombstone went with the object");
     cr_assert_eq(tu_map_close(&c), 0, "%s", fbk_errmsg());
@@ -332,12 +341,9 @@ Test(rados_orphans, references_of_an_index_from_before_are_built_at_open)
 {
     TU_NEED_RADOS();
     char ns[128];
-    ns_for(ns, sizeof ns, "before");
     raw r;
-    raw_open(&r, ns);
     env a;
-    cr_assert_eq(env_open(&a, "rados-orphans-a", ns), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "X", 3000, 1), 0, "%s", fbk_errmsg());
+    start_with_x("before", ns, &r, &a);
     cr_assert_eq(put(&a, "W", 300, 4), 0, "%s", fbk_errmsg());
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
     cr_assert_eq(omap_keys(&r, 'r', 65, false), 2);
@@ -371,9 +377,7 @@ Test(rados_orphans, references_of_an_index_from_before_are_built_at_open)
     cr_assert_eq(fbk_map_put(b.m, "Y", 1, h), 0, "%s", fbk_errmsg());
     fbk_handle_release(h);
     cr_assert_eq(tu_map_close(&b), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg());
+    rebind_x(&a);
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
     check_y(ns, 3000, 1);
     raw_close(&r);
@@ -547,9 +551,7 @@ Test(rados_orphans, a_striped_orphan_goes_with_its_stripes)
     cr_assert_eq(put(&a, "X", (size_t)9 << 20, 1), 0, "%s", fbk_errmsg());
     fbk_key k1 = key_of(&a, "X");
     cr_assert_geq(stripes(&r), 3, "9 MiB in stripes of 4 MiB");
-    cr_assert_eq(put(&a, "X", 100, 2), 0, "%s", fbk_errmsg());
-    cr_assert_eq(fbk_map_sync(a.m), 0, "%s", fbk_errmsg());
-    cr_assert_eq(put(&a, "Z", 10, 3), 0, "%s", fbk_errmsg()); /* one more batch */
+    rebind_x(&a);
     cr_assert(!exists(&r, &k1));
     cr_assert_eq(stripes(&r), 0, "the stripes went with their head");
     cr_assert_eq(tu_map_close(&a), 0, "%s", fbk_errmsg());
