@@ -112,7 +112,16 @@ static void child(const char *uri, int proc, int fd, int go)
             if (rc == FBK_ENOTFOUND)
                 continue;
             const void *obj;
-            if (rc || fbk_load(h, &obj)) {
+            int lrc = rc ? rc : fbk_load(h, &obj);
+            if (lrc == FBK_ENOTFOUND && !rc) {
+                /* the handle is registered, not loaded: its writer rebound
+                 * the name and removed the object (bound by no name then)
+                 * between this get and the load -- a read that lost the
+                 * race, not a wrong object */
+                fbk_handle_release(h);
+                continue;
+            }
+            if (lrc) {
                 fprintf(stderr, "child %d: get %s: %s\n", proc, nm, fbk_errmsg());
                 _exit(4);
             }
